@@ -1,0 +1,134 @@
+"""Tenants, their catalogs, and the leads who write to them."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+# Confidence below which an intent goes to human review instead of acting.
+DEFAULT_CONFIDENCE_THRESHOLDS: dict[str, float] = {
+    "ORDER_REQUEST": 0.85,
+    "COMPLAINT": 0.6,
+    "PRICING_INQUIRY": 0.7,
+    "AVAILABILITY_INQUIRY": 0.7,
+    "SCHEDULE_CALL": 0.7,
+    "UNKNOWN": 0.7,
+}
+
+
+class Business(models.Model):
+    """A tenant's shop: the unit every event names and every limit is per."""
+
+    business_id = models.CharField(max_length=64, unique=True)
+    tenant_id = models.CharField(max_length=64, db_index=True)
+    display_name = models.CharField(max_length=200)
+    phone_number_id = models.CharField("WhatsApp phone-number id", max_length=64, blank=True)
+    replies_enabled = models.BooleanField(default=True)
+    default_language = models.CharField(max_length=16, default="en")
+    confidence_thresholds = models.JSONField(
+        default=dict, blank=True, help_text="Per-intent overrides, e.g. {\"ORDER_REQUEST\": 0.9}."
+    )
+    sales_webhook_url = models.URLField(blank=True)
+    sales_webhook_secret = models.CharField(max_length=200, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "businesses"
+        ordering = ["business_id"]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} ({self.business_id})"
+
+    def threshold_for(self, intent: str) -> float:
+        overrides = self.confidence_thresholds or {}
+        return float(overrides.get(intent, DEFAULT_CONFIDENCE_THRESHOLDS.get(intent, 0.7)))
+
+
+class Product(models.Model):
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="products")
+    sku = models.CharField(max_length=64)
+    name = models.CharField(max_length=200)
+    price = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    currency = models.CharField(max_length=3, default="USD")
+    stock = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["business", "sku"]
+        constraints = [
+            models.UniqueConstraint(fields=["business", "sku"], name="product_unique_sku_per_business"),
+            models.CheckConstraint(condition=models.Q(stock__gte=0), name="product_stock_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sku} {self.name}"
+
+
+class Lead(models.Model):
+    """A customer conversation with one business."""
+
+    class State(models.TextChoices):
+        NEW = "NEW"
+        CONTACTED = "CONTACTED"
+        QUALIFIED = "QUALIFIED"
+        CONVERTED = "CONVERTED"
+        LOST = "LOST"
+
+    lead_id = models.CharField(max_length=64)
+    business = models.ForeignKey(Business, on_delete=models.PROTECT, related_name="leads")
+    wa_id = models.CharField("customer WhatsApp number", max_length=15)
+    customer_name = models.CharField(max_length=256, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.NEW, db_index=True)
+    needs_review = models.BooleanField(default=False, db_index=True)
+    last_inbound_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["business", "lead_id"], name="lead_unique_per_business"),
+        ]
+
+    def __str__(self) -> str:
+        return self.lead_id
+
+
+class ImmutableRecord(ValidationError):
+    pass
+
+
+class LeadActivity(models.Model):
+    """The lead's history. Append-only: a trigger in the database refuses
+    UPDATE and DELETE, so not even raw SQL or a bug can rewrite it."""
+
+    lead = models.ForeignKey(Lead, on_delete=models.PROTECT, related_name="activities")
+    kind = models.CharField(max_length=40, db_index=True)
+    processing_id = models.CharField(max_length=128, blank=True, db_index=True)
+    from_state = models.CharField(max_length=16, blank=True)
+    to_state = models.CharField(max_length=16, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "lead activities"
+
+    def __str__(self) -> str:
+        return f"{self.kind} on {self.lead_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ImmutableRecord("lead activities are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ImmutableRecord("lead activities are append-only")
+
+
+# --- Saga effects -------------------------------------------------------------
+# One row per business effect an action executor produced. The unique
+# idempotency_key (processing_id:saga_run:step_order:action) is what makes a
+# redelivered task or a re-driven message find the earlier effect instead of
+# making a second one.

@@ -1,0 +1,112 @@
+"""Fixtures on real services: Postgres, Redis, a Kafka-protocol broker and Celery workers."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import redis as redis_lib
+from django.conf import settings
+from django.db import connection
+
+from tests.support import kafka as kafka_support
+from tests.support.processes import ManagedProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url() -> str:
+    """The URL of the database this test run uses (pytest-django's test_ copy)."""
+    db = connection.settings_dict
+    auth = quote(db["USER"] or "postgres")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"])
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def child_env(transactional_db) -> dict[str, str]:
+    """Environment for ingest and worker processes started by a test."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=database_url(),
+        PYTHONUNBUFFERED="1",
+        LOG_LEVEL="INFO",
+    )
+    return env
+
+
+@pytest.fixture
+def bootstrap() -> str:
+    return settings.KAFKA_BOOTSTRAP_SERVERS
+
+
+@pytest.fixture
+def topic(bootstrap: str) -> str:
+    return kafka_support.create_topic(bootstrap, partitions=3)
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis_lib.Redis]:
+    client = redis_lib.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def business(transactional_db):
+    from leads.models import Business, Product
+    from tests.support.events import BUSINESS_ID, TENANT_ID
+
+    biz = Business.objects.create(business_id=BUSINESS_ID, tenant_id=TENANT_ID, display_name="Acme Bakery")
+    Product.objects.create(business=biz, sku="SD-01", name="sourdough loaf", price="6.50", stock=500)
+    return biz
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ManagedProcess]]:
+    """Every process a test starts is stopped when it ends, pass or fail."""
+    started: list[ManagedProcess] = []
+    yield started
+    for proc in reversed(started):
+        proc.stop()
+
+
+@pytest.fixture
+def start_ingest(child_env, processes):
+    def start(topic: str, *args: str, group: str | None = None, env: dict[str, str] | None = None) -> ManagedProcess:
+        argv = [sys.executable, "manage.py", "ingest_kafka", "--topic", topic, "--group-id", group or f"g-{topic}", *args]
+        proc = ManagedProcess("ingest", argv, {**child_env, **(env or {})})
+        processes.append(proc)
+        return proc
+
+    return start
+
+
+@pytest.fixture
+def start_worker(child_env, processes, redis_client):
+    def start(concurrency: int = 2, queues: str = "pipeline", name: str = "w1", env: dict[str, str] | None = None,
+              ready_timeout: float = 60) -> ManagedProcess:
+        argv = [
+            sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "prefork", "-c", str(concurrency),
+            "-Q", queues, "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+        ]
+        proc = ManagedProcess(f"worker-{name}", argv, {**child_env, **(env or {})})
+        processes.append(proc)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if "ready." in proc.output():
+                return proc
+            if not proc.alive():
+                raise AssertionError(f"worker exited at start:\n{proc.output()[-4000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready after {ready_timeout}s:\n{proc.output()[-4000:]}")
+
+    return start

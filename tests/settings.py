@@ -1,0 +1,37 @@
+"""Settings for the test run.
+
+Finds the services before Django reads its settings: those named in the
+environment, else the local ones if they answer, else throwaway servers from
+pip packages. The URLs go into os.environ so that every worker or ingest
+process a test starts uses the same services.
+"""
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from config.localservices import ensure_services
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
+os.environ.setdefault("DEBUG", "0")
+
+_urls, STARTED_SERVICES = ensure_services(ROOT / "var" / "test-services")
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=path))
+
+
+# Our own database name (pytest-django prefixes test_) and Redis db, so the
+# suite never touches a developer's data on the same servers.
+os.environ["DATABASE_URL"] = _with_path(_urls["DATABASE_URL"], "/whatsapp_handler")
+os.environ["REDIS_URL"] = _with_path(_urls["REDIS_URL"], "/15") if "REDIS_URL" not in os.environ else _urls["REDIS_URL"]
+os.environ["CELERY_BROKER_URL"] = os.environ["REDIS_URL"]
+os.environ["KAFKA_BOOTSTRAP_SERVERS"] = _urls["KAFKA_BOOTSTRAP_SERVERS"]
+os.environ.setdefault("CELERY_VISIBILITY_TIMEOUT", "30")
+
+from config.settings import *  # noqa: E402,F403
+
+ALLOWED_HOSTS = ["*"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

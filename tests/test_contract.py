@@ -1,0 +1,504 @@
+"""Unit tests for the v1 AI-result event contract (no Django, no database)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from whatsapp.contract import (
+    MAX_VALUE_BYTES,
+    AIResultEvent,
+    ContractError,
+    Intent,
+    parse_event,
+    to_payload,
+)
+
+EXAMPLE: dict[str, Any] = {
+    "schema_version": 1,
+    "processing_id": "proc-7f3c2a",
+    "lead_id": "lead-123",
+    "business_id": "acme-bakery",
+    "tenant_id": "tenant-acme",
+    "message_id": "wamid.HBgLMTU1NTAxMjM0NTY3FQIAEhgg",
+    "customer": {"wa_id": "15550123456", "name": "Ana"},
+    "message": {
+        "text": "Hi, I'd like 2 sourdough loaves for Friday",
+        "received_at": "2026-11-24T10:30:00+00:00",
+    },
+    "intent": "ORDER_REQUEST",
+    "confidence": 0.95,
+    "entities": {"products": [{"sku": "SD-01", "name": "sourdough loaf", "quantity": 2}]},
+    "ai": {"model": "intent-v3", "processing_ms": 140},
+}
+
+_MISSING = object()
+
+
+def encode(data: Any) -> bytes:
+    return json.dumps(data).encode("utf-8")
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    """The example with one dotted path set to value, or removed when value is _MISSING."""
+    data = copy.deepcopy(EXAMPLE)
+    *parents, last = path.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is _MISSING:
+        node.pop(last, None)
+    else:
+        node[last] = value
+    return data
+
+
+def rejection(value: bytes | None) -> ContractError:
+    with pytest.raises(ContractError) as info:
+        parse_event(value)
+    return info.value
+
+
+def test_example_event_parses() -> None:
+    event = parse_event(encode(EXAMPLE))
+
+    assert isinstance(event, AIResultEvent)
+    assert event.schema_version == 1
+    assert event.processing_id == "proc-7f3c2a"
+    assert event.tenant_id == "tenant-acme"
+    assert event.customer.wa_id == "15550123456"
+    assert event.message.received_at == datetime(2026, 11, 24, 10, 30, tzinfo=timezone.utc)
+    assert event.intent is Intent.ORDER_REQUEST
+    assert event.intent_raw == "ORDER_REQUEST"
+    assert event.confidence == 0.95
+    assert event.entities.products[0].sku == "SD-01"
+    assert event.entities.products[0].quantity == 2
+    assert event.ai is not None and event.ai.processing_ms == 140
+
+
+def test_minimal_event_parses_with_defaults() -> None:
+    data = {key: EXAMPLE[key] for key in (
+        "schema_version", "processing_id", "lead_id", "business_id",
+        "customer", "message", "intent", "confidence",
+    )}
+    data["customer"] = {"wa_id": "15550123456"}
+
+    event = parse_event(encode(data))
+
+    assert event.tenant_id is None
+    assert event.message_id is None
+    assert event.customer.name is None
+    assert event.entities.products == []
+    assert event.ai is None
+
+
+def test_to_payload_is_plain_json() -> None:
+    payload = to_payload(parse_event(encode(EXAMPLE)))
+
+    assert json.loads(json.dumps(payload)) == payload
+    assert payload["intent"] == "ORDER_REQUEST"
+    assert payload["intent_raw"] == "ORDER_REQUEST"
+    assert payload["customer"] == {"wa_id": "15550123456", "name": "Ana"}
+    assert datetime.fromisoformat(payload["message"]["received_at"]) == datetime(
+        2026, 11, 24, 10, 30, tzinfo=timezone.utc
+    )
+
+
+def test_stored_payload_validates_again_and_keeps_intent_raw() -> None:
+    event = parse_event(encode(with_change("intent", "REFUND_REQUEST")))
+
+    again = AIResultEvent.model_validate(to_payload(event))
+
+    assert again.intent is Intent.UNKNOWN
+    assert again.intent_raw == "REFUND_REQUEST"
+
+
+@pytest.mark.parametrize("accepted", [
+    ("confidence", 0),
+    ("confidence", 1),
+    ("confidence", 0.0),
+    ("confidence", 1.0),
+    ("customer.wa_id", "1234567"),
+    ("customer.wa_id", "123456789012345"),
+    ("message.text", ""),
+    ("message.text", "x" * 4096),
+    ("message.received_at", "2026-11-24T10:30:00Z"),
+    ("message.received_at", "2026-11-24T12:30:00.123456+02:00"),
+    ("processing_id", "a" * 128),
+    ("processing_id", "A.b_c:d-9"),
+    ("lead_id", "x" * 64),
+    ("tenant_id", "t" * 64),
+    ("tenant_id", None),
+    ("message_id", "m" * 256),
+    ("customer.name", "n" * 256),
+    ("ai.model", "m" * 128),
+    ("ai.processing_ms", 0),
+    ("ai", None),
+    ("entities.severity", "high"),
+    ("entities.language", "pt-BR"),
+    ("entities.language", "es"),
+    ("entities.order_reference", "r" * 64),
+    ("entities.preferred_time", "2026-11-27T09:00:00-03:00"),
+    ("entities.products", [{"name": "rye"}]),
+    ("entities.products", [{"name": "rye", "quantity": 10_000}]),
+    ("entities.products", [{"name": "rye"}] * 50),
+], ids=lambda case: f"{case[0]}={str(case[1])[:20]}")
+def test_boundary_values_are_accepted(accepted: tuple[str, Any]) -> None:
+    path, value = accepted
+    parse_event(encode(with_change(path, value)))
+
+
+@pytest.mark.parametrize("path, value, rule", [
+    # required fields
+    ("processing_id", _MISSING, "field required"),
+    ("lead_id", _MISSING, "field required"),
+    ("business_id", _MISSING, "field required"),
+    ("customer", _MISSING, "field required"),
+    ("customer.wa_id", _MISSING, "field required"),
+    ("message", _MISSING, "field required"),
+    ("message.text", _MISSING, "field required"),
+    ("message.received_at", _MISSING, "field required"),
+    ("intent", _MISSING, "field required"),
+    ("confidence", _MISSING, "field required"),
+    # identifiers
+    ("processing_id", "", "at least 1"),
+    ("processing_id", "a" * 129, "at most 128"),
+    ("processing_id", "proc 7f3c2a", "must contain only"),
+    ("processing_id", "proc/1", "must contain only"),
+    ("lead_id", "x" * 65, "at most 64"),
+    ("lead_id", "lead#1", "must contain only"),
+    ("business_id", "", "at least 1"),
+    ("business_id", "b" * 65, "at most 64"),
+    ("business_id", "acme bakery", "must contain only"),
+    ("tenant_id", "", "at least 1"),
+    ("tenant_id", "t" * 65, "at most 64"),
+    ("message_id", "m" * 257, "at most 256"),
+    # customer
+    ("customer.wa_id", "123456", "7-15 digits"),
+    ("customer.wa_id", "1234567890123456", "7-15 digits"),
+    ("customer.wa_id", "+15550123456", "7-15 digits"),
+    ("customer.wa_id", "1555012345a", "7-15 digits"),
+    ("customer.wa_id", 15550123456, "must be a string"),
+    ("customer.name", "n" * 257, "at most 256"),
+    ("customer", "15550123456", "must be an object"),
+    # message
+    ("message.text", "x" * 4097, "at most 4096"),
+    ("message.text", 42, "must be a string"),
+    ("message.received_at", "2026-11-24T10:30:00", "timezone"),
+    ("message.received_at", "yesterday", "ISO-8601"),
+    ("message.received_at", 1764000000, "ISO-8601"),
+    # intent and confidence
+    ("intent", 3, "must be a string"),
+    ("intent", None, "must be a string"),
+    ("confidence", 1.01, "<= 1.0"),
+    ("confidence", -0.01, ">= 0.0"),
+    ("confidence", 2, "<= 1.0"),
+    ("confidence", "0.9", "must be a number"),
+    ("confidence", True, "must be a number"),
+    ("confidence", False, "must be a number"),
+    ("confidence", None, "must be a number"),
+    # entities
+    ("entities", [], "must be an object"),
+    ("entities.products", {"name": "rye"}, "must be an array"),
+    ("entities.products", [{"name": "rye"}] * 51, "at most 50 items"),
+    ("entities.products", [{"sku": "SD-01"}], "field required"),
+    ("entities.products", [{"name": "rye", "quantity": 0}], ">= 1"),
+    ("entities.products", [{"name": "rye", "quantity": 10_001}], "<= 10000"),
+    ("entities.products", [{"name": "rye", "quantity": "2"}], "must be an integer"),
+    ("entities.products", [{"name": "rye", "quantity": 2.0}], "must be an integer"),
+    ("entities.products", [{"name": "rye", "quantity": True}], "must be an integer"),
+    ("entities.products", [{"name": "rye", "sku": 1}], "must be a string"),
+    ("entities.preferred_time", "2026-11-27T09:00:00", "timezone"),
+    ("entities.preferred_time", "friday", "ISO-8601"),
+    ("entities.severity", "critical", "must be one of"),
+    ("entities.order_reference", "r" * 65, "at most 64"),
+    ("entities.language", "english!", "BCP-47"),
+    ("entities.language", "e", "BCP-47"),
+    ("entities.language", "pt_BR", "BCP-47"),
+    # ai
+    ("ai", "intent-v3", "must be an object"),
+    ("ai.model", "m" * 129, "at most 128"),
+    ("ai.processing_ms", -1, ">= 0"),
+    ("ai.processing_ms", 1.5, "must be an integer"),
+    ("ai.processing_ms", "140", "must be an integer"),
+])
+def test_rule_violations_are_invalid_payload(path: str, value: Any, rule: str) -> None:
+    error = rejection(encode(with_change(path, value)))
+
+    assert error.reason == "invalid_payload"
+    assert any(line.startswith(path) and rule in line for line in error.errors), error.errors
+    assert str(error) == "; ".join(error.errors)
+
+
+def test_error_lines_name_nested_list_positions() -> None:
+    products = [{"name": "rye"}, {"name": "rye", "quantity": 0}]
+
+    error = rejection(encode(with_change("entities.products", products)))
+
+    assert error.errors == ["entities.products.1.quantity: must be >= 1"]
+
+
+def test_example_rules_read_as_documented() -> None:
+    assert rejection(encode(with_change("customer.wa_id", "12"))).errors == [
+        "customer.wa_id: must be 7-15 digits"
+    ]
+    assert rejection(encode(with_change("confidence", 1.5))).errors == ["confidence: must be <= 1.0"]
+    assert rejection(encode(with_change("message.text", _MISSING))).errors == [
+        "message.text: field required"
+    ]
+
+
+def test_every_problem_gets_a_line() -> None:
+    data = with_change("confidence", 7)
+    data["customer"]["wa_id"] = "12"
+    del data["lead_id"]
+
+    error = rejection(encode(data))
+
+    assert sorted(line.split(":")[0] for line in error.errors) == ["confidence", "customer.wa_id", "lead_id"]
+
+
+@pytest.mark.parametrize("raw", ["REFUND_REQUEST", "order_request", ""])
+def test_unknown_intent_maps_to_unknown_and_keeps_raw(raw: str) -> None:
+    event = parse_event(encode(with_change("intent", raw)))
+
+    assert event.intent is Intent.UNKNOWN
+    assert event.intent_raw == raw
+    assert to_payload(event)["intent"] == "UNKNOWN"
+
+
+@pytest.mark.parametrize("intent", [member.value for member in Intent])
+def test_every_known_intent_is_kept(intent: str) -> None:
+    assert parse_event(encode(with_change("intent", intent))).intent is Intent(intent)
+
+
+def test_sent_intent_raw_is_ignored() -> None:
+    data = with_change("intent", "COMPLAINT")
+    data["intent_raw"] = "something else"
+
+    assert parse_event(encode(data)).intent_raw == "COMPLAINT"
+
+
+def test_unknown_entity_keys_are_kept() -> None:
+    data = with_change("entities.sentiment", {"score": -0.4, "label": "annoyed"})
+    data["entities"]["dietary"] = ["gluten-free"]
+
+    event = parse_event(encode(data))
+
+    assert event.entities.model_extra == {"sentiment": {"score": -0.4, "label": "annoyed"}, "dietary": ["gluten-free"]}
+    assert to_payload(event)["entities"]["sentiment"] == {"score": -0.4, "label": "annoyed"}
+    assert to_payload(event)["entities"]["dietary"] == ["gluten-free"]
+
+
+def test_unknown_top_level_and_nested_keys_are_ignored() -> None:
+    data = with_change("routing_hint", {"queue": "fast"})
+    data["customer"]["locale"] = "en-GB"
+    data["ai"]["temperature"] = 0.2
+
+    payload = to_payload(parse_event(encode(data)))
+
+    assert "routing_hint" not in payload
+    assert "locale" not in payload["customer"]
+    assert "temperature" not in payload["ai"]
+
+
+@pytest.mark.parametrize("version", [True, False, "1", 1.0, None, [1]])
+def test_schema_version_of_wrong_type_is_invalid(version: Any) -> None:
+    error = rejection(encode(with_change("schema_version", version)))
+
+    assert error.reason == "invalid_payload"
+    assert error.errors == ["schema_version: must be an integer"]
+
+
+def test_missing_schema_version_is_invalid() -> None:
+    error = rejection(encode(with_change("schema_version", _MISSING)))
+
+    assert error.reason == "invalid_payload"
+    assert error.errors == ["schema_version: field required"]
+
+
+@pytest.mark.parametrize("version", [2, 0, -1])
+def test_other_schema_versions_are_unsupported(version: int) -> None:
+    error = rejection(encode(with_change("schema_version", version)))
+
+    assert error.reason == "unsupported_schema"
+    assert error.errors == [f"schema_version: {version} is not supported (expected 1)"]
+
+
+def test_unsupported_schema_wins_over_field_errors() -> None:
+    """A v2 record is judged on its version alone; its v2 fields may well differ."""
+    error = rejection(encode({"schema_version": 2, "something": "new"}))
+
+    assert error.reason == "unsupported_schema"
+
+
+def test_model_refuses_other_schema_versions_too() -> None:
+    with pytest.raises(ValueError):
+        AIResultEvent.model_validate(with_change("schema_version", 2))
+
+
+@pytest.mark.parametrize("value", [None, b""])
+def test_empty_record_is_invalid(value: bytes | None) -> None:
+    error = rejection(value)
+
+    assert error.reason == "invalid_payload"
+    assert error.errors == ["value: empty record"]
+
+
+def test_oversized_record_is_invalid() -> None:
+    value = encode(with_change("padding", "x" * 307_200))
+    assert len(value) > MAX_VALUE_BYTES
+
+    error = rejection(value)
+
+    assert error.reason == "invalid_payload"
+    assert error.errors == [f"value: {len(value)} bytes exceeds the 262144-byte limit"]
+
+
+def test_exactly_300_kib_message_is_reported_with_its_size() -> None:
+    assert rejection(b" " * 307_200).errors == ["value: 307200 bytes exceeds the 262144-byte limit"]
+
+
+def test_record_at_the_limit_is_accepted() -> None:
+    value = encode(EXAMPLE)
+    value = value[:-1] + b" " * (MAX_VALUE_BYTES - len(value)) + b"}"
+    assert len(value) == MAX_VALUE_BYTES
+
+    assert parse_event(value).processing_id == "proc-7f3c2a"
+
+
+def test_invalid_utf8_is_invalid() -> None:
+    error = rejection(b'\xff\xfe{"schema_version": 1}')
+
+    assert error.reason == "invalid_payload"
+    assert len(error.errors) == 1
+    assert error.errors[0].startswith("value: not valid UTF-8")
+
+
+@pytest.mark.parametrize("value", [b"{not json", b'{"schema_version": 1,}', b"NaN", b'{"confidence": Infinity}'])
+def test_not_json_is_invalid(value: bytes) -> None:
+    error = rejection(value)
+
+    assert error.reason == "invalid_payload"
+    assert len(error.errors) == 1
+    assert error.errors[0].startswith("value: not valid JSON: ")
+
+
+def test_absurd_nesting_is_invalid() -> None:
+    error = rejection(b"[" * 100_000 + b"]" * 100_000)
+
+    assert error.reason == "invalid_payload"
+    assert error.errors[0].startswith("value: not valid JSON: ")
+
+
+@pytest.mark.parametrize("value, kind", [
+    (b"[1, 2]", "array"),
+    (b"[]", "array"),
+    (b'"hello"', "string"),
+    (b"42", "number"),
+    (b"true", "boolean"),
+    (b"null", "null"),
+])
+def test_json_that_is_not_an_object_is_invalid(value: bytes, kind: str) -> None:
+    error = rejection(value)
+
+    assert error.reason == "invalid_payload"
+    assert error.errors == [f"value: must be a JSON object, got {kind}"]
+
+
+def test_bytearray_and_memoryview_are_accepted() -> None:
+    assert parse_event(bytearray(encode(EXAMPLE))).lead_id == "lead-123"
+    assert parse_event(memoryview(encode(EXAMPLE))).lead_id == "lead-123"
+
+
+@pytest.mark.parametrize("path, value", [
+    ("message.text", "before\u0000after"),
+    ("customer.name", "Ana\ud800"),
+    ("entities.note", "tab\u0000"),
+])
+def test_strings_postgres_cannot_store_are_invalid(path: str, value: str) -> None:
+    error = rejection(encode(with_change(path, value)))
+
+    assert error.reason == "invalid_payload"
+    assert any(line.startswith(path) and "NUL" in line for line in error.errors), error.errors
+    assert all("before" not in line and "Ana" not in line for line in error.errors)
+
+
+def test_deeply_nested_entities_are_invalid() -> None:
+    nested: Any = "leaf"
+    for _ in range(40):
+        nested = {"x": nested}
+
+    error = rejection(encode(with_change("entities.deep", nested)))
+
+    assert error.reason == "invalid_payload"
+    assert any("nested deeper than" in line for line in error.errors), error.errors
+
+
+def test_deep_nesting_in_ignored_keys_is_allowed() -> None:
+    nested: Any = "leaf"
+    for _ in range(40):
+        nested = [nested]
+
+    parse_event(encode(with_change("future_field", nested)))
+
+
+def test_errors_never_echo_personal_data() -> None:
+    wa_id = "+15550123456"
+    text = "My secret address is 221B Baker Street " * 120
+    name = "Ana Maria de Souza " * 20
+    data = with_change("customer.wa_id", wa_id)
+    data["customer"]["name"] = name
+    data["message"]["text"] = text
+    data["message"]["received_at"] = "2026-11-24T10:30:00"
+
+    error = rejection(encode(data))
+
+    assert error.reason == "invalid_payload"
+    paths = {line.split(":")[0] for line in error.errors}
+    assert paths == {"customer.wa_id", "customer.name", "message.text", "message.received_at"}
+    rendered = str(error) + repr(error.errors)
+    for secret in (wa_id, "15550123456", "221B Baker", "Ana Maria", "2026-11-24T10:30"):
+        assert secret not in rendered
+
+
+@pytest.mark.parametrize("path, value", [
+    ("customer.wa_id", ["15550123456"]),
+    ("customer.wa_id", {"number": "15550123456"}),
+    ("message.text", ["secret text here"]),
+    ("customer.name", 15550123456),
+])
+def test_type_errors_never_echo_personal_data(path: str, value: Any) -> None:
+    error = rejection(encode(with_change(path, value)))
+
+    assert "15550123456" not in str(error)
+    assert "secret text" not in str(error)
+
+
+def test_error_lines_are_capped() -> None:
+    products = [{"name": "rye", "quantity": 0}] * 50
+
+    error = rejection(encode(with_change("entities.products", products)))
+
+    assert len(error.errors) == 21
+    assert error.errors[-1] == "value: 30 more problems not shown"
+
+
+def test_contract_error_is_an_exception_with_readable_text() -> None:
+    error = ContractError("invalid_payload", ["a: must be x", "b: field required"])
+
+    assert isinstance(error, Exception)
+    assert error.reason == "invalid_payload"
+    assert str(error) == "a: must be x; b: field required"
+
+
+def test_contract_error_survives_pickling() -> None:
+    error = pickle.loads(pickle.dumps(ContractError("unsupported_schema", ["schema_version: 2 is not supported (expected 1)"])))
+
+    assert error.reason == "unsupported_schema"
+    assert error.errors == ["schema_version: 2 is not supported (expected 1)"]

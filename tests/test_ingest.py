@@ -1,0 +1,136 @@
+"""Kafka ingest against a real broker, Postgres and Redis: every record ends
+as an inbox row, a counted duplicate or a dead letter, and offsets are
+committed only for what was handed off."""
+from __future__ import annotations
+
+import random
+import signal
+from collections import Counter
+
+import pytest
+
+from dlq.models import DeadLetter
+from tests.support import kafka
+from tests.support.events import EXPECTED_REASON, encode, event, invalid_values
+from tests.support.processes import wait_until
+from tests.support.proxy import FaultProxy
+from whatsapp.models import DuplicateDelivery, ProcessedMessage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def valid_records(count: int, prefix: str = "p") -> list[tuple[bytes, bytes]]:
+    records = []
+    for i in range(count):
+        lead = f"lead-{i % 37}"
+        records.append((lead.encode(), encode(event(f"{prefix}-{i:05d}", lead_id=lead))))
+    return records
+
+
+def committed_total(bootstrap: str, topic: str, group: str) -> int:
+    return sum(max(o, 0) for o in kafka.committed_offsets(bootstrap, topic, group).values())
+
+
+def test_every_record_ends_as_inbox_row_duplicate_or_dead_letter(business, topic, bootstrap, start_ingest, redis_client):
+    valid = valid_records(1000)
+    duplicates = valid[::10]
+    bad = invalid_values()
+    labels = sorted(bad)
+    invalid = [(None, bad[labels[i % len(labels)]]) for i in range(50)]
+    tail = invalid + duplicates
+    random.Random(7).shuffle(tail)
+    kafka.produce(bootstrap, topic, valid + tail)
+
+    proc = start_ingest(topic, "--idle-exit", "5", "--batch-size", "200", group="ingest-accounting")
+    assert proc.wait(240) == 0, proc.output()[-3000:]
+
+    assert ProcessedMessage.objects.count() == 1000
+    assert set(ProcessedMessage.objects.values_list("processing_id", flat=True)) == {f"p-{i:05d}" for i in range(1000)}
+    assert DuplicateDelivery.objects.count() == 100
+    expected = Counter(EXPECTED_REASON[labels[i % len(labels)]] for i in range(50))
+    assert Counter(DeadLetter.objects.values_list("reason", flat=True)) == expected
+    assert set(DeadLetter.objects.values_list("stage", flat=True)) == {"ingest"}
+    assert "1000 new, 0 re-read, 100 duplicates, 50 dead-lettered" in proc.output()
+
+    # The raw bytes are kept exactly, even when they are not UTF-8.
+    bad_utf8 = DeadLetter.objects.filter(raw_value=bad["bad_utf8"])
+    assert bad_utf8.exists()
+    assert "UTF-8" in bad_utf8.first().error_message
+    tenant = DeadLetter.objects.filter(reason="tenant_mismatch").first()
+    assert tenant.kafka_topic == topic and tenant.kafka_offset is not None and tenant.error_message.startswith("tenant_id")
+
+    # Each new row was handed to the pipeline once; the group committed everything.
+    assert redis_client.llen("pipeline") == 1000
+    assert kafka.committed_offsets(bootstrap, topic, "ingest-accounting") == kafka.end_offsets(bootstrap, topic)
+
+
+def test_sigkill_after_handoff_before_commit_loses_and_doubles_nothing(
+    business, topic, bootstrap, start_ingest, start_worker, redis_client
+):
+    kafka.produce(bootstrap, topic, valid_records(300))
+    group = "ingest-killed"
+    first = start_ingest(topic, "--batch-size", "100", group=group,
+                         env={"INGEST_DEBUG_COMMIT_DELAY_SECONDS": "120"})
+    wait_until(lambda: ProcessedMessage.objects.count() > 0 and redis_client.llen("pipeline") > 0,
+               timeout=90, message="the first batch stored and enqueued")
+    stored = wait_until(lambda: ProcessedMessage.objects.count() == redis_client.llen("pipeline")
+                        and ProcessedMessage.objects.count(), timeout=30, message="the handoff to finish")
+    assert committed_total(bootstrap, topic, group) == 0
+    first.kill(signal.SIGKILL)
+    first.wait(10)
+
+    second = start_ingest(topic, "--idle-exit", "5", group=group)
+    assert second.wait(180) == 0, second.output()[-3000:]
+    assert f"{300 - stored} new, {stored} re-read, 0 duplicates" in second.output()
+    assert ProcessedMessage.objects.count() == 300
+    assert set(ProcessedMessage.objects.values_list("processing_id", flat=True)) == {f"p-{i:05d}" for i in range(300)}
+    assert DuplicateDelivery.objects.count() == 0
+    assert kafka.committed_offsets(bootstrap, topic, group) == kafka.end_offsets(bootstrap, topic)
+
+    # The re-read rows were enqueued again; a real worker runs each message once.
+    start_worker()
+    wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() == 300, timeout=120,
+               message="all messages processed")
+    assert ProcessedMessage.objects.exclude(attempts=1).count() == 0
+
+
+def test_database_outage_pauses_ingest_without_committing(business, topic, bootstrap, start_ingest, child_env):
+    from django.db import connection
+
+    db = connection.settings_dict
+    proxy = FaultProxy(db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432))
+    try:
+        url = child_env["DATABASE_URL"].replace(f":{db['PORT'] or 5432}/", f":{proxy.port}/")
+        group = "ingest-db-outage"
+        kafka.produce(bootstrap, topic, valid_records(100, prefix="a"))
+        proc = start_ingest(topic, "--batch-size", "50", group=group,
+                            env={"DATABASE_URL": url, "INGEST_MAX_BACKOFF_SECONDS": "2"})
+        wait_until(lambda: committed_total(bootstrap, topic, group) == 100, timeout=90, message="first 100 committed")
+
+        proxy.cut()
+        kafka.produce(bootstrap, topic, valid_records(100, prefix="b"))
+        wait_until(lambda: "partitions paused" in proc.output(), timeout=30, message="ingest to notice the outage")
+        wait_until(lambda: proc.output().count("retrying in") >= 3, timeout=30, message="several retries")
+        assert proc.alive()
+        assert committed_total(bootstrap, topic, group) == 100
+        assert ProcessedMessage.objects.count() == 100
+
+        proxy.restore()
+        wait_until(lambda: committed_total(bootstrap, topic, group) == 200, timeout=60, message="catch-up")
+        assert ProcessedMessage.objects.count() == 200
+        assert "resumed" in proc.output()
+        proc.kill(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert kafka.committed_offsets(bootstrap, topic, group) == kafka.end_offsets(bootstrap, topic)
+    finally:
+        proxy.close()
+
+
+def test_sigterm_finishes_cleanly(business, topic, bootstrap, start_ingest):
+    kafka.produce(bootstrap, topic, valid_records(20))
+    group = "ingest-sigterm"
+    proc = start_ingest(topic, group=group)
+    wait_until(lambda: committed_total(bootstrap, topic, group) == 20, timeout=90, message="records committed")
+    proc.kill(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert "consumed 20 records" in proc.output()

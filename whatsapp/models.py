@@ -1,0 +1,67 @@
+"""The inbox: one row per analysed message taken in from Kafka."""
+from __future__ import annotations
+
+from django.db import models
+
+
+class ProcessedMessage(models.Model):
+    """The inbox row. Its unique processing_id is the dedupe key, and its
+    status is the source of truth the sweeper re-drives from."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "RECEIVED"
+        PROCESSING = "PROCESSING"
+        PROCESSED = "PROCESSED"
+        FAILED = "FAILED"
+
+    processing_id = models.CharField(max_length=128, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    business_id = models.CharField(max_length=64, db_index=True)
+    lead_id = models.CharField(max_length=64, db_index=True)
+    intent = models.CharField(max_length=32, db_index=True)
+    payload = models.JSONField(help_text="The validated event.")
+    kafka_topic = models.CharField(max_length=249, blank=True)
+    kafka_partition = models.IntegerField(null=True, blank=True)
+    kafka_offset = models.BigIntegerField(null=True, blank=True)
+    kafka_timestamp = models.DateTimeField(null=True, blank=True)
+    trace_id = models.CharField(max_length=32, blank=True, db_index=True)
+    saga_run = models.PositiveIntegerField(default=1)
+    attempts = models.PositiveIntegerField(default=0)
+    reply_text = models.TextField(blank=True)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "inbox message"
+        ordering = ["-received_at"]
+        indexes = [
+            models.Index(fields=["status", "updated_at"], name="inbox_status_updated"),
+            models.Index(fields=["kafka_topic", "kafka_partition", "kafka_offset"], name="inbox_kafka_coords"),
+        ]
+
+    def __str__(self) -> str:
+        return self.processing_id
+
+
+class DuplicateDelivery(models.Model):
+    """A record whose processing_id was already taken in, at other Kafka
+    coordinates. Kept so duplicates are counted once each, even when ingest
+    re-reads the same record after a crash."""
+
+    processing_id = models.CharField(max_length=128, db_index=True)
+    kafka_topic = models.CharField(max_length=249)
+    kafka_partition = models.IntegerField()
+    kafka_offset = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kafka_topic", "kafka_partition", "kafka_offset"], name="duplicate_unique_coords"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.processing_id} @ {self.kafka_topic}[{self.kafka_partition}]:{self.kafka_offset}"

@@ -1,0 +1,29 @@
+"""Handing inbox rows to Celery. The one place ingest, the sweeper and requeue
+start a message's processing, so they all start it the same way."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from config.celery import app
+
+# Fail fast when the broker is down: ingest has its own backoff and must not
+# sit inside kombu's retry loop while its consumer group waits.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
+
+
+def hand_off(processing_ids: Iterable[str]) -> int:
+    """Enqueue the pipeline for each row; raises if the broker is unreachable."""
+    from whatsapp.tasks import process_message
+
+    count = 0
+    with app.producer_or_acquire() as producer:
+        for processing_id in processing_ids:
+            process_message.apply_async(
+                args=[processing_id],
+                task_id=f"{processing_id}:process",
+                producer=producer,
+                retry=True,
+                retry_policy=PUBLISH_RETRY_POLICY,
+            )
+            count += 1
+    return count
