@@ -25,8 +25,10 @@ def _with_path(url: str, path: str) -> str:
 
 # Our own database name (pytest-django prefixes test_) and Redis db, so the
 # suite never touches a developer's data on the same servers.
-os.environ["DATABASE_URL"] = _with_path(_urls["DATABASE_URL"], "/whatsapp_handler")
-os.environ["REDIS_URL"] = _with_path(_urls["REDIS_URL"], "/15") if "REDIS_URL" not in os.environ else _urls["REDIS_URL"]
+# A URL given in the environment is used as it is.
+_given = {name for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name)}
+os.environ["DATABASE_URL"] = _urls["DATABASE_URL"] if "DATABASE_URL" in _given else _with_path(_urls["DATABASE_URL"], "/whatsapp_handler")
+os.environ["REDIS_URL"] = _urls["REDIS_URL"] if "REDIS_URL" in _given else _with_path(_urls["REDIS_URL"], "/15")
 os.environ["CELERY_BROKER_URL"] = os.environ["REDIS_URL"]
 os.environ["KAFKA_BOOTSTRAP_SERVERS"] = _urls["KAFKA_BOOTSTRAP_SERVERS"]
 os.environ.setdefault("CELERY_VISIBILITY_TIMEOUT", "30")
