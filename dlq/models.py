@@ -63,6 +63,12 @@ class DeadLetter(models.Model):
                 condition=models.Q(stage="ingest"),
                 name="dlq_ingest_unique_coords",
             ),
+            # The pipeline dead-letters a message at most once per saga run.
+            models.UniqueConstraint(
+                fields=["processing_id", "saga_run"],
+                condition=~models.Q(stage="ingest"),
+                name="dlq_pipeline_unique_run",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -110,3 +110,37 @@ def start_worker(child_env, processes, redis_client):
         raise AssertionError(f"worker not ready after {ready_timeout}s:\n{proc.output()[-4000:]}")
 
     return start
+
+
+class Pipeline:
+    """A running ingest process and Celery worker on a fresh topic."""
+
+    def __init__(self, bootstrap: str, topic: str, ingest: ManagedProcess, workers: list[ManagedProcess]) -> None:
+        self.bootstrap, self.topic, self.ingest, self.workers = bootstrap, topic, ingest, workers
+
+    def send(self, events: list[dict]) -> None:
+        from tests.support.events import encode
+
+        kafka_support.produce(self.bootstrap, self.topic, [(e["lead_id"].encode(), encode(e)) for e in events])
+
+    def wait_settled(self, count: int, timeout: float = 120) -> None:
+        """Until `count` inbox rows exist and none is RECEIVED or PROCESSING."""
+        from whatsapp.models import ProcessedMessage
+        from tests.support.processes import wait_until
+
+        def settled():
+            rows = ProcessedMessage.objects
+            return rows.count() >= count and not rows.filter(status__in=["RECEIVED", "PROCESSING"]).exists()
+
+        try:
+            wait_until(settled, timeout=timeout, interval=0.5, message=f"{count} messages to settle")
+        except AssertionError:
+            logs = "\n".join(w.output()[-3000:] for w in self.workers)
+            raise AssertionError(f"messages did not settle; worker logs:\n{logs}\ningest:\n{self.ingest.output()[-2000:]}")
+
+
+@pytest.fixture
+def pipeline(bootstrap, topic, start_ingest, start_worker, business) -> Pipeline:
+    worker = start_worker(concurrency=2)
+    ingest = start_ingest(topic)
+    return Pipeline(bootstrap, topic, ingest, [worker])

@@ -37,8 +37,8 @@ class Rejection:
 
 @dataclass
 class IntakeResult:
-    new: list[str] = field(default_factory=list)
-    """processing_ids of rows to hand to the pipeline (new, or redelivered and still RECEIVED)."""
+    new: list[tuple[str, int]] = field(default_factory=list)
+    """(processing_id, saga_run) of rows to hand to the pipeline: new, or re-read and still RECEIVED."""
     created: int = 0
     redelivered: int = 0
     duplicates: int = 0
@@ -142,7 +142,7 @@ def take_in(records: list[Record]) -> IntakeResult:
         stored = {
             row["processing_id"]: row
             for row in ProcessedMessage.objects.filter(processing_id__in=pids).values(
-                "processing_id", "kafka_topic", "kafka_partition", "kafka_offset", "status"
+                "processing_id", "kafka_topic", "kafka_partition", "kafka_offset", "status", "saga_run"
             )
         }
         duplicates: list[DuplicateDelivery] = []
@@ -165,7 +165,7 @@ def take_in(records: list[Record]) -> IntakeResult:
             else:
                 result.created += 1
             if row["status"] == ProcessedMessage.Status.RECEIVED:
-                result.new.append(event.processing_id)
+                result.new.append((event.processing_id, row["saga_run"]))
         if duplicates:
             seen = set(
                 DuplicateDelivery.objects.filter(

@@ -27,7 +27,13 @@ class ProcessedMessage(models.Model):
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)
     saga_run = models.PositiveIntegerField(default=1)
     attempts = models.PositiveIntegerField(default=0)
+    handler = models.CharField(max_length=64, blank=True)
+    planned_run = models.PositiveIntegerField(null=True, blank=True, help_text="The saga run whose plan is written.")
     reply_text = models.TextField(blank=True)
+    failed_stage = models.CharField(max_length=64, blank=True)
+    failure_reason = models.CharField(max_length=64, blank=True)
+    last_error = models.TextField(blank=True)
+    last_traceback = models.TextField(blank=True)
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -65,3 +71,53 @@ class DuplicateDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.processing_id} @ {self.kafka_topic}[{self.kafka_partition}]:{self.kafka_offset}"
+
+
+class SagaStep(models.Model):
+    """One planned action of one saga run. Its status is written in the same
+    transaction as the executor's effect, so it never claims what did not happen."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        SUCCEEDED = "SUCCEEDED"
+        FAILED = "FAILED"
+        COMPENSATED = "COMPENSATED"
+        COMPENSATION_FAILED = "COMPENSATION_FAILED"
+
+    message = models.ForeignKey(ProcessedMessage, on_delete=models.CASCADE, related_name="saga_steps")
+    saga_run = models.PositiveIntegerField()
+    order = models.PositiveSmallIntegerField()
+    action = models.CharField(max_length=64, db_index=True)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    attempt_log = models.JSONField(default=list, blank=True, help_text="When each attempt started and how it ended.")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    compensation_attempts = models.PositiveIntegerField(default=0)
+    compensation_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["message", "saga_run", "order"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "saga_run", "order"], name="saga_step_unique_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} run {self.saga_run} #{self.order} {self.action} {self.status}"
+
+    def as_state(self) -> dict:
+        """The step as the DLQ entry keeps it."""
+        return {
+            "order": self.order,
+            "action": self.action,
+            "status": self.status,
+            "attempts": self.attempts,
+            "compensation_attempts": self.compensation_attempts,
+            "result": self.result,
+            "error": self.error,
+            "compensation_error": self.compensation_error,
+        }

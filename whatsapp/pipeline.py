@@ -1,5 +1,5 @@
-"""Handing inbox rows to Celery. The one place ingest, the sweeper and requeue
-start a message's processing, so they all start it the same way."""
+"""Handing inbox rows to Celery. The one place ingest, requeue and the
+sweeper start a message's processing, so they all start it the same way."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -11,19 +11,15 @@ from config.celery import app
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 
 
-def hand_off(processing_ids: Iterable[str]) -> int:
-    """Enqueue the pipeline for each row; raises if the broker is unreachable."""
-    from whatsapp.tasks import process_message
+def hand_off(runs: Iterable[tuple[str, int]]) -> int:
+    """Enqueue the pipeline for each (processing_id, saga_run); raises if the broker is unreachable."""
+    from whatsapp.tasks import pipeline_signature
 
     count = 0
     with app.producer_or_acquire() as producer:
-        for processing_id in processing_ids:
-            process_message.apply_async(
-                args=[processing_id],
-                task_id=f"{processing_id}:process",
-                producer=producer,
-                retry=True,
-                retry_policy=PUBLISH_RETRY_POLICY,
+        for processing_id, saga_run in runs:
+            pipeline_signature(processing_id, saga_run).apply_async(
+                producer=producer, retry=True, retry_policy=PUBLISH_RETRY_POLICY
             )
             count += 1
     return count

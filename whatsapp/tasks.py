@@ -1,28 +1,110 @@
-"""Celery tasks of the pipeline."""
+"""The pipeline's Celery tasks: thin wrappers that let whatsapp.saga decide.
+
+Tasks take ids, never payloads, so they read well in Flower and a redelivered
+copy always acts on the current state in Postgres. Task ids are
+"<processing_id>:<run>:<step>", deterministic per message, run and step.
+"""
 from __future__ import annotations
 
 import logging
+import random
 
-from celery import shared_task
-from django.db import transaction
-from django.utils import timezone
+from celery import chain, shared_task
+from celery.exceptions import Ignore
+from django.db import InterfaceError, OperationalError
 
-from whatsapp.models import ProcessedMessage
+from whatsapp import saga
 
 log = logging.getLogger(__name__)
 
+# A stage that cannot reach Postgres waits and tries again.
+DB_RETRY = {"autoretry_for": (OperationalError, InterfaceError), "retry_backoff": 2, "retry_backoff_max": 60,
+            "retry_jitter": True, "max_retries": 20}
 
-@shared_task(name="whatsapp.process_message", acks_late=True)
-def process_message(processing_id: str) -> str:
-    """Claim the inbox row and finish it. Idempotent: a redelivered copy finds
-    the row no longer RECEIVED and does nothing."""
-    with transaction.atomic():
-        claimed = ProcessedMessage.objects.filter(
-            processing_id=processing_id, status=ProcessedMessage.Status.RECEIVED
-        ).update(status=ProcessedMessage.Status.PROCESSING, started_at=timezone.now(), attempts=1)
-    if not claimed:
-        return "skipped"
-    ProcessedMessage.objects.filter(processing_id=processing_id).update(
-        status=ProcessedMessage.Status.PROCESSED, finished_at=timezone.now()
+
+def task_id(processing_id: str, saga_run: int, step: str) -> str:
+    return f"{processing_id}:{saga_run}:{step}"
+
+
+def pipeline_signature(processing_id: str, saga_run: int):
+    """dedupe then intent; intent extends the chain with the planned actions."""
+    return chain(
+        dedupe.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "dedupe")),
+        intent.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "intent")),
     )
-    return "processed"
+
+
+@shared_task(name="whatsapp.dedupe", bind=True, **DB_RETRY)
+def dedupe(self, processing_id: str, saga_run: int) -> None:
+    """Claim the inbox row. Any state but RECEIVED stops the chain quietly:
+    a duplicate delivery, or a copy Redis redelivered, does nothing."""
+    if not saga.claim(processing_id, saga_run):
+        log.info("dedupe: %s run %s already claimed; stopping this copy", processing_id, saga_run)
+        raise Ignore()
+
+
+@shared_task(name="whatsapp.intent", bind=True, **DB_RETRY)
+def intent(self, processing_id: str, saga_run: int):
+    try:
+        steps = saga.plan(processing_id, saga_run)
+    except saga.SagaStopped as stopped:
+        log.info("intent: %s", stopped)
+        raise Ignore()
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:
+        import traceback
+
+        saga.fail(processing_id, saga_run, stage="intent", reason="non_retryable",
+                  error=f"{type(exc).__name__}: {exc}"[:4000], tb=traceback.format_exc())
+        start_compensation(processing_id, saga_run)
+        raise Ignore()
+    rest = [
+        execute_action.si(processing_id, saga_run, step.order).set(
+            task_id=task_id(processing_id, saga_run, f"action{step.order}-{step.action}"))
+        for step in steps
+    ]
+    rest.append(finish.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "finish")))
+    return self.replace(chain(*rest))
+
+
+@shared_task(name="whatsapp.execute_action", bind=True, max_retries=None, **{k: v for k, v in DB_RETRY.items() if k != "max_retries"})
+def execute_action(self, processing_id: str, saga_run: int, order: int) -> None:
+    try:
+        outcome = saga.run_step(processing_id, saga_run, order, jitter=random.uniform(0.9, 1.1))
+    except saga.SagaStopped as stopped:
+        log.info("action: %s", stopped)
+        raise Ignore()
+    if outcome.done:
+        return
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in)
+    start_compensation(processing_id, saga_run)
+    raise Ignore()
+
+
+def start_compensation(processing_id: str, saga_run: int, countdown: float = 0) -> None:
+    compensate.apply_async(args=[processing_id, saga_run], countdown=countdown,
+                           task_id=task_id(processing_id, saga_run, "compensate"))
+
+
+@shared_task(name="whatsapp.compensate", bind=True, max_retries=None, **{k: v for k, v in DB_RETRY.items() if k != "max_retries"})
+def compensate(self, processing_id: str, saga_run: int) -> None:
+    """Undo what the failed run did, in reverse, then dead-letter it. Reads
+    everything from Postgres, so running it twice is the same as once."""
+    if not saga.compensate_steps(processing_id, saga_run):
+        delay = saga.RETRY_DELAYS[min(self.request.retries, len(saga.RETRY_DELAYS) - 1)] * random.uniform(0.9, 1.1)
+        raise self.retry(countdown=delay)
+    entry = saga.dead_letter(processing_id, saga_run)
+    if entry is not None:
+        log.warning("dead-lettered %s run %s at %s (%s) as DLQ #%s",
+                    processing_id, saga_run, entry.stage, entry.reason, entry.pk)
+
+
+@shared_task(name="whatsapp.finish", bind=True, **DB_RETRY)
+def finish(self, processing_id: str, saga_run: int) -> None:
+    try:
+        saga.finish(processing_id, saga_run)
+    except saga.SagaStopped as stopped:
+        log.info("finish: %s", stopped)
+        raise Ignore()

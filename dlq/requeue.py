@@ -1,0 +1,70 @@
+"""Requeueing a dead letter: the one way operators, the admin and the
+commands send a message through the pipeline again."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from dlq.models import DeadLetter
+
+
+class RequeueRefused(Exception):
+    """The entry cannot be requeued as it stands; the message says why."""
+
+
+def requeue(entry_id: int, *, by: str) -> DeadLetter:
+    """Re-run a dead-lettered message from the start.
+
+    A pipeline failure starts a new saga run of the same inbox row: the run
+    number is part of every executor's idempotency key, so what the failed
+    run compensated is done again once, and nothing is done twice within a
+    run. An ingest failure (say, an unknown business since created) is
+    validated again from the raw record and taken in like a new one."""
+    from whatsapp.contract import ContractError, parse_event
+    from whatsapp.intake import take_in
+    from whatsapp.kafka import Record, headers_from_json
+    from whatsapp.models import ProcessedMessage
+    from whatsapp.pipeline import hand_off
+
+    with transaction.atomic():
+        entry = DeadLetter.objects.select_for_update().get(pk=entry_id)
+        if entry.status != DeadLetter.Status.OPEN:
+            raise RequeueRefused(f"dead letter #{entry.pk} is {entry.status}, only OPEN entries can be requeued")
+        if entry.stage == DeadLetter.Stage.INGEST:
+            raw = bytes(entry.raw_value) if entry.raw_value is not None else None
+            try:
+                parse_event(raw)
+            except ContractError as exc:
+                raise RequeueRefused(f"the record is still invalid: {exc}") from None
+            record = Record(
+                topic=entry.kafka_topic, partition=entry.kafka_partition if entry.kafka_partition is not None else -1,
+                offset=entry.kafka_offset if entry.kafka_offset is not None else -entry.pk,
+                value=raw, key=bytes(entry.kafka_key) if entry.kafka_key is not None else None,
+                timestamp=entry.kafka_timestamp, headers=headers_from_json(entry.kafka_headers or []),
+            )
+            result = take_in([record])
+            if result.dead_lettered:
+                raise RequeueRefused(f"the record is still refused: {', '.join(result.dead_lettered)}")
+            runs = result.new
+            saga_run = runs[0][1] if runs else None
+        else:
+            message = ProcessedMessage.objects.select_for_update().get(processing_id=entry.processing_id)
+            if message.status not in {ProcessedMessage.Status.FAILED, ProcessedMessage.Status.PROCESSED}:
+                raise RequeueRefused(f"{message.processing_id} is {message.status}; wait until its run has ended")
+            message.saga_run += 1
+            message.status = ProcessedMessage.Status.RECEIVED
+            message.failed_stage = message.failure_reason = message.last_error = message.last_traceback = ""
+            message.started_at = message.finished_at = None
+            message.save()
+            runs = [(message.processing_id, message.saga_run)]
+            saga_run = message.saga_run
+        now: datetime = timezone.now()
+        entry.status = DeadLetter.Status.REQUEUED
+        entry.requeue_count += 1
+        entry.requeue_history = [*entry.requeue_history, {"by": by, "at": now.isoformat(), "saga_run": saga_run}]
+        entry.save(update_fields=["status", "requeue_count", "requeue_history", "updated_at"])
+        # Enqueue only once the new run is committed, so a worker finds it.
+        transaction.on_commit(lambda: hand_off(runs))
+    return entry

@@ -1,0 +1,65 @@
+"""What an action executor is.
+
+Executors act; each owns one kind of business effect and how to undo it.
+Every effect is keyed by (processing_id, saga run, action), so running an
+executor twice for the same key changes nothing the second time: Celery may
+redeliver a task, and the sweeper may re-drive a message.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from leads.models import Business, Lead
+from whatsapp.contract import AIResultEvent
+
+
+class ActionError(Exception):
+    """Base for failures an executor reports on purpose."""
+
+
+class RetryableActionError(ActionError):
+    """Worth trying again later: a timeout, a 5xx, a 429, a refused connection."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentActionError(ActionError):
+    """Trying again cannot help: a 4xx, a validation failure, missing data."""
+
+
+@dataclass
+class ActionContext:
+    processing_id: str
+    saga_run: int
+    action: str
+    step_order: int
+    params: dict[str, Any]
+    event: AIResultEvent
+    business: Business
+    lead: Lead
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.processing_id}:{self.saga_run}:{self.step_order}:{self.action}"
+
+
+class ActionExecutor(ABC):
+    name: ClassVar[str]
+    # Exceptions (besides RetryableActionError) that mean "try again later".
+    retryable: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    @abstractmethod
+    def execute(self, context: ActionContext) -> dict[str, Any]:
+        """Do the effect (idempotently) and return a JSON-safe result for the saga row.
+        Runs inside the transaction that marks the saga step SUCCEEDED."""
+
+    @abstractmethod
+    def compensate(self, context: ActionContext, result: dict[str, Any]) -> dict[str, Any]:
+        """Undo the effect (idempotently), given what execute returned."""
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, RetryableActionError) or isinstance(exc, self.retryable)

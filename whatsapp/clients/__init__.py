@@ -1,0 +1,1 @@
+"""Clients for the outside services the actions talk to."""

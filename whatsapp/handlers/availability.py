@@ -1,0 +1,44 @@
+"""AVAILABILITY_INQUIRY: answer from the catalog's stock; nothing for anyone to do.
+
+No action is planned because a stock question commits nobody; if the customer then orders,
+the order handler checks stock again at that point.
+"""
+from __future__ import annotations
+
+from leads.models import Lead
+from whatsapp.contract import Intent
+from whatsapp.handlers import replies
+from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, resolve_product
+from whatsapp.handlers.registry import register
+
+
+@register
+class AvailabilityHandler(IntentHandler):
+    intent = Intent.AVAILABILITY_INQUIRY
+    priority = 0
+    name = "availability"
+
+    def can_handle(self, context: MessageContext) -> bool:
+        return bool(context.event.entities.products)
+
+    def handle(self, context: MessageContext) -> HandlerResult:
+        language = context.language
+        lines = [replies.render(language, "availability_intro", business=context.business.display_name)]
+        in_stock = 0
+        for requested in context.event.entities.products:
+            product = resolve_product(context.catalog, requested)
+            if product is None:
+                lines.append(replies.render(language, "not_in_catalog", name=replies.echoed_name(requested.name)))
+            elif product.stock > 0:
+                in_stock += 1
+                lines.append(replies.render(language, "in_stock", name=product.name, count=product.stock))
+            else:
+                lines.append(replies.render(language, "out_of_stock", name=product.name))
+        requested_count = len(context.event.entities.products)
+        return HandlerResult(
+            handler=self.name,
+            actions=[],
+            reply_text="\n".join(lines),
+            lead_state=Lead.State.CONTACTED.value,
+            note=f"{in_stock} of {requested_count} requested product(s) in stock",
+        )

@@ -1,0 +1,86 @@
+"""What an intent handler receives and returns.
+
+Handlers decide; they do not act. A handler turns one message into a plan
+(actions, a reply, whether to escalate, where the lead should move) and the
+saga carries the plan out, so deciding stays pure and easy to test.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from leads.models import Business, Lead, Product
+from whatsapp import contract
+from whatsapp.contract import AIResultEvent, Intent
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """One saga step: an executor name and the JSON-safe parameters it needs."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MessageContext:
+    event: AIResultEvent
+    business: Business
+    lead: Lead
+    catalog: dict[str, Product]
+    """The business's products by SKU."""
+
+    @property
+    def language(self) -> str:
+        return (self.event.entities.language or self.business.default_language or "en")
+
+    @property
+    def below_threshold(self) -> bool:
+        return self.event.confidence < self.business.threshold_for(self.event.intent.value)
+
+
+@dataclass
+class HandlerResult:
+    handler: str
+    actions: list[PlannedAction]
+    reply_text: str | None
+    should_escalate: bool = False
+    lead_state: str | None = None
+    """The state the lead should move to, if any (see leads.states)."""
+    note: str = ""
+    """Why the handler decided this, for the lead's activity log (no customer text)."""
+
+
+class IntentHandler(ABC):
+    """A strategy for one intent. Subclasses register themselves with
+    whatsapp.handlers.registry.register and are chosen by priority."""
+
+    intent: ClassVar[Intent]
+    priority: ClassVar[int] = 0
+    name: ClassVar[str]
+
+    @abstractmethod
+    def can_handle(self, context: MessageContext) -> bool: ...
+
+    @abstractmethod
+    def handle(self, context: MessageContext) -> HandlerResult: ...
+
+
+def resolve_product(catalog: dict[str, Product], requested: contract.Product) -> Product | None:
+    """Find the catalog product the AI meant, or None.
+
+    A given SKU is trusted over the name and never falls back to a name match: a wrong SKU
+    means the AI misread something, and quietly picking a same-named product would act on a
+    guess. The SKU comparison forgives case only because models often lower-case codes. A
+    name that matches several products also resolves to nothing, for the same reason.
+    """
+    if requested.sku:
+        if requested.sku in catalog:
+            return catalog[requested.sku]
+        wanted = requested.sku.casefold()
+        matches = [product for sku, product in catalog.items() if sku.casefold() == wanted]
+    else:
+        wanted = " ".join(requested.name.split()).casefold()
+        matches = [product for product in catalog.values() if " ".join(product.name.split()).casefold() == wanted]
+    return matches[0] if len(matches) == 1 else None

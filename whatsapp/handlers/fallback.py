@@ -1,0 +1,47 @@
+"""Everything a person should look at: unknown intents, low confidence, missing entities.
+
+The reply is a fixed acknowledgement and never repeats the customer's text, because this is
+exactly the path where we do not understand what they wrote.
+"""
+from __future__ import annotations
+
+from whatsapp.contract import Intent
+from whatsapp.handlers import replies
+from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
+from whatsapp.handlers.registry import FALLBACK, register
+
+UNKNOWN_INTENT = "unknown_intent"
+LOW_CONFIDENCE = "low_confidence"
+MISSING_ENTITIES = "missing_entities"
+
+
+def review_reason(context: MessageContext) -> str:
+    """Why the message was routed here, checked in the order registry.select checks it."""
+    if context.event.intent is Intent.UNKNOWN:
+        return UNKNOWN_INTENT
+    if context.below_threshold:
+        return LOW_CONFIDENCE
+    return MISSING_ENTITIES
+
+
+@register
+class FallbackHandler(IntentHandler):
+    intent = Intent.UNKNOWN
+    priority = -1000
+    name = FALLBACK
+
+    def can_handle(self, context: MessageContext) -> bool:
+        return True
+
+    def handle(self, context: MessageContext) -> HandlerResult:
+        reason = review_reason(context)
+        intent = context.event.intent.value
+        threshold = context.business.threshold_for(intent)
+        return HandlerResult(
+            handler=self.name,
+            actions=[PlannedAction("FLAG_FOR_REVIEW", {"reason": reason, "intent": intent})],
+            reply_text=replies.render(context.language, "fallback"),
+            should_escalate=True,
+            lead_state=None,
+            note=f"{reason}: {intent} at confidence {context.event.confidence:.2f} (threshold {threshold:.2f})",
+        )

@@ -1,0 +1,77 @@
+"""ORDER_REQUEST: create the order only when every line is certain.
+
+An order is the one plan that commits the business, so any doubt (a product we cannot find,
+not enough stock) sends the whole request to a person instead of creating a partial order.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from leads.models import Lead, Product
+from whatsapp.contract import Intent
+from whatsapp.handlers import replies
+from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction, resolve_product
+from whatsapp.handlers.registry import register
+
+UNKNOWN_PRODUCT = "unknown_product"
+OUT_OF_STOCK = "out_of_stock"
+
+
+@register
+class OrderHandler(IntentHandler):
+    intent = Intent.ORDER_REQUEST
+    priority = 0
+    name = "order"
+
+    def can_handle(self, context: MessageContext) -> bool:
+        return bool(context.event.entities.products)
+
+    def handle(self, context: MessageContext) -> HandlerResult:
+        # The same product asked for twice is one line, and stock is checked against the sum.
+        quantities: dict[str, int] = {}
+        products: dict[str, Product] = {}
+        unknown: list[str] = []
+        for requested in context.event.entities.products:
+            product = resolve_product(context.catalog, requested)
+            if product is None:
+                unknown.append(requested.sku or requested.name)
+                continue
+            products[product.sku] = product
+            quantities[product.sku] = quantities.get(product.sku, 0) + (requested.quantity or 1)
+
+        if unknown:
+            return self._review(context, UNKNOWN_PRODUCT, list(dict.fromkeys(unknown)))
+        short = [sku for sku, quantity in quantities.items() if products[sku].stock < quantity]
+        if short:
+            return self._review(context, OUT_OF_STOCK, short)
+
+        lines: list[str] = []
+        totals: dict[str, Decimal] = {}
+        for sku, quantity in quantities.items():
+            product = products[sku]
+            amount = product.price * quantity
+            totals[product.currency] = totals.get(product.currency, Decimal("0")) + amount
+            lines.append(replies.render(context.language, "order_line", quantity=quantity, name=product.name,
+                                        amount=replies.money(amount, product.currency)))
+        total = " + ".join(replies.money(amount, currency) for currency, amount in totals.items())
+        return HandlerResult(
+            handler=self.name,
+            actions=[
+                PlannedAction("CREATE_ORDER", {"lines": [{"sku": sku, "quantity": n} for sku, n in quantities.items()]}),
+                PlannedAction("NOTIFY_SALES", {"kind": "order"}),
+            ],
+            reply_text=replies.render(context.language, "order_confirmed", business=context.business.display_name,
+                                      lines="\n".join(lines), total=total),
+            lead_state=Lead.State.CONVERTED.value,
+            note=f"order of {len(quantities)} product(s), all in catalog and in stock; total {total}",
+        )
+
+    def _review(self, context: MessageContext, reason: str, skus: list[str]) -> HandlerResult:
+        return HandlerResult(
+            handler=self.name,
+            actions=[PlannedAction("FLAG_FOR_REVIEW", {"reason": reason, "skus": skus})],
+            reply_text=replies.render(context.language, "order_review", business=context.business.display_name),
+            should_escalate=True,
+            lead_state=Lead.State.QUALIFIED.value,
+            note=f"order not created: {reason} for {len(skus)} product(s)",
+        )

@@ -1,0 +1,43 @@
+"""PRICING_INQUIRY: answer from the catalog and tell sales someone is interested.
+
+Prices come only from the catalog, never from the AI's entities, so a reply cannot quote a
+price the business did not set.
+"""
+from __future__ import annotations
+
+from leads.models import Lead
+from whatsapp.contract import Intent
+from whatsapp.handlers import replies
+from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction, resolve_product
+from whatsapp.handlers.registry import register
+
+
+@register
+class PricingHandler(IntentHandler):
+    intent = Intent.PRICING_INQUIRY
+    priority = 0
+    name = "pricing"
+
+    def can_handle(self, context: MessageContext) -> bool:
+        return bool(context.event.entities.products)
+
+    def handle(self, context: MessageContext) -> HandlerResult:
+        language = context.language
+        lines = [replies.render(language, "pricing_intro", business=context.business.display_name)]
+        known = 0
+        for requested in context.event.entities.products:
+            product = resolve_product(context.catalog, requested)
+            if product is None:
+                lines.append(replies.render(language, "not_in_catalog", name=replies.echoed_name(requested.name)))
+                continue
+            known += 1
+            lines.append(replies.render(language, "price_line", name=product.name,
+                                        price=replies.money(product.price, product.currency)))
+        requested_count = len(context.event.entities.products)
+        return HandlerResult(
+            handler=self.name,
+            actions=[PlannedAction("NOTIFY_SALES", {"kind": "pricing"})],
+            reply_text="\n".join(lines),
+            lead_state=Lead.State.CONTACTED.value,
+            note=f"priced {known} of {requested_count} requested product(s)",
+        )

@@ -1,0 +1,47 @@
+"""Choosing the handler for a message.
+
+Routing lives here rather than in each handler so that the rules for sending a message to
+human review (unknown intent, low confidence, nothing able to handle it) are stated once
+and cannot drift between handlers.
+"""
+from __future__ import annotations
+
+from whatsapp.contract import Intent
+from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext
+from whatsapp.registry import Registry
+
+FALLBACK = "fallback"
+
+handlers: Registry[IntentHandler] = Registry("intent handler")
+
+
+def register(cls: type[IntentHandler]) -> type[IntentHandler]:
+    """Class decorator: register a handler under its own `name`, so the name is written once."""
+    return handlers.register(cls.name)(cls)
+
+
+def candidates(intent: Intent) -> list[IntentHandler]:
+    """Handlers for an intent, best first. Ties go by name so the choice never depends on
+    import order."""
+    found = [handler for handler in handlers if handler.intent == intent and handler.name != FALLBACK]
+    return sorted(found, key=lambda handler: (-handler.priority, handler.name))
+
+
+def select(context: MessageContext) -> IntentHandler:
+    """The highest-priority handler that can act on this message, or the fallback.
+
+    A message below its business's confidence threshold never reaches an acting handler,
+    whatever its entities say: acting on a misread intent (an order nobody placed) costs more
+    than a person reading it.
+    """
+    fallback = handlers.get(FALLBACK)
+    if context.event.intent is Intent.UNKNOWN or context.below_threshold:
+        return fallback
+    for handler in candidates(context.event.intent):
+        if handler.can_handle(context):
+            return handler
+    return fallback
+
+
+def plan(context: MessageContext) -> HandlerResult:
+    return select(context).handle(context)

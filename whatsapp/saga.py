@@ -1,0 +1,320 @@
+"""The saga of one message, kept in Postgres.
+
+Celery delivers the tasks; this module decides what they do, reading and
+writing only Postgres, so that a redelivered task, a re-driven message or a
+compensation that runs twice always finds the true state and acts at most once.
+"""
+from __future__ import annotations
+
+import logging
+import traceback as traceback_module
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from dlq.models import DeadLetter
+from leads import states
+from leads.models import Business, Lead, LeadActivity
+from whatsapp import actions as _actions  # noqa: F401  (registers the executors)
+from whatsapp import handlers as _handlers  # noqa: F401  (registers the handlers)
+from whatsapp.actions.base import ActionContext, RetryableActionError
+from whatsapp.actions.registry import executors
+from whatsapp.contract import AIResultEvent
+from whatsapp.handlers.base import MessageContext
+from whatsapp.handlers.registry import plan as plan_for
+from whatsapp.models import ProcessedMessage, SagaStep
+
+log = logging.getLogger(__name__)
+
+# Seconds before the 2nd, 3rd and 4th attempt of a retryable failure.
+RETRY_DELAYS: tuple[float, ...] = (1.0, 5.0, 15.0)
+
+
+class SagaStopped(Exception):
+    """The message is no longer in this run's hands (finished, failed, requeued)."""
+
+
+def load_event(message: ProcessedMessage) -> AIResultEvent:
+    return AIResultEvent.model_validate(message.payload)
+
+
+def active_message(processing_id: str, saga_run: int, *, lock: bool = False) -> ProcessedMessage:
+    query = ProcessedMessage.objects.select_for_update() if lock else ProcessedMessage.objects
+    message = query.get(processing_id=processing_id)
+    if message.status != ProcessedMessage.Status.PROCESSING or message.saga_run != saga_run:
+        raise SagaStopped(f"{processing_id} is {message.status} in run {message.saga_run}, not PROCESSING in run {saga_run}")
+    return message
+
+
+# --- 1. dedupe ----------------------------------------------------------------
+def claim(processing_id: str, saga_run: int) -> bool:
+    """RECEIVED -> PROCESSING, atomically; False for any other state."""
+    return bool(
+        ProcessedMessage.objects.filter(
+            processing_id=processing_id, saga_run=saga_run, status=ProcessedMessage.Status.RECEIVED
+        ).update(status=ProcessedMessage.Status.PROCESSING, started_at=timezone.now(), attempts=F("attempts") + 1)
+    )
+
+
+# --- 2. intent ----------------------------------------------------------------
+def upsert_lead(event: AIResultEvent, business: Business) -> Lead:
+    lead, _ = Lead.objects.select_for_update().get_or_create(
+        business=business, lead_id=event.lead_id,
+        defaults={"wa_id": event.customer.wa_id, "customer_name": event.customer.name or ""},
+    )
+    received = event.message.received_at
+    changed = []
+    if lead.last_inbound_at is None or received > lead.last_inbound_at:
+        lead.last_inbound_at = received
+        changed.append("last_inbound_at")
+    if event.customer.name and lead.customer_name != event.customer.name:
+        lead.customer_name = event.customer.name
+        changed.append("customer_name")
+    if lead.wa_id != event.customer.wa_id:
+        lead.wa_id = event.customer.wa_id
+        changed.append("wa_id")
+    if changed:
+        lead.save(update_fields=[*changed, "updated_at"])
+    return lead
+
+
+def plan(processing_id: str, saga_run: int) -> list[SagaStep]:
+    """Resolve the tenant, upsert the lead, pick the handler and write the plan.
+    A second call for the same run returns the plan already written."""
+    with transaction.atomic():
+        message = active_message(processing_id, saga_run, lock=True)
+        existing = list(message.saga_steps.filter(saga_run=saga_run).order_by("order"))
+        if message.planned_run == saga_run:
+            return existing
+        event = load_event(message)
+        business = Business.objects.get(business_id=event.business_id)
+        if event.tenant_id is not None and event.tenant_id != business.tenant_id:
+            raise PermanentStageError(f"tenant_id does not match business {business.business_id}")
+        lead = upsert_lead(event, business)
+        context = MessageContext(event=event, business=business, lead=lead,
+                                 catalog={p.sku: p for p in business.products.all()})
+        decision = plan_for(context)
+        steps = SagaStep.objects.bulk_create([
+            SagaStep(message=message, saga_run=saga_run, order=index, action=action.name, params=action.params)
+            for index, action in enumerate(decision.actions, start=1)
+        ])
+        message.handler = decision.handler
+        message.reply_text = decision.reply_text or ""
+        message.planned_run = saga_run
+        message.save(update_fields=["handler", "reply_text", "planned_run", "updated_at"])
+        LeadActivity.objects.create(
+            lead=lead, kind="message_received", processing_id=processing_id,
+            detail={
+                "intent": event.intent.value, "confidence": event.confidence, "handler": decision.handler,
+                "actions": [a.name for a in decision.actions], "escalate": decision.should_escalate,
+                "saga_run": saga_run, "note": decision.note,
+            },
+        )
+        if decision.lead_state:
+            states.advance(lead.pk, decision.lead_state, processing_id=processing_id, reason=decision.handler)
+        return steps
+
+
+class PermanentStageError(Exception):
+    """A stage other than an action failed in a way no retry can fix."""
+
+
+# --- 3. actions ---------------------------------------------------------------
+@dataclass
+class StepOutcome:
+    done: bool
+    retry_in: float | None = None
+    failed: bool = False
+
+
+def action_context(message: ProcessedMessage, step: SagaStep) -> ActionContext:
+    event = load_event(message)
+    business = Business.objects.get(business_id=event.business_id)
+    lead = Lead.objects.get(business=business, lead_id=event.lead_id)
+    return ActionContext(
+        processing_id=message.processing_id, saga_run=step.saga_run, action=step.action, step_order=step.order,
+        params=step.params, event=event, business=business, lead=lead,
+    )
+
+
+def _note_attempt(step_pk: int, **entry) -> int:
+    """Count the attempt in its own transaction, so a failure's rollback keeps it."""
+    with transaction.atomic():
+        step = SagaStep.objects.select_for_update().get(pk=step_pk)
+        step.attempts += 1
+        step.attempt_log = [*step.attempt_log, {"attempt": step.attempts, "at": timezone.now().isoformat(), **entry}]
+        step.save(update_fields=["attempts", "attempt_log", "updated_at"])
+        return step.attempts
+
+
+def run_step(processing_id: str, saga_run: int, order: int, *, jitter: float = 1.0) -> StepOutcome:
+    """Execute one step. Returns done, a retry delay, or failed (then the
+    message has been handed to compensation)."""
+    message = active_message(processing_id, saga_run)
+    step = SagaStep.objects.get(message=message, saga_run=saga_run, order=order)
+    if step.status == SagaStep.Status.SUCCEEDED:
+        return StepOutcome(done=True)
+    if step.status != SagaStep.Status.PENDING:
+        raise SagaStopped(f"step {order} of {processing_id} is {step.status}")
+    executor = executors.get(step.action)
+    attempt = _note_attempt(step.pk)
+    try:
+        with transaction.atomic():
+            locked = SagaStep.objects.select_for_update().get(pk=step.pk)
+            if locked.status == SagaStep.Status.SUCCEEDED:
+                return StepOutcome(done=True)
+            result = executor.execute(action_context(message, locked))
+            locked.status = SagaStep.Status.SUCCEEDED
+            locked.result = result
+            locked.error = ""
+            locked.save(update_fields=["status", "result", "error", "updated_at"])
+        return StepOutcome(done=True)
+    except Exception as exc:  # every failure is classified, none escapes silently
+        retryable = executor.is_retryable(exc) or _is_transient(exc)
+        error = f"{type(exc).__name__}: {exc}"[:4000]
+        tb = traceback_module.format_exc()
+        SagaStep.objects.filter(pk=step.pk).update(error=error, traceback=tb, updated_at=timezone.now())
+        if retryable and attempt <= len(RETRY_DELAYS):
+            delay = RETRY_DELAYS[attempt - 1] * jitter
+            retry_after = getattr(exc, "retry_after", None)
+            if isinstance(exc, RetryableActionError) and retry_after:
+                delay = max(delay, retry_after)
+            log.warning("action %s of %s failed (attempt %d), retrying in %.1fs: %s",
+                        step.action, processing_id, attempt, delay, error)
+            return StepOutcome(done=False, retry_in=delay)
+        reason = "retries_exhausted" if retryable else "non_retryable"
+        log.error("action %s of %s failed for good (%s, attempt %d): %s", step.action, processing_id, reason, attempt, error)
+        fail(processing_id, saga_run, stage=step.action, reason=reason, error=error, tb=tb, failed_step=step.pk)
+        return StepOutcome(done=False, failed=True)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from django.db import InterfaceError, OperationalError
+
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def fail(processing_id: str, saga_run: int, *, stage: str, reason: str, error: str, tb: str,
+         failed_step: int | None = None) -> bool:
+    """Record why the run failed; the compensate task takes it from there.
+    Returns False if another delivery already recorded a failure."""
+    with transaction.atomic():
+        try:
+            message = active_message(processing_id, saga_run, lock=True)
+        except SagaStopped:
+            return False
+        if message.failed_stage:
+            return False
+        if failed_step is not None:
+            SagaStep.objects.filter(pk=failed_step).update(status=SagaStep.Status.FAILED, updated_at=timezone.now())
+        message.failed_stage = stage
+        message.failure_reason = reason
+        message.last_error = error
+        message.last_traceback = tb
+        message.save(update_fields=["failed_stage", "failure_reason", "last_error", "last_traceback", "updated_at"])
+    return True
+
+
+# --- compensation ---------------------------------------------------------------
+def compensate_steps(processing_id: str, saga_run: int) -> bool:
+    """Undo the run's succeeded steps in reverse order. Returns True when no
+    step is left to try again (each is COMPENSATED or COMPENSATION_FAILED)."""
+    message = ProcessedMessage.objects.get(processing_id=processing_id)
+    pending_retry = False
+    steps = SagaStep.objects.filter(message=message, saga_run=saga_run, status=SagaStep.Status.SUCCEEDED)
+    for step in steps.order_by("-order"):
+        executor = executors.get(step.action)
+        try:
+            with transaction.atomic():
+                locked = SagaStep.objects.select_for_update().get(pk=step.pk)
+                if locked.status != SagaStep.Status.SUCCEEDED:
+                    continue
+                executor.compensate(action_context(message, locked), locked.result or {})
+                locked.status = SagaStep.Status.COMPENSATED
+                locked.compensation_attempts += 1
+                locked.save(update_fields=["status", "compensation_attempts", "updated_at"])
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:4000]
+            with transaction.atomic():
+                locked = SagaStep.objects.select_for_update().get(pk=step.pk)
+                locked.compensation_attempts += 1
+                locked.compensation_error = error
+                retryable = executor.is_retryable(exc) or _is_transient(exc)
+                if retryable and locked.compensation_attempts <= len(RETRY_DELAYS):
+                    pending_retry = True
+                else:
+                    locked.status = SagaStep.Status.COMPENSATION_FAILED
+                locked.save(update_fields=["status", "compensation_attempts", "compensation_error", "updated_at"])
+            log.error("compensating %s of %s failed: %s", step.action, processing_id, error)
+            if pending_retry:
+                # Stop here: later steps must not be undone before this one is.
+                return False
+    return True
+
+
+def dead_letter(processing_id: str, saga_run: int) -> DeadLetter | None:
+    """Write the run's DLQ entry and mark the inbox row FAILED, once."""
+    with transaction.atomic():
+        message = ProcessedMessage.objects.select_for_update().get(processing_id=processing_id)
+        if message.saga_run != saga_run:
+            return None
+        existing = DeadLetter.objects.filter(processing_id=processing_id, saga_run=saga_run).exclude(stage="ingest").first()
+        if existing is not None:
+            return existing
+        steps = list(SagaStep.objects.filter(message=message, saga_run=saga_run).order_by("order"))
+        failed = next((s for s in steps if s.status == SagaStep.Status.FAILED), None)
+        previous = (
+            DeadLetter.objects.filter(processing_id=processing_id, status=DeadLetter.Status.REQUEUED)
+            .order_by("-created_at").first()
+        )
+        entry = DeadLetter.objects.create(
+            payload=message.payload,
+            processing_id=processing_id,
+            business_id=message.business_id,
+            lead_id=message.lead_id,
+            kafka_topic=message.kafka_topic,
+            kafka_partition=message.kafka_partition,
+            kafka_offset=message.kafka_offset,
+            kafka_timestamp=message.kafka_timestamp,
+            stage=message.failed_stage or "pipeline",
+            reason=message.failure_reason or "non_retryable",
+            error_class=(message.last_error.split(":", 1)[0] if message.last_error else ""),
+            error_message=message.last_error,
+            traceback=message.last_traceback,
+            attempts=failed.attempts if failed else message.attempts,
+            saga_run=saga_run,
+            saga_state={"run": saga_run, "handler": message.handler, "steps": [s.as_state() for s in steps]},
+            trace_id=message.trace_id,
+            previous=previous,
+        )
+        message.status = ProcessedMessage.Status.FAILED
+        message.finished_at = timezone.now()
+        message.save(update_fields=["status", "finished_at", "updated_at"])
+        return entry
+
+
+# --- 4. finish ------------------------------------------------------------------
+def finish(processing_id: str, saga_run: int) -> bool:
+    with transaction.atomic():
+        try:
+            message = active_message(processing_id, saga_run, lock=True)
+        except SagaStopped:
+            return False
+        if message.failed_stage:
+            return False
+        steps = list(SagaStep.objects.filter(message=message, saga_run=saga_run).order_by("order"))
+        if any(s.status != SagaStep.Status.SUCCEEDED for s in steps):
+            raise SagaStopped(f"{processing_id} reached finish with unfinished steps")
+        message.status = ProcessedMessage.Status.PROCESSED
+        message.finished_at = timezone.now()
+        message.save(update_fields=["status", "finished_at", "updated_at"])
+        lead = Lead.objects.filter(business__business_id=message.business_id, lead_id=message.lead_id).first()
+        if lead is not None:
+            LeadActivity.objects.create(
+                lead=lead, kind="message_processed", processing_id=processing_id,
+                detail={"saga_run": saga_run, "handler": message.handler, "actions": [s.action for s in steps],
+                        "reply": bool(message.reply_text)},
+            )
+    return True
