@@ -87,6 +87,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Redis redelivers an unacknowledged task after this long.
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=10),
+    # Look for overdue unacknowledged tasks every 10 s (kombu's default
+    # throttle makes that every 100 s, slowing recovery from a dead worker).
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
     "socket_connect_timeout": 5,
     "socket_timeout": 10,
 }
@@ -121,6 +125,18 @@ INGEST_MAX_BACKOFF_SECONDS = env.float("INGEST_MAX_BACKOFF_SECONDS", 30.0, minim
 # batch to the pipeline and committing its offsets. Never set in production.
 INGEST_DEBUG_COMMIT_DELAY_SECONDS = env.float("INGEST_DEBUG_COMMIT_DELAY_SECONDS", 0.0, minimum=0.0)
 
+# The sweeper re-drives inbox rows stuck this long, and purges finished rows
+# (the dedupe memory) older than the retention.
+SWEEP_STUCK_AFTER_SECONDS = env.float("SWEEP_STUCK_AFTER_SECONDS", 300.0, minimum=1.0)
+SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", 60.0, minimum=1.0)
+INBOX_RETENTION_DAYS = env.int("INBOX_RETENTION_DAYS", 30, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-inbox": {"task": "whatsapp.sweep", "schedule": SWEEP_INTERVAL_SECONDS},
+}
+
+# Extra modules that register intent handlers or action executors.
+WHATSAPP_PLUGINS = env.list("WHATSAPP_PLUGINS", [])
+
 # --- Logging ----------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
 LOGGING = {
@@ -131,3 +147,64 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"kafka": {"level": "WARNING"}},
 }
+
+# --- Circuit breakers -------------------------------------------------------
+# One breaker per external service, its state shared through REDIS_URL (see
+# whatsapp/breakers). A breaker opens when BREAKER_FAILURE_RATE of at least
+# BREAKER_MIN_CALLS calls in BREAKER_WINDOW_SECONDS failed, or after
+# BREAKER_CONSECUTIVE_FAILURES failures in a row; stays open
+# BREAKER_OPEN_SECONDS; then lets BREAKER_HALF_OPEN_PROBES calls at a time
+# through (a probe slot frees itself after BREAKER_PROBE_TIMEOUT_SECONDS if its
+# worker dies) and closes after BREAKER_CLOSE_AFTER of them succeed.
+import json as _json  # noqa: E402
+
+BREAKER_FAILURE_RATE = env.float("BREAKER_FAILURE_RATE", 0.5, minimum=0.01)
+if BREAKER_FAILURE_RATE > 1:
+    raise SettingError("BREAKER_FAILURE_RATE", f"must be a fraction <= 1, got {BREAKER_FAILURE_RATE}")
+BREAKER_MIN_CALLS = env.int("BREAKER_MIN_CALLS", 10, minimum=1)
+BREAKER_WINDOW_SECONDS = env.float("BREAKER_WINDOW_SECONDS", 60.0, minimum=1.0)
+BREAKER_CONSECUTIVE_FAILURES = env.int("BREAKER_CONSECUTIVE_FAILURES", 5, minimum=1)
+BREAKER_OPEN_SECONDS = env.float("BREAKER_OPEN_SECONDS", 30.0, minimum=0.1)
+BREAKER_HALF_OPEN_PROBES = env.int("BREAKER_HALF_OPEN_PROBES", 1, minimum=1)
+BREAKER_CLOSE_AFTER = env.int("BREAKER_CLOSE_AFTER", 2, minimum=1)
+BREAKER_PROBE_TIMEOUT_SECONDS = env.float("BREAKER_PROBE_TIMEOUT_SECONDS", 30.0, minimum=0.1)
+# While Redis is unreachable each process keeps its own breakers (true), or
+# calls go through unguarded (false). Either way a Redis outage never fails a call.
+BREAKER_LOCAL_FALLBACK = env.bool("BREAKER_LOCAL_FALLBACK", True)
+# Fail fast on a sick Redis, and during an outage try it again only this often.
+BREAKER_REDIS_TIMEOUT_SECONDS = env.float("BREAKER_REDIS_TIMEOUT_SECONDS", 0.5, minimum=0.01)
+BREAKER_REDIS_RETRY_SECONDS = env.float("BREAKER_REDIS_RETRY_SECONDS", 5.0, minimum=0.1)
+
+
+def _breaker_overrides(raw: str | None) -> dict[str, dict[str, float]]:
+    """BREAKER_OVERRIDES: {"webhook:crm.example.com": {"open_seconds": 60}, ...}.
+    Checked here so a typo stops the deploy instead of silently leaving a default."""
+    fields = {
+        "failure_rate": float, "min_calls": int, "window_seconds": float, "consecutive_failures": int,
+        "open_seconds": float, "half_open_probes": int, "close_after": int, "probe_timeout_seconds": float,
+    }
+    if raw is None:
+        return {}
+    try:
+        value = _json.loads(raw)
+    except ValueError as exc:
+        raise SettingError("BREAKER_OVERRIDES", f"is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise SettingError("BREAKER_OVERRIDES", "must be a JSON object of breaker name -> {setting: number}")
+    for name, override in value.items():
+        if not isinstance(override, dict):
+            raise SettingError("BREAKER_OVERRIDES", f"{name!r} must map to an object of {{setting: number}}")
+        for key, number in override.items():
+            if key not in fields:
+                raise SettingError("BREAKER_OVERRIDES", f"{name!r}: unknown setting {key!r} (one of {', '.join(fields)})")
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
+                raise SettingError("BREAKER_OVERRIDES", f"{name!r}: {key} must be a positive number, got {number!r}")
+            if fields[key] is int and number != int(number):
+                raise SettingError("BREAKER_OVERRIDES", f"{name!r}: {key} must be a whole number, got {number!r}")
+            if key == "failure_rate" and number > 1:
+                raise SettingError("BREAKER_OVERRIDES", f"{name!r}: failure_rate must be <= 1, got {number!r}")
+            override[key] = fields[key](number)
+    return value
+
+
+BREAKER_OVERRIDES = _breaker_overrides(env.optional("BREAKER_OVERRIDES"))

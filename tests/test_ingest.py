@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from dlq.models import DeadLetter
+from leads.models import Order, Product
 from tests.support import kafka
 from tests.support.events import EXPECTED_REASON, encode, event, invalid_values
 from tests.support.processes import wait_until
@@ -88,10 +89,12 @@ def test_sigkill_after_handoff_before_commit_loses_and_doubles_nothing(
     assert kafka.committed_offsets(bootstrap, topic, group) == kafka.end_offsets(bootstrap, topic)
 
     # The re-read rows were enqueued again; a real worker runs each message once.
+    Product.objects.filter(sku="SD-01").update(stock=10_000)
     start_worker()
     wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() == 300, timeout=120,
                message="all messages processed")
     assert ProcessedMessage.objects.exclude(attempts=1).count() == 0
+    assert Order.objects.count() == 300
 
 
 def test_database_outage_pauses_ingest_without_committing(business, topic, bootstrap, start_ingest, child_env):

@@ -206,3 +206,34 @@ def test_worker_killed_mid_action_is_redelivered_and_acts_once(bootstrap, topic,
     assert Order.objects.count() == 1
     assert SalesNotification.objects.count() == 1
     assert Product.objects.get(sku="SD-01").stock == 498
+
+
+def test_failing_compensation_is_retried_then_recorded(bootstrap, topic, start_ingest, start_worker, business, httpserver):
+    """NOTIFY_SALES succeeds, the next step fails for good, and the CRM then
+    refuses the retraction with 503 every time: the retraction is tried
+    again (1 + 3 retries) and the dead letter says COMPENSATION_FAILED."""
+    def crm(request):
+        body = json.loads(request.data)
+        return Response("{}", status=503 if body.get("type") == "retraction" else 200, content_type="application/json")
+
+    httpserver.expect_request("/sales", method="POST").respond_with_handler(crm)
+    business.sales_webhook_url = httpserver.url_for("/sales")
+    business.save()
+    start_worker(env={"WHATSAPP_PLUGINS": "tests.support.plugins"})
+    start_ingest(topic)
+    from tests.support import kafka
+    from tests.support.events import encode
+
+    kafka.produce(bootstrap, topic, [(b"lead-123", encode(event("drill-1", intent="COMPLAINT",
+                                                                  entities={"drill": "compensation"})))])
+    wait_until(lambda: ProcessedMessage.objects.filter(processing_id="drill-1", status="FAILED").exists(),
+               timeout=120, message="the run to fail and be dead-lettered")
+
+    assert steps_of("drill-1") == [("NOTIFY_SALES", "COMPENSATION_FAILED"), ("ALWAYS_FAIL", "FAILED")]
+    notify = SagaStep.objects.get(message__processing_id="drill-1", action="NOTIFY_SALES")
+    assert notify.compensation_attempts == 4 and "503" in notify.compensation_error
+    retractions = [r for r, _ in httpserver.log if json.loads(r.data).get("type") == "retraction"]
+    assert len(retractions) == 4
+    entry = DeadLetter.objects.get(processing_id="drill-1")
+    assert (entry.stage, entry.reason) == ("ALWAYS_FAIL", "non_retryable")
+    assert [s["status"] for s in entry.saga_state["steps"]] == ["COMPENSATION_FAILED", "FAILED"]

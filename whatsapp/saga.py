@@ -146,6 +146,7 @@ def _note_attempt(step_pk: int, **entry) -> int:
         step.attempts += 1
         step.attempt_log = [*step.attempt_log, {"attempt": step.attempts, "at": timezone.now().isoformat(), **entry}]
         step.save(update_fields=["attempts", "attempt_log", "updated_at"])
+        ProcessedMessage.objects.filter(pk=step.message_id).update(updated_at=timezone.now())
         return step.attempts
 
 

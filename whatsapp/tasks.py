@@ -59,13 +59,36 @@ def intent(self, processing_id: str, saga_run: int):
                   error=f"{type(exc).__name__}: {exc}"[:4000], tb=traceback.format_exc())
         start_compensation(processing_id, saga_run)
         raise Ignore()
+    return self.replace(actions_signature(processing_id, saga_run, steps))
+
+
+def actions_signature(processing_id: str, saga_run: int, steps):
+    """The planned actions in order, then finish."""
     rest = [
         execute_action.si(processing_id, saga_run, step.order).set(
             task_id=task_id(processing_id, saga_run, f"action{step.order}-{step.action}"))
         for step in steps
     ]
     rest.append(finish.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "finish")))
-    return self.replace(chain(*rest))
+    return chain(*rest)
+
+
+def resume_signature(processing_id: str, saga_run: int, *, planned: bool):
+    """For the sweeper: carry on a PROCESSING message from its saga rows.
+    Succeeded steps are no-ops when their task runs again."""
+    if not planned:
+        return intent.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "intent"))
+    from whatsapp.models import SagaStep
+
+    steps = SagaStep.objects.filter(message__processing_id=processing_id, saga_run=saga_run).order_by("order")
+    return actions_signature(processing_id, saga_run, list(steps))
+
+
+@shared_task(name="whatsapp.sweep")
+def sweep() -> dict:
+    from whatsapp.sweeper import sweep as run_sweep
+
+    return run_sweep().as_dict()
 
 
 @shared_task(name="whatsapp.execute_action", bind=True, max_retries=None, **{k: v for k, v in DB_RETRY.items() if k != "max_retries"})

@@ -1,0 +1,39 @@
+"""A plugin the tests load into their workers through WHATSAPP_PLUGINS: a
+complaint handler that outranks the real one when the customer asks for
+"compensation-drill", and an action that always fails for good. Together they
+put NOTIFY_SALES before a failing step, so its retraction is exercised."""
+from __future__ import annotations
+
+from typing import Any
+
+from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError
+from whatsapp.actions.registry import executors
+from whatsapp.contract import Intent
+from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
+from whatsapp.handlers.registry import register
+
+
+@executors.register("ALWAYS_FAIL")
+class AlwaysFail(ActionExecutor):
+    name = "ALWAYS_FAIL"
+
+    def execute(self, context: ActionContext) -> dict[str, Any]:
+        raise PermanentActionError("this step always fails (test plugin)")
+
+    def compensate(self, context: ActionContext, result: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+@register
+class CompensationDrill(IntentHandler):
+    intent = Intent.COMPLAINT
+    priority = 100
+    name = "compensation_drill"
+
+    def can_handle(self, context: MessageContext) -> bool:
+        return context.event.entities.model_extra.get("drill") == "compensation"
+
+    def handle(self, context: MessageContext) -> HandlerResult:
+        return HandlerResult(handler=self.name, actions=[PlannedAction("NOTIFY_SALES", {"kind": "complaint"}),
+                                                         PlannedAction("ALWAYS_FAIL")],
+                             reply_text="drill", note="test plugin")

@@ -1,0 +1,26 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from whatsapp.sweeper import sweep
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-drive inbox rows stuck in RECEIVED or PROCESSING (their Celery tasks were lost) from their saga "
+        "rows, and purge finished rows older than INBOX_RETENTION_DAYS. Safe to run in several processes at once. "
+        "Exit code 0; prints what it did."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--stuck-after", type=float, metavar="SECONDS",
+                            help="Treat rows untouched this long as stuck (default: SWEEP_STUCK_AFTER_SECONDS).")
+        parser.add_argument("--no-purge", action="store_true", help="Do not purge old finished rows.")
+        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+
+    def handle(self, *args, **options) -> None:
+        result = sweep(stuck_after=options["stuck_after"], purge=not options["no_purge"])
+        if options["json"]:
+            self.stdout.write(json.dumps(result.as_dict(), sort_keys=True))
+        else:
+            self.stdout.write(f"sweep: {result.stuck} stuck, re-driven {result.redriven or 'none'}, purged {result.purged}")
