@@ -95,6 +95,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 10,
 }
 CELERY_TASK_DEFAULT_QUEUE = "pipeline"
+# Queues: "pipeline" for the pipeline's own steps; "webhooks" for sales
+# webhook calls and "whatsapp" for Cloud API sends, so a slow outside service
+# ties up only the workers of its queue. Workers consume all three by default
+# in the demo and tests (celery -Q pipeline,webhooks,whatsapp).
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Kafka ------------------------------------------------------------------
@@ -208,3 +212,13 @@ def _breaker_overrides(raw: str | None) -> dict[str, dict[str, float]]:
 
 
 BREAKER_OVERRIDES = _breaker_overrides(env.optional("BREAKER_OVERRIDES"))
+
+# --- WhatsApp Cloud API -----------------------------------------------------
+# Replies go to POST {base}/{version}/{phone_number_id}/messages. The token is a
+# bearer secret: Django's error pages hide settings named *TOKEN*, and the client
+# never logs it. Unset, replies fail with "WHATSAPP_ACCESS_TOKEN is not set".
+WHATSAPP_GRAPH_BASE_URL = env.url("WHATSAPP_GRAPH_BASE_URL", "https://graph.facebook.com", schemes=("https", "http")).rstrip("/")
+WHATSAPP_GRAPH_VERSION = env.str("WHATSAPP_GRAPH_VERSION", "v21.0")
+WHATSAPP_ACCESS_TOKEN = env.optional("WHATSAPP_ACCESS_TOKEN")
+WHATSAPP_CONNECT_TIMEOUT = env.float("WHATSAPP_CONNECT_TIMEOUT", 3.0, minimum=0.1)
+WHATSAPP_READ_TIMEOUT = env.float("WHATSAPP_READ_TIMEOUT", 10.0, minimum=0.1)

@@ -63,11 +63,11 @@ class DeadLetter(models.Model):
                 condition=models.Q(stage="ingest"),
                 name="dlq_ingest_unique_coords",
             ),
-            # The pipeline dead-letters a message at most once per saga run.
+            # A message has at most one open pipeline entry per saga run.
             models.UniqueConstraint(
                 fields=["processing_id", "saga_run"],
-                condition=~models.Q(stage="ingest"),
-                name="dlq_pipeline_unique_run",
+                condition=models.Q(status="OPEN") & ~models.Q(stage="ingest"),
+                name="dlq_pipeline_unique_open_run",
             ),
         ]
 

@@ -49,6 +49,25 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
                 raise RequeueRefused(f"the record is still refused: {', '.join(result.dead_lettered)}")
             runs = result.new
             saga_run = runs[0][1] if runs else None
+        elif entry.stage == "reply":
+            # The actions stand; only the reply is sent again, in the same run.
+            message = ProcessedMessage.objects.select_for_update().get(processing_id=entry.processing_id)
+            if message.status != ProcessedMessage.Status.FAILED or message.saga_run != entry.saga_run:
+                raise RequeueRefused(f"{message.processing_id} has moved on since this entry (now {message.status}, "
+                                     f"run {message.saga_run})")
+            message.status = ProcessedMessage.Status.PROCESSING
+            message.failed_stage = message.failure_reason = message.last_error = message.last_traceback = ""
+            message.finished_at = None
+            message.save()
+            saga_run = message.saga_run
+            runs = []
+
+            def send_again(pid: str = message.processing_id, run: int = saga_run) -> None:
+                from whatsapp.tasks import reply_signature
+
+                reply_signature(pid, run).apply_async()
+
+            transaction.on_commit(send_again)
         else:
             message = ProcessedMessage.objects.select_for_update().get(processing_id=entry.processing_id)
             if message.status not in {ProcessedMessage.Status.FAILED, ProcessedMessage.Status.PROCESSED}:
@@ -66,5 +85,6 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
         entry.requeue_history = [*entry.requeue_history, {"by": by, "at": now.isoformat(), "saga_run": saga_run}]
         entry.save(update_fields=["status", "requeue_count", "requeue_history", "updated_at"])
         # Enqueue only once the new run is committed, so a worker finds it.
-        transaction.on_commit(lambda: hand_off(runs))
+        if runs:
+            transaction.on_commit(lambda: hand_off(runs))
     return entry

@@ -92,7 +92,7 @@ def start_ingest(child_env, processes):
 
 @pytest.fixture
 def start_worker(child_env, processes, redis_client):
-    def start(concurrency: int = 2, queues: str = "pipeline", name: str = "w1", env: dict[str, str] | None = None,
+    def start(concurrency: int = 2, queues: str = "pipeline,webhooks,whatsapp", name: str = "w1", env: dict[str, str] | None = None,
               ready_timeout: float = 60) -> ManagedProcess:
         argv = [
             sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "prefork", "-c", str(concurrency),

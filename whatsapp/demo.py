@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,13 +25,23 @@ DEMO_DB = "whatsapp_demo"
 DEMO_REDIS_DB = "/12"
 
 
-class SalesWebhook(BaseHTTPRequestHandler):
-    """Stands in for the businesses' CRMs: one accepts, one refuses everything."""
+class OutsideWorld(BaseHTTPRequestHandler):
+    """Stands in for the businesses' CRMs (one accepts, one refuses everything)
+    and for the WhatsApp Cloud API (accepts every message)."""
+
+    sent = 0
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        status = 200 if self.path.startswith("/acme") else 422
-        body = b'{"ok": true}' if status == 200 else b'{"error": "unknown account"}'
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        if self.path.endswith("/messages"):
+            OutsideWorld.sent += 1
+            status = 200
+            body = json.dumps({"messaging_product": "whatsapp",
+                               "contacts": [{"input": request.get("to"), "wa_id": request.get("to")}],
+                               "messages": [{"id": f"wamid.demo{OutsideWorld.sent:04d}"}]}).encode()
+        else:
+            status = 200 if self.path.startswith("/acme") else 422
+            body = b'{"ok": true}' if status == 200 else b'{"error": "unknown account"}'
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -57,6 +68,7 @@ def prepare_environment() -> list:
     os.environ["KAFKA_RESULT_TOPIC"] = f"ai.process.result.demo-{int(time.time())}"
     os.environ["KAFKA_GROUP_ID"] = f"whatsapp-handler-demo-{int(time.time())}"
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    os.environ.setdefault("WHATSAPP_ACCESS_TOKEN", "demo-token")
     recreate_database(urls["DATABASE_URL"])
     return started
 
@@ -73,6 +85,7 @@ def load_businesses(webhook_base: str) -> None:
     from leads.models import Business, Product
 
     acme = Business.objects.create(business_id="acme-bakery", tenant_id="tenant-acme", display_name="Acme Bakery",
+                                   phone_number_id="106540352242922",
                                    sales_webhook_url=f"{webhook_base}/acme", sales_webhook_secret="demo-secret")
     for sku, name, price, stock in [("SD-01", "sourdough loaf", "6.50", 40), ("CR-02", "croissant", "2.20", 120),
                                     ("BG-03", "baguette", "3.10", 0)]:
@@ -90,13 +103,14 @@ def sample_stream() -> list[tuple[bytes | None, bytes]]:
             "schema_version": 1, "processing_id": f"demo-{n:03d}", "lead_id": f"lead-{n % 9}",
             "business_id": business, "tenant_id": tenant, "message_id": f"wamid.demo{n:03d}",
             "customer": {"wa_id": f"1555010{n:04d}", "name": "Demo Customer"},
-            "message": {"text": "(demo message)", "received_at": "2026-11-24T10:30:00+00:00"},
+            "message": {"text": "(demo message)", "received_at": received_at},
             "intent": intent, "confidence": 0.93, "entities": {}, "ai": {"model": "intent-v3", "processing_ms": 120 + n},
         }
         body.update(extra)
         return body
 
     products = {"products": [{"sku": "SD-01", "name": "sourdough loaf", "quantity": 2}]}
+    received_at = datetime.now(timezone.utc).isoformat()
     events = []
     n = 0
     for _ in range(4):
@@ -166,7 +180,8 @@ def print_table(sent: int, elapsed: float) -> None:
         count = DeadLetter.objects.filter(**entry).count()
         rows.append((f"  {entry['reason']} (at {entry['stage']})", count))
     for label, key in [("orders", "orders"), ("support tickets", "tickets"), ("sales notifications", "sales_notifications"),
-                       ("review flags", "review_flags"), ("callbacks", "callbacks")]:
+                       ("review flags", "review_flags"), ("callbacks", "callbacks"),
+                       ("replies to customers", "replies")]:
         by_status = stats[key]
         detail = ", ".join(f"{v} {k.lower()}" for k, v in sorted(by_status.items()))
         rows.append((label, f"{sum(by_status.values())}" + (f"  ({detail})" if detail else "")))
@@ -183,7 +198,7 @@ def print_table(sent: int, elapsed: float) -> None:
 def main() -> int:
     started = prepare_environment()
     children: list[subprocess.Popen] = []
-    webhook = ThreadingHTTPServer(("127.0.0.1", 0), SalesWebhook)
+    webhook = ThreadingHTTPServer(("127.0.0.1", 0), OutsideWorld)
     threading.Thread(target=webhook.serve_forever, daemon=True).start()
     logs = VAR / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -194,11 +209,13 @@ def main() -> int:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
-        load_businesses(f"http://127.0.0.1:{webhook.server_address[1]}")
+        outside = f"http://127.0.0.1:{webhook.server_address[1]}"
+        os.environ["WHATSAPP_GRAPH_BASE_URL"] = outside
+        load_businesses(outside)
         create_topic()
         env = dict(os.environ)
         for name, argv in [
-            ("worker", [sys.executable, "-m", "celery", "-A", "config", "worker", "-c", "2", "-Q", "pipeline",
+            ("worker", [sys.executable, "-m", "celery", "-A", "config", "worker", "-c", "2", "-Q", "pipeline,webhooks,whatsapp",
                         "--without-gossip", "--without-mingle", "-l", "WARNING"]),
             ("ingest", [sys.executable, "manage.py", "ingest_kafka"]),
         ]:

@@ -121,3 +121,49 @@ class SagaStep(models.Model):
             "error": self.error,
             "compensation_error": self.compensation_error,
         }
+
+
+class OutboundMessage(models.Model):
+    """One reply to a customer through the WhatsApp Cloud API, per (processing_id, saga run).
+
+    The unique idempotency_key makes a redelivered task find the earlier send instead of
+    making a second one. The row is written and marked SENDING in its own committed
+    transaction before the HTTP call, so a crash mid-call leaves evidence that a message
+    may be out (SENDING / UNKNOWN) rather than a clean slate that invites a duplicate.
+    The access token is never stored here: error_title is redacted by the client.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        SENDING = "SENDING"
+        SENT = "SENT"
+        FAILED = "FAILED"
+        UNKNOWN = "UNKNOWN"
+        SKIPPED_WINDOW_CLOSED = "SKIPPED_WINDOW_CLOSED"
+        SKIPPED_DISABLED = "SKIPPED_DISABLED"
+
+    processing_id = models.CharField(max_length=128, db_index=True)
+    saga_run = models.PositiveIntegerField()
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    business = models.ForeignKey("leads.Business", on_delete=models.PROTECT, related_name="outbound_messages")
+    lead = models.ForeignKey("leads.Lead", on_delete=models.PROTECT, related_name="outbound_messages")
+    to = models.CharField("recipient wa_id", max_length=32)
+    body = models.TextField()
+    context_message_id = models.CharField(max_length=256, blank=True, help_text="The inbound wamid replied to.")
+    wamid = models.CharField(max_length=256, blank=True, db_index=True, help_text="The id Meta gave the sent message.")
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.PENDING, db_index=True)
+    error_code = models.IntegerField(null=True, blank=True, help_text="Graph API error code of the last failure.")
+    error_title = models.CharField(max_length=300, blank=True)
+    fbtrace_id = models.CharField(max_length=64, blank=True, help_text="Quote it to Meta support.")
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "business"], name="outbound_status_business")]
+
+    def __str__(self) -> str:
+        return f"reply {self.idempotency_key} ({self.status})"

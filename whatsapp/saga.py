@@ -261,7 +261,8 @@ def dead_letter(processing_id: str, saga_run: int) -> DeadLetter | None:
         message = ProcessedMessage.objects.select_for_update().get(processing_id=processing_id)
         if message.saga_run != saga_run:
             return None
-        existing = DeadLetter.objects.filter(processing_id=processing_id, saga_run=saga_run).exclude(stage="ingest").first()
+        existing = (DeadLetter.objects.filter(processing_id=processing_id, saga_run=saga_run, status=DeadLetter.Status.OPEN)
+                    .exclude(stage="ingest").first())
         if existing is not None:
             return existing
         steps = list(SagaStep.objects.filter(message=message, saga_run=saga_run).order_by("order"))
@@ -296,7 +297,44 @@ def dead_letter(processing_id: str, saga_run: int) -> DeadLetter | None:
         return entry
 
 
-# --- 4. finish ------------------------------------------------------------------
+# --- 4. reply -------------------------------------------------------------------
+def reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> StepOutcome:
+    """Send the handler's reply. It is the saga's last step because it cannot
+    be undone; for the same reason its final failure compensates nothing (the
+    actions stand): the message is dead-lettered at stage "reply", and
+    requeueing that entry sends only the reply again."""
+    from whatsapp.models import OutboundMessage
+    from whatsapp.outbound import send_reply
+
+    message = active_message(processing_id, saga_run)
+    if not message.reply_text or message.failed_stage:
+        return StepOutcome(done=True)
+    event = load_event(message)
+    business = Business.objects.get(business_id=event.business_id)
+    lead = Lead.objects.get(business=business, lead_id=event.lead_id)
+    try:
+        send_reply(processing_id=processing_id, saga_run=saga_run, business=business, lead=lead,
+                   text=message.reply_text, context_message_id=event.message_id)
+        return StepOutcome(done=True)
+    except Exception as exc:
+        row = OutboundMessage.objects.filter(processing_id=processing_id, saga_run=saga_run).first()
+        attempt = row.attempts if row else 1
+        retryable = isinstance(exc, RetryableActionError) or _is_transient(exc)
+        error = f"{type(exc).__name__}: {exc}"[:4000]
+        if retryable and attempt <= len(RETRY_DELAYS):
+            delay = RETRY_DELAYS[max(attempt, 1) - 1] * jitter
+            if getattr(exc, "retry_after", None):
+                delay = max(delay, exc.retry_after)
+            log.warning("reply for %s failed (attempt %d), retrying in %.1fs: %s", processing_id, attempt, delay, error)
+            return StepOutcome(done=False, retry_in=delay)
+        reason = "retries_exhausted" if retryable else "non_retryable"
+        log.error("reply for %s failed for good (%s): %s", processing_id, reason, error)
+        if fail(processing_id, saga_run, stage="reply", reason=reason, error=error, tb=traceback_module.format_exc()):
+            dead_letter(processing_id, saga_run)
+        return StepOutcome(done=False, failed=True)
+
+
+# --- 5. finish ------------------------------------------------------------------
 def finish(processing_id: str, saga_run: int) -> bool:
     with transaction.atomic():
         try:

@@ -6,7 +6,7 @@ from django.db.models import Count
 
 from dlq.models import DeadLetter
 from leads.models import CallbackRequest, Order, ReviewFlag, SalesNotification, SupportTicket
-from whatsapp.models import DuplicateDelivery, ProcessedMessage
+from whatsapp.models import DuplicateDelivery, OutboundMessage, ProcessedMessage
 
 
 def _by(queryset, field: str) -> dict[str, int]:
@@ -32,4 +32,5 @@ def pipeline_stats() -> dict:
         "sales_notifications": _by(SalesNotification.objects, "status"),
         "review_flags": _by(ReviewFlag.objects, "status"),
         "callbacks": _by(CallbackRequest.objects, "status"),
+        "replies": _by(OutboundMessage.objects, "status"),
     }

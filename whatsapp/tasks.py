@@ -64,13 +64,40 @@ def intent(self, processing_id: str, saga_run: int):
 
 def actions_signature(processing_id: str, saga_run: int, steps):
     """The planned actions in order, then finish."""
+    from whatsapp.actions.registry import executors
+
     rest = [
         execute_action.si(processing_id, saga_run, step.order).set(
-            task_id=task_id(processing_id, saga_run, f"action{step.order}-{step.action}"))
+            task_id=task_id(processing_id, saga_run, f"action{step.order}-{step.action}"),
+            queue=executors.get(step.action).queue)
         for step in steps
     ]
+    rest.append(send_reply.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "reply"),
+                                                           queue="whatsapp"))
     rest.append(finish.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "finish")))
     return chain(*rest)
+
+
+def reply_signature(processing_id: str, saga_run: int):
+    """For requeueing a failed reply: send it again, then finish."""
+    return chain(
+        send_reply.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "reply"), queue="whatsapp"),
+        finish.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "finish")),
+    )
+
+
+@shared_task(name="whatsapp.send_reply", bind=True, max_retries=None, **{k: v for k, v in DB_RETRY.items() if k != "max_retries"})
+def send_reply(self, processing_id: str, saga_run: int) -> None:
+    try:
+        outcome = saga.reply(processing_id, saga_run, jitter=random.uniform(0.9, 1.1))
+    except saga.SagaStopped as stopped:
+        log.info("reply: %s", stopped)
+        raise Ignore()
+    if outcome.done:
+        return
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in)
+    raise Ignore()
 
 
 def resume_signature(processing_id: str, saga_run: int, *, planned: bool):

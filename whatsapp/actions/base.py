@@ -49,6 +49,9 @@ class ActionContext:
 
 class ActionExecutor(ABC):
     name: ClassVar[str]
+    # The Celery queue its task runs on. An executor that calls a slow outside
+    # service gets a queue of its own, so that service ties up only its workers.
+    queue: ClassVar[str] = "pipeline"
     # Exceptions (besides RetryableActionError) that mean "try again later".
     retryable: ClassVar[tuple[type[BaseException], ...]] = ()
 

@@ -23,6 +23,7 @@ EVENT_NAME = "sales.notification"
 @executors.register("NOTIFY_SALES")
 class NotifySales(ActionExecutor):
     name = "NOTIFY_SALES"
+    queue = "webhooks"
     # The client already turns these into RetryableActionError; listed in case a caller uses requests directly.
     retryable = (requests.Timeout, requests.ConnectionError)
 

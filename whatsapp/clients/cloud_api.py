@@ -1,0 +1,286 @@
+"""The WhatsApp Cloud API (Meta Graph API): send one text message and classify what came back.
+
+Meta says to build error handling on the Graph error `code`, not on the HTTP status nor on
+the title inside `message` (titles are being deprecated), so the code decides first and the
+HTTP status only decides when the body carries no code. Every failure becomes one of the
+action errors the saga understands:
+
+- CloudApiRetryable: throttling (4, 80007, 130429, 131056), Meta's own trouble (1, 2, 131016,
+  HTTP 5xx), and transport failures where the request certainly never arrived.
+- CloudApiOutcomeUnknown (a CloudApiRetryable): the request may have reached Meta (read
+  timeout, connection dropped mid-exchange, a 2xx without a wamid). The caller must not
+  blindly send again: the customer could get the reply twice.
+- CloudApiPermanent: the request itself is wrong or not allowed (131047 outside the 24-hour
+  window, 131026 undeliverable, 131051 unsupported type, 131008/131009 bad parameters, other 4xx).
+- CloudApiAuthError (a CloudApiPermanent): the token or its permissions were refused
+  (0, 10, 190, 200-299). Retrying cannot help and every other send is failing too, so it is
+  logged at CRITICAL for a human.
+
+The access token is a bearer secret. It is only ever put in the Authorization header; any
+text taken from a response is passed through `redact` before it reaches a log line, an
+exception message (and so a saga row or a dead letter) or the database.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from django.conf import settings
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from whatsapp.actions.base import ActionError, PermanentActionError, RetryableActionError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://graph.facebook.com"
+DEFAULT_VERSION = "v21.0"
+DEFAULT_CONNECT_TIMEOUT = 3.0
+DEFAULT_READ_TIMEOUT = 10.0
+# Meta allows about one message every 6 s from one business number to one customer.
+PAIR_RATE_BACKOFF_SECONDS = 6.0
+MAX_RETRY_AFTER_SECONDS = 3600.0
+MAX_TEXT_LENGTH = 4096  # Cloud API limit for text.body
+MAX_TITLE_LENGTH = 300
+
+RETRYABLE_CODES = frozenset({1, 2, 4, 80007, 130429, 131016, 131056})
+AUTH_CODES = frozenset({0, 10, 190, *range(200, 300)})
+PAIR_RATE_LIMIT_CODE = 131056
+# Permanent whatever the HTTP status says; any other code is permanent unless on a 5xx or 429.
+PERMANENT_CODES = frozenset({131047, 131026, 131051, 131008, 131009})
+
+REDACTED = "[redacted]"
+# Meta user/system/page tokens start with "EAA"; hide any that a response echoes, ours or not.
+_TOKEN_PATTERN = re.compile(r"EAA[A-Za-z0-9_\-]{16,}")
+_TITLE_PREFIX = re.compile(r"^\(#\d+\)\s*")
+
+
+class CloudApiError(ActionError):
+    """What every Cloud API failure carries, whichever way it is classified."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        title: str = "",
+        http_status: int | None = None,
+        fbtrace_id: str = "",
+        details: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.title = title
+        self.http_status = http_status
+        self.fbtrace_id = fbtrace_id
+        self.details = details
+
+
+class CloudApiRetryable(CloudApiError, RetryableActionError):
+    """Try again later; retry_after, when set, is the least wait that makes sense."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.retry_after = retry_after
+
+
+class CloudApiOutcomeUnknown(CloudApiRetryable):
+    """The request may have been accepted: retryable in principle, but not by re-sending blindly."""
+
+
+class CloudApiPermanent(CloudApiError, PermanentActionError):
+    """Sending the same request again cannot succeed."""
+
+
+class CloudApiAuthError(CloudApiPermanent):
+    """The access token, or its permissions, were refused."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    wamid: str
+    wa_id: str
+    http_status: int
+
+
+def send_text(
+    *,
+    phone_number_id: str,
+    to: str,
+    body: str,
+    context_message_id: str | None = None,
+    biz_opaque_callback_data: str | None = None,
+) -> SendResult:
+    """Send a free-form text message. Returns the wamid Meta assigned; raises a CloudApiError otherwise.
+
+    Settings are read per call so overrides (and tests) apply without a restart.
+    """
+    token = getattr(settings, "WHATSAPP_ACCESS_TOKEN", None)
+    if not token:
+        log.error("WhatsApp reply not sent: WHATSAPP_ACCESS_TOKEN is not set")
+        raise CloudApiPermanent("WHATSAPP_ACCESS_TOKEN is not set", title="WHATSAPP_ACCESS_TOKEN is not set")
+    if not phone_number_id:
+        raise CloudApiPermanent("business has no WhatsApp phone_number_id", title="no phone_number_id")
+    if not to:
+        raise CloudApiPermanent("recipient wa_id is empty", title="no recipient")
+    if not body or not body.strip():
+        raise CloudApiPermanent("reply text is empty", title="empty text")
+    if len(body) > MAX_TEXT_LENGTH:
+        raise CloudApiPermanent(f"reply text is {len(body)} characters, the limit is {MAX_TEXT_LENGTH}",
+                                title="text too long")
+
+    payload = build_payload(to=to, body=body, context_message_id=context_message_id,
+                            biz_opaque_callback_data=biz_opaque_callback_data)
+    url = messages_url(phone_number_id)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    try:
+        response = requests.post(url, data=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+                                 headers=headers, timeout=_timeout(), allow_redirects=False)
+    except requests.ConnectTimeout as exc:
+        raise CloudApiRetryable("WhatsApp Cloud API connect timed out", title="connect timeout") from exc
+    except requests.ReadTimeout as exc:
+        raise CloudApiOutcomeUnknown("WhatsApp Cloud API read timed out; the message may have been sent",
+                                     title="read timeout") from exc
+    except requests.ConnectionError as exc:
+        if _never_connected(exc):
+            raise CloudApiRetryable("WhatsApp Cloud API could not be reached", title="connection failed") from exc
+        raise CloudApiOutcomeUnknown("WhatsApp Cloud API connection dropped; the message may have been sent",
+                                     title="connection dropped") from exc
+    except requests.exceptions.ChunkedEncodingError as exc:
+        raise CloudApiOutcomeUnknown("WhatsApp Cloud API response was cut off; the message may have been sent",
+                                     title="response cut off") from exc
+    except requests.RequestException as exc:
+        # Invalid URL and the like: configuration, not a passing fault.
+        raise CloudApiPermanent(f"WhatsApp Cloud API request could not be made ({type(exc).__name__})",
+                                title="bad request configuration") from exc
+
+    with response:
+        status = response.status_code
+        data = _json(response)
+        retry_after_header = response.headers.get("Retry-After")
+
+    if 200 <= status < 300:
+        return _success(status, data)
+    raise classify(status, data, retry_after=_retry_after(retry_after_header), token=token)
+
+
+def build_payload(*, to: str, body: str, context_message_id: str | None = None,
+                  biz_opaque_callback_data: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": "text",
+        "text": {"body": body},
+    }
+    if context_message_id:
+        payload["context"] = {"message_id": context_message_id}
+    if biz_opaque_callback_data:
+        # Echoed back in status webhooks, so a delivery status can be tied to our processing_id.
+        payload["biz_opaque_callback_data"] = biz_opaque_callback_data
+    return payload
+
+
+def messages_url(phone_number_id: str) -> str:
+    base = str(getattr(settings, "WHATSAPP_GRAPH_BASE_URL", DEFAULT_BASE_URL)).rstrip("/")
+    version = str(getattr(settings, "WHATSAPP_GRAPH_VERSION", DEFAULT_VERSION)).strip("/")
+    return f"{base}/{version}/{phone_number_id}/messages"
+
+
+def classify(http_status: int, data: Any, *, retry_after: float | None = None,
+             token: str | None = None) -> CloudApiError:
+    """The exception for a non-2xx answer: by Graph error code first, by HTTP status otherwise."""
+    error = data.get("error") if isinstance(data, dict) else None
+    error = error if isinstance(error, dict) else {}
+    code = error.get("code") if isinstance(error.get("code"), int) else None
+    message = redact(str(error.get("message") or ""), token)
+    error_data = error.get("error_data") if isinstance(error.get("error_data"), dict) else {}
+    details = redact(str(error_data.get("details") or ""), token)[:1000]
+    fbtrace_id = redact(str(error.get("fbtrace_id") or ""), token)[:64]
+    title = (_TITLE_PREFIX.sub("", message) or f"HTTP {http_status}")[:MAX_TITLE_LENGTH]
+    fields = {"code": code, "title": title, "http_status": http_status, "fbtrace_id": fbtrace_id, "details": details}
+    where = f"code {code}" if code is not None else "no error code"
+    text = f"WhatsApp Cloud API answered HTTP {http_status} ({where}): {title}"
+    if details and details != title:
+        text += f" - {details}"
+    if fbtrace_id:
+        text += f" [fbtrace_id {fbtrace_id}]"
+
+    if code is not None and code in AUTH_CODES:
+        log.critical("WhatsApp access token rejected by the Graph API (HTTP %s, code %s, fbtrace_id %s): %s",
+                     http_status, code, fbtrace_id or "-", title)
+        return CloudApiAuthError(text, **fields)
+    if code == PAIR_RATE_LIMIT_CODE:
+        wait = max(PAIR_RATE_BACKOFF_SECONDS, retry_after or 0.0)
+        log.warning("WhatsApp pair rate limit hit; backing off %.0fs for this recipient: %s", wait, text)
+        return CloudApiRetryable(text, retry_after=wait, **fields)
+    if code is not None and code in RETRYABLE_CODES:
+        log.warning("WhatsApp send failed, will retry: %s", text)
+        return CloudApiRetryable(text, retry_after=retry_after, **fields)
+    if code not in PERMANENT_CODES and (http_status >= 500 or http_status == 429):
+        # No code, or one we do not know, on a 5xx or 429: Meta's side is busy or in trouble.
+        log.warning("WhatsApp send failed, will retry: %s", text)
+        return CloudApiRetryable(text, retry_after=retry_after, **fields)
+    log.warning("WhatsApp send failed for good: %s", text)
+    return CloudApiPermanent(text, **fields)
+
+
+def redact(text: str, token: str | None = None) -> str:
+    """Hide the access token (and anything shaped like a Meta token) in text from a response."""
+    if token:
+        text = text.replace(token, REDACTED)
+    return _TOKEN_PATTERN.sub(REDACTED, text)
+
+
+def _success(status: int, data: Any) -> SendResult:
+    messages = data.get("messages") if isinstance(data, dict) else None
+    wamid = messages[0].get("id") if isinstance(messages, list) and messages and isinstance(messages[0], dict) else None
+    if not isinstance(wamid, str) or not wamid:
+        # Accepted, apparently, but with nothing to prove it: do not let a retry send it again.
+        raise CloudApiOutcomeUnknown(f"WhatsApp Cloud API answered HTTP {status} without a message id",
+                                     title="no message id in response", http_status=status)
+    contacts = data.get("contacts")
+    wa_id = ""
+    if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict):
+        wa_id = str(contacts[0].get("wa_id") or "")
+    return SendResult(wamid=wamid, wa_id=wa_id, http_status=status)
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _never_connected(exc: requests.ConnectionError) -> bool:
+    """True when the TCP/TLS connection was never made, so the request cannot have arrived.
+    A connection reset or a closed socket after connecting might have come after Meta read it."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+
+
+def _timeout() -> tuple[float, float]:
+    return (
+        float(getattr(settings, "WHATSAPP_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)),
+        float(getattr(settings, "WHATSAPP_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)),
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Only delta-seconds: Graph does not send HTTP dates here."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        return None
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)

@@ -1,0 +1,228 @@
+"""Replying to the customer on WhatsApp, at most once per (processing_id, saga run).
+
+A database commit and an HTTP call cannot be atomic, and the Cloud API offers no
+idempotency key nor any lookup of a sent message by biz_opaque_callback_data. So the
+OutboundMessage row is the only memory of what may already be on the customer's phone,
+and it is written *before* the call:
+
+    PENDING/FAILED --(committed)--> SENDING --> SENT        (wamid stored)
+                                           \\--> FAILED      (Meta said no: nothing was sent)
+                                           \\--> UNKNOWN     (read timeout, dropped connection)
+
+Decision on UNKNOWN: the reply is NOT re-sent automatically. A read timeout usually means
+Meta accepted the message and we lost the answer; re-sending would give the customer the
+same reply twice, and there is no API to check first. The first call raises a retryable
+error (so the saga's retry logs the attempt), and every later call for that key raises
+ReplyOutcomeUnknown, a PermanentActionError, so the message lands in the DLQ where an
+operator can look at the conversation (or a later status webhook carrying our
+biz_opaque_callback_data) and decide. A row found still SENDING long after any request
+could have finished means a worker died mid-call: same uncertainty, same treatment.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from leads.models import Business, Lead, ReviewFlag
+from whatsapp.actions.base import PermanentActionError, RetryableActionError
+from whatsapp.clients import cloud_api
+from whatsapp.models import OutboundMessage
+
+log = logging.getLogger(__name__)
+
+# Free-form messages are only allowed within 24 h of the customer's last message.
+CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
+# Added to the HTTP timeouts: how long a SENDING row may legitimately be in flight.
+IN_FLIGHT_MARGIN_SECONDS = 30.0
+WINDOW_CLOSED_REASON = "window_closed"
+
+Status = OutboundMessage.Status
+FINAL = frozenset({Status.SENT, Status.SKIPPED_WINDOW_CLOSED, Status.SKIPPED_DISABLED})
+SENDABLE = frozenset({Status.PENDING, Status.FAILED})
+
+
+class ReplyOutcomeUnknown(PermanentActionError):
+    """An earlier attempt may have delivered the reply; only a human should decide to resend."""
+
+
+class ReplyInFlight(RetryableActionError):
+    """Another worker is sending this reply right now; look again once it has finished."""
+
+
+def reply_key(processing_id: str, saga_run: int) -> str:
+    return f"{processing_id}:{saga_run}:reply"
+
+
+def window_open(last_inbound_at: datetime | None, now: datetime) -> bool:
+    """Unknown counts as closed: a free-form message outside the window is refused (131047)
+    and, repeated, hurts the number's quality rating."""
+    return last_inbound_at is not None and now - last_inbound_at < CUSTOMER_SERVICE_WINDOW
+
+
+def send_reply(
+    *,
+    processing_id: str,
+    saga_run: int,
+    business: Business,
+    lead: Lead,
+    text: str,
+    context_message_id: str | None = None,
+    now: datetime | None = None,
+) -> OutboundMessage:
+    """Send `text` to the lead once, and return its OutboundMessage row.
+
+    Returns the row as it was when it is already SENT or SKIPPED_*; skips (no POST) when
+    the business has replies off or the 24-hour window is closed (then flags the lead for
+    review). Raises a CloudApiError (retryable or permanent) when the send fails,
+    ReplyOutcomeUnknown for an UNKNOWN row (see the module docstring), ReplyInFlight while
+    another worker holds the row in SENDING.
+
+    Call it outside any transaction: SENDING must be committed before the HTTP call, or a
+    crash after the POST would roll the row back to PENDING and the retry would send again.
+    """
+    now = now or timezone.now()
+    if connection.in_atomic_block:
+        log.warning("send_reply for %s runs inside a transaction: its SENDING mark is not durable", processing_id)
+    row, _ = OutboundMessage.objects.get_or_create(
+        idempotency_key=reply_key(processing_id, saga_run),
+        defaults={
+            "processing_id": processing_id,
+            "saga_run": saga_run,
+            "business": business,
+            "lead": lead,
+            "to": lead.wa_id,
+            "body": text,
+            "context_message_id": context_message_id or "",
+        },
+    )
+    if row.status in FINAL:
+        return row
+    if row.status == Status.UNKNOWN:
+        raise ReplyOutcomeUnknown("reply outcome unknown; not re-sent to avoid a duplicate")
+
+    if row.status in SENDABLE:
+        # (A SENDING row goes straight to _claim: whatever is decided now, it may be out.)
+        # Without a WhatsApp phone-number id there is nothing to send from.
+        if not business.replies_enabled or not business.phone_number_id:
+            return _finish(row, Status.SKIPPED_DISABLED)
+        if not window_open(lead.last_inbound_at, now):
+            return _skip_window_closed(row, business, lead, now)
+
+    row = _claim(row.pk)
+    if row.status != Status.SENDING:
+        return row
+    try:
+        result = cloud_api.send_text(
+            phone_number_id=business.phone_number_id,
+            to=row.to,
+            body=row.body,
+            context_message_id=row.context_message_id or None,
+            biz_opaque_callback_data=processing_id,
+        )
+    except cloud_api.CloudApiOutcomeUnknown as exc:
+        _record_failure(row, Status.UNKNOWN, exc)
+        log.error("reply for %s: outcome unknown (%s); it will not be re-sent automatically",
+                  processing_id, exc.title)
+        raise
+    except cloud_api.CloudApiError as exc:
+        _record_failure(row, Status.FAILED, exc)
+        raise
+    except BaseException:
+        # A bug or a kill between the POST and here: whether it went out is not known.
+        OutboundMessage.objects.filter(pk=row.pk).update(
+            status=Status.UNKNOWN, error_title="unexpected error during send", updated_at=timezone.now())
+        raise
+
+    sent_at = timezone.now()
+    OutboundMessage.objects.filter(pk=row.pk).update(
+        status=Status.SENT, wamid=result.wamid, http_status=result.http_status, sent_at=sent_at,
+        error_code=None, error_title="", fbtrace_id="", updated_at=sent_at,
+    )
+    row.refresh_from_db()
+    log.info("reply for %s sent as %s (attempt %d)", processing_id, result.wamid, row.attempts)
+    return row
+
+
+def _claim(pk: int) -> OutboundMessage:
+    """Lock the row and, if it is still ours to send, mark it SENDING and commit.
+
+    Returns the row; the caller sends only if it came back SENDING. A row another worker
+    finished in the meantime comes back as it is."""
+    abandoned = False
+    with transaction.atomic():
+        row = OutboundMessage.objects.select_for_update().get(pk=pk)
+        if row.status in FINAL:
+            return row
+        if row.status == Status.UNKNOWN:
+            raise ReplyOutcomeUnknown("reply outcome unknown; not re-sent to avoid a duplicate")
+        if row.status == Status.SENDING:
+            if timezone.now() - row.updated_at < _in_flight_limit():
+                raise ReplyInFlight(f"reply {row.idempotency_key} is being sent by another worker",
+                                    retry_after=_in_flight_limit().total_seconds())
+            # Nobody finished it: a worker died with the request possibly out. Commit that first.
+            row.status = Status.UNKNOWN
+            row.error_title = "worker stopped while sending"
+            row.save(update_fields=["status", "error_title", "updated_at"])
+            abandoned = True
+        else:
+            row.status = Status.SENDING
+            row.attempts += 1
+            row.save(update_fields=["status", "attempts", "updated_at"])
+    if abandoned:
+        log.error("reply %s was left SENDING by a stopped worker; marked UNKNOWN, not re-sent", row.idempotency_key)
+        raise ReplyOutcomeUnknown("reply outcome unknown; not re-sent to avoid a duplicate")
+    return row
+
+
+def _in_flight_limit() -> timedelta:
+    seconds = (float(getattr(settings, "WHATSAPP_CONNECT_TIMEOUT", cloud_api.DEFAULT_CONNECT_TIMEOUT))
+               + float(getattr(settings, "WHATSAPP_READ_TIMEOUT", cloud_api.DEFAULT_READ_TIMEOUT))
+               + IN_FLIGHT_MARGIN_SECONDS)
+    return timedelta(seconds=seconds)
+
+
+def _record_failure(row: OutboundMessage, status: str, exc: cloud_api.CloudApiError) -> None:
+    OutboundMessage.objects.filter(pk=row.pk).update(
+        status=status, error_code=exc.code, error_title=(exc.title or str(exc))[:300],
+        fbtrace_id=exc.fbtrace_id[:64], http_status=exc.http_status, updated_at=timezone.now(),
+    )
+
+
+def _finish(row: OutboundMessage, status: str) -> OutboundMessage:
+    OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(status=status, updated_at=timezone.now())
+    row.refresh_from_db()
+    return row
+
+
+def _skip_window_closed(row: OutboundMessage, business: Business, lead: Lead, now: datetime) -> OutboundMessage:
+    """Skip the reply and ask a human to follow up (a template message, a call), in one transaction."""
+    key = f"{row.processing_id}:{row.saga_run}:reply-window"
+    with transaction.atomic():
+        # Lock the lead first, as FLAG_FOR_REVIEW does, so needs_review matches the open flags.
+        Lead.objects.select_for_update().filter(pk=lead.pk).first()
+        ReviewFlag.objects.get_or_create(
+            idempotency_key=key,
+            defaults={
+                "processing_id": row.processing_id,
+                "saga_run": row.saga_run,
+                "business": business,
+                "lead": lead,
+                "reason": WINDOW_CLOSED_REASON,
+                "detail": {
+                    "outbound_message_id": row.pk,
+                    "last_inbound_at": lead.last_inbound_at.isoformat() if lead.last_inbound_at else None,
+                    "checked_at": now.isoformat(),
+                },
+            },
+        )
+        Lead.objects.filter(pk=lead.pk).update(needs_review=True, updated_at=timezone.now())
+        OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(
+            status=Status.SKIPPED_WINDOW_CLOSED, updated_at=timezone.now())
+    lead.needs_review = True
+    log.info("reply for %s skipped: the 24-hour window is closed; lead flagged for review", row.processing_id)
+    row.refresh_from_db()
+    return row
