@@ -28,6 +28,18 @@ def database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+@pytest.fixture(autouse=True)
+def fresh_breakers():
+    """Every test starts with every circuit breaker closed: the local HTTP
+    server keeps its port for the whole run, so one test's failures would
+    otherwise open the breaker for the next."""
+    from whatsapp.breakers import all_breakers, reset
+
+    for snapshot in all_breakers():
+        reset(snapshot["name"])
+    yield
+
+
 @pytest.fixture
 def child_env(transactional_db) -> dict[str, str]:
     """Environment for ingest and worker processes started by a test."""

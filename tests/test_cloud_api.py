@@ -35,6 +35,17 @@ PATH = f"/v21.0/{PHONE_NUMBER_ID}/messages"
 Status = OutboundMessage.Status
 
 
+@pytest.fixture(autouse=True)
+def closed_breaker():
+    """Each test starts with the phone number's breaker closed: these tests send
+    many failures in a row on purpose, which would (rightly) trip it."""
+    from whatsapp.breakers import reset
+
+    reset(f"whatsapp:{PHONE_NUMBER_ID}")
+    yield
+    reset(f"whatsapp:{PHONE_NUMBER_ID}")
+
+
 @pytest.fixture
 def graph(settings, httpserver):
     """Point the client at the local server, with a token worth leaking."""

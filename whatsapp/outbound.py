@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from leads.models import Business, Lead, ReviewFlag
 from whatsapp.actions.base import PermanentActionError, RetryableActionError
+from whatsapp.breakers import breaker_for
 from whatsapp.clients import cloud_api
 from whatsapp.models import OutboundMessage
 
@@ -51,6 +52,8 @@ class ReplyOutcomeUnknown(PermanentActionError):
 
 class ReplyInFlight(RetryableActionError):
     """Another worker is sending this reply right now; look again once it has finished."""
+
+    health_signal = False  # says nothing about the Cloud API's health
 
 
 def reply_key(processing_id: str, saga_run: int) -> str:
@@ -112,7 +115,14 @@ def send_reply(
         if not window_open(lead.last_inbound_at, now):
             return _skip_window_closed(row, business, lead, now)
 
-    row = _claim(row.pk)
+    # Through the phone number's breaker: an open one raises CircuitOpen before
+    # the row is claimed, so a refused send costs no attempt and stays sendable.
+    breaker = breaker_for(f"whatsapp:{business.phone_number_id}")
+    return breaker.call(_claim_and_send, row.pk, business, processing_id)
+
+
+def _claim_and_send(pk: int, business: Business, processing_id: str) -> OutboundMessage:
+    row = _claim(pk)
     if row.status != Status.SENDING:
         return row
     try:

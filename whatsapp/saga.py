@@ -21,6 +21,7 @@ from whatsapp import actions as _actions  # noqa: F401  (registers the executors
 from whatsapp import handlers as _handlers  # noqa: F401  (registers the handlers)
 from whatsapp.actions.base import ActionContext, RetryableActionError
 from whatsapp.actions.registry import executors
+from whatsapp.breakers import CircuitOpen
 from whatsapp.contract import AIResultEvent
 from whatsapp.handlers.base import MessageContext
 from whatsapp.handlers.registry import plan as plan_for
@@ -172,16 +173,18 @@ def run_step(processing_id: str, saga_run: int, order: int, *, jitter: float = 1
             locked.error = ""
             locked.save(update_fields=["status", "result", "error", "updated_at"])
         return StepOutcome(done=True)
+    except CircuitOpen as refused:
+        # The service was not called: give the attempt back and wait out the open time.
+        _give_back_attempt(step.pk)
+        log.info("action %s of %s waits %.1fs for breaker %s", step.action, processing_id, refused.remaining, refused.name)
+        return StepOutcome(done=False, retry_in=refused.countdown())
     except Exception as exc:  # every failure is classified, none escapes silently
         retryable = executor.is_retryable(exc) or _is_transient(exc)
         error = f"{type(exc).__name__}: {exc}"[:4000]
         tb = traceback_module.format_exc()
         SagaStep.objects.filter(pk=step.pk).update(error=error, traceback=tb, updated_at=timezone.now())
         if retryable and attempt <= len(RETRY_DELAYS):
-            delay = RETRY_DELAYS[attempt - 1] * jitter
-            retry_after = getattr(exc, "retry_after", None)
-            if isinstance(exc, RetryableActionError) and retry_after:
-                delay = max(delay, retry_after)
+            delay = retry_delay(attempt, exc, jitter)
             log.warning("action %s of %s failed (attempt %d), retrying in %.1fs: %s",
                         step.action, processing_id, attempt, delay, error)
             return StepOutcome(done=False, retry_in=delay)
@@ -191,10 +194,25 @@ def run_step(processing_id: str, saga_run: int, order: int, *, jitter: float = 1
         return StepOutcome(done=False, failed=True)
 
 
+def _give_back_attempt(step_pk: int) -> None:
+    with transaction.atomic():
+        step = SagaStep.objects.select_for_update().get(pk=step_pk)
+        step.attempts -= 1
+        step.attempt_log = [*step.attempt_log[:-1], {**step.attempt_log[-1], "refused_by_breaker": True}]
+        step.save(update_fields=["attempts", "attempt_log", "updated_at"])
+
+
+def retry_delay(attempt: int, exc: BaseException, jitter: float) -> float:
+    """The planned delay after this attempt, or longer if the service asked for it (Retry-After)."""
+    delay = RETRY_DELAYS[max(attempt, 1) - 1] * jitter
+    retry_after = getattr(exc, "retry_after", None)
+    return max(delay, retry_after) if retry_after else delay
+
+
 def _is_transient(exc: BaseException) -> bool:
     from django.db import InterfaceError, OperationalError
 
-    return isinstance(exc, (OperationalError, InterfaceError))
+    return isinstance(exc, (OperationalError, InterfaceError, CircuitOpen))
 
 
 def fail(processing_id: str, saga_run: int, *, stage: str, reason: str, error: str, tb: str,
@@ -316,15 +334,15 @@ def reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> StepOutc
         send_reply(processing_id=processing_id, saga_run=saga_run, business=business, lead=lead,
                    text=message.reply_text, context_message_id=event.message_id)
         return StepOutcome(done=True)
+    except CircuitOpen as refused:
+        return StepOutcome(done=False, retry_in=refused.countdown())
     except Exception as exc:
         row = OutboundMessage.objects.filter(processing_id=processing_id, saga_run=saga_run).first()
         attempt = row.attempts if row else 1
         retryable = isinstance(exc, RetryableActionError) or _is_transient(exc)
         error = f"{type(exc).__name__}: {exc}"[:4000]
         if retryable and attempt <= len(RETRY_DELAYS):
-            delay = RETRY_DELAYS[max(attempt, 1) - 1] * jitter
-            if getattr(exc, "retry_after", None):
-                delay = max(delay, exc.retry_after)
+            delay = retry_delay(attempt, exc, jitter)
             log.warning("reply for %s failed (attempt %d), retrying in %.1fs: %s", processing_id, attempt, delay, error)
             return StepOutcome(done=False, retry_in=delay)
         reason = "retries_exhausted" if retryable else "non_retryable"

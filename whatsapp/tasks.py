@@ -88,16 +88,8 @@ def reply_signature(processing_id: str, saga_run: int):
 
 @shared_task(name="whatsapp.send_reply", bind=True, max_retries=None, **{k: v for k, v in DB_RETRY.items() if k != "max_retries"})
 def send_reply(self, processing_id: str, saga_run: int) -> None:
-    try:
-        outcome = saga.reply(processing_id, saga_run, jitter=random.uniform(0.9, 1.1))
-    except saga.SagaStopped as stopped:
-        log.info("reply: %s", stopped)
-        raise Ignore()
-    if outcome.done:
-        return
-    if outcome.retry_in is not None:
-        raise self.retry(countdown=outcome.retry_in)
-    raise Ignore()
+    # A failed reply is dead-lettered inside saga.reply; nothing to compensate.
+    follow(self, "reply", lambda jitter: saga.reply(processing_id, saga_run, jitter=jitter))
 
 
 def resume_signature(processing_id: str, saga_run: int, *, planned: bool):
@@ -120,16 +112,24 @@ def sweep() -> dict:
 
 @shared_task(name="whatsapp.execute_action", bind=True, max_retries=None, **{k: v for k, v in DB_RETRY.items() if k != "max_retries"})
 def execute_action(self, processing_id: str, saga_run: int, order: int) -> None:
+    follow(self, "action", lambda jitter: saga.run_step(processing_id, saga_run, order, jitter=jitter),
+           on_failure=lambda: start_compensation(processing_id, saga_run))
+
+
+def follow(task, stage: str, step, on_failure=None) -> None:
+    """Run a saga step and do what its outcome says: carry on, retry later,
+    or stop the chain (after on_failure) when the run failed or moved on."""
     try:
-        outcome = saga.run_step(processing_id, saga_run, order, jitter=random.uniform(0.9, 1.1))
+        outcome = step(random.uniform(0.9, 1.1))
     except saga.SagaStopped as stopped:
-        log.info("action: %s", stopped)
+        log.info("%s: %s", stage, stopped)
         raise Ignore()
     if outcome.done:
         return
     if outcome.retry_in is not None:
-        raise self.retry(countdown=outcome.retry_in)
-    start_compensation(processing_id, saga_run)
+        raise task.retry(countdown=outcome.retry_in)
+    if on_failure is not None:
+        on_failure()
     raise Ignore()
 
 

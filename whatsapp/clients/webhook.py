@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+
+from whatsapp.breakers import breaker_for
 from django.conf import settings
 
 from whatsapp.actions.base import PermanentActionError, RetryableActionError
@@ -51,6 +53,11 @@ def post_json(url: str, payload: dict[str, Any], *, idempotency_key: str, secret
     if secret:
         headers[SIGNATURE_HEADER] = sign(body, secret)
     host = urlsplit(url).netloc or "webhook"
+    # Through the host's breaker: an open one raises CircuitOpen without calling.
+    return breaker_for(f"webhook:{host}").call(_post, url, body, headers, host)
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], host: str) -> WebhookResponse:
     try:
         response = requests.post(url, data=body, headers=headers, timeout=_timeout(), allow_redirects=False)
     except requests.Timeout as exc:

@@ -1,0 +1,456 @@
+"""Circuit breakers shared through Redis, on a real Redis and a real HTTP endpoint.
+
+The multi-process test is the point of the design: four OS processes hammering
+one failing service must trip the breaker once, keep the service unbothered
+while it is open, and send it no more than the configured number of probes.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pybreaker
+import pytest
+import redis
+import requests
+from django.conf import settings
+from werkzeug import Request, Response
+
+import whatsapp.breakers as breakers
+from whatsapp.breakers import (
+    EVENTS_KEY,
+    REGISTRY_KEY,
+    BreakerConfig,
+    CircuitOpen,
+    keys_for,
+    make_breaker,
+)
+from tests.support.proxy import FaultProxy
+
+ROOT = Path(__file__).resolve().parent.parent
+PROCESSES = 4
+FORK = multiprocessing.get_context("fork")
+
+
+# --- fixtures and helpers ----------------------------------------------------
+
+@pytest.fixture
+def rdb():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def new_name(rdb):
+    """Unique breaker names; their keys and events are deleted afterwards."""
+    names: list[str] = []
+
+    def make(kind: str = "test") -> str:
+        name = f"{kind}:{uuid.uuid4().hex[:12]}"
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        rdb.delete(*keys_for(name)[:4])
+        rdb.zrem(REGISTRY_KEY, name)
+        stale = [entry_id for entry_id, fields in rdb.xrange(EVENTS_KEY) if fields[b"name"] == name.encode()]
+        if stale:
+            rdb.xdel(EVENTS_KEY, *stale)
+        breakers._breakers.pop(name, None)
+
+
+def events(rdb: redis.Redis, name: str) -> list[tuple[str, str]]:
+    return [
+        (fields[b"from"].decode(), fields[b"to"].decode())
+        for _, fields in rdb.xrange(EVENTS_KEY)
+        if fields[b"name"] == name.encode()
+    ]
+
+
+class Endpoint:
+    """An HTTP service whose answer the test switches, counting every request that reaches it."""
+
+    def __init__(self, httpserver, status: int = 500) -> None:
+        self.status = status
+        self.hits: list[float] = []
+        self._lock = threading.Lock()
+        httpserver.expect_request("/svc").respond_with_handler(self._handle)
+        self.url = httpserver.url_for("/svc")
+
+    def _handle(self, request: Request) -> Response:
+        with self._lock:
+            self.hits.append(time.time())
+        return Response("x", status=self.status)
+
+
+def get(url: str) -> int:
+    response = requests.get(url, timeout=5)
+    response.raise_for_status()
+    return response.status_code
+
+
+def fail() -> None:
+    raise ConnectionError("service down")
+
+
+def ok() -> str:
+    return "ok"
+
+
+@pytest.fixture(params=["redis", "local"])
+def backend(request) -> str | None:
+    """A Redis URL for the shared breaker, or a dead one so the breaker runs on its local fallback
+    (the same rules must hold there)."""
+    return settings.REDIS_URL if request.param == "redis" else "redis://127.0.0.1:1/0"
+
+
+def breaker(name: str, url: str, **config) -> breakers.Breaker:
+    return make_breaker(name, BreakerConfig(**config), redis_client=url, retry_seconds=60)
+
+
+# --- 1. many processes, one breaker ---------------------------------------
+
+class Recorder(pybreaker.CircuitBreakerListener):
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, str]] = []
+
+    def state_change(self, cb, old_state, new_state) -> None:
+        self.changes.append((old_state.name, new_state.name))
+
+
+def _hammer(name: str, config: BreakerConfig, url: str, calls: int, pause: float, barrier, results) -> None:
+    """One worker process: calls the endpoint through its own breaker and reports what happened."""
+    recorder = Recorder()
+    guard = make_breaker(name, config, redis_client=settings.REDIS_URL, listeners=[recorder])
+    counts: Counter[str] = Counter()
+    remaining: list[float] = []
+    barrier.wait(timeout=20)
+    for _ in range(calls):
+        try:
+            guard.call(get, url)
+            counts["ok"] += 1
+        except CircuitOpen as exc:
+            counts["refused"] += 1
+            remaining.append(exc.remaining)
+        except requests.HTTPError:
+            counts["error"] += 1
+        time.sleep(pause)
+    results.put({"counts": dict(counts), "changes": recorder.changes, "remaining": remaining})
+
+
+def run_processes(name: str, config: BreakerConfig, url: str, calls: int, pause: float) -> tuple[Counter, Counter, list]:
+    barrier, results = FORK.Barrier(PROCESSES), FORK.Queue()
+    procs = [FORK.Process(target=_hammer, args=(name, config, url, calls, pause, barrier, results))
+             for _ in range(PROCESSES)]
+    for proc in procs:
+        proc.start()
+    reports = [results.get(timeout=30) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=10)
+        assert proc.exitcode == 0
+    counts: Counter[str] = Counter()
+    changes: Counter[tuple[str, str]] = Counter()
+    remaining: list[float] = []
+    for report in reports:
+        counts.update(report["counts"])
+        changes.update(report["changes"])
+        remaining += report["remaining"]
+    return counts, changes, remaining
+
+
+def wait_open_time(guard: breakers.Breaker) -> None:
+    time.sleep(guard.snapshot()["remaining"] + 0.1)
+
+
+@pytest.mark.parametrize("probes", [1, 2])
+def test_processes_share_one_breaker(httpserver, rdb, new_name, probes):
+    name = new_name("webhook")
+    endpoint = Endpoint(httpserver, status=500)
+    config = BreakerConfig(open_seconds=2, half_open_probes=probes, close_after=2, consecutive_failures=5,
+                           probe_timeout_seconds=5)
+    observer = make_breaker(name, config, redis_client=settings.REDIS_URL)
+
+    # Failing: it trips once for everyone, and the endpoint hears nothing more while it is open.
+    counts, changes, remaining = run_processes(name, config, endpoint.url, calls=30, pause=0.01)
+    snap = observer.snapshot()
+    assert snap["state"] == "open"
+    assert events(rdb, name) == [("closed", "open")]
+    assert changes == Counter({("closed", "open"): 1}), "exactly one process announces the change"
+    # The 5 failures that tripped it, plus at most one call in flight in each other process.
+    assert config.consecutive_failures <= len(endpoint.hits) <= config.consecutive_failures + PROCESSES - 1
+    assert counts["error"] == len(endpoint.hits)
+    assert counts["refused"] == PROCESSES * 30 - len(endpoint.hits)
+    assert not [hit for hit in endpoint.hits if hit > snap["opened_at"] + 0.5]
+    assert remaining and all(0 < r <= config.open_seconds for r in remaining)
+
+    # Open time up, still failing: no more than `probes` calls get through, and it re-opens.
+    wait_open_time(observer)
+    before = len(endpoint.hits)
+    counts, changes, _ = run_processes(name, config, endpoint.url, calls=20, pause=0.01)
+    assert 1 <= len(endpoint.hits) - before <= probes
+    assert observer.state == "open"
+    assert events(rdb, name)[1:] == [("open", "half-open"), ("half-open", "open")]
+    assert changes == Counter({("open", "half-open"): 1, ("half-open", "open"): 1})
+
+    # Recovered: the probes succeed, it closes, and traffic flows again.
+    endpoint.status = 200
+    wait_open_time(observer)
+    before = len(endpoint.hits)
+    counts, changes, _ = run_processes(name, config, endpoint.url, calls=20, pause=0.02)
+    assert observer.state == "closed"
+    assert events(rdb, name)[3:] == [("open", "half-open"), ("half-open", "closed")]
+    assert changes == Counter({("open", "half-open"): 1, ("half-open", "closed"): 1})
+    assert counts["ok"] == len(endpoint.hits) - before > config.close_after
+    assert counts["error"] == 0
+
+
+# --- 2. what counts as a failure --------------------------------------------
+
+def test_4xx_do_not_count_but_429_does(httpserver, new_name, backend):
+    httpserver.expect_request("/missing").respond_with_data("no", status=404)
+    httpserver.expect_request("/busy").respond_with_data("slow down", status=429)
+    guard = breaker(new_name(), backend, consecutive_failures=3, min_calls=5)
+
+    for _ in range(20):
+        with pytest.raises(requests.HTTPError):
+            guard.call(get, httpserver.url_for("/missing"))
+    snap = guard.snapshot()
+    assert (snap["state"], snap["calls"], snap["failures"], snap["consecutive_failures"]) == ("closed", 0, 0, 0)
+
+    for _ in range(3):
+        with pytest.raises(requests.HTTPError):
+            guard.call(get, httpserver.url_for("/busy"))
+    assert guard.state == "open"
+    with pytest.raises(CircuitOpen):
+        guard.call(get, httpserver.url_for("/busy"))
+
+
+def test_ignored_error_frees_a_probe_without_deciding(httpserver, new_name, backend):
+    httpserver.expect_request("/missing").respond_with_data("no", status=404)
+    guard = breaker(new_name(), backend, consecutive_failures=1, open_seconds=0.3, close_after=1)
+    with pytest.raises(ConnectionError):
+        guard.call(fail)
+    time.sleep(0.4)
+    with pytest.raises(requests.HTTPError):
+        guard.call(get, httpserver.url_for("/missing"))
+    snap = guard.snapshot()
+    assert (snap["state"], snap["probes_in_flight"]) == ("half-open", 0)
+    assert guard.call(ok) == "ok"
+    assert guard.state == "closed"
+
+
+def test_exclude_and_health_hook(new_name, backend):
+    class BadInput(Exception):
+        pass
+
+    def raise_(exc: Exception) -> None:
+        raise exc
+
+    guard = make_breaker(new_name(), BreakerConfig(consecutive_failures=2), redis_client=backend, retry_seconds=60,
+                         exclude=[BadInput], is_health_error=lambda exc: not isinstance(exc, KeyError))
+    for exc in [BadInput(), KeyError("k")] * 5:
+        with pytest.raises(type(exc)):
+            guard.call(raise_, exc)
+    assert guard.snapshot()["failures"] == 0
+    assert guard.state == "closed"
+
+
+def test_decorator_and_context_manager_are_guarded(new_name, backend):
+    guard = breaker(new_name(), backend, consecutive_failures=2)
+
+    @guard
+    def flaky() -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        flaky()
+    with pytest.raises(ConnectionError), guard.calling():
+        raise ConnectionError("down")
+    with pytest.raises(CircuitOpen), guard.calling():
+        pytest.fail("an open breaker must not run the block")
+
+
+# --- 3. failure rate over the window ---------------------------------------
+
+TRIPS = "FSFSFFSFSF"      # 6 of 10 failed, never more than 2 in a row
+HOLDS = "FSFSSFSFSS"      # 4 of 10
+
+
+def play(guard: breakers.Breaker, pattern: str) -> None:
+    for step in pattern:
+        if step == "F":
+            with pytest.raises(ConnectionError):
+                guard.call(fail)
+        else:
+            assert guard.call(ok) == "ok"
+
+
+def test_failure_rate_trips(new_name, backend):
+    guard = breaker(new_name(), backend, failure_rate=0.5, min_calls=10, consecutive_failures=5)
+    play(guard, TRIPS[:-1])
+    assert guard.state == "closed", "9 calls are fewer than min_calls"
+    play(guard, TRIPS[-1])
+    assert guard.state == "open"
+
+
+def test_failure_rate_below_threshold_holds(new_name, backend):
+    guard = breaker(new_name(), backend, failure_rate=0.5, min_calls=10, consecutive_failures=5)
+    play(guard, HOLDS)
+    snap = guard.snapshot()
+    assert (snap["state"], snap["calls"], snap["failures"]) == ("closed", 10, 4)
+
+
+def test_consecutive_failures_trip_before_min_calls(new_name, backend):
+    guard = breaker(new_name(), backend, min_calls=10, consecutive_failures=5)
+    play(guard, "SFFFF")
+    assert guard.state == "closed"
+    play(guard, "F")
+    assert guard.state == "open"
+
+
+# --- 4. Redis outage --------------------------------------------------------
+
+def test_redis_outage_falls_back_locally_and_recovers(new_name, rdb, caplog):
+    caplog.set_level(logging.INFO, logger="whatsapp.breakers")
+    target = urlsplit(settings.REDIS_URL)
+    proxy = FaultProxy(target.hostname, target.port or 6379)
+    try:
+        url = urlunsplit(target._replace(netloc=f"127.0.0.1:{proxy.port}"))
+        name = new_name()
+        guard = make_breaker(name, BreakerConfig(consecutive_failures=3, open_seconds=30),
+                             redis_client=url, retry_seconds=0.2)
+        calls_key = keys_for(name)[1]
+
+        for _ in range(5):
+            assert guard.call(ok) == "ok"
+        assert rdb.zcard(calls_key) == 5
+        assert guard.snapshot()["backend"] == "redis"
+
+        proxy.cut()
+        started = time.monotonic()
+        for _ in range(20):
+            assert guard.call(ok) == "ok"
+        assert time.monotonic() - started < 5, "a dead Redis must not stall the caller"
+        assert guard.snapshot()["backend"] == "local"
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "Redis unreachable" in r.message]
+        assert len(warnings) == 1
+
+        # The local breaker still guards this process.
+        play(guard, "FFF")
+        with pytest.raises(CircuitOpen):
+            guard.call(ok)
+        assert rdb.hget(keys_for(name)[0], "state") in (None, b"closed"), "Redis never heard of it"
+
+        proxy.restore()
+        time.sleep(0.3)
+        assert guard.call(ok) == "ok", "back on Redis, where the breaker is closed"
+        assert guard.snapshot()["backend"] == "redis"
+        assert rdb.zcard(calls_key) == 6
+        assert any("answers again" in r.message for r in caplog.records)
+
+        proxy.cut()
+        guard.call(ok)
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "Redis unreachable" in r.message]
+        assert len(warnings) == 2, "one warning per outage"
+    finally:
+        proxy.close()
+
+
+def test_without_local_fallback_calls_go_through_unguarded(new_name):
+    guard = make_breaker(new_name(), BreakerConfig(consecutive_failures=1), redis_client="redis://127.0.0.1:1/0",
+                         local_fallback=False)
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            guard.call(fail)
+    assert guard.call(ok) == "ok"
+
+
+# --- 5. refusals, probes, admin -------------------------------------------
+
+def test_open_breaker_says_how_long(new_name, backend):
+    guard = breaker(new_name(), backend, consecutive_failures=2, open_seconds=5)
+    play(guard, "FF")
+    with pytest.raises(CircuitOpen) as refused:
+        guard.call(ok)
+    assert isinstance(refused.value, pybreaker.CircuitBreakerError)
+    assert 4.5 < refused.value.remaining <= 5
+    assert refused.value.countdown() >= refused.value.remaining
+    time.sleep(0.5)
+    with pytest.raises(CircuitOpen) as later:
+        guard.call(ok)
+    assert 4.0 < later.value.remaining < refused.value.remaining
+
+
+def test_crashed_probe_frees_its_slot(new_name, backend):
+    guard = breaker(new_name(), backend, consecutive_failures=1, open_seconds=0.2, probe_timeout_seconds=0.5)
+    play(guard, "F")
+    time.sleep(0.3)
+    assert guard.storage.acquire().kind == "probe"  # a prober that never reports back
+    with pytest.raises(CircuitOpen) as refused:
+        guard.call(ok)
+    assert 0 < refused.value.remaining <= 0.5
+    time.sleep(0.6)
+    assert guard.call(ok) == "ok"
+    assert guard.snapshot()["half_open_successes"] == 1
+
+
+def test_admin_operations_and_listeners(new_name, rdb):
+    name = new_name("whatsapp")
+    seen: list[breakers.Change] = []
+    breakers.add_listener(seen.append)
+    try:
+        breakers.force_open(name)
+        with pytest.raises(CircuitOpen):
+            breakers.breaker_for(name).call(ok)
+        snap = breakers.breaker_for(name).snapshot()
+        assert (snap["state"], snap["forced"]) == ("open", True)
+        assert rdb.ttl(keys_for(name)[0]) == -1, "held open until someone closes it"
+        assert name in [s["name"] for s in breakers.all_breakers()]
+
+        breakers.force_close(name)
+        assert breakers.breaker_for(name).call(ok) == "ok"
+        breakers.force_open(name, seconds=10)
+        assert 0 < rdb.ttl(keys_for(name)[0]), "idle keys expire"
+        breakers.reset(name)
+        assert breakers.breaker_for(name).state == "closed"
+        assert not rdb.exists(keys_for(name)[0])
+        assert name not in [s["name"] for s in breakers.all_breakers()]
+    finally:
+        breakers.remove_listener(seen.append)
+    expected = [("closed", "open"), ("open", "closed"), ("closed", "open"), ("open", "closed")]
+    assert [(c.old, c.new) for c in seen] == expected
+    assert events(rdb, name) == expected
+    fields = rdb.xrange(EVENTS_KEY)[-1][1]
+    assert set(fields) == {b"name", b"from", b"to", b"at"} and float(fields[b"at"]) > 0
+
+
+def test_overrides_apply_per_name(settings):
+    settings.BREAKER_OPEN_SECONDS = 30
+    settings.BREAKER_OVERRIDES = {"webhook:crm.example.com": {"open_seconds": 60.0}}
+    assert breakers.config_for("webhook:crm.example.com").open_seconds == 60
+    assert breakers.config_for("webhook:other.example.com").open_seconds == 30
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("{not json", "setting BREAKER_OVERRIDES: is not valid JSON"),
+    ('{"webhook:x": {"open_secs": 5}}', "setting BREAKER_OVERRIDES: 'webhook:x': unknown setting 'open_secs'"),
+])
+def test_malformed_overrides_stop_the_process_with_one_line(value, fragment):
+    env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", SECRET_KEY="s" * 40, DEBUG="0", BREAKER_OVERRIDES=value)
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert fragment in lines[0]
