@@ -123,6 +123,8 @@ KAFKA_SECURITY = {
 }
 if KAFKA_SECURITY.get("security.protocol", "PLAINTEXT").upper() not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
     raise SettingError("KAFKA_SECURITY_PROTOCOL", "must be one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+# How long the group waits for a silent consumer before moving its partitions.
+KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1_000)
 INGEST_BATCH_SIZE = env.int("INGEST_BATCH_SIZE", 500, minimum=1)
 INGEST_MAX_BACKOFF_SECONDS = env.float("INGEST_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1)
 # Fault injection for tests and drills: sleep this long between handing a
