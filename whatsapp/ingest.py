@@ -66,7 +66,6 @@ class Ingestor:
         self.stats = IngestStats()
         self.stopping = False
         self.assigned: set[tuple[str, int]] = set()
-        self.revoked_during_batch = False
         self.consumer = consumer_factory(consumer_config(self.group_id, error_cb=self._on_error))
         self._last_activity = time.monotonic()
 
@@ -103,7 +102,6 @@ class Ingestor:
     # -- one batch -----------------------------------------------------------
     def _process(self, records: list[Record]) -> None:
         self.stats.batches += 1
-        self.revoked_during_batch = False
         delay = 0.5
         paused: list[TopicPartition] = []
         while True:
@@ -219,7 +217,6 @@ class Ingestor:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.assigned.discard((tp.topic, tp.partition))
-        self.revoked_during_batch = True
         log.info("ingest: revoked %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions))
 
     def _on_error(self, error: KafkaError) -> None:

@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from django.db import IntegrityError, models, transaction
+
 from leads.models import Business, Lead
 from whatsapp.contract import AIResultEvent
 
@@ -66,3 +68,19 @@ class ActionExecutor(ABC):
 
     def is_retryable(self, exc: BaseException) -> bool:
         return isinstance(exc, RetryableActionError) or isinstance(exc, self.retryable)
+
+
+def create_effect(model: type[models.Model], context: ActionContext, **fields: Any) -> Any:
+    """Create this step's effect row, or return the one a concurrent run of the
+    same step created first: the unique idempotency_key decides the winner."""
+    try:
+        with transaction.atomic():
+            return model.objects.create(
+                processing_id=context.processing_id, saga_run=context.saga_run,
+                idempotency_key=context.idempotency_key, business=context.business, lead=context.lead, **fields,
+            )
+    except IntegrityError:
+        existing = model.objects.filter(idempotency_key=context.idempotency_key).first()
+        if existing is None:
+            raise
+        return existing

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from leads.models import Order, SupportTicket
-from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError
+from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError, create_effect
 from whatsapp.actions.registry import executors
 
 PRIORITY_BY_SEVERITY = {
@@ -37,22 +36,8 @@ class CreateSupportTicket(ActionExecutor):
         if reference:
             # Only this business's orders: a reference must never link across tenants.
             order = Order.objects.filter(business=context.business, reference__iexact=reference).first()
-        try:
-            with transaction.atomic():
-                ticket = SupportTicket.objects.create(
-                    processing_id=context.processing_id,
-                    saga_run=context.saga_run,
-                    idempotency_key=context.idempotency_key,
-                    business=context.business,
-                    lead=context.lead,
-                    priority=PRIORITY_BY_SEVERITY[severity],
-                    order_reference=reference,
-                    order=order,
-                )
-        except IntegrityError:
-            ticket = SupportTicket.objects.filter(idempotency_key=context.idempotency_key).first()
-            if ticket is None:
-                raise
+        ticket = create_effect(SupportTicket, context, priority=PRIORITY_BY_SEVERITY[severity],
+                               order_reference=reference, order=order)
         return _result(ticket)
 
     def compensate(self, context: ActionContext, result: dict[str, Any]) -> dict[str, Any]:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from leads.models import Lead, ReviewFlag
-from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError
+from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError, create_effect
 from whatsapp.actions.registry import executors
 
 
@@ -25,25 +25,12 @@ class FlagForReview(ActionExecutor):
         if not isinstance(reason, str) or not reason.strip():
             raise PermanentActionError("reason: must be a non-empty string")
         detail = {key: value for key, value in context.params.items() if key != "reason"}
-        try:
-            with transaction.atomic():
-                # Lock the lead first, as compensate does, so a clear and a new flag on the same
-                # lead are ordered and needs_review ends up matching the open flags.
-                Lead.objects.select_for_update().filter(pk=context.lead.pk).first()
-                flag = ReviewFlag.objects.create(
-                    processing_id=context.processing_id,
-                    saga_run=context.saga_run,
-                    idempotency_key=context.idempotency_key,
-                    business=context.business,
-                    lead=context.lead,
-                    reason=reason.strip()[:100],
-                    detail=detail,
-                )
-                Lead.objects.filter(pk=context.lead.pk).update(needs_review=True, updated_at=timezone.now())
-        except IntegrityError:
-            flag = ReviewFlag.objects.filter(idempotency_key=context.idempotency_key).first()
-            if flag is None:
-                raise
+        with transaction.atomic():
+            # Lock the lead first, as compensate does, so a clear and a new flag on the same
+            # lead are ordered and needs_review ends up matching the open flags.
+            Lead.objects.select_for_update().filter(pk=context.lead.pk).first()
+            flag = create_effect(ReviewFlag, context, reason=reason.strip()[:100], detail=detail)
+            Lead.objects.filter(pk=context.lead.pk).update(needs_review=True, updated_at=timezone.now())
         context.lead.needs_review = True
         return _result(flag)
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from django.db import IntegrityError, transaction
 from django.utils import timezone as django_timezone
 
 from leads.models import CallbackRequest
-from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError
+from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError, create_effect
 from whatsapp.actions.registry import executors
 
 
@@ -21,20 +20,7 @@ class ScheduleCall(ActionExecutor):
         if existing is not None:
             return _result(existing)
         preferred_time = _parse_time(context.params.get("preferred_time"))
-        try:
-            with transaction.atomic():
-                callback = CallbackRequest.objects.create(
-                    processing_id=context.processing_id,
-                    saga_run=context.saga_run,
-                    idempotency_key=context.idempotency_key,
-                    business=context.business,
-                    lead=context.lead,
-                    preferred_time=preferred_time,
-                )
-        except IntegrityError:
-            callback = CallbackRequest.objects.filter(idempotency_key=context.idempotency_key).first()
-            if callback is None:
-                raise
+        callback = create_effect(CallbackRequest, context, preferred_time=preferred_time)
         return _result(callback)
 
     def compensate(self, context: ActionContext, result: dict[str, Any]) -> dict[str, Any]:
