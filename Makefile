@@ -19,8 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m whatsapp.demo
 
+# Most of the suite's time is spent waiting on real processes (retries,
+# redeliveries, breakers opening), so a few pytest workers share the machine well.
+TEST_WORKERS ?= 3
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

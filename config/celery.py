@@ -1,10 +1,22 @@
 """The Celery app. Settings come from Django's settings under the CELERY_ prefix."""
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("whatsapp_handler")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def recycle_database_connections(**kwargs) -> None:
+    """Drop a connection that broke or outlived DATABASE_CONN_MAX_AGE, as
+    Django does around each request, and keep the healthy ones: Celery's own
+    habit of closing the connection around every task (tamed by
+    CELERY_DB_REUSE_MAX) costs a Postgres connection per task."""
+    from django.db import close_old_connections
+
+    close_old_connections()

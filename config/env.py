@@ -95,12 +95,12 @@ class Env:
             raise SettingError(name, "has no host")
         return value
 
-    def database(self, name: str, default: str) -> dict:
+    def database(self, name: str, default: str, *, conn_max_age: int = 0) -> dict:
         import dj_database_url
 
         value = self.url(name, default, schemes=("postgres", "postgresql", "pgsql"))
         try:
-            config = dj_database_url.parse(value, conn_max_age=0, conn_health_checks=True)
+            config = dj_database_url.parse(value, conn_max_age=conn_max_age, conn_health_checks=True)
         except ValueError as exc:
             raise SettingError(name, str(exc)) from None
         if not config.get("NAME"):

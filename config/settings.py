@@ -60,7 +60,11 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.database("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/whatsapp_handler")}
+# Connections are kept for DATABASE_CONN_MAX_AGE seconds and checked before
+# reuse: Celery closes a non-persistent connection after every task, and a new
+# Postgres connection per task costs more than most of our tasks do.
+DATABASES = {"default": env.database("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/whatsapp_handler",
+                                     conn_max_age=env.int("DATABASE_CONN_MAX_AGE", 300, minimum=0))}
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -100,6 +104,9 @@ CELERY_TASK_DEFAULT_QUEUE = "pipeline"
 # ties up only the workers of its queue. Workers consume all three by default
 # in the demo and tests (celery -Q pipeline,webhooks,whatsapp).
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery closes the database connection around every task unless told to
+# reuse it; config/celery.py recycles connections the way Django does instead.
+CELERY_DB_REUSE_MAX = 1000 if DATABASES["default"]["CONN_MAX_AGE"] else None
 
 # --- Kafka ------------------------------------------------------------------
 KAFKA_BOOTSTRAP_SERVERS = env.kafka_servers("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -139,6 +146,12 @@ INBOX_RETENTION_DAYS = env.int("INBOX_RETENTION_DAYS", 30, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "sweep-inbox": {"task": "whatsapp.sweep", "schedule": SWEEP_INTERVAL_SECONDS},
 }
+
+# Per-business fairness (whatsapp/fairness.py): within this rate a business's
+# messages go on the normal lane, beyond it on the bulk lane, which workers
+# take only when the normal lane is empty. Excess is delayed, never failed.
+BUSINESS_RATE_PER_SECOND = env.float("BUSINESS_RATE_PER_SECOND", 20.0, minimum=0.01)
+BUSINESS_RATE_BURST = env.int("BUSINESS_RATE_BURST", 100, minimum=1)
 
 # Extra modules that register intent handlers or action executors.
 WHATSAPP_PLUGINS = env.list("WHATSAPP_PLUGINS", [])

@@ -29,6 +29,15 @@ def _with_path(url: str, path: str) -> str:
 _given = {name for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name)}
 os.environ["DATABASE_URL"] = _urls["DATABASE_URL"] if "DATABASE_URL" in _given else _with_path(_urls["DATABASE_URL"], "/whatsapp_handler")
 os.environ["REDIS_URL"] = _urls["REDIS_URL"] if "REDIS_URL" in _given else _with_path(_urls["REDIS_URL"], "/15")
+# Under pytest-xdist each worker (gw0, gw1, ...) takes the Redis db below the
+# previous one, and pytest-django gives each its own test database, so
+# parallel tests never share a broker queue, a breaker or a row.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw") and _worker[2:].isdigit():
+    _db = int(urlsplit(os.environ["REDIS_URL"]).path.strip("/") or 0) - int(_worker[2:])
+    if _db < 0:
+        raise RuntimeError(f"REDIS_URL's db is too low for xdist worker {_worker}; use a higher one")
+    os.environ["REDIS_URL"] = _with_path(os.environ["REDIS_URL"], f"/{_db}")
 os.environ["CELERY_BROKER_URL"] = os.environ["REDIS_URL"]
 os.environ["KAFKA_BOOTSTRAP_SERVERS"] = _urls["KAFKA_BOOTSTRAP_SERVERS"]
 os.environ.setdefault("CELERY_VISIBILITY_TIMEOUT", "30")

@@ -1,9 +1,8 @@
 """Faults in the middle of a run: every message still ends processed or
 dead-lettered, nothing is done twice, and the sweeper finds nothing stuck.
 
-The issue asks for 1,000 messages in flight; the suite runs FAULT_MESSAGES
-(200 by default) to stay within its time budget. `FAULT_MESSAGES=1000 make test
-PYTEST_ARGS=tests/test_faults.py` runs the full size."""
+Each test has FAULT_MESSAGES (1,000 by default) in flight when its fault
+strikes."""
 from __future__ import annotations
 
 import json
@@ -11,20 +10,27 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from django.db.models import Count
+from django.db import connection
+from django.db.models import Count, Q
+from werkzeug import Response
 
-from config.localservices import start_redis
+from config.localservices import start_kafka, start_redis
+from dlq.models import DeadLetter
 from leads.models import Order, Product, SupportTicket
 from tests.support import kafka
+from tests.support.database import restart_database
 from tests.support.events import encode, event
 from tests.support.processes import wait_until
 from whatsapp.models import OutboundMessage, ProcessedMessage
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-N = int(os.environ.get("FAULT_MESSAGES", "200"))
+N = int(os.environ.get("FAULT_MESSAGES", "1000"))
 
 MIX = [
     dict(intent="ORDER_REQUEST"),
@@ -35,12 +41,16 @@ MIX = [
 ]
 
 
-def produce_mix(bootstrap: str, topic: str) -> None:
+def produce_mix(bootstrap: str, topic: str, first: int = 0, count: int = N, **overrides) -> None:
     records = []
-    for i in range(N):
+    for i in range(first, first + count):
         lead = f"lead-{i % 41}"
-        records.append((lead.encode(), encode(event(f"f-{i:05d}", lead_id=lead, **MIX[i % len(MIX)]))))
+        records.append((lead.encode(), encode(event(f"f-{i:05d}", lead_id=lead, **{**MIX[i % len(MIX)], **overrides}))))
     kafka.produce(bootstrap, topic, records)
+
+
+def processed() -> int:
+    return ProcessedMessage.objects.filter(status="PROCESSED").count()
 
 
 def sweep(env: dict, stuck_after: float) -> dict:
@@ -50,7 +60,7 @@ def sweep(env: dict, stuck_after: float) -> dict:
     return json.loads(out.stdout)
 
 
-def settle_with_sweeper(env: dict, stuck_after: float, timeout: float = 300, supervise=None) -> None:
+def settle_with_sweeper(env: dict, stuck_after: float, timeout: float = 400, supervise=None) -> None:
     """Wait for every message to end, running the sweeper as beat would, and
     `supervise` (restart dead workers, as a process supervisor would)."""
     deadline = time.monotonic() + timeout
@@ -66,14 +76,20 @@ def settle_with_sweeper(env: dict, stuck_after: float, timeout: float = 300, sup
     raise AssertionError(f"not settled after {timeout}s: {counts}")
 
 
-def assert_nothing_lost_or_doubled(env: dict) -> None:
+def assert_nothing_lost_or_doubled(env: dict, failed_stages: set[str] = frozenset()) -> None:
+    """Every message ended; only the stages named may have failed (each
+    failure one open, requeueable DLQ entry); no effect happened twice."""
     statuses = dict(ProcessedMessage.objects.values_list("status").annotate(n=Count("id")))
     assert statuses.get("PROCESSED", 0) + statuses.get("FAILED", 0) == N, statuses
-    assert statuses.get("FAILED", 0) == 0, statuses  # no fault here is the message's own
-    assert Order.objects.filter(status="CREATED").count() == ProcessedMessage.objects.filter(handler="order").count()
+    failed = ProcessedMessage.objects.filter(status="FAILED")
+    assert set(failed.values_list("failed_stage", flat=True)) <= failed_stages, statuses
+    assert DeadLetter.objects.filter(status="OPEN").exclude(stage="ingest").count() == failed.count()
+    # A failed reply leaves the actions standing; any other failure undid them.
+    acted = ProcessedMessage.objects.filter(Q(status="PROCESSED") | Q(status="FAILED", failed_stage="reply"))
+    assert Order.objects.filter(status="CREATED").count() == acted.filter(handler="order").count()
     assert not Order.objects.values("processing_id").annotate(n=Count("id")).filter(n__gt=1).exists()
     assert not SupportTicket.objects.values("processing_id").annotate(n=Count("id")).filter(n__gt=1).exists()
-    assert SupportTicket.objects.filter(status="OPEN").count() == ProcessedMessage.objects.filter(intent="COMPLAINT").count()
+    assert SupportTicket.objects.filter(status="OPEN").count() == acted.filter(intent="COMPLAINT").count()
     assert sweep(env, stuck_after=0)["stuck"] == 0
 
 
@@ -130,3 +146,104 @@ def test_redis_restarted_empty_mid_run(bootstrap, topic, start_ingest, start_wor
         assert set(OutboundMessage.objects.values_list("status", flat=True)) == {"SKIPPED_DISABLED"}
     finally:
         redis.stop()
+
+
+def test_postgres_restarted_mid_run(bootstrap, topic, start_ingest, start_worker, roomy_stock, child_env):
+    produce_mix(bootstrap, topic)
+    start_worker(name="a")
+    start_worker(name="b")
+    ingest = start_ingest(topic)
+    wait_until(lambda: processed() >= N // 3, timeout=120, message="a third processed")
+    killed = restart_database(connection.settings_dict, down_seconds=10)
+    connection.close()  # ours was terminated with the rest
+    assert killed >= 3  # ingest and both workers were connected
+    settle_with_sweeper(child_env, stuck_after=30)
+    assert ingest.alive(), ingest.output()[-3000:]
+    assert_nothing_lost_or_doubled(child_env)
+
+
+def test_kafka_broker_restarted_mid_run(topic, start_ingest, start_worker, roomy_stock, child_env, tmp_path):
+    """The broker keeps its log in memory, so what it had is gone after the
+    restart: ingest must reconnect and take in the records sent afterwards,
+    without crashing and without losing what it had already taken in."""
+    broker = start_kafka(tmp_path / "kafka")
+    port, bootstrap = broker.port, broker.url
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    kafka.create_topic(bootstrap, partitions=3, name=topic)
+    half = N // 2
+    produce_mix(bootstrap, topic, count=half)
+    start_worker(name="a")
+    start_worker(name="b")
+    ingest = start_ingest(topic, env=env)
+    try:
+        wait_until(lambda: ProcessedMessage.objects.count() == half, timeout=120, message="the first half taken in")
+        assert processed() < half  # the restart comes while they are in flight
+        broker.stop()
+        time.sleep(3)
+        broker = start_kafka(tmp_path / "kafka", port=port)
+        kafka.create_topic(bootstrap, partitions=3, name=topic)
+        produce_mix(bootstrap, topic, first=half, count=N - half)
+        wait_until(lambda: ProcessedMessage.objects.count() == N, timeout=180, interval=1,
+                   message="the second half taken in after the restart")
+        settle_with_sweeper(child_env, stuck_after=60)
+        assert ingest.alive(), ingest.output()[-3000:]
+        assert_nothing_lost_or_doubled(child_env)
+    finally:
+        broker.stop()
+
+
+PHONE_NUMBER_ID = "106540352242922"
+OUTAGE_SECONDS = 30.0
+
+
+class FlakyCloudApi:
+    """The Cloud API answering 500 (Meta's error shape) for OUTAGE_SECONDS from
+    the first request, then 200; counts successful sends per processing_id."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.first: float | None = None
+        self.failures = 0
+        self.sent: Counter[str] = Counter()
+
+    def __call__(self, request) -> Response:
+        body = json.loads(request.data)
+        with self.lock:
+            now = time.monotonic()
+            self.first = self.first or now
+            if now - self.first < OUTAGE_SECONDS:
+                self.failures += 1
+                return Response(json.dumps({"error": {"message": "An unknown error has occurred.", "type": "OAuthException",
+                                                      "code": 1, "fbtrace_id": "AbC"}}),
+                                status=500, content_type="application/json")
+            self.sent[body["biz_opaque_callback_data"]] += 1
+            wamid = f"wamid.{body['biz_opaque_callback_data']}.{self.sent[body['biz_opaque_callback_data']]}"
+        return Response(json.dumps({"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}],
+                                    "messages": [{"id": wamid}]}), status=200, content_type="application/json")
+
+
+def test_whatsapp_answering_500_for_30_seconds(bootstrap, topic, start_ingest, start_worker, roomy_stock, business,
+                                               httpserver, child_env):
+    business.phone_number_id = PHONE_NUMBER_ID
+    business.save()
+    api = FlakyCloudApi()
+    httpserver.expect_request(f"/v21.0/{PHONE_NUMBER_ID}/messages", method="POST").respond_with_handler(api)
+    env = {"WHATSAPP_GRAPH_BASE_URL": httpserver.url_for("").rstrip("/"), "WHATSAPP_ACCESS_TOKEN": "EAAG-fault-token",
+           "BREAKER_OPEN_SECONDS": "10"}
+    received = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    produce_mix(bootstrap, topic, message={"text": "hello", "received_at": received})
+    start_worker(name="a", env=env)
+    start_worker(name="b", env=env)
+    start_ingest(topic)
+    settle_with_sweeper({**child_env, **env}, stuck_after=120)
+
+    assert api.failures > 0 and api.first is not None
+    assert_nothing_lost_or_doubled(child_env, failed_stages={"reply"})
+    # No reply sent twice, and every reply the API accepted is recorded as sent.
+    assert not [pid for pid, n in api.sent.items() if n > 1]
+    sent_rows = set(OutboundMessage.objects.filter(status="SENT").values_list("processing_id", flat=True))
+    assert sent_rows == set(api.sent)
+    assert OutboundMessage.objects.count() == N  # one reply row per message
+    assert not OutboundMessage.objects.filter(status__in=["SENDING", "PENDING"]).exists()
+    # The outage did not sink the run: most replies went out once it ended.
+    assert len(sent_rows) >= N * 0.9, f"only {len(sent_rows)} of {N} replies sent"

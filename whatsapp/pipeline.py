@@ -12,14 +12,21 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step"
 
 
 def hand_off(runs: Iterable[tuple[str, int]]) -> int:
-    """Enqueue the pipeline for each (processing_id, saga_run); raises if the broker is unreachable."""
+    """Enqueue the pipeline for each (processing_id, saga_run), each on its
+    business's lane (whatsapp.fairness); raises if the broker is unreachable."""
+    from whatsapp.fairness import lanes
+    from whatsapp.models import ProcessedMessage
     from whatsapp.tasks import pipeline_signature
 
-    count = 0
+    runs = list(runs)
+    if not runs:
+        return 0
+    business_of = dict(ProcessedMessage.objects.filter(processing_id__in=[pid for pid, _ in runs])
+                       .values_list("processing_id", "business_id"))
+    lane_of = lanes([business_of.get(pid, "") for pid, _ in runs])
     with app.producer_or_acquire() as producer:
-        for processing_id, saga_run in runs:
-            pipeline_signature(processing_id, saga_run).apply_async(
+        for (processing_id, saga_run), lane in zip(runs, lane_of):
+            pipeline_signature(processing_id, saga_run, lane=lane).apply_async(
                 producer=producer, retry=True, retry_policy=PUBLISH_RETRY_POLICY
             )
-            count += 1
-    return count
+    return len(runs)

@@ -14,6 +14,7 @@ from celery.exceptions import Ignore
 from django.db import InterfaceError, OperationalError
 
 from whatsapp import saga
+from whatsapp.fairness import NORMAL_LANE
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,19 @@ def task_id(processing_id: str, saga_run: int, step: str) -> str:
     return f"{processing_id}:{saga_run}:{step}"
 
 
-def pipeline_signature(processing_id: str, saga_run: int):
-    """dedupe then intent; intent extends the chain with the planned actions."""
+def pipeline_signature(processing_id: str, saga_run: int, *, lane: int = NORMAL_LANE):
+    """dedupe then intent; intent extends the chain with the planned actions.
+    Every task of the chain runs on the message's lane (whatsapp.fairness)."""
     return chain(
-        dedupe.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "dedupe")),
-        intent.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "intent")),
+        dedupe.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "dedupe"), priority=lane),
+        intent.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "intent"), priority=lane),
     )
+
+
+def lane_of(task) -> int:
+    """The lane the running task was sent on, for the tasks it sends next."""
+    priority = (task.request.delivery_info or {}).get("priority")
+    return NORMAL_LANE if priority is None else int(priority)
 
 
 @shared_task(name="whatsapp.dedupe", bind=True, **DB_RETRY)
@@ -59,22 +67,23 @@ def intent(self, processing_id: str, saga_run: int):
                   error=f"{type(exc).__name__}: {exc}"[:4000], tb=traceback.format_exc())
         start_compensation(processing_id, saga_run)
         raise Ignore()
-    return self.replace(actions_signature(processing_id, saga_run, steps))
+    return self.replace(actions_signature(processing_id, saga_run, steps, lane=lane_of(self)))
 
 
-def actions_signature(processing_id: str, saga_run: int, steps):
+def actions_signature(processing_id: str, saga_run: int, steps, *, lane: int = NORMAL_LANE):
     """The planned actions in order, then finish."""
     from whatsapp.actions.registry import executors
 
     rest = [
         execute_action.si(processing_id, saga_run, step.order).set(
             task_id=task_id(processing_id, saga_run, f"action{step.order}-{step.action}"),
-            queue=executors.get(step.action).queue)
+            queue=executors.get(step.action).queue, priority=lane)
         for step in steps
     ]
     rest.append(send_reply.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "reply"),
-                                                           queue="whatsapp"))
-    rest.append(finish.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "finish")))
+                                                           queue="whatsapp", priority=lane))
+    rest.append(finish.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "finish"),
+                                                       priority=lane))
     return chain(*rest)
 
 

@@ -9,8 +9,8 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
-def create_topic(bootstrap: str, partitions: int = 3, prefix: str = "test.ai.result") -> str:
-    name = f"{prefix}.{uuid.uuid4().hex[:10]}"
+def create_topic(bootstrap: str, partitions: int = 3, prefix: str = "test.ai.result", name: str | None = None) -> str:
+    name = name or f"{prefix}.{uuid.uuid4().hex[:10]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
     futures[name].result(timeout=30)
