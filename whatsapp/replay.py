@@ -274,6 +274,9 @@ def start_new_runs(processing_ids: set[str], *, by: str) -> list[tuple[str, int]
                                      {"by": by, "at": now.isoformat(), "saga_run": new_run[entry.processing_id]}]
             entry.save(update_fields=["status", "requeue_count", "requeue_history", "updated_at"])
         transaction.on_commit(lambda: hand_off(runs))
+    if runs:
+        log.info("replay: new saga run for %d messages (%s), by %s", len(runs),
+                 ", ".join(f"{pid} run {run}" for pid, run in runs[:20]) + (" ..." if len(runs) > 20 else ""), by)
     return runs
 
 
@@ -297,7 +300,7 @@ def replay(selection: Selection, *, force: bool = False, dry_run: bool = False, 
                     o.outcome = "in_flight"  # started again by someone else meanwhile
         for o in outcomes:
             result.add(o, keep=keep_records)
-    log.info("replay %s: %s", selection.topic, result.summary())
+    log.debug("replay %s: %s", selection.topic, result.summary())
     return result
 
 
