@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import signal
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     from config.env import SettingError
     from config.localservices import ServiceError, ensure_services
 
+    # Until honcho takes the signals over, a SIGTERM still stops the servers started here.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = []
     try:
         check_ports()
