@@ -51,9 +51,10 @@ class ProcessedMessage(models.Model):
         return self.processing_id
 
     def start_new_run(self) -> None:
-        """Send the message through the pipeline again as the next saga run.
-        Executors key their effects by run, so what an earlier run did (or
-        compensated) is done once more, and nothing twice within one run."""
+        """Make the message ready for its next saga run (the caller hands it to
+        the pipeline once this is committed). Executors key their effects by
+        run, so what an earlier run did (or compensated) is done once more, and
+        nothing twice within one run."""
         self.saga_run += 1
         self.status = self.Status.RECEIVED
         self.failed_stage = self.failure_reason = self.last_error = self.last_traceback = ""
