@@ -2,6 +2,9 @@
 commands send a message through the pipeline again."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import transaction
@@ -88,3 +91,52 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
         if runs:
             transaction.on_commit(lambda: hand_off(runs))
     return entry
+
+
+@dataclass
+class RequeueReport:
+    """What a bulk requeue did: the entries sent again, and why the others were not."""
+
+    requeued: list[DeadLetter] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)
+
+
+def requeue_many(
+    entry_ids: Iterable[int],
+    *,
+    by: str,
+    rate: float | None = None,
+    on_each: Callable[[int, DeadLetter | None, str | None], None] | None = None,
+) -> RequeueReport:
+    """Requeue each entry through requeue(), at most `rate` a second
+    (default settings.DLQ_REQUEUE_RATE_PER_SECOND).
+
+    The pacing is what keeps a bulk requeue of thousands from arriving in the
+    pipeline all at once, ahead of live traffic. One refused entry does not stop
+    the others; `on_each(entry_id, entry, refusal)` is told about each as it goes,
+    so a command can print progress."""
+    from django.conf import settings
+
+    rate = rate or settings.DLQ_REQUEUE_RATE_PER_SECOND
+    interval = 1.0 / rate
+    report = RequeueReport()
+    started = time.monotonic()
+    for index, entry_id in enumerate(entry_ids):
+        delay = started + index * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        entry: DeadLetter | None = None
+        refusal: str | None = None
+        try:
+            entry = requeue(entry_id, by=by)
+        except RequeueRefused as exc:
+            refusal = str(exc)
+        except DeadLetter.DoesNotExist:
+            refusal = f"dead letter #{entry_id} does not exist"
+        if entry is not None:
+            report.requeued.append(entry)
+        else:
+            report.refused.append((entry_id, refusal or ""))
+        if on_each is not None:
+            on_each(entry_id, entry, refusal)
+    return report
