@@ -46,8 +46,8 @@ CLOSINGS = {
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
-    list_display = ["id", "created_at", "status", "stage", "reason", "business_id", "processing_id", "lead_id",
-                    "short_error", "requeue_count"]
+    list_display = ["id", "created_at", "status", "stage", "reason", "business_id", "processing_id", "short_error",
+                    "requeue_count"]
     list_filter = ["status", "stage", "reason", "business_id", "created_at"]
     search_fields = ["processing_id", "lead_id", "error_message", "error_class"]
     date_hierarchy = "created_at"
@@ -179,7 +179,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
     @admin.display(description="error")
     def short_error(self, obj: DeadLetter) -> str:
         text = obj.error_message.splitlines()[0] if obj.error_message else ""
-        return text[:120] + ("…" if len(text) > 120 else "")
+        return text[:80] + ("…" if len(text) > 80 else "")
 
     @admin.display(description="error message")
     def error(self, obj: DeadLetter):

@@ -120,11 +120,13 @@ def requeue_many(
     rate = rate or settings.DLQ_REQUEUE_RATE_PER_SECOND
     interval = 1.0 / rate
     report = RequeueReport()
-    started = time.monotonic()
-    for index, entry_id in enumerate(entry_ids):
-        delay = started + index * interval - time.monotonic()
+    next_start = time.monotonic()
+    for entry_id in entry_ids:
+        # Starts at least `interval` apart: a slow requeue is not made up for by a burst after it.
+        delay = next_start - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        next_start = time.monotonic() + interval
         entry: DeadLetter | None = None
         refusal: str | None = None
         try:
