@@ -47,7 +47,7 @@ CLOSINGS = {
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
     list_display = ["id", "created_at", "status", "stage", "reason", "business_id", "processing_id", "short_error",
-                    "requeue_count"]
+                    "requeues"]
     list_filter = ["status", "stage", "reason", "business_id", "created_at"]
     search_fields = ["processing_id", "lead_id", "error_message", "error_class"]
     date_hierarchy = "created_at"
@@ -77,7 +77,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         if request.method == "POST" and "action" in request.POST:
             self._refuse_forbidden_action(request)
-        return super().changelist_view(request, extra_context)
+        return super().changelist_view(request, {"title": "Dead letters", **(extra_context or {})})
 
     def _refuse_forbidden_action(self, request: HttpRequest) -> None:
         """A POST naming an action this user may not run is refused outright, not
@@ -97,6 +97,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
         entry = self.get_object(request, object_id)
         is_open = entry is not None and entry.status == DeadLetter.Status.OPEN
         context = {
+            "title": "Dead letter",
             "show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
             "show_delete": False, "is_open": is_open,
             "can_requeue": is_open and self.has_requeue_permission(request),
@@ -117,7 +118,8 @@ class DeadLetterAdmin(admin.ModelAdmin):
             return self._back(request)
         report = requeue_many(ids, by=request.user.get_username())
         for entry in report.requeued:
-            self.log_change(request, entry, f"Requeued (saga run {entry.requeue_history[-1]['saga_run']}).")
+            run = entry.requeue_history[-1].get("saga_run")
+            self.log_change(request, entry, f"Requeued (saga run {run})." if run else "Requeued.")
         if report.requeued:
             self.message_user(request, f"Requeued {len(report.requeued)} dead letter(s).", messages.SUCCESS)
         for _, why in report.refused:
@@ -176,6 +178,10 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(self._next(request) or request.get_full_path())
 
     # -- how an entry reads -----------------------------------------------------------
+    @admin.display(description="requeues", ordering="requeue_count")
+    def requeues(self, obj: DeadLetter) -> int:
+        return obj.requeue_count
+
     @admin.display(description="error")
     def short_error(self, obj: DeadLetter) -> str:
         text = obj.error_message.splitlines()[0] if obj.error_message else ""

@@ -184,7 +184,8 @@ class Command(BaseCommand):
 
         def report(entry_id: int, entry: DeadLetter | None, refusal: str | None) -> None:
             if entry is not None:
-                self.stdout.write(f"requeued #{entry_id} (saga run {entry.requeue_history[-1]['saga_run']})")
+                run = entry.requeue_history[-1].get("saga_run")
+                self.stdout.write(f"requeued #{entry_id}" + (f" (saga run {run})" if run else ""))
             else:
                 self.stderr.write(f"refused #{entry_id}: {refusal}")
 
