@@ -54,7 +54,7 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
             saga_run = runs[0][1] if runs else None
         elif entry.stage == "reply":
             # The actions stand; only the reply is sent again, in the same run.
-            message = ProcessedMessage.objects.select_for_update().get(processing_id=entry.processing_id)
+            message = _inbox_row(entry.processing_id)
             if message.status != ProcessedMessage.Status.FAILED or message.saga_run != entry.saga_run:
                 raise RequeueRefused(f"{message.processing_id} has moved on since this entry (now {message.status}, "
                                      f"run {message.saga_run})")
@@ -72,7 +72,7 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
 
             transaction.on_commit(send_again)
         else:
-            message = ProcessedMessage.objects.select_for_update().get(processing_id=entry.processing_id)
+            message = _inbox_row(entry.processing_id)
             if message.status not in {ProcessedMessage.Status.FAILED, ProcessedMessage.Status.PROCESSED}:
                 raise RequeueRefused(f"{message.processing_id} is {message.status}; wait until its run has ended")
             message.saga_run += 1
@@ -91,6 +91,16 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
         if runs:
             transaction.on_commit(lambda: hand_off(runs))
     return entry
+
+
+def _inbox_row(processing_id: str):
+    from whatsapp.models import ProcessedMessage
+
+    try:
+        return ProcessedMessage.objects.select_for_update().get(processing_id=processing_id)
+    except ProcessedMessage.DoesNotExist:
+        raise RequeueRefused(f"{processing_id} has no inbox row any more (finished rows are purged after "
+                             "INBOX_RETENTION_DAYS), so its saga cannot be run again") from None
 
 
 @dataclass

@@ -123,6 +123,14 @@ def test_list_show_resolve_discard_and_purge():
     assert "discarded 2 of 2" in run("discard", "--reason", "invalid_payload", "--since", yesterday, "--note", "junk")
     assert set(DeadLetter.objects.filter(pk__in=[bad_utf8.pk, not_json.pk]).values_list("status", flat=True)) == {"DISCARDED"}
     assert DeadLetter.objects.get(pk=old_open.pk).status == "OPEN", "older than --since, not selected"
+    orphan = DeadLetter.objects.create(processing_id="purged-long-ago", stage="NOTIFY_SALES", reason="non_retryable",
+                                       saga_run=1, payload=json.loads(encode(event("purged-long-ago"))))
+    why = io.StringIO()
+    with pytest.raises(CommandError) as gone:
+        call_command("dlq", "requeue", str(orphan.pk), stdout=io.StringIO(), stderr=why)
+    assert gone.value.returncode == 1 and "purged-long-ago has no inbox row any more" in why.getvalue()
+    orphan.refresh_from_db()
+    assert orphan.status == "OPEN"
     for usage in (["requeue"], ["requeue", str(unknown[1].pk), "--reason", "x"], ["resolve", "--note", "no selection"]):
         with pytest.raises(CommandError) as error:
             run(*usage)
@@ -133,4 +141,4 @@ def test_list_show_resolve_discard_and_purge():
     assert not DeadLetter.objects.filter(pk=old_closed.pk).exists()
     assert DeadLetter.objects.filter(pk=old_open.pk).exists(), "OPEN entries are kept"
     assert run("purge", "--older-than", "30", "--include-open").strip() == "deleted 1"
-    assert DeadLetter.objects.count() == 4
+    assert DeadLetter.objects.count() == 5
