@@ -239,3 +239,8 @@ WHATSAPP_GRAPH_VERSION = env.str("WHATSAPP_GRAPH_VERSION", "v21.0")
 WHATSAPP_ACCESS_TOKEN = env.optional("WHATSAPP_ACCESS_TOKEN")
 WHATSAPP_CONNECT_TIMEOUT = env.float("WHATSAPP_CONNECT_TIMEOUT", 3.0, minimum=0.1)
 WHATSAPP_READ_TIMEOUT = env.float("WHATSAPP_READ_TIMEOUT", 10.0, minimum=0.1)
+
+# --- Dead-letter operations -------------------------------------------------
+# Requeueing many entries (the admin's action, `manage.py dlq requeue`) is paced
+# to this many a second, so requeueing thousands does not flood the pipeline.
+DLQ_REQUEUE_RATE_PER_SECOND = env.float("DLQ_REQUEUE_RATE_PER_SECOND", 10.0, minimum=0.1)

@@ -1,7 +1,50 @@
 """Dead letters: what could not be processed, kept whole so it can be requeued."""
 from __future__ import annotations
 
-from django.db import models
+from datetime import datetime, timedelta
+
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+
+class EntryNotOpen(Exception):
+    """The entry was already requeued, resolved or discarded; the message says which."""
+
+
+class DeadLetterQuerySet(models.QuerySet):
+    """The filters the admin and `manage.py dlq` share, so both select the same entries."""
+
+    def matching(
+        self,
+        *,
+        status: str | None = None,
+        stage: str | None = None,
+        reason: str | None = None,
+        business: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        search: str | None = None,
+    ) -> DeadLetterQuerySet:
+        qs = self
+        for field, value in (("status", status), ("stage", stage), ("reason", reason), ("business_id", business)):
+            if value:
+                qs = qs.filter(**{field: value})
+        if since is not None:
+            qs = qs.filter(created_at__gte=since)
+        if until is not None:
+            qs = qs.filter(created_at__lt=until)
+        if search:
+            # The admin's search fields: ids exactly or in part, and the error text.
+            qs = qs.filter(Q(processing_id__icontains=search) | Q(lead_id__icontains=search)
+                           | Q(error_message__icontains=search) | Q(error_class__icontains=search))
+        return qs
+
+    def purgeable(self, older_than_days: float, *, include_open: bool = False) -> DeadLetterQuerySet:
+        """Entries created more than `older_than_days` ago; OPEN ones only with include_open,
+        since an open entry is a message nobody has dealt with yet."""
+        qs = self.filter(created_at__lt=timezone.now() - timedelta(days=older_than_days))
+        return qs if include_open else qs.exclude(status=DeadLetter.Status.OPEN)
 
 
 class DeadLetter(models.Model):
@@ -38,13 +81,17 @@ class DeadLetter(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     requeue_count = models.PositiveIntegerField(default=0)
     requeue_history = models.JSONField(default=list, blank=True)
-    resolution_note = models.TextField(blank=True)
+    resolution_note = models.TextField(blank=True, help_text="Why it was resolved or discarded.")
+    closed_by = models.CharField(max_length=150, blank=True, help_text="Who resolved or discarded it.")
+    closed_at = models.DateTimeField(null=True, blank=True)
     previous = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="followups",
         help_text="The earlier entry for the same message, when a requeue failed again.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = DeadLetterQuerySet.as_manager()
 
     class Meta:
         verbose_name = "dead letter"
@@ -73,3 +120,25 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.stage}/{self.reason} {self.processing_id or ''}".strip()
+
+    def resolve(self, note: str, *, by: str) -> None:
+        """Close the entry as dealt with by hand (say, the order was entered in the CRM)."""
+        self._close(self.Status.RESOLVED, note, by)
+
+    def discard(self, reason: str, *, by: str) -> None:
+        """Close the entry as not worth processing (say, a test message)."""
+        self._close(self.Status.DISCARDED, reason, by)
+
+    def _close(self, status: str, note: str, by: str) -> None:
+        note = (note or "").strip()
+        if not note:
+            raise ValueError("a note saying why is required")
+        with transaction.atomic():
+            # Locked like requeue() locks it, so a concurrent requeue and resolve cannot both win.
+            current = DeadLetter.objects.select_for_update().get(pk=self.pk)
+            if current.status != self.Status.OPEN:
+                self.status = current.status
+                raise EntryNotOpen(f"dead letter #{self.pk} is {current.status}, only OPEN entries can be "
+                                   f"{'resolved' if status == self.Status.RESOLVED else 'discarded'}")
+            self.status, self.resolution_note, self.closed_by, self.closed_at = status, note, by, timezone.now()
+            self.save(update_fields=["status", "resolution_note", "closed_by", "closed_at", "updated_at"])

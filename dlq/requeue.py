@@ -2,6 +2,9 @@
 commands send a message through the pipeline again."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import transaction
@@ -51,7 +54,7 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
             saga_run = runs[0][1] if runs else None
         elif entry.stage == "reply":
             # The actions stand; only the reply is sent again, in the same run.
-            message = ProcessedMessage.objects.select_for_update().get(processing_id=entry.processing_id)
+            message = _inbox_row(entry.processing_id)
             if message.status != ProcessedMessage.Status.FAILED or message.saga_run != entry.saga_run:
                 raise RequeueRefused(f"{message.processing_id} has moved on since this entry (now {message.status}, "
                                      f"run {message.saga_run})")
@@ -69,7 +72,7 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
 
             transaction.on_commit(send_again)
         else:
-            message = ProcessedMessage.objects.select_for_update().get(processing_id=entry.processing_id)
+            message = _inbox_row(entry.processing_id)
             if message.status not in {ProcessedMessage.Status.FAILED, ProcessedMessage.Status.PROCESSED}:
                 raise RequeueRefused(f"{message.processing_id} is {message.status}; wait until its run has ended")
             message.saga_run += 1
@@ -88,3 +91,64 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
         if runs:
             transaction.on_commit(lambda: hand_off(runs))
     return entry
+
+
+def _inbox_row(processing_id: str):
+    from whatsapp.models import ProcessedMessage
+
+    try:
+        return ProcessedMessage.objects.select_for_update().get(processing_id=processing_id)
+    except ProcessedMessage.DoesNotExist:
+        raise RequeueRefused(f"{processing_id} has no inbox row any more (finished rows are purged after "
+                             "INBOX_RETENTION_DAYS), so its saga cannot be run again") from None
+
+
+@dataclass
+class RequeueReport:
+    """What a bulk requeue did: the entries sent again, and why the others were not."""
+
+    requeued: list[DeadLetter] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)
+
+
+def requeue_many(
+    entry_ids: Iterable[int],
+    *,
+    by: str,
+    rate: float | None = None,
+    on_each: Callable[[int, DeadLetter | None, str | None], None] | None = None,
+) -> RequeueReport:
+    """Requeue each entry through requeue(), at most `rate` a second
+    (default settings.DLQ_REQUEUE_RATE_PER_SECOND).
+
+    The pacing is what keeps a bulk requeue of thousands from arriving in the
+    pipeline all at once, ahead of live traffic. One refused entry does not stop
+    the others; `on_each(entry_id, entry, refusal)` is told about each as it goes,
+    so a command can print progress."""
+    from django.conf import settings
+
+    rate = rate or settings.DLQ_REQUEUE_RATE_PER_SECOND
+    interval = 1.0 / rate
+    report = RequeueReport()
+    next_start = time.monotonic()
+    for entry_id in entry_ids:
+        # Starts at least `interval` apart: a slow requeue is not made up for by a burst after it.
+        delay = next_start - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        next_start = time.monotonic() + interval
+        entry: DeadLetter | None = None
+        refusal: str | None = None
+        try:
+            entry = requeue(entry_id, by=by)
+        except RequeueRefused as exc:
+            refusal = str(exc)
+        except DeadLetter.DoesNotExist:
+            refusal = f"dead letter #{entry_id} does not exist"
+        if entry is not None:
+            report.requeued.append(entry)
+        else:
+            report.refused.append((entry_id, refusal or ""))
+        if on_each is not None:
+            on_each(entry_id, entry, refusal)
+    return report

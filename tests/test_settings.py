@@ -38,6 +38,7 @@ def test_good_settings_pass():
     ("DEBUG", "maybe", "DEBUG: must be a boolean"),
     ("INGEST_BATCH_SIZE", "lots", "INGEST_BATCH_SIZE: must be an integer"),
     ("KAFKA_SECURITY_PROTOCOL", "TLS", "KAFKA_SECURITY_PROTOCOL: must be one of"),
+    ("DLQ_REQUEUE_RATE_PER_SECOND", "0", "DLQ_REQUEUE_RATE_PER_SECOND: must be >= 0.1"),
 ])
 def test_bad_setting_fails_with_one_clear_line(name, value, fragment):
     result = run_check(**{name: value})

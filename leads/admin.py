@@ -1,0 +1,152 @@
+"""Admin for businesses, catalogs, leads and what the pipeline did for them.
+
+Businesses and their catalogs are edited here. Everything else is written by the
+pipeline under idempotency keys and state rules (leads move forward only, each
+move an activity), so it is shown read-only. A lead's activity log cannot be
+edited or deleted from anywhere: the database refuses it too.
+"""
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from config.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre_json
+from leads.models import (
+    Business,
+    CallbackRequest,
+    Lead,
+    LeadActivity,
+    Order,
+    OrderLine,
+    Product,
+    ReviewFlag,
+    SalesNotification,
+    SupportTicket,
+)
+
+
+class BusinessForm(forms.ModelForm):
+    """The webhook secret is never rendered: one can set a new one or clear it, not read it."""
+
+    new_webhook_secret = forms.CharField(
+        required=False, strip=True, widget=forms.PasswordInput(render_value=False),
+        help_text="Signs sales webhooks (X-Signature-SHA256). Leave empty to keep the current one.",
+    )
+    clear_webhook_secret = forms.BooleanField(required=False, help_text="Stop signing webhooks.")
+    sales_webhook_url = forms.URLField(required=False, assume_scheme="https",
+                                       help_text="Where NOTIFY_SALES posts; empty: notifications are skipped.")
+
+    class Meta:
+        model = Business
+        exclude = ["sales_webhook_secret"]
+
+    def save(self, commit: bool = True) -> Business:
+        business = super().save(commit=False)
+        if self.cleaned_data.get("clear_webhook_secret"):
+            business.sales_webhook_secret = ""
+        elif self.cleaned_data.get("new_webhook_secret"):
+            business.sales_webhook_secret = self.cleaned_data["new_webhook_secret"]
+        if commit:
+            business.save()
+            self.save_m2m()
+        return business
+
+
+class ProductInline(admin.TabularInline):
+    model = Product
+    extra = 0
+    fields = ["sku", "name", "price", "currency", "stock"]
+
+
+@admin.register(Business)
+class BusinessAdmin(admin.ModelAdmin):
+    form = BusinessForm
+    list_display = ["business_id", "display_name", "tenant_id", "phone_number_id", "replies_enabled", "is_active",
+                    "webhook_secret"]
+    list_filter = ["tenant_id", "is_active", "replies_enabled"]
+    search_fields = ["business_id", "display_name", "tenant_id"]
+    readonly_fields = ["webhook_secret", "created_at"]
+    fields = ["business_id", "tenant_id", "display_name", "is_active", "phone_number_id", "replies_enabled",
+              "default_language", "confidence_thresholds", "sales_webhook_url", "webhook_secret",
+              "new_webhook_secret", "clear_webhook_secret", "created_at"]
+    inlines = [ProductInline]
+
+    @admin.display(description="webhook secret")
+    def webhook_secret(self, obj: Business) -> str:
+        return "set (hidden)" if obj.sales_webhook_secret else "not set"
+
+
+class LeadActivityInline(ReadOnlyTabularInline):
+    model = LeadActivity
+    fields = ["created_at", "kind", "from_state", "to_state", "processing_id", "detail"]
+    readonly_fields = fields
+    ordering = ["created_at", "id"]
+
+
+@admin.register(Lead)
+class LeadAdmin(ReadOnlyModelAdmin):
+    list_display = ["lead_id", "business", "tenant", "state", "needs_review", "last_inbound_at", "updated_at"]
+    list_filter = ["business", "business__tenant_id", "state", "needs_review"]
+    search_fields = ["lead_id", "customer_name"]
+    list_select_related = ["business"]
+    inlines = [LeadActivityInline]
+
+    @admin.display(description="tenant", ordering="business__tenant_id")
+    def tenant(self, obj: Lead) -> str:
+        return obj.business.tenant_id
+
+
+class OrderLineInline(ReadOnlyTabularInline):
+    model = OrderLine
+    fields = ["sku", "name", "quantity", "unit_price", "line_total"]
+    readonly_fields = fields
+
+
+class EffectAdmin(ReadOnlyModelAdmin):
+    """What an action executor wrote, searchable by the message that caused it."""
+
+    search_fields = ["processing_id", "idempotency_key", "lead__lead_id"]
+    list_select_related = ["business", "lead"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("business", "lead")
+
+
+@admin.register(Order)
+class OrderAdmin(EffectAdmin):
+    list_display = ["__str__", "business", "lead", "status", "total", "currency", "created_at"]
+    list_filter = ["status", "business"]
+    search_fields = [*EffectAdmin.search_fields, "reference"]
+    inlines = [OrderLineInline]
+
+
+@admin.register(SupportTicket)
+class SupportTicketAdmin(EffectAdmin):
+    list_display = ["__str__", "business", "lead", "status", "priority", "order_reference", "created_at"]
+    list_filter = ["status", "priority", "business"]
+
+
+@admin.register(CallbackRequest)
+class CallbackRequestAdmin(EffectAdmin):
+    list_display = ["__str__", "business", "lead", "status", "preferred_time", "created_at"]
+    list_filter = ["status", "business"]
+
+
+@admin.register(SalesNotification)
+class SalesNotificationAdmin(EffectAdmin):
+    list_display = ["__str__", "business", "lead", "kind", "status", "http_status", "attempts", "created_at"]
+    list_filter = ["status", "kind", "business"]
+    readonly_fields = ["sent_payload"]
+    exclude = ["payload"]
+
+    @admin.display(description="payload sent")
+    def sent_payload(self, obj: SalesNotification):
+        return pre_json(obj.payload)
+
+
+@admin.register(ReviewFlag)
+class ReviewFlagAdmin(EffectAdmin):
+    list_display = ["__str__", "business", "lead", "reason", "status", "created_at"]
+    list_filter = ["status", "reason", "business"]

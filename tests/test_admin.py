@@ -1,0 +1,303 @@
+"""The Django admin, through Django's test client: what staff see and what they may do.
+
+The browser test (test_admin_browser.py) drives the DLQ review end to end with a
+real worker; these check each page and rule cheaply.
+"""
+from __future__ import annotations
+
+import html
+import uuid
+from urllib.parse import urlencode
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib import admin
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
+from django.utils import timezone
+
+from dlq.models import DeadLetter
+from leads.models import (
+    Business,
+    CallbackRequest,
+    Lead,
+    LeadActivity,
+    Order,
+    OrderLine,
+    Product,
+    ReviewFlag,
+    SalesNotification,
+    SupportTicket,
+)
+from tests.support.events import BUSINESS_ID, encode, event
+from whatsapp import breakers
+from whatsapp.intake import take_in
+from whatsapp.kafka import Record
+from whatsapp.models import DuplicateDelivery, OutboundMessage, ProcessedMessage, SagaStep
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "whsec-DO-NOT-SHOW-4f1c2e"
+HOSTILE = "<script>alert('x')</script>"
+
+
+@pytest.fixture
+def business() -> Business:
+    biz = Business.objects.create(business_id=BUSINESS_ID, tenant_id="tenant-acme", display_name="Acme Bakery",
+                                  sales_webhook_url="https://crm.example.com/hook", sales_webhook_secret=SECRET)
+    Product.objects.create(business=biz, sku="SD-01", name="sourdough loaf", price="6.50", stock=500)
+    return biz
+
+
+@pytest.fixture
+def root(django_user_model):
+    return django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+
+
+@pytest.fixture
+def agent(django_user_model):
+    """Support: reads dead letters and may resolve or discard them, but not requeue."""
+    user = django_user_model.objects.create_user("agent", "agent@example.com", "pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(
+        content_type__app_label="dlq", codename__in=["view_deadletter", "change_deadletter"]))
+    return user
+
+
+def ingest_dead_letter(value: bytes, offset: int) -> DeadLetter:
+    """A dead letter made by the real intake code, as ingest makes it."""
+    take_in([Record(topic="ai.process.result", partition=0, offset=offset, value=value, key=b"lead-1",
+                    timestamp=timezone.now(), headers=[("content-type", b"application/json")])])
+    return DeadLetter.objects.get(kafka_offset=offset)
+
+
+@pytest.fixture
+def saga_entry(business) -> DeadLetter:
+    """A pipeline dead letter as saga.dead_letter writes it, with a hostile error text."""
+    payload = event("complaint-9", intent="COMPLAINT", entities={"severity": "high"})
+    return DeadLetter.objects.create(
+        payload=payload, processing_id="complaint-9", business_id=BUSINESS_ID, lead_id="lead-777",
+        kafka_topic="ai.process.result", kafka_partition=2, kafka_offset=417, stage="NOTIFY_SALES",
+        reason="non_retryable", error_class="PermanentActionError",
+        error_message=f"PermanentActionError: sales webhook answered 422 {HOSTILE}",
+        traceback='Traceback (most recent call last):\n  File "whatsapp/saga.py", line 200, in run_action\n'
+                  "PermanentActionError: sales webhook answered 422",
+        attempts=1, saga_run=1,
+        saga_state={"run": 1, "handler": "complaint", "steps": [
+            {"order": 1, "action": "CREATE_SUPPORT_TICKET", "status": "COMPENSATED", "attempts": 1},
+            {"order": 2, "action": "FLAG_FOR_REVIEW", "status": "COMPENSATED", "attempts": 1},
+            {"order": 3, "action": "NOTIFY_SALES", "status": "FAILED", "attempts": 1, "error": "422"}]},
+        requeue_history=[{"by": "ops@example.com", "at": "2026-11-24T10:00:00+00:00", "saga_run": 1}],
+    )
+
+
+@pytest.fixture
+def everything(business, saga_entry) -> dict:
+    """One row of every model the admin shows."""
+    lead = Lead.objects.create(lead_id="lead-123", business=business, wa_id="15550123456", state="CONVERTED")
+    LeadActivity.objects.create(lead=lead, kind="state_changed", from_state="NEW", to_state="CONVERTED",
+                                processing_id="order-1")
+    common = dict(business=business, lead=lead, saga_run=1)
+    order = Order.objects.create(**common, processing_id="order-1", idempotency_key="order-1:1:1:CREATE_ORDER",
+                                 reference="ORD-000001", total=Decimal("13.00"), currency="USD")
+    OrderLine.objects.create(order=order, product=business.products.get(), sku="SD-01", name="sourdough loaf",
+                             quantity=2, unit_price=Decimal("6.50"), line_total=Decimal("13.00"))
+    SupportTicket.objects.create(**common, processing_id="c-1", idempotency_key="c-1:1:1:T")
+    ReviewFlag.objects.create(**common, processing_id="c-1", idempotency_key="c-1:1:2:F", reason="low_confidence")
+    SalesNotification.objects.create(**common, processing_id="order-1", idempotency_key="order-1:1:2:N", kind="order",
+                                     payload={"type": "order", "total": "13.00"}, status="SENT")
+    CallbackRequest.objects.create(**common, processing_id="call-1", idempotency_key="call-1:1:1:C",
+                                   preferred_time=timezone.now() + timedelta(days=1))
+    message = ProcessedMessage.objects.create(
+        processing_id="complaint-9", status="FAILED", business_id=BUSINESS_ID, lead_id="lead-123", intent="COMPLAINT",
+        payload=saga_entry.payload, kafka_topic="ai.process.result", kafka_partition=2, kafka_offset=417,
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736", started_at=timezone.now(), finished_at=timezone.now())
+    SagaStep.objects.create(message=message, saga_run=1, order=1, action="CREATE_SUPPORT_TICKET", status="COMPENSATED")
+    OutboundMessage.objects.create(processing_id="order-1", saga_run=1, idempotency_key="order-1:1:reply",
+                                   business=business, lead=lead, to="15550123456", body="Thanks!", status="SENT")
+    DuplicateDelivery.objects.create(processing_id="order-1", kafka_topic="t", kafka_partition=0, kafka_offset=9)
+    return {"lead": lead, "message": message, "order": order}
+
+
+def test_every_admin_page_renders_and_the_secret_never_shows(client, root, everything):
+    client.force_login(root)
+    assert client.get("/admin/").status_code == 200
+    for model, model_admin in admin.site._registry.items():
+        opts = model._meta
+        changelist = client.get(f"/admin/{opts.app_label}/{opts.model_name}/")
+        assert changelist.status_code == 200, f"{opts.label} list"
+        assert SECRET not in changelist.content.decode()
+        obj = model.objects.first() if opts.managed else None
+        if obj is not None:
+            page = client.get(f"/admin/{opts.app_label}/{opts.model_name}/{obj.pk}/change/")
+            assert page.status_code == 200, f"{opts.label} page"
+            assert SECRET not in page.content.decode(), f"the webhook secret shows on the {opts.label} page"
+    business_page = client.get(f"/admin/leads/business/{everything['lead'].business_id}/change/").content.decode()
+    assert "set (hidden)" in business_page
+
+
+def test_a_new_webhook_secret_can_be_set_but_not_read_back(client, root, business):
+    client.force_login(root)
+    form = {
+        "business_id": business.business_id, "tenant_id": business.tenant_id, "display_name": "Acme Bakery",
+        "is_active": "on", "replies_enabled": "on", "default_language": "en", "confidence_thresholds": "{}",
+        "sales_webhook_url": business.sales_webhook_url, "phone_number_id": "",
+        "products-TOTAL_FORMS": "0", "products-INITIAL_FORMS": "0",
+    }
+    response = client.post(f"/admin/leads/business/{business.pk}/change/", {**form, "new_webhook_secret": ""})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    business.refresh_from_db()
+    assert business.sales_webhook_secret == SECRET, "an empty field keeps the secret"
+    client.post(f"/admin/leads/business/{business.pk}/change/", {**form, "new_webhook_secret": "rotated-0001"})
+    business.refresh_from_db()
+    assert business.sales_webhook_secret == "rotated-0001"
+    assert "rotated-0001" not in client.get(f"/admin/leads/business/{business.pk}/change/").content.decode()
+
+
+def test_lead_activity_is_shown_but_cannot_be_edited_or_deleted(client, root, everything):
+    client.force_login(root)
+    lead, url = everything["lead"], f"/admin/leads/lead/{everything['lead'].pk}/change/"
+    page = client.get(url).content.decode()
+    assert "state_changed" in page and "CONVERTED" in page
+    assert "activities-0-DELETE" not in page and 'name="activities-0-kind"' not in page
+    forged = client.post(url, {"activities-TOTAL_FORMS": "1", "activities-INITIAL_FORMS": "1",
+                               "activities-0-id": str(lead.activities.get().pk), "activities-0-DELETE": "on",
+                               "activities-0-kind": "rewritten"})
+    assert forged.status_code == 403
+    assert list(lead.activities.values_list("kind", flat=True)) == ["state_changed"]
+    assert LeadActivity not in admin.site._registry
+    assert client.get("/admin/leads/leadactivity/").status_code == 404
+
+
+def test_dlq_entry_page_reads_well_and_escapes(client, root, everything, saga_entry):
+    client.force_login(root)
+    page = client.get(f"/admin/dlq/deadletter/{saga_entry.pk}/change/").content.decode()
+    assert HOSTILE not in page and html.escape(HOSTILE) in page, "error text is escaped"
+    assert '&quot;processing_id&quot;: &quot;complaint-9&quot;' in page, "payload pretty-printed"
+    assert "<pre" in page and 'File &quot;whatsapp/saga.py&quot;, line 200' in page, "traceback shown as is"
+    for step in ("CREATE_SUPPORT_TICKET", "FLAG_FOR_REVIEW", "NOTIFY_SALES", "COMPENSATED", "FAILED"):
+        assert step in page
+    assert "ai.process.result [2] @ 417" in page
+    assert "ops@example.com" in page, "requeue history"
+    inbox = f"/admin/whatsapp/processedmessage/{everything['message'].pk}/change/"
+    assert inbox in page, "links to its inbox row"
+    inbox_page = client.get(inbox).content.decode()
+    assert "/admin/dlq/deadletter/?processing_id=complaint-9" in inbox_page, "the inbox row links to its entries"
+    listed = client.get("/admin/dlq/deadletter/?processing_id=complaint-9").content.decode()
+    assert f"/admin/dlq/deadletter/{saga_entry.pk}/change/" in listed
+
+
+def test_dlq_list_filters_and_search(client, root, business, saga_entry):
+    unknown = ingest_dead_letter(encode(event("late-1", business_id="late-bakery")), offset=1)
+    invalid = ingest_dead_letter(b"this is not json {", offset=2)
+    client.force_login(root)
+
+    def listed(query: str) -> set[int]:
+        page = client.get(f"/admin/dlq/deadletter/?{query}").content.decode()
+        return {e.pk for e in (unknown, invalid, saga_entry) if f"/admin/dlq/deadletter/{e.pk}/change/" in page}
+
+    assert listed("") == {unknown.pk, invalid.pk, saga_entry.pk}
+    assert listed("reason=unknown_business") == {unknown.pk}
+    assert listed("stage=ingest") == {unknown.pk, invalid.pk}
+    assert listed("status__exact=OPEN&business_id=late-bakery") == {unknown.pk}
+    assert listed("q=late-1") == {unknown.pk}
+    assert listed("q=webhook+answered+422") == {saga_entry.pk}
+    assert listed("q=lead-777") == {saga_entry.pk}
+    hour_ago = urlencode({"created_at__gte": (timezone.now() - timedelta(hours=1)).isoformat()})
+    assert listed(hour_ago) == {unknown.pk, invalid.pk, saga_entry.pk}
+    assert listed(urlencode({"created_at__gte": (timezone.now() + timedelta(hours=1)).isoformat()})) == set()
+
+
+def test_resolve_and_discard_ask_why_then_close_and_log(client, root, business, saga_entry):
+    invalid = ingest_dead_letter(b"not json", offset=3)
+    client.force_login(root)
+    ask = {"action": "resolve_selected", "index": "0", "_selected_action": [str(saga_entry.pk)]}
+    page = client.post("/admin/dlq/deadletter/", ask)
+    assert page.status_code == 200 and 'name="note"' in page.content.decode(), "an intermediate page asks for a note"
+    empty = client.post("/admin/dlq/deadletter/", {**ask, "apply": "yes", "note": "  "})
+    assert empty.status_code == 200 and "This field is required" in empty.content.decode()
+    saga_entry.refresh_from_db()
+    assert saga_entry.status == "OPEN"
+
+    done = client.post("/admin/dlq/deadletter/", {**ask, "apply": "yes", "note": "entered in the CRM by hand",
+                                                  "next": f"/admin/dlq/deadletter/{saga_entry.pk}/change/"})
+    assert done.status_code == 302 and done["Location"] == f"/admin/dlq/deadletter/{saga_entry.pk}/change/"
+    saga_entry.refresh_from_db()
+    assert (saga_entry.status, saga_entry.resolution_note, saga_entry.closed_by) == (
+        "RESOLVED", "entered in the CRM by hand", "root")
+    client.post("/admin/dlq/deadletter/", {"action": "discard_selected", "index": "0", "apply": "yes",
+                                           "_selected_action": [str(invalid.pk)], "note": "load-test garbage"})
+    invalid.refresh_from_db()
+    assert (invalid.status, invalid.resolution_note) == ("DISCARDED", "load-test garbage")
+    logs = {(e.object_id, e.change_message) for e in LogEntry.objects.filter(content_type__app_label="dlq")}
+    assert logs == {(str(saga_entry.pk), "Resolved: entered in the CRM by hand"),
+                    (str(invalid.pk), "Discarded: load-test garbage")}
+
+    again = client.post("/admin/dlq/deadletter/", {**ask, "apply": "yes", "note": "twice"}, follow=True)
+    assert "only OPEN entries can be resolved" in again.content.decode()
+    assert LogEntry.objects.filter(content_type__app_label="dlq").count() == 2
+
+
+def test_agent_without_requeue_permission_cannot_requeue(client, agent, business):
+    entry = ingest_dead_letter(encode(event("late-2", business_id="late-bakery")), offset=4)
+    client.force_login(agent)
+    listing = client.get("/admin/dlq/deadletter/").content.decode()
+    assert 'value="resolve_selected"' in listing and 'value="requeue_selected"' not in listing
+    page = client.get(f"/admin/dlq/deadletter/{entry.pk}/change/").content.decode()
+    assert "late-2" in page and "Resolve" in page and "requeue-button" not in page
+    forged = client.post("/admin/dlq/deadletter/", {"action": "requeue_selected", "index": "0",
+                                                    "_selected_action": [str(entry.pk)]})
+    assert forged.status_code == 403
+    assert client.post(f"/admin/dlq/deadletter/{entry.pk}/change/", {"status": "REQUEUED"}).status_code == 403
+    entry.refresh_from_db()
+    assert (entry.status, entry.requeue_history) == ("OPEN", [])
+    assert not LogEntry.objects.exists()
+
+
+def test_a_refused_requeue_is_reported_and_changes_nothing(client, root, business):
+    entry = ingest_dead_letter(b"still not json", offset=5)
+    client.force_login(root)
+    page = client.post("/admin/dlq/deadletter/", {"action": "requeue_selected", "index": "0",
+                                                  "_selected_action": [str(entry.pk)]}, follow=True).content.decode()
+    assert "Not requeued" in page and "the record is still invalid" in page
+    entry.refresh_from_db()
+    assert entry.status == "OPEN" and not LogEntry.objects.exists()
+
+
+def test_the_admin_sends_large_requeues_to_the_command(client, root, business, settings):
+    settings.DLQ_REQUEUE_RATE_PER_SECOND = 0.1  # 3 entries in the admin's 30 s
+    entries = [ingest_dead_letter(b"x", offset=10 + i) for i in range(4)]
+    client.force_login(root)
+    page = client.post("/admin/dlq/deadletter/", {"action": "requeue_selected", "index": "0",
+                                                  "_selected_action": [str(e.pk) for e in entries]},
+                       follow=True).content.decode()
+    assert "the admin requeues at most 3 at a time" in page and "manage.py dlq requeue" in page
+    assert set(DeadLetter.objects.values_list("status", flat=True)) == {"OPEN"}
+
+
+def test_breakers_page_forces_and_logs_and_needs_change_permission(client, root, django_user_model):
+    name = f"webhook:admin-{uuid.uuid4().hex[:8]}.test"
+    breakers.breaker_for(name).call(lambda: None)  # a call registers it
+    client.force_login(root)
+    page = client.get("/admin/whatsapp/circuitbreaker/").content.decode()
+    assert name in page and "closed" in page and 'name="op" value="open"' in page
+
+    assert client.post("/admin/whatsapp/circuitbreaker/", {"name": name, "op": "open"}).status_code == 302
+    assert breakers.breaker_for(name).snapshot()["state"] == breakers.OPEN
+    assert "open" in client.get("/admin/whatsapp/circuitbreaker/").content.decode()
+    client.post("/admin/whatsapp/circuitbreaker/", {"name": name, "op": "reset"})
+    assert breakers.breaker_for(name).snapshot()["state"] == breakers.CLOSED
+    assert list(LogEntry.objects.filter(object_id=name).order_by("pk").values_list("change_message", flat=True)) == [
+        "Forced open", "Reset"]
+    unknown = client.post("/admin/whatsapp/circuitbreaker/", {"name": "webhook:nope.test", "op": "open"}, follow=True)
+    assert "No breaker named" in unknown.content.decode()
+    assert name not in client.get("/admin/whatsapp/circuitbreaker/").content.decode(), "reset forgets it"
+    breakers.breaker_for(name).call(lambda: None)
+
+    viewer = django_user_model.objects.create_user("viewer", "v@example.com", "pw", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_circuitbreaker"))
+    client.force_login(viewer)
+    page = client.get("/admin/whatsapp/circuitbreaker/").content.decode()
+    assert name in page and 'name="op"' not in page
+    assert client.post("/admin/whatsapp/circuitbreaker/", {"name": name, "op": "open"}).status_code == 403
+    assert breakers.breaker_for(name).snapshot()["state"] == breakers.CLOSED
