@@ -179,6 +179,8 @@ LOGGING = {
 # worker dies) and closes after BREAKER_CLOSE_AFTER of them succeed.
 import json as _json  # noqa: E402
 
+# Where breaker state lives; REDIS_URL unless given.
+BREAKER_REDIS_URL = env.url("BREAKER_REDIS_URL", REDIS_URL, schemes=("redis", "rediss", "unix"))
 BREAKER_FAILURE_RATE = env.float("BREAKER_FAILURE_RATE", 0.5, minimum=0.01)
 if BREAKER_FAILURE_RATE > 1:
     raise SettingError("BREAKER_FAILURE_RATE", f"must be a fraction <= 1, got {BREAKER_FAILURE_RATE}")

@@ -59,11 +59,11 @@ def _settings(name: str, default: Any) -> Any:
 
 
 def default_link() -> RedisLink:
-    """The process's link to settings.REDIS_URL (redis-py reconnects by itself after a fork)."""
+    """The process's link to settings.BREAKER_REDIS_URL (redis-py reconnects by itself after a fork)."""
     global _link
     with _lock:
         if _link is None:
-            client = make_client(_settings("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            client = make_client(_settings("BREAKER_REDIS_URL", None) or _settings("REDIS_URL", "redis://127.0.0.1:6379/0"),
                                  _settings("BREAKER_REDIS_TIMEOUT_SECONDS", 0.5))
             _link = RedisLink(client, retry_seconds=_settings("BREAKER_REDIS_RETRY_SECONDS", 5.0))
         return _link
