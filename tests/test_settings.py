@@ -38,6 +38,9 @@ def test_good_settings_pass():
     ("DEBUG", "maybe", "DEBUG: must be a boolean"),
     ("INGEST_BATCH_SIZE", "lots", "INGEST_BATCH_SIZE: must be an integer"),
     ("KAFKA_SECURITY_PROTOCOL", "TLS", "KAFKA_SECURITY_PROTOCOL: must be one of"),
+    ("LOG_FORMAT", "xml", "LOG_FORMAT: must be json or text"),
+    ("SENTRY_DSN", "not-a-dsn", "SENTRY_DSN: is not a valid Sentry DSN"),
+    ("INGEST_METRICS_PORT", "70000", "INGEST_METRICS_PORT: must be a TCP port"),
 ])
 def test_bad_setting_fails_with_one_clear_line(name, value, fragment):
     result = run_check(**{name: value})

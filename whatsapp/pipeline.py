@@ -2,24 +2,45 @@
 sweeper start a message's processing, so they all start it the same way."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from config.celery import app
+
+if TYPE_CHECKING:
+    from whatsapp.tracing import RecordTrace
 
 # Fail fast when the broker is down: ingest has its own backoff and must not
 # sit inside kombu's retry loop while its consumer group waits.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 
 
-def hand_off(runs: Iterable[tuple[str, int]]) -> int:
-    """Enqueue the pipeline for each (processing_id, saga_run); raises if the broker is unreachable."""
-    from whatsapp.tasks import pipeline_signature
+def hand_off(runs: Iterable[tuple[str, int]], traces: Mapping[str, RecordTrace] | None = None) -> int:
+    """Enqueue the pipeline for each (processing_id, saga_run); raises if the broker is unreachable.
 
+    Each chain is sent inside its message's trace, so every task joins it: the record's live
+    trace from ingest (`traces`, finished here once sent), else the trace id stored on the
+    inbox row (requeue, the sweeper, a record read again)."""
+    from whatsapp.models import ProcessedMessage
+    from whatsapp.tasks import pipeline_signature
+    from whatsapp.tracing import message_trace
+
+    runs = list(runs)
+    traces = traces or {}
+    missing = [pid for pid, _ in runs if pid not in traces]
+    stored = dict(ProcessedMessage.objects.filter(processing_id__in=missing).values_list("processing_id", "trace_id")) \
+        if missing else {}
     count = 0
     with app.producer_or_acquire() as producer:
         for processing_id, saga_run in runs:
-            pipeline_signature(processing_id, saga_run).apply_async(
-                producer=producer, retry=True, retry_policy=PUBLISH_RETRY_POLICY
-            )
+            live = traces.get(processing_id)
+            context = live.active() if live is not None else message_trace(
+                stored.get(processing_id), name="whatsapp.hand_off", processing_id=processing_id)
+            with context:
+                pipeline_signature(processing_id, saga_run).apply_async(
+                    producer=producer, retry=True, retry_policy=PUBLISH_RETRY_POLICY
+                )
+            if live is not None:
+                live.finish()
             count += 1
     return count
