@@ -5,9 +5,18 @@ import io
 import json
 import logging
 
+import pytest
 import sentry_sdk
 
 from config.logging import ContextFilter, JsonFormatter, TextFormatter, bound, service_name
+
+
+@pytest.fixture(autouse=True)
+def no_current_span():
+    """Each test starts outside any span, whatever ran before it in this process."""
+    with sentry_sdk.new_scope() as scope:
+        scope.span = None
+        yield
 
 
 def capture(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:

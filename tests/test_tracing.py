@@ -114,3 +114,39 @@ def test_one_trace_from_kafka_record_to_reply(bootstrap, topic, business, start_
     assert len(lines) >= len(CHAIN)
     assert {line.get("trace_id") for line in lines} == {UPSTREAM_TRACE}, json.dumps(lines, indent=1)[:3000]
     assert all(line.get("span_id") for line in lines)
+
+
+def test_record_trace_continues_the_upstream_trace():
+    from whatsapp.kafka import Record
+    from whatsapp.tracing import RecordTrace
+
+    def trace(*headers: tuple[str, bytes]) -> RecordTrace:
+        return RecordTrace(Record(topic="t", partition=0, offset=1, value=b"{}", headers=list(headers)))
+
+    sentry = trace(("sentry-trace", f"{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-1".encode()))
+    assert sentry.trace_id == UPSTREAM_TRACE and sentry.transaction.parent_span_id == UPSTREAM_SPAN
+    w3c = trace(("traceparent", f"00-{W3C_TRACE}-b7ad6b7169203331-01".encode()))
+    assert w3c.trace_id == W3C_TRACE and w3c.transaction.parent_span_id == "b7ad6b7169203331"
+    both = trace(("traceparent", f"00-{W3C_TRACE}-b7ad6b7169203331-01".encode()),
+                 ("sentry-trace", f"{UPSTREAM_TRACE}-{UPSTREAM_SPAN}".encode()))
+    assert both.trace_id == UPSTREAM_TRACE
+    for garbage in (("traceparent", b"00-" + b"0" * 32 + b"-b7ad6b7169203331-01"), ("sentry-trace", b"nonsense")):
+        fresh = trace(garbage)
+        assert len(fresh.trace_id) == 32 and fresh.trace_id != "0" * 32 and fresh.transaction.parent_span_id is None
+
+
+def test_requeued_and_redriven_messages_are_sent_in_their_stored_trace(business, redis_client):
+    """hand_off without a live trace (requeue, the sweeper) continues the one on the inbox row:
+    the task message on the broker carries it for the worker to join."""
+    from whatsapp.intake import take_in
+    from whatsapp.kafka import Record
+    from whatsapp.models import ProcessedMessage
+    from whatsapp.pipeline import hand_off
+
+    take_in([Record(topic="t", partition=0, offset=7, value=encode(event("redrive-1")))])
+    row = ProcessedMessage.objects.get(processing_id="redrive-1")
+    assert len(row.trace_id) == 32
+    hand_off([("redrive-1", 1)])
+    messages = [json.loads(m) for m in redis_client.lrange("pipeline", 0, -1)]
+    assert len(messages) == 1
+    assert messages[0]["headers"]["sentry-trace"].startswith(f"{row.trace_id}-")

@@ -13,9 +13,9 @@
 - The sweeper, requeue and a re-read record continue the trace from the id
   stored on the inbox row.
 
-With no SENTRY_DSN nothing is sent anywhere, but transactions and spans still
-exist, so trace and span ids still propagate between processes and into every
-log line (config/logging.py). No customer text or phone number is put on a
+With no SENTRY_DSN nothing is sent anywhere and nothing is sampled, but
+transactions and spans still exist (unsampled), so trace and span ids still
+propagate between processes and into every log line (config/logging.py). No customer text or phone number is put on a
 span or tag, local variables are not attached to errors, and our trace headers
 are not sent to Meta or the sales CRMs (trace_propagation_targets is empty).
 """
@@ -50,10 +50,15 @@ def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str 
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.django import DjangoIntegration
     from sentry_sdk.integrations.logging import LoggingIntegration
+    from sentry_sdk.integrations.redis import RedisIntegration
 
     sentry_sdk.init(
         dsn=dsn or None,
-        traces_sample_rate=traces_sample_rate,
+        # Without a DSN nothing would be sent: sample nothing, so no transaction is recorded
+        # and serialized for nothing. Unsampled transactions and spans still have their ids,
+        # which propagate to every task and log line all the same.
+        traces_sample_rate=traces_sample_rate if dsn else 0.0,
+        traces_sampler=sampler(traces_sample_rate) if dsn else None,
         environment=environment,
         release=release,
         integrations=[
@@ -61,6 +66,10 @@ def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str 
             CeleryIntegration(propagate_traces=True),
             LoggingIntegration(level=logging.INFO, event_level=logging.ERROR),
         ],
+        # Its span for a Redis command that raises is entered and never exited (sentry-sdk
+        # 2.75), leaving a stale current span, and its trace id on later log lines, after any
+        # Redis outage. Redis calls here are the broker's and the breakers', not worth a span.
+        disabled_integrations=[RedisIntegration()],
         # No PII by default (user, cookies, SQL parameters); and no local variables,
         # which hold message payloads.
         include_local_variables=False,
@@ -68,6 +77,23 @@ def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str 
         trace_propagation_targets=[],  # no trace headers to Meta or the businesses' CRMs
     )
     sentry_sdk.get_global_scope().set_tag("service", service)
+
+
+# Probes and scrapes: a transaction each would drown the messages' traces.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def sampler(rate: float):
+    """Sample at `rate`, follow the upstream decision when the trace came with one (so a
+    message's trace is whole or absent), and never sample health checks or scrapes."""
+    def decide(context: dict[str, Any]) -> float:
+        environ = context.get("wsgi_environ") or {}
+        if environ.get("PATH_INFO") in QUIET_PATHS:
+            return 0.0
+        parent = context.get("parent_sampled")
+        return float(parent) if parent is not None else rate
+
+    return decide
 
 
 # --- ingest ----------------------------------------------------------------------------------
