@@ -265,12 +265,13 @@ class ScrapeTimeCollector:
 
         family = GaugeMetricFamily("celery_queue_length", SCRAPE_TIME["celery_queue_length"], labels=["queue"])
         queues = celery_queues()
+        prefix = (getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}).get("global_keyprefix", "")
         client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
         try:
             with client.pipeline(transaction=False) as pipe:
                 for queue in queues:
                     for priority in PRIORITY_STEPS:  # kombu keeps one list per priority step
-                        pipe.llen(f"{queue}{Channel.sep}{priority}" if priority else queue)
+                        pipe.llen(prefix + (f"{queue}{Channel.sep}{priority}" if priority else queue))
                 lengths = pipe.execute()
         finally:
             client.close()
