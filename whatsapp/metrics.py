@@ -28,11 +28,9 @@ reason, stage, queue, partition), never a lead, message or customer.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -101,6 +99,8 @@ SCRAPE_TIME: dict[str, str] = {
     "dlq_open_entries": "Open dead letters, by reason.",
 }
 BREAKER_STATE_VALUE = {"closed": 0, "half-open": 1, "open": 2}
+# The reply to the customer, counted among the actions: whatsapp_action_executed_total{action="REPLY"}.
+REPLY = "REPLY"
 
 # Every metric family this module defines, for the dashboard and alert checks.
 COUNTED = (MESSAGES_RECEIVED, MESSAGES_INVALID, DUPLICATES, DEAD_LETTERS, INTENT_DETECTED, INTENT_CONFIDENCE,
@@ -194,15 +194,6 @@ def lead_state_changed(from_state: str, to_state: str) -> None:
 
 def observe_stage(stage: str, seconds: float) -> None:
     STAGE_DURATION.labels(stage).observe(seconds)
-
-
-@contextlib.contextmanager
-def timed_stage(stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        observe_stage(stage, time.perf_counter() - start)
 
 
 def ingest_batch(seconds: float) -> None:

@@ -41,8 +41,6 @@ CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
 # Added to the HTTP timeouts: how long a SENDING row may legitimately be in flight.
 IN_FLIGHT_MARGIN_SECONDS = 30.0
 WINDOW_CLOSED_REASON = "window_closed"
-# The reply's name in the actions metric (whatsapp_action_executed_total{action="REPLY"}).
-REPLY = "REPLY"
 
 Status = OutboundMessage.Status
 FINAL = frozenset({Status.SENT, Status.SKIPPED_WINDOW_CLOSED, Status.SKIPPED_DISABLED})
@@ -155,7 +153,7 @@ def _claim_and_send(pk: int, business: Business, processing_id: str) -> Outbound
         status=Status.SENT, wamid=result.wamid, http_status=result.http_status, sent_at=sent_at,
         error_code=None, error_title="", fbtrace_id="", updated_at=sent_at,
     ):
-        metrics.action(REPLY, "succeeded")
+        metrics.action(metrics.REPLY, "succeeded")
     row.refresh_from_db()
     log.info("reply for %s sent as %s (attempt %d)", processing_id, result.wamid, row.attempts)
     return row
@@ -208,7 +206,7 @@ def _record_failure(row: OutboundMessage, status: str, exc: cloud_api.CloudApiEr
 
 def _finish(row: OutboundMessage, status: str) -> OutboundMessage:
     if OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(status=status, updated_at=timezone.now()):
-        metrics.action(REPLY, "skipped")
+        metrics.action(metrics.REPLY, "skipped")
     row.refresh_from_db()
     return row
 
@@ -237,7 +235,7 @@ def _skip_window_closed(row: OutboundMessage, business: Business, lead: Lead, no
         Lead.objects.filter(pk=lead.pk).update(needs_review=True, updated_at=timezone.now())
         if OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(
                 status=Status.SKIPPED_WINDOW_CLOSED, updated_at=timezone.now()):
-            metrics.action(REPLY, "skipped")
+            metrics.action(metrics.REPLY, "skipped")
     lead.needs_review = True
     log.info("reply for %s skipped: the 24-hour window is closed; lead flagged for review", row.processing_id)
     row.refresh_from_db()

@@ -351,7 +351,7 @@ def reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> StepOutc
     business = Business.objects.get(business_id=event.business_id)
     lead = Lead.objects.get(business=business, lead_id=event.lead_id)
     try:
-        with tracing.span("whatsapp.reply", "reply to the customer", action="REPLY"):
+        with tracing.span("whatsapp.reply", "reply to the customer", action=metrics.REPLY):
             send_reply(processing_id=processing_id, saga_run=saga_run, business=business, lead=lead,
                        text=message.reply_text, context_message_id=event.message_id)
         return StepOutcome(done=True)
@@ -369,7 +369,7 @@ def reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> StepOutc
         reason = "retries_exhausted" if retryable else "non_retryable"
         log.error("reply for %s failed for good (%s): %s", processing_id, reason, error)
         if fail(processing_id, saga_run, stage="reply", reason=reason, error=error, tb=traceback_module.format_exc()):
-            metrics.action("REPLY", "failed")
+            metrics.action(metrics.REPLY, "failed")
             dead_letter(processing_id, saga_run)
         return StepOutcome(done=False, failed=True)
 

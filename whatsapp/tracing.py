@@ -15,9 +15,10 @@
 
 With no SENTRY_DSN nothing is sent anywhere and nothing is sampled, but
 transactions and spans still exist (unsampled), so trace and span ids still
-propagate between processes and into every log line (config/logging.py). No customer text or phone number is put on a
-span or tag, local variables are not attached to errors, and our trace headers
-are not sent to Meta or the sales CRMs (trace_propagation_targets is empty).
+propagate between processes and into every log line (config/logging.py). No
+customer text or phone number is put on a span or tag, local variables are
+not attached to errors, and our trace headers are not sent to Meta or the
+sales CRMs (trace_propagation_targets is empty).
 """
 from __future__ import annotations
 
@@ -34,8 +35,6 @@ from config.logging import bound
 
 if TYPE_CHECKING:
     from whatsapp.kafka import Record
-
-log = logging.getLogger(__name__)
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _SENTRY_TRACE = re.compile(r"^([0-9a-f]{32})-([0-9a-f]{16})(-[01])?$")
@@ -214,8 +213,3 @@ def note_message(message: Any) -> None:
         return
     bind(lead_id=message.lead_id, intent=message.intent)
     tag_task(intent=message.intent)
-
-
-def current_trace_id() -> str | None:
-    current = sentry_sdk.get_current_span()
-    return current.trace_id if current is not None else None
