@@ -159,15 +159,17 @@ BUSINESS_RATE_BURST = env.int("BUSINESS_RATE_BURST", 100, minimum=1)
 WHATSAPP_PLUGINS = env.list("WHATSAPP_PLUGINS", [])
 
 # --- Logging ----------------------------------------------------------------
+# JSON lines by default (LOG_FORMAT=text to read them locally); each carries the
+# service, trace and span ids and the message's processing_id, lead_id and intent
+# (config/logging.py). SERVICE_NAME defaults to what the command line says.
+from config import logging as _logging  # noqa: E402
+
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"kafka": {"level": "WARNING"}},
-}
+LOG_FORMAT = env.str("LOG_FORMAT", "json").lower()
+if LOG_FORMAT not in {"json", "text"}:
+    raise SettingError("LOG_FORMAT", f"must be json or text, got {LOG_FORMAT!r}")
+SERVICE_NAME = env.str("SERVICE_NAME", _logging.service_name())
+LOGGING = _logging.logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT, service=SERVICE_NAME)
 
 # --- Circuit breakers -------------------------------------------------------
 # One breaker per external service, its state shared through REDIS_URL (see
@@ -246,3 +248,46 @@ WHATSAPP_READ_TIMEOUT = env.float("WHATSAPP_READ_TIMEOUT", 10.0, minimum=0.1)
 # Requeueing many entries (the admin's action, `manage.py dlq requeue`) is paced
 # to this many a second, so requeueing thousands does not flood the pipeline.
 DLQ_REQUEUE_RATE_PER_SECOND = env.float("DLQ_REQUEUE_RATE_PER_SECOND", 10.0, minimum=0.1)
+
+# --- Observability ----------------------------------------------------------
+# Tracing with sentry-sdk (whatsapp/tracing.py). Without SENTRY_DSN nothing is
+# sent, but traces still run, so trace and span ids reach every log line and
+# every task of a message.
+SENTRY_DSN = env.optional("SENTRY_DSN")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", 1.0, minimum=0.0)
+if SENTRY_TRACES_SAMPLE_RATE > 1:
+    raise SettingError("SENTRY_TRACES_SAMPLE_RATE", f"must be a fraction <= 1, got {SENTRY_TRACES_SAMPLE_RATE}")
+SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", "production")
+SENTRY_RELEASE = env.optional("SENTRY_RELEASE")
+
+
+def _init_sentry() -> None:
+    from sentry_sdk.utils import BadDsn
+
+    from whatsapp.tracing import init_sentry
+
+    try:
+        init_sentry(dsn=SENTRY_DSN, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE, environment=SENTRY_ENVIRONMENT,
+                    release=SENTRY_RELEASE, service=SERVICE_NAME)
+    except BadDsn as exc:
+        raise SettingError("SENTRY_DSN", f"is not a valid Sentry DSN ({exc})") from None
+
+
+_init_sentry()
+
+# Prometheus (whatsapp/metrics.py). prometheus_client reads PROMETHEUS_MULTIPROC_DIR
+# from the environment when imported: set it for every process (web, workers,
+# ingest) to add up their counts in the web process's /metrics; unset, each
+# process counts alone. It is created here if missing; empty it when the whole
+# stack starts. Ingest serves its own counts on INGEST_METRICS_PORT (0: off).
+PROMETHEUS_MULTIPROC_DIR = env.optional("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR:
+    try:
+        Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingError("PROMETHEUS_MULTIPROC_DIR", f"cannot be used as a directory ({exc})") from None
+INGEST_METRICS_PORT = env.int("INGEST_METRICS_PORT", 9108, minimum=0)
+if INGEST_METRICS_PORT > 65535:
+    raise SettingError("INGEST_METRICS_PORT", f"must be a TCP port (0-65535), got {INGEST_METRICS_PORT}")
+# /readyz gives each dependency this long to answer.
+READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", 2.0, minimum=0.1)

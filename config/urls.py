@@ -1,13 +1,11 @@
 from django.contrib import admin
-from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-
-def healthz(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"status": "ok"})
-
+from config import health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("healthz", healthz),
+    path("healthz", health.healthz),
+    path("readyz", health.readyz),
+    path("metrics", health.metrics),
 ]

@@ -3,6 +3,7 @@ commands send a message through the pipeline again."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +32,7 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
     from whatsapp.models import ProcessedMessage
     from whatsapp.pipeline import hand_off
 
+    traces: dict = {}
     with transaction.atomic():
         entry = DeadLetter.objects.select_for_update().get(pk=entry_id)
         if entry.status != DeadLetter.Status.OPEN:
@@ -41,16 +43,20 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
                 parse_event(raw)
             except ContractError as exc:
                 raise RequeueRefused(f"the record is still invalid: {exc}") from None
+            headers = headers_from_json(entry.kafka_headers or [])
+            if entry.trace_id and not any(k.lower() in ("sentry-trace", "traceparent") for k, _ in headers):
+                # Carry on the trace the dead letter was written in.
+                headers.append(("sentry-trace", f"{entry.trace_id}-{uuid.uuid4().hex[:16]}".encode()))
             record = Record(
                 topic=entry.kafka_topic, partition=entry.kafka_partition if entry.kafka_partition is not None else -1,
                 offset=entry.kafka_offset if entry.kafka_offset is not None else -entry.pk,
                 value=raw, key=bytes(entry.kafka_key) if entry.kafka_key is not None else None,
-                timestamp=entry.kafka_timestamp, headers=headers_from_json(entry.kafka_headers or []),
+                timestamp=entry.kafka_timestamp, headers=headers,
             )
-            result = take_in([record])
+            result = take_in([record], source="requeue")
             if result.dead_lettered:
                 raise RequeueRefused(f"the record is still refused: {', '.join(result.dead_lettered)}")
-            runs = result.new
+            runs, traces = result.new, result.traces
             saga_run = runs[0][1] if runs else None
         elif entry.stage == "reply":
             # The actions stand; only the reply is sent again, in the same run.
@@ -65,10 +71,13 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
             saga_run = message.saga_run
             runs = []
 
-            def send_again(pid: str = message.processing_id, run: int = saga_run) -> None:
+            def send_again(pid: str = message.processing_id, run: int = saga_run,
+                           trace_id: str = message.trace_id) -> None:
                 from whatsapp.tasks import reply_signature
+                from whatsapp.tracing import message_trace
 
-                reply_signature(pid, run).apply_async()
+                with message_trace(trace_id, name="whatsapp.requeue", processing_id=pid):
+                    reply_signature(pid, run).apply_async()
 
             transaction.on_commit(send_again)
         else:
@@ -89,7 +98,7 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
         entry.save(update_fields=["status", "requeue_count", "requeue_history", "updated_at"])
         # Enqueue only once the new run is committed, so a worker finds it.
         if runs:
-            transaction.on_commit(lambda: hand_off(runs))
+            transaction.on_commit(lambda: hand_off(runs, traces))
     return entry
 
 

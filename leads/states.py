@@ -69,4 +69,7 @@ def advance(lead_pk: int, to_state: str, *, processing_id: str, reason: str) -> 
             processing_id=processing_id,
             detail={"reason": reason},
         )
+        from whatsapp import metrics
+
+        metrics.lead_state_changed(from_state, to_state)
     return True

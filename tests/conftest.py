@@ -49,6 +49,8 @@ def child_env(transactional_db) -> dict[str, str]:
         DATABASE_URL=database_url(),
         PYTHONUNBUFFERED="1",
         LOG_LEVEL="INFO",
+        # Tests run in parallel: no ingest may take the fixed metrics port (a test that reads it sets its own).
+        INGEST_METRICS_PORT="0",
     )
     return env
 

@@ -39,6 +39,9 @@ def test_good_settings_pass():
     ("INGEST_BATCH_SIZE", "lots", "INGEST_BATCH_SIZE: must be an integer"),
     ("KAFKA_SECURITY_PROTOCOL", "TLS", "KAFKA_SECURITY_PROTOCOL: must be one of"),
     ("DLQ_REQUEUE_RATE_PER_SECOND", "0", "DLQ_REQUEUE_RATE_PER_SECOND: must be >= 0.1"),
+    ("LOG_FORMAT", "xml", "LOG_FORMAT: must be json or text"),
+    ("SENTRY_DSN", "not-a-dsn", "SENTRY_DSN: is not a valid Sentry DSN"),
+    ("INGEST_METRICS_PORT", "70000", "INGEST_METRICS_PORT: must be a TCP port"),
 ])
 def test_bad_setting_fails_with_one_clear_line(name, value, fragment):
     result = run_check(**{name: value})

@@ -61,6 +61,7 @@ def prepare_environment() -> list:
 
     os.environ.setdefault("SECRET_KEY", "demo-only-secret-key-never-use-in-production-0123456789")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("INGEST_METRICS_PORT", "0")  # the demo scrapes nothing; leave the port to a real ingest
     urls, started = ensure_services(VAR / "demo-services")
     os.environ["DATABASE_URL"] = _with_path(urls["DATABASE_URL"], f"/{DEMO_DB}")
     os.environ["REDIS_URL"] = os.environ["CELERY_BROKER_URL"] = _with_path(urls["REDIS_URL"], DEMO_REDIS_DB)
@@ -95,6 +96,17 @@ def load_businesses(webhook_base: str) -> None:
     Product.objects.create(business=corner, sku="ES-01", name="espresso beans", price="14.00", stock=30)
 
 
+# What the customers wrote, by intent: realistic enough that a log line leaking one would be noticed.
+DEMO_TEXTS = {
+    "ORDER_REQUEST": "Hi, I'd like 2 sourdough loaves for Friday",
+    "PRICING_INQUIRY": "Hola, cuanto cuestan los croissants?",
+    "AVAILABILITY_INQUIRY": "Do you have baguettes today?",
+    "COMPLAINT": "O pao chegou frio e atrasado",
+    "SCHEDULE_CALL": "Can someone call me Friday afternoon?",
+    "UNKNOWN": "lol ok",
+}
+
+
 def sample_stream() -> list[tuple[bytes | None, bytes]]:
     """Every intent, a few low-confidence ones, duplicates, invalid records,
     and one message whose sales notification the CRM refuses."""
@@ -103,7 +115,7 @@ def sample_stream() -> list[tuple[bytes | None, bytes]]:
             "schema_version": 1, "processing_id": f"demo-{n:03d}", "lead_id": f"lead-{n % 9}",
             "business_id": business, "tenant_id": tenant, "message_id": f"wamid.demo{n:03d}",
             "customer": {"wa_id": f"1555010{n:04d}", "name": "Demo Customer"},
-            "message": {"text": "(demo message)", "received_at": received_at},
+            "message": {"text": f"{DEMO_TEXTS.get(intent, 'Hello?')} (message {n})", "received_at": received_at},
             "intent": intent, "confidence": 0.93, "entities": {}, "ai": {"model": "intent-v3", "processing_ms": 120 + n},
         }
         body.update(extra)

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from whatsapp import metrics
 from whatsapp.intake import IntakeResult, take_in
 from whatsapp.kafka import Record, consumer_config
 from whatsapp.pipeline import hand_off
@@ -109,10 +110,14 @@ class Ingestor:
             if not records:
                 log.warning("ingest: partitions revoked mid-batch; their new owner re-reads them")
                 break
+            started = time.perf_counter()
+            result: IntakeResult | None = None
             try:
                 result = take_in(records)
-                hand_off(result.new)
+                hand_off(result.new, result.traces)
             except Exception as exc:  # Postgres or broker down; keep the batch, commit nothing
+                if result is not None:
+                    result.finish_traces("unavailable")
                 self.stats.outages += 1 if not paused else 0
                 log.warning(
                     "ingest: cannot hand off batch (%s: %s); partitions paused, retrying in %.1fs",
@@ -129,6 +134,7 @@ class Ingestor:
                     return
                 delay = min(delay * 2, settings.INGEST_MAX_BACKOFF_SECONDS) * random.uniform(0.8, 1.2)
                 continue
+            metrics.ingest_batch(time.perf_counter() - started)
             self.stats.result.merge(result)
             self.stats.result.new.clear()
             if settings.INGEST_DEBUG_COMMIT_DELAY_SECONDS:

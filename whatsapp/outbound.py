@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from leads.models import Business, Lead, ReviewFlag
+from whatsapp import metrics
 from whatsapp.actions.base import PermanentActionError, RetryableActionError
 from whatsapp.breakers import breaker_for
 from whatsapp.clients import cloud_api
@@ -148,10 +149,11 @@ def _claim_and_send(pk: int, business: Business, processing_id: str) -> Outbound
         raise
 
     sent_at = timezone.now()
-    OutboundMessage.objects.filter(pk=row.pk).update(
+    if OutboundMessage.objects.filter(pk=row.pk).update(
         status=Status.SENT, wamid=result.wamid, http_status=result.http_status, sent_at=sent_at,
         error_code=None, error_title="", fbtrace_id="", updated_at=sent_at,
-    )
+    ):
+        metrics.action(metrics.REPLY, "succeeded")
     row.refresh_from_db()
     log.info("reply for %s sent as %s (attempt %d)", processing_id, result.wamid, row.attempts)
     return row
@@ -203,7 +205,8 @@ def _record_failure(row: OutboundMessage, status: str, exc: cloud_api.CloudApiEr
 
 
 def _finish(row: OutboundMessage, status: str) -> OutboundMessage:
-    OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(status=status, updated_at=timezone.now())
+    if OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(status=status, updated_at=timezone.now()):
+        metrics.action(metrics.REPLY, "skipped")
     row.refresh_from_db()
     return row
 
@@ -230,8 +233,9 @@ def _skip_window_closed(row: OutboundMessage, business: Business, lead: Lead, no
             },
         )
         Lead.objects.filter(pk=lead.pk).update(needs_review=True, updated_at=timezone.now())
-        OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(
-            status=Status.SKIPPED_WINDOW_CLOSED, updated_at=timezone.now())
+        if OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(
+                status=Status.SKIPPED_WINDOW_CLOSED, updated_at=timezone.now()):
+            metrics.action(metrics.REPLY, "skipped")
     lead.needs_review = True
     log.info("reply for %s skipped: the 24-hour window is closed; lead flagged for review", row.processing_id)
     row.refresh_from_db()

@@ -290,8 +290,8 @@ def replay(selection: Selection, *, force: bool = False, dry_run: bool = False, 
         result.read += len(records)
         if not dry_run:
             # Exactly what ingest does with a batch ...
-            intake = take_in(records)
-            hand_off(intake.new)
+            intake = take_in(records, source="replay")
+            hand_off(intake.new, intake.traces)
             # ... and, when forced, a new run for each finished message.
             runs = start_new_runs({o.processing_id for o in outcomes if o.outcome == "rerun"}, by=by)
             started = {pid for pid, _ in runs}

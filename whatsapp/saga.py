@@ -19,6 +19,7 @@ from leads import states
 from leads.models import Business, Lead, LeadActivity
 from whatsapp import actions as _actions  # noqa: F401  (registers the executors)
 from whatsapp import handlers as _handlers  # noqa: F401  (registers the handlers)
+from whatsapp import metrics, tracing
 from whatsapp.actions.base import ActionContext, RetryableActionError
 from whatsapp.actions.registry import executors
 from whatsapp.breakers import CircuitOpen
@@ -44,6 +45,7 @@ def load_event(message: ProcessedMessage) -> AIResultEvent:
 def active_message(processing_id: str, saga_run: int, *, lock: bool = False) -> ProcessedMessage:
     query = ProcessedMessage.objects.select_for_update() if lock else ProcessedMessage.objects
     message = query.get(processing_id=processing_id)
+    tracing.note_message(message)
     if message.status != ProcessedMessage.Status.PROCESSING or message.saga_run != saga_run:
         raise SagaStopped(f"{processing_id} is {message.status} in run {message.saga_run}, not PROCESSING in run {saga_run}")
     return message
@@ -52,11 +54,15 @@ def active_message(processing_id: str, saga_run: int, *, lock: bool = False) -> 
 # --- 1. dedupe ----------------------------------------------------------------
 def claim(processing_id: str, saga_run: int) -> bool:
     """RECEIVED -> PROCESSING, atomically; False for any other state."""
-    return bool(
+    claimed = bool(
         ProcessedMessage.objects.filter(
             processing_id=processing_id, saga_run=saga_run, status=ProcessedMessage.Status.RECEIVED
         ).update(status=ProcessedMessage.Status.PROCESSING, started_at=timezone.now(), attempts=F("attempts") + 1)
     )
+    if claimed:
+        tracing.note_message(ProcessedMessage.objects.only("processing_id", "lead_id", "intent")
+                             .get(processing_id=processing_id))
+    return claimed
 
 
 # --- 2. intent ----------------------------------------------------------------
@@ -90,13 +96,17 @@ def plan(processing_id: str, saga_run: int) -> list[SagaStep]:
         if message.planned_run == saga_run:
             return existing
         event = load_event(message)
-        business = Business.objects.get(business_id=event.business_id)
-        if event.tenant_id is not None and event.tenant_id != business.tenant_id:
-            raise PermanentStageError(f"tenant_id does not match business {business.business_id}")
+        with tracing.span("whatsapp.tenant", "resolve the business and tenant"):
+            business = Business.objects.get(business_id=event.business_id)
+            if event.tenant_id is not None and event.tenant_id != business.tenant_id:
+                raise PermanentStageError(f"tenant_id does not match business {business.business_id}")
         lead = upsert_lead(event, business)
         context = MessageContext(event=event, business=business, lead=lead,
                                  catalog={p.sku: p for p in business.products.all()})
-        decision = plan_for(context)
+        with tracing.span("whatsapp.handler", "choose the handler and plan the actions") as handler_span:
+            decision = plan_for(context)
+            handler_span.set_data("handler", decision.handler)
+            handler_span.set_data("actions", [a.name for a in decision.actions])
         steps = SagaStep.objects.bulk_create([
             SagaStep(message=message, saga_run=saga_run, order=index, action=action.name, params=action.params)
             for index, action in enumerate(decision.actions, start=1)
@@ -115,6 +125,9 @@ def plan(processing_id: str, saga_run: int) -> list[SagaStep]:
         )
         if decision.lead_state:
             states.advance(lead.pk, decision.lead_state, processing_id=processing_id, reason=decision.handler)
+        metrics.planned(event.intent.value, event.confidence, event.ai.processing_ms if event.ai else None)
+        log.info("intent: %s planned %s with handler %s", event.intent.value,
+                 ", ".join(a.name for a in decision.actions) or "no action", decision.handler)
         return steps
 
 
@@ -161,9 +174,10 @@ def run_step(processing_id: str, saga_run: int, order: int, *, jitter: float = 1
     if step.status != SagaStep.Status.PENDING:
         raise SagaStopped(f"step {order} of {processing_id} is {step.status}")
     executor = executors.get(step.action)
+    tracing.tag_task(action=step.action)
     attempt = _note_attempt(step.pk)
     try:
-        with transaction.atomic():
+        with transaction.atomic(), tracing.span("whatsapp.action", step.action, action=step.action):
             locked = SagaStep.objects.select_for_update().get(pk=step.pk)
             if locked.status == SagaStep.Status.SUCCEEDED:
                 return StepOutcome(done=True)
@@ -172,6 +186,8 @@ def run_step(processing_id: str, saga_run: int, order: int, *, jitter: float = 1
             locked.result = result
             locked.error = ""
             locked.save(update_fields=["status", "result", "error", "updated_at"])
+            metrics.action(step.action, "succeeded")
+        log.info("action %s of %s succeeded (attempt %d)", step.action, processing_id, attempt)
         return StepOutcome(done=True)
     except CircuitOpen as refused:
         # The service was not called: give the attempt back and wait out the open time.
@@ -228,6 +244,7 @@ def fail(processing_id: str, saga_run: int, *, stage: str, reason: str, error: s
             return False
         if failed_step is not None:
             SagaStep.objects.filter(pk=failed_step).update(status=SagaStep.Status.FAILED, updated_at=timezone.now())
+            metrics.action(stage, "failed")
         message.failed_stage = stage
         message.failure_reason = reason
         message.last_error = error
@@ -246,7 +263,7 @@ def compensate_steps(processing_id: str, saga_run: int) -> bool:
     for step in steps.order_by("-order"):
         executor = executors.get(step.action)
         try:
-            with transaction.atomic():
+            with transaction.atomic(), tracing.span("whatsapp.compensate", step.action, action=step.action):
                 locked = SagaStep.objects.select_for_update().get(pk=step.pk)
                 if locked.status != SagaStep.Status.SUCCEEDED:
                     continue
@@ -254,6 +271,7 @@ def compensate_steps(processing_id: str, saga_run: int) -> bool:
                 locked.status = SagaStep.Status.COMPENSATED
                 locked.compensation_attempts += 1
                 locked.save(update_fields=["status", "compensation_attempts", "updated_at"])
+                metrics.compensation(step.action, "compensated")
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:4000]
             with transaction.atomic():
@@ -265,6 +283,7 @@ def compensate_steps(processing_id: str, saga_run: int) -> bool:
                     pending_retry = True
                 else:
                     locked.status = SagaStep.Status.COMPENSATION_FAILED
+                    metrics.compensation(step.action, "failed")
                 locked.save(update_fields=["status", "compensation_attempts", "compensation_error", "updated_at"])
             log.error("compensating %s of %s failed: %s", step.action, processing_id, error)
             if pending_retry:
@@ -312,6 +331,7 @@ def dead_letter(processing_id: str, saga_run: int) -> DeadLetter | None:
         message.status = ProcessedMessage.Status.FAILED
         message.finished_at = timezone.now()
         message.save(update_fields=["status", "finished_at", "updated_at"])
+        metrics.dead_lettered(entry.stage, entry.reason)
         return entry
 
 
@@ -331,8 +351,9 @@ def reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> StepOutc
     business = Business.objects.get(business_id=event.business_id)
     lead = Lead.objects.get(business=business, lead_id=event.lead_id)
     try:
-        send_reply(processing_id=processing_id, saga_run=saga_run, business=business, lead=lead,
-                   text=message.reply_text, context_message_id=event.message_id)
+        with tracing.span("whatsapp.reply", "reply to the customer", action=metrics.REPLY):
+            send_reply(processing_id=processing_id, saga_run=saga_run, business=business, lead=lead,
+                       text=message.reply_text, context_message_id=event.message_id)
         return StepOutcome(done=True)
     except CircuitOpen as refused:
         return StepOutcome(done=False, retry_in=refused.countdown())
@@ -348,6 +369,7 @@ def reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> StepOutc
         reason = "retries_exhausted" if retryable else "non_retryable"
         log.error("reply for %s failed for good (%s): %s", processing_id, reason, error)
         if fail(processing_id, saga_run, stage="reply", reason=reason, error=error, tb=traceback_module.format_exc()):
+            metrics.action(metrics.REPLY, "failed")
             dead_letter(processing_id, saga_run)
         return StepOutcome(done=False, failed=True)
 
@@ -367,6 +389,7 @@ def finish(processing_id: str, saga_run: int) -> bool:
         message.status = ProcessedMessage.Status.PROCESSED
         message.finished_at = timezone.now()
         message.save(update_fields=["status", "finished_at", "updated_at"])
+        metrics.processed(message.intent, message.kafka_timestamp or message.received_at)
         lead = Lead.objects.filter(business__business_id=message.business_id, lead_id=message.lead_id).first()
         if lead is not None:
             LeadActivity.objects.create(
@@ -374,4 +397,8 @@ def finish(processing_id: str, saga_run: int) -> bool:
                 detail={"saga_run": saga_run, "handler": message.handler, "actions": [s.action for s in steps],
                         "reply": bool(message.reply_text)},
             )
+    since = message.kafka_timestamp or message.received_at
+    elapsed = (message.finished_at - since).total_seconds() if since else None
+    log.info("finish: processed (%s)", message.intent,
+             extra={"duration_ms": round(elapsed * 1000, 1) if elapsed is not None else None})
     return True

@@ -36,14 +36,18 @@ def redrive(message: ProcessedMessage) -> str:
     """Start the message again from the point its saga rows show."""
     from whatsapp.pipeline import hand_off
     from whatsapp.tasks import resume_signature, start_compensation
+    from whatsapp.tracing import message_trace
 
     if message.status == ProcessedMessage.Status.RECEIVED:
         hand_off([(message.processing_id, message.saga_run)])
         return "restarted"
-    if message.failed_stage:
-        start_compensation(message.processing_id, message.saga_run)
-        return "compensating"
-    resume_signature(message.processing_id, message.saga_run, planned=message.planned_run == message.saga_run).apply_async()
+    # The re-driven tasks join the message's own trace, not the sweeper's.
+    with message_trace(message.trace_id, name="whatsapp.redrive", processing_id=message.processing_id):
+        if message.failed_stage:
+            start_compensation(message.processing_id, message.saga_run)
+            return "compensating"
+        resume_signature(message.processing_id, message.saga_run,
+                         planned=message.planned_run == message.saga_run).apply_async()
     return "resumed"
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 
 from celery import chain, shared_task
 from celery.exceptions import Ignore
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 from django.db import InterfaceError, OperationalError
 
-from whatsapp import saga
+from config import logging as log_context
+from whatsapp import metrics, saga, tracing
 from whatsapp.fairness import NORMAL_LANE
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,9 @@ def lane_of(task) -> int:
 def dedupe(self, processing_id: str, saga_run: int) -> None:
     """Claim the inbox row. Any state but RECEIVED stops the chain quietly:
     a duplicate delivery, or a copy Redis redelivered, does nothing."""
-    if not saga.claim(processing_id, saga_run):
+    with tracing.span("whatsapp.dedupe", "claim the inbox row"):
+        claimed = saga.claim(processing_id, saga_run)
+    if not claimed:
         log.info("dedupe: %s run %s already claimed; stopping this copy", processing_id, saga_run)
         raise Ignore()
 
@@ -163,7 +168,40 @@ def compensate(self, processing_id: str, saga_run: int) -> None:
 @shared_task(name="whatsapp.finish", bind=True, **DB_RETRY)
 def finish(self, processing_id: str, saga_run: int) -> None:
     try:
-        saga.finish(processing_id, saga_run)
+        with tracing.span("whatsapp.finish", "mark the message processed"):
+            saga.finish(processing_id, saga_run)
     except saga.SagaStopped as stopped:
         log.info("finish: %s", stopped)
         raise Ignore()
+
+
+# --- every task: its log context, Sentry tags and stage timing ---------------------------------
+_running: dict[str, tuple[float, object | None]] = {}
+
+
+@task_prerun.connect
+def _task_started(task_id: str | None = None, task=None, args=None, **_) -> None:
+    """A pipeline task's first two arguments are (processing_id, saga_run): bind them to its
+    log lines and tag its transaction with them (Celery runs this inside the task's trace)."""
+    token = None
+    if task is not None and task.name.startswith("whatsapp.") and args and len(args) >= 2 and isinstance(args[0], str):
+        token = log_context.bind(processing_id=args[0], saga_run=args[1])
+        tracing.tag_task(processing_id=args[0])
+    if task_id is not None:
+        _running[task_id] = (time.perf_counter(), token)
+
+
+@task_postrun.connect
+def _task_ended(task_id: str | None = None, task=None, **_) -> None:
+    started, token = _running.pop(task_id, (None, None)) if task_id is not None else (None, None)
+    if started is not None and task is not None and task.name.startswith("whatsapp."):
+        metrics.observe_stage(task.name.removeprefix("whatsapp."), time.perf_counter() - started)
+    if token is not None:
+        log_context.unbind(token)
+
+
+@worker_process_shutdown.connect
+def _worker_process_ended(pid: int | None = None, **_) -> None:
+    import os
+
+    metrics.mark_process_dead(pid or os.getpid())

@@ -1,5 +1,9 @@
+import os
+
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from whatsapp import metrics
 from whatsapp.ingest import Ingestor
 
 
@@ -7,7 +11,8 @@ class Command(BaseCommand):
     help = (
         "Consume AI-result events from Kafka into the inbox and hand them to the pipeline. "
         "Offsets are committed only after a batch is stored and enqueued. "
-        "SIGTERM/SIGINT finish the batch in hand, commit and exit."
+        "SIGTERM/SIGINT finish the batch in hand, commit and exit. "
+        "Serves its own Prometheus metrics on INGEST_METRICS_PORT (default 9108, 0 turns it off)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -33,5 +38,11 @@ class Command(BaseCommand):
             idle_exit=options["idle_exit"],
         )
         ingestor.install_signal_handlers()
-        stats = ingestor.run()
+        server = metrics.serve_ingest(settings.INGEST_METRICS_PORT)
+        try:
+            stats = ingestor.run()
+        finally:
+            if server is not None:
+                server.shutdown()
+            metrics.mark_process_dead(os.getpid())
         self.stdout.write(f"ingest: {stats.summary()}")
