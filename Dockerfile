@@ -24,4 +24,4 @@ RUN SECRET_KEY=collectstatic-only-build-key-not-used-at-run-time python manage.p
 
 USER app
 EXPOSE 8000 5555 9108
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--no-control-socket"]
+CMD ["gunicorn", "-c", "config/gunicorn.py", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--no-control-socket"]

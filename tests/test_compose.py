@@ -75,10 +75,16 @@ def command_problems(argv: list[str]) -> list[str]:
                 problems.append("worker sends no task events, so Flower shows no tasks")
         return problems
     if program == "gunicorn":
+        problems = []
+        if "-c" in argv:
+            config = argv[argv.index("-c") + 1]
+            if not (ROOT / config).is_file():
+                problems.append(f"{config}: no such gunicorn config")
+            argv = argv[:argv.index("-c")] + argv[argv.index("-c") + 2:]
         module, _, attr = argv[1].partition(":")
         if not hasattr(importlib.import_module(module), attr or "application"):
-            return [f"{argv[1]}: no such WSGI application"]
-        return []
+            problems.append(f"{argv[1]}: no such WSGI application")
+        return problems
     return [f"{argv}: unknown program"]
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -43,6 +44,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -52,6 +54,18 @@ log = logging.getLogger(__name__)
 disable_created_metrics()
 
 MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def process_identifier() -> str:
+    """Names this process's files in the multiprocess directory. The host name
+    goes in with the pid so that containers sharing one directory (a volume, as
+    in docker-compose.yml), each with its own pid 1, never write the same file."""
+    return f"{socket.gethostname().replace('_', '-')}-{os.getpid()}"
+
+
+if MULTIPROCESS_DIR:
+    # Before any metric exists: each takes its storage from ValueClass when created.
+    values.ValueClass = values.MultiProcessValue(process_identifier)
 
 # --- counted where it happens --------------------------------------------------------------
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -215,9 +229,10 @@ _listen_to_breakers()
 
 
 def mark_process_dead(pid: int) -> None:
-    """A process of the multiprocess group ended (a Celery child, ingest): drop its live gauges."""
+    """A process of this host's multiprocess group ended (a Celery child, ingest, a
+    gunicorn worker): drop its live gauges."""
     if MULTIPROCESS_DIR:
-        multiprocess.mark_process_dead(pid, MULTIPROCESS_DIR)
+        multiprocess.mark_process_dead(f"{socket.gethostname().replace('_', '-')}-{pid}", MULTIPROCESS_DIR)
 
 
 # --- scrape time ---------------------------------------------------------------------------------

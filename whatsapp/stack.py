@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -65,6 +66,12 @@ def configure_environment(urls: dict[str, str], data_dir: Path) -> None:
     os.environ.setdefault("STATIC_ROOT", str(data_dir / "static"))
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     os.environ["STACK_DIR"] = str(data_dir)  # the Procfile keeps beat's schedule and Flower's state there
+    # Every process counts into one directory and web's /metrics adds them up;
+    # emptied at each start, as prometheus_client asks, since the pids are new.
+    metrics_dir = data_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     os.environ["PYTHONUNBUFFERED"] = "1"
     # The Procfile's commands (python, celery, gunicorn) are this interpreter's.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

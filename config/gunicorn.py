@@ -1,0 +1,10 @@
+"""gunicorn settings for the web process (`gunicorn -c config/gunicorn.py config.wsgi`).
+
+Only what the command line cannot say: a worker that exits must be marked dead
+in Prometheus's multiprocess directory, or its live gauges linger."""
+
+
+def child_exit(server, worker) -> None:
+    from whatsapp.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
