@@ -28,6 +28,24 @@ def database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+# The longest tests, in the order they should start: under pytest-xdist
+# (`make test` runs with --maxschedchunk 1) each worker takes the next test as
+# it frees up, so starting with the longest keeps one worker from being left
+# with them all at the end.
+LONGEST_FIRST = ["test_pipeline_volume", "test_faults", "test_ingest", "test_pipeline", "test_metrics",
+                 "test_pipeline_breakers", "test_fairness", "test_demo"]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    def weight(item) -> tuple[int, int]:
+        if item.get_closest_marker("slow") is None:
+            return (1, 0)
+        module = item.module.__name__.rpartition(".")[2]
+        return (0, LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST))
+
+    items.sort(key=weight)  # stable: the rest keep their order
+
+
 @pytest.fixture(autouse=True)
 def fresh_breakers():
     """Every test starts with every circuit breaker closed: the local HTTP

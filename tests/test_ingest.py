@@ -71,6 +71,7 @@ def test_every_record_ends_as_inbox_row_duplicate_or_dead_letter(business, topic
     assert kafka.committed_offsets(bootstrap, topic, "ingest-accounting") == kafka.end_offsets(bootstrap, topic)
 
 
+@pytest.mark.slow
 def test_sigkill_after_handoff_before_commit_loses_and_doubles_nothing(
     business, topic, bootstrap, start_ingest, start_worker, redis_client
 ):

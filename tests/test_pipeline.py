@@ -151,6 +151,7 @@ def test_retryable_failure_that_clears_succeeds_on_third_attempt(pipeline, busin
     assert len(httpserver.log) == 3 and len(keys) == 1
 
 
+@pytest.mark.slow
 def test_retryable_failure_that_never_clears_is_dead_lettered_after_4_attempts(pipeline, business, httpserver):
     httpserver.expect_request("/sales", method="POST").respond_with_data("unavailable", status=503)
     business.sales_webhook_url = httpserver.url_for("/sales")
@@ -172,6 +173,7 @@ def test_retryable_failure_that_never_clears_is_dead_lettered_after_4_attempts(p
     assert Product.objects.get(sku="SD-01").stock == 500
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_action_is_redelivered_and_acts_once(bootstrap, topic, start_ingest, start_worker, business,
                                                                 httpserver):
     import threading
@@ -208,6 +210,7 @@ def test_worker_killed_mid_action_is_redelivered_and_acts_once(bootstrap, topic,
     assert Product.objects.get(sku="SD-01").stock == 498
 
 
+@pytest.mark.slow
 def test_failing_compensation_is_retried_then_recorded(bootstrap, topic, start_ingest, start_worker, business, httpserver):
     """NOTIFY_SALES succeeds, the next step fails for good, and the CRM then
     refuses the retraction with 503 every time: the retraction is tried

@@ -36,6 +36,7 @@ def test_open_breaker_delays_the_action_without_spending_an_attempt(pipeline, bu
     assert Order.objects.filter(processing_id="order-breaker", status="CREATED").count() == 1
 
 
+@pytest.mark.slow
 def test_four_worker_processes_share_one_breaker_through_a_redis_outage(
         bootstrap, topic, start_ingest, start_worker, business, httpserver, tmp_path):
     """Four Celery worker processes notify a failing CRM: the breaker opens
