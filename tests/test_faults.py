@@ -105,7 +105,7 @@ def test_worker_sigkilled_twice_mid_run(bootstrap, topic, start_ingest, start_wo
     start_ingest(topic)
     for victim, replacement in ((first, "c"), (second, "d")):
         target = ProcessedMessage.objects.filter(status="PROCESSED").count() + N // 4
-        wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() >= target, timeout=120,
+        wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() >= target, timeout=300,
                    message=f"{target} processed before killing a worker")
         victim.kill(signal.SIGKILL)
         victim.wait(10)
@@ -121,7 +121,7 @@ def test_redis_restarted_empty_mid_run(bootstrap, topic, start_ingest, start_wor
     produce_mix(bootstrap, topic)
     workers = [start_worker(name="a", env=env)]
     start_ingest(topic, env=env)
-    wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() >= N // 3, timeout=120,
+    wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() >= N // 3, timeout=300,
                message="a third processed")
     import redis as redis_lib
 
@@ -153,7 +153,7 @@ def test_postgres_restarted_mid_run(bootstrap, topic, start_ingest, start_worker
     start_worker(name="a")
     start_worker(name="b")
     ingest = start_ingest(topic)
-    wait_until(lambda: processed() >= N // 3, timeout=120, message="a third processed")
+    wait_until(lambda: processed() >= N // 3, timeout=300, message="a third processed")
     killed = restart_database(connection.settings_dict, down_seconds=10)
     connection.close()  # ours was terminated with the rest
     assert killed >= 3  # ingest and both workers were connected
@@ -176,14 +176,14 @@ def test_kafka_broker_restarted_mid_run(topic, start_ingest, start_worker, roomy
     start_worker(name="b")
     ingest = start_ingest(topic, env=env)
     try:
-        wait_until(lambda: ProcessedMessage.objects.count() == half, timeout=120, message="the first half taken in")
+        wait_until(lambda: ProcessedMessage.objects.count() == half, timeout=300, message="the first half taken in")
         assert processed() < half  # the restart comes while they are in flight
         broker.stop()
         time.sleep(3)
         broker = start_kafka(tmp_path / "kafka", port=port)
         kafka.create_topic(bootstrap, partitions=3, name=topic)
         produce_mix(bootstrap, topic, first=half, count=N - half)
-        wait_until(lambda: ProcessedMessage.objects.count() == N, timeout=180, interval=1,
+        wait_until(lambda: ProcessedMessage.objects.count() == N, timeout=300, interval=1,
                    message="the second half taken in after the restart")
         settle_with_sweeper(child_env, stuck_after=60)
         assert ingest.alive(), ingest.output()[-3000:]
