@@ -21,8 +21,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def queued(redis_client) -> int:
-    """Tasks waiting in the pipeline queue, on either lane (kombu keeps a
-    Redis list per priority: "pipeline" and "pipeline\x06\x169")."""
+    """Tasks waiting in the pipeline queue, on any priority (kombu keeps a
+    Redis list per priority step: "pipeline", "pipeline\x06\x163", ...)."""
     return sum(redis_client.llen(key) for key in redis_client.keys("pipeline*"))
 
 
@@ -69,6 +69,17 @@ def test_every_record_ends_as_inbox_row_duplicate_or_dead_letter(business, topic
     # Each new row was handed to the pipeline once; the group committed everything.
     assert queued(redis_client) == 1000
     assert kafka.committed_offsets(bootstrap, topic, "ingest-accounting") == kafka.end_offsets(bootstrap, topic)
+
+
+def test_idle_exit_waits_for_nothing_to_read_not_for_a_slow_batch(business, topic, bootstrap, start_ingest):
+    """A batch that takes longer than --idle-exit (a busy database, say) is not
+    idleness: ingest reads on until the topic is drained."""
+    kafka.produce(bootstrap, topic, valid_records(60))
+    proc = start_ingest(topic, "--idle-exit", "2", "--batch-size", "20",
+                        env={"INGEST_DEBUG_COMMIT_DELAY_SECONDS": "3"})
+    assert proc.wait(120) == 0, proc.output()[-3000:]
+    assert ProcessedMessage.objects.count() == 60
+    assert "60 new" in proc.output()
 
 
 @pytest.mark.slow

