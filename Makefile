@@ -29,7 +29,7 @@ up: $(STAMP)
 TEST_WORKERS ?= 3
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 --durations=20 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

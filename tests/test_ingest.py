@@ -109,7 +109,7 @@ def test_sigkill_after_handoff_before_commit_loses_and_doubles_nothing(
     # The re-read rows were enqueued again; a real worker runs each message once.
     Product.objects.filter(sku="SD-01").update(stock=10_000)
     start_worker()
-    wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() == 300, timeout=120,
+    wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() == 300, timeout=300,
                message="all messages processed")
     assert ProcessedMessage.objects.exclude(attempts=1).count() == 0
     assert Order.objects.count() == 300

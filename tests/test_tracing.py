@@ -147,6 +147,6 @@ def test_requeued_and_redriven_messages_are_sent_in_their_stored_trace(business,
     row = ProcessedMessage.objects.get(processing_id="redrive-1")
     assert len(row.trace_id) == 32
     hand_off([("redrive-1", 1)])
-    messages = [json.loads(m) for m in redis_client.lrange("pipeline", 0, -1)]
+    messages = [json.loads(m) for key in redis_client.keys("pipeline*") for m in redis_client.lrange(key, 0, -1)]
     assert len(messages) == 1
     assert messages[0]["headers"]["sentry-trace"].startswith(f"{row.trace_id}-")
