@@ -22,7 +22,7 @@ from werkzeug import Response
 
 from config.localservices import start_kafka, start_redis
 from dlq.models import DeadLetter
-from leads.models import Order, Product, SupportTicket
+from leads.models import Order, Product, SalesNotification, SupportTicket
 from tests.support import kafka
 from tests.support.database import OwnPostgres, use_own_postgres
 from tests.support.events import encode, event
@@ -79,7 +79,15 @@ def settle_with_sweeper(env: dict, stuck_after: float, timeout: float = 400, sup
             swept = time.monotonic()
         time.sleep(1)
     counts = dict(ProcessedMessage.objects.values_list("status").annotate(n=Count("id")))
-    raise AssertionError(f"not settled after {timeout}s: {counts}")
+    left = list(ProcessedMessage.objects.filter(status__in=["RECEIVED", "PROCESSING"])
+                .values_list("processing_id", "status", "updated_at")[:5])
+    with connection.cursor() as cursor:  # who holds or waits on what, for the next reader of this failure
+        cursor.execute("SELECT pid, state, wait_event_type, wait_event, now() - xact_start, left(query, 120) "
+                       "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                       "AND state <> 'idle'")
+        activity = cursor.fetchall()
+    raise AssertionError(f"not settled after {timeout}s: {counts}; left: {left}; "
+                         f"last sweep: {sweep(env, stuck_after)}; busy connections: {activity}")
 
 
 def assert_nothing_lost_or_doubled(env: dict, failed_stages: set[str] = frozenset()) -> None:
@@ -96,6 +104,8 @@ def assert_nothing_lost_or_doubled(env: dict, failed_stages: set[str] = frozense
     assert not Order.objects.values("processing_id").annotate(n=Count("id")).filter(n__gt=1).exists()
     assert not SupportTicket.objects.values("processing_id").annotate(n=Count("id")).filter(n__gt=1).exists()
     assert SupportTicket.objects.filter(status="OPEN").count() == acted.filter(intent="COMPLAINT").count()
+    # Every plan has at most one sales notification.
+    assert not SalesNotification.objects.values("processing_id").annotate(n=Count("id")).filter(n__gt=1).exists()
     assert sweep(env, stuck_after=0)["stuck"] == 0
 
 
