@@ -155,7 +155,7 @@ def test_redis_restarted_empty_mid_run(bootstrap, topic, start_ingest, start_wor
             workers.append(start_worker(name=f"r{len(workers)}", env=env))
 
     try:
-        settle_with_sweeper(env_all, stuck_after=10, supervise=supervise)
+        settle_with_sweeper(env_all, stuck_after=30, timeout=600, supervise=supervise)
         assert_nothing_lost_or_doubled(env_all)
         # One reply row per message, none sent: the test business has no phone number.
         assert OutboundMessage.objects.count() == N
