@@ -9,9 +9,10 @@ from datetime import datetime, time, timezone
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils.dateparse import parse_date, parse_datetime
 
+from config.commands import CommandWithExamples
 from dlq.models import DeadLetter, EntryNotOpen
 from dlq.requeue import requeue_many
 
@@ -68,18 +69,14 @@ def positive(kind: type) -> Any:
     return parse
 
 
-class Command(BaseCommand):
+class Command(CommandWithExamples):
     help = (
         "Review and act on dead letters, like the admin's DLQ pages: list and show entries, requeue them "
         "(by id, by filter, or every open one; paced at DLQ_REQUEUE_RATE_PER_SECOND), resolve or discard them "
         "with a note, and purge old closed ones. Run `manage.py dlq <action> --help` for each action's options."
     )
 
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.epilog = EPILOG
-        parser.formatter_class = argparse.RawDescriptionHelpFormatter
-        return parser
+    epilog = EPILOG
 
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")

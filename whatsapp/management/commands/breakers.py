@@ -1,14 +1,14 @@
 """`manage.py breakers`: see and steer the circuit breakers shared through Redis."""
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from datetime import datetime, timezone
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from config.commands import CommandWithExamples
 from whatsapp import breakers
 
 USAGE = 2
@@ -31,17 +31,13 @@ examples:
 """
 
 
-class Command(BaseCommand):
+class Command(CommandWithExamples):
     help = (
         "Show the circuit breakers (webhook:<host>, whatsapp:<phone_number_id>) with their state, or force "
         "one open, closed, or back to a clean state. The state lives in Redis, so this acts on every worker."
     )
 
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.epilog = EPILOG
-        parser.formatter_class = argparse.RawDescriptionHelpFormatter
-        return parser
+    epilog = EPILOG
 
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -1,20 +1,16 @@
-import argparse
 import json
 import sys
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser, DjangoHelpFormatter
+from django.core.management.base import CommandError, CommandParser
 
+from config.commands import CommandWithExamples
 from whatsapp.replay import OUTCOMES, ReplayError, Selection, parse_when, replay
 
 REFUSED = 2
 
 
-class HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Django's option order, with the description's line breaks kept."""
-
-
-class Command(BaseCommand):
+class Command(CommandWithExamples):
     help = (
         "Read records from Kafka again and feed them through the normal ingest path (validate, inbox, pipeline).\n"
         "Select them by offsets (--partition with --from-offset/--to-offset) or by time (--since/--until), or both.\n"
@@ -25,14 +21,10 @@ class Command(BaseCommand):
         "Exit codes: 0 done (or nothing in range); 1 Kafka or the database failed; 2 bad arguments or --force refused."
     )
 
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs) -> CommandParser:
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.formatter_class = HelpFormatter
-        parser.epilog = ("examples:\n"
-                         "  manage.py replay --since 2h --dry-run\n"
-                         "  manage.py replay --partition 0 --from-offset 1200 --to-offset 1299\n"
-                         "  manage.py replay --since 2026-11-24T10:00Z --until 2026-11-24T11:00Z --force --yes")
-        return parser
+    epilog = ("examples:\n"
+              "  manage.py replay --since 2h --dry-run\n"
+              "  manage.py replay --partition 0 --from-offset 1200 --to-offset 1299\n"
+              "  manage.py replay --since 2026-11-24T10:00Z --until 2026-11-24T11:00Z --force --yes")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--topic", help="Topic to read (default: KAFKA_RESULT_TOPIC).")
