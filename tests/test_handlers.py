@@ -13,7 +13,7 @@ from whatsapp.contract import Intent, parse_event
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import FALLBACK, handlers, plan, select
-from tests.support.events import encode, event
+from tests.support.events import encode, event, now_iso
 
 pytestmark = pytest.mark.django_db
 
@@ -46,7 +46,7 @@ def make_context(business) -> Callable[..., MessageContext]:
         if language is not None:
             entities["language"] = language
         body = event("proc-test", intent=intent, confidence=confidence, entities=entities,
-                     message={"text": CUSTOMER_TEXT, "received_at": "2026-11-24T10:30:00+00:00"}, **overrides)
+                     message={"text": CUSTOMER_TEXT, "received_at": now_iso()}, **overrides)
         business.refresh_from_db()
         catalog = {product.sku: product for product in business.products.all()}
         return MessageContext(event=parse_event(encode(body)), business=business, lead=lead, catalog=catalog)

@@ -21,7 +21,7 @@ import requests
 from confluent_kafka import Producer
 from django.db.models import Count
 
-from tests.support.events import event
+from tests.support.events import event, later_iso
 from tests.support.observability import Scrape, free_port, json_lines
 from tests.support.processes import ManagedProcess, wait_until
 
@@ -42,7 +42,7 @@ def more_records(count: int) -> list[tuple[bytes | None, bytes]]:
                ("PRICING_INQUIRY", {"products": [{"sku": "CR-02", "name": "croissant"}]}),
                ("AVAILABILITY_INQUIRY", {"products": [{"sku": "BG-03", "name": "baguette"}]}),
                ("COMPLAINT", {"severity": "high"}),
-               ("SCHEDULE_CALL", {"preferred_time": "2026-11-27T15:00:00+00:00"}),
+               ("SCHEDULE_CALL", {"preferred_time": later_iso()}),
                ("UNKNOWN", {})]
 
     def ev(n: int, intent: str, entities: dict, **overrides) -> dict:

@@ -13,13 +13,13 @@ from werkzeug import Response
 from dlq.models import DeadLetter
 from dlq.requeue import requeue
 from leads.models import CallbackRequest, Lead, LeadActivity, Order, Product, ReviewFlag, SalesNotification, SupportTicket
-from tests.support.events import event
+from tests.support.events import event, later_iso
 from tests.support.processes import wait_until
 from whatsapp.models import ProcessedMessage, SagaStep
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-WHEN = "2026-11-27T15:00:00+01:00"
+WHEN = later_iso()
 
 
 def steps_of(pid: str, run: int = 1) -> list[tuple[str, str]]:
@@ -46,7 +46,7 @@ CASES = [
     ("complaint-high", dict(intent="COMPLAINT", entities={"severity": "high", "language": "pt-BR"}),
      ["CREATE_SUPPORT_TICKET", "FLAG_FOR_REVIEW", "NOTIFY_SALES"], "urgente", "NEW"),
     ("call-ok", dict(intent="SCHEDULE_CALL", confidence=0.7, entities={"preferred_time": WHEN}),
-     ["SCHEDULE_CALL", "NOTIFY_SALES"], "2026-11-27", "QUALIFIED"),
+     ["SCHEDULE_CALL", "NOTIFY_SALES"], WHEN[:10], "QUALIFIED"),
     ("call-noent", dict(intent="SCHEDULE_CALL", entities={}), ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
     ("call-low", dict(intent="SCHEDULE_CALL", confidence=0.5, entities={"preferred_time": WHEN}),
      ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),

@@ -14,7 +14,7 @@ from werkzeug import Response
 from dlq.models import DeadLetter
 from leads.models import Business, Order, Product, SalesNotification, SupportTicket
 from tests.support import kafka
-from tests.support.events import encode, event, invalid_values
+from tests.support.events import encode, event, invalid_values, later_iso
 from whatsapp.models import DuplicateDelivery, ProcessedMessage
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -24,7 +24,7 @@ MIX = [
     dict(intent="PRICING_INQUIRY"),
     dict(intent="AVAILABILITY_INQUIRY"),
     dict(intent="COMPLAINT", entities={"severity": "medium"}),
-    dict(intent="SCHEDULE_CALL", entities={"preferred_time": "2026-11-27T15:00:00+00:00"}),
+    dict(intent="SCHEDULE_CALL", entities={"preferred_time": later_iso()}),
     dict(intent="UNKNOWN"),
     dict(intent="ORDER_REQUEST", confidence=0.5),
 ]

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -123,6 +123,8 @@ def sample_stream() -> list[tuple[bytes | None, bytes]]:
 
     products = {"products": [{"sku": "SD-01", "name": "sourdough loaf", "quantity": 2}]}
     received_at = datetime.now(timezone.utc).isoformat()
+    # A callback three days ahead, on the hour.
+    call_at = (datetime.now(timezone.utc) + timedelta(days=3)).replace(hour=15, minute=0, second=0, microsecond=0).isoformat()
     events = []
     n = 0
     for _ in range(4):
@@ -131,7 +133,7 @@ def sample_stream() -> list[tuple[bytes | None, bytes]]:
             ev(n + 2, "PRICING_INQUIRY", entities={"products": [{"sku": "CR-02", "name": "croissant"}], "language": "es"}),
             ev(n + 3, "AVAILABILITY_INQUIRY", entities={"products": [{"sku": "BG-03", "name": "baguette"}]}),
             ev(n + 4, "COMPLAINT", entities={"severity": "medium", "language": "pt-BR"}),
-            ev(n + 5, "SCHEDULE_CALL", entities={"preferred_time": "2026-11-27T15:00:00+00:00"}),
+            ev(n + 5, "SCHEDULE_CALL", entities={"preferred_time": call_at}),
             ev(n + 6, "UNKNOWN"),
             ev(n + 7, "ORDER_REQUEST", confidence=0.6, entities=products),
             ev(n + 8, "ORDER_REQUEST", entities={"products": [{"sku": "BG-03", "name": "baguette"}]}),

@@ -76,7 +76,10 @@ def reset_data() -> None:
 
 def events(prefix: str, count: int, business: str = "acme-bakery", tenant: str = "tenant-acme") -> list[tuple[bytes, bytes]]:
     import json
+    from datetime import datetime, timezone
 
+    # Now, so every reply falls inside the 24-hour window as it would for live traffic.
+    received_at = datetime.now(timezone.utc).isoformat()
     out = []
     for i in range(count):
         intent = ["ORDER_REQUEST", "PRICING_INQUIRY", "COMPLAINT", "AVAILABILITY_INQUIRY"][i % 4]
@@ -84,7 +87,7 @@ def events(prefix: str, count: int, business: str = "acme-bakery", tenant: str =
             "schema_version": 1, "processing_id": f"{prefix}-{i:06d}", "lead_id": f"{prefix}-lead-{i % 97}",
             "business_id": business, "tenant_id": tenant, "message_id": f"wamid.{prefix}{i}",
             "customer": {"wa_id": "15550100000", "name": "Bench"},
-            "message": {"text": "(bench)", "received_at": "2026-11-24T10:30:00+00:00"},
+            "message": {"text": "(bench)", "received_at": received_at},
             "intent": intent, "confidence": 0.95,
             "entities": {"products": [{"sku": "SD-01", "name": "sourdough loaf", "quantity": 1}]}
             if intent == "ORDER_REQUEST" else {},

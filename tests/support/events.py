@@ -3,11 +3,25 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 BUSINESS_ID = "acme-bakery"
 TENANT_ID = "tenant-acme"
 
+def now_iso(minutes_ago: float = 1) -> str:
+    """A time relative to now: what the pipeline does with a message depends on its age (the
+    24-hour customer-service window), so test events never carry a fixed date."""
+    return (datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)).isoformat()
+
+
+def later_iso(days: float = 3, hour: int = 15) -> str:
+    """A moment in the future on a whole hour, for a callback the customer asks for."""
+    moment = datetime.now(timezone.utc) + timedelta(days=days)
+    return moment.replace(hour=hour, minute=0, second=0, microsecond=0).isoformat()
+
+
+# The contract's example event. `event()` gives each copy a received_at a minute before now.
 EXAMPLE: dict[str, Any] = {
     "schema_version": 1,
     "processing_id": "proc-7f3c2a",
@@ -27,6 +41,7 @@ EXAMPLE: dict[str, Any] = {
 def event(processing_id: str, **overrides: Any) -> dict[str, Any]:
     body = copy.deepcopy(EXAMPLE)
     body["processing_id"] = processing_id
+    body["message"]["received_at"] = now_iso()
     for key, value in overrides.items():
         body[key] = value
     return body
@@ -47,7 +62,7 @@ def invalid_values() -> dict[str, bytes]:
         "missing_field": encode(missing),
         "wrong_type": encode(wrong_type),
         "confidence_1_5": encode(event("bad-conf", confidence=1.5)),
-        "too_large": encode(event("bad-big", message={"text": "x" * 10, "received_at": "2026-11-24T10:30:00+00:00"},
+        "too_large": encode(event("bad-big", message={"text": "x" * 10, "received_at": now_iso()},
                                   entities={"padding": "p" * (300 * 1024)})),
         "unknown_business": encode(event("bad-biz", business_id="no-such-business")),
         "tenant_mismatch": encode(event("bad-tenant", tenant_id="tenant-other")),
