@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Where `make up` keeps its data between runs.
 STACK_DIR ?= var/stack
 
-.PHONY: install demo up test clean
+.PHONY: install demo up test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ TEST_WORKERS ?= 3
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 --durations=20 $(PYTEST_ARGS)
+
+# The pipeline against bare Celery, in one run (tests/benchmarks/bench.py):
+# `make bench ARGS="--messages 20000"` for a long run.
+bench: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -543,12 +543,13 @@ def _refuse_running_postmaster(data_dir: Path) -> None:
     )
 
 
-def start_postgres(data_dir: Path, port: int | None = None) -> LocalService:
+def start_postgres(data_dir: Path, port: int | None = None, *, options: Mapping[str, str] | None = None) -> LocalService:
     """Start Postgres with ``data_dir`` as its PGDATA (initdb'd on first use).
 
     It listens on TCP 127.0.0.1:PORT only (no unix socket), with trust auth
     and superuser ``postgres``; ``url`` is postgres://postgres@127.0.0.1:PORT/postgres.
-    Its log is data_dir/postgres.log.
+    Its log is data_dir/postgres.log. ``options`` are server settings given as
+    ``-c name=value`` (the benchmark preloads pg_stat_statements this way).
     """
     data_dir = Path(data_dir).absolute()
     bin_dir = _postgres_bin_dir()
@@ -582,6 +583,7 @@ def start_postgres(data_dir: Path, port: int | None = None) -> LocalService:
             "",  # no unix socket: TCP only, so a long data_dir path does not matter
             "-c",
             "logging_collector=off",
+            *(arg for name, value in (options or {}).items() for arg in ("-c", f"{name}={value}")),
         ],
         url=url,
         port=port,
