@@ -1,4 +1,5 @@
-"""Unit tests for the v1 AI-result event contract (no Django, no database)."""
+"""Tests for the v1 AI-result event contract: unit tests without a database, then proof against
+the real Postgres that whatever the contract accepts at its edges can be stored."""
 
 from __future__ import annotations
 
@@ -56,6 +57,14 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
     else:
         node[last] = value
     return data
+
+
+def kept_value(event: AIResultEvent, path: str) -> Any:
+    """What the stored payload holds at a dotted path."""
+    node: Any = to_payload(event)
+    for part in path.split("."):
+        node = None if node is None else node[part]
+    return node
 
 
 def rejection(value: bytes | None) -> ContractError:
@@ -150,7 +159,15 @@ def test_stored_payload_validates_again_and_keeps_intent_raw() -> None:
 ], ids=lambda case: f"{case[0]}={str(case[1])[:20]}")
 def test_boundary_values_are_accepted(accepted: tuple[str, Any]) -> None:
     path, value = accepted
-    parse_event(encode(with_change(path, value)))
+
+    kept = kept_value(parse_event(encode(with_change(path, value))), path)
+
+    if path.endswith(("received_at", "preferred_time")):
+        assert datetime.fromisoformat(kept) == datetime.fromisoformat(value)
+    elif path == "entities.products":
+        assert [{key: item for key, item in product.items() if item is not None} for product in kept] == value
+    else:
+        assert kept == value
 
 
 @pytest.mark.parametrize("path, value, rule", [
@@ -445,7 +462,10 @@ def test_deep_nesting_in_ignored_keys_is_allowed() -> None:
     for _ in range(40):
         nested = [nested]
 
-    parse_event(encode(with_change("future_field", nested)))
+    event = parse_event(encode(with_change("future_field", nested)))
+
+    assert event.processing_id == "proc-7f3c2a"
+    assert "future_field" not in to_payload(event)
 
 
 def test_errors_never_echo_personal_data() -> None:
