@@ -6,11 +6,17 @@ from __future__ import annotations
 import copy
 import json
 import pickle
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from django.db import DataError, transaction
 
+import whatsapp.handlers  # noqa: F401  (registers every handler)
+from leads.models import Business, CallbackRequest, Lead
+from tests.support.events import later_iso, now_iso
+from whatsapp.actions.base import ActionContext
+from whatsapp.actions.schedule_call import ScheduleCall
 from whatsapp.contract import (
     MAX_VALUE_BYTES,
     AIResultEvent,
@@ -19,6 +25,12 @@ from whatsapp.contract import (
     parse_event,
     to_payload,
 )
+from whatsapp.handlers.base import MessageContext
+from whatsapp.handlers.registry import plan
+from whatsapp.intake import inbox_row
+from whatsapp.kafka import Record
+from whatsapp.models import ProcessedMessage
+from whatsapp.saga import load_event, upsert_lead
 
 EXAMPLE: dict[str, Any] = {
     "schema_version": 1,
@@ -704,3 +716,104 @@ def test_unknown_keys_that_are_dropped_are_not_bounded() -> None:
 
     assert event.entities.products[0].name == "rye"
     assert "k" * 100 not in to_payload(event)
+
+
+# --- what the contract accepts, Postgres stores ---------------------------------------------
+# The inbox row, the lead's last_inbound_at and a callback's preferred_time are written through
+# the real models, so a rule loosened past what a column takes fails here, not in production.
+
+LONGEST = 64 * "b"
+OFFSET_MAX = timezone(timedelta(hours=15, minutes=59))
+OFFSET_MIN = timezone(-timedelta(hours=15, minutes=59))
+
+
+def store_and_reload(raw: bytes) -> AIResultEvent:
+    """Take the record in as ingest does and read it back as the saga does."""
+    event = parse_event(raw)
+    row = inbox_row(Record("ai.process.result", 0, 7, raw), event, "0" * 32)
+    row.save()
+    return load_event(ProcessedMessage.objects.get(pk=row.pk))
+
+
+@pytest.mark.django_db
+def test_the_longest_accepted_event_is_stored_and_reads_back_equal() -> None:
+    business = Business.objects.create(business_id=LONGEST, tenant_id="t" * 64, display_name="Edge")
+    extras = {f"{index:02d}" + "k" * 62: {"k" * 64: "\x01\t\u200b"} for index in range(24)}
+    extras["measures"] = [1.7976931348623157e308, 5e-324]
+    extras["counts"] = [int("9" * 4300), -int("9" * 4300)]
+    extras["deep"] = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[["leaf"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+    data = {
+        **EXAMPLE,
+        "processing_id": "p" * 128, "lead_id": "l" * 64, "business_id": LONGEST, "tenant_id": "t" * 64,
+        "message_id": "m" * 256, "customer": {"wa_id": "9" * 15, "name": "n" * 256},
+        "message": {"text": "x" * 4096, "received_at": now_iso()},
+        "intent": "I" * 64, "confidence": 1,
+        "ai": {"model": "m" * 128, "processing_ms": 86_400_000},
+        "entities": {
+            "products": [{"sku": "s" * 64, "name": "n" * 256, "quantity": 10_000}] * 50,
+            "preferred_time": later_iso(), "severity": "high", "order_reference": "r" * 64,
+            "language": "en" + "-abcdefgh" * 3 + "-abcde", **extras,
+        },
+    }
+    assert len(data["entities"]) == 32 and len(data["entities"]["language"]) == 35
+
+    event = to_payload(parse_event(encode(data)))
+    stored = store_and_reload(encode(data))
+
+    # jsonb keeps numbers as decimals, so the largest float comes back as an integer of equal value.
+    measures = stored.entities.model_extra.pop("measures")
+    assert [float(number) for number in measures] == event["entities"].pop("measures")
+    assert to_payload(stored) == event
+    assert stored.intent is Intent.UNKNOWN and stored.intent_raw == "I" * 64
+    lead = upsert_lead(stored, business)
+    lead.refresh_from_db()
+    assert (lead.lead_id, lead.customer_name, lead.wa_id) == ("l" * 64, "n" * 256, "9" * 15)
+
+
+EDGE_MOMENTS = {
+    "year 1 in UTC": "0001-01-01T00:00:00+00:00",
+    "year 1 at -15:59": "0001-01-01T00:00:00-15:59",
+    "end of 9999 in UTC": "9999-12-31T23:59:59.999999+00:00",
+    "end of 9999 at +15:59": "9999-12-31T23:59:59.999999+15:59",
+    "now at +15:59": datetime.now(OFFSET_MAX).isoformat(),
+    "now at -15:59": datetime.now(OFFSET_MIN).isoformat(),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("moment", EDGE_MOMENTS.values(), ids=EDGE_MOMENTS.keys())
+def test_accepted_times_at_the_edges_are_stored_and_compared(moment: str) -> None:
+    business = Business.objects.create(business_id="acme-bakery", tenant_id="tenant-acme", display_name="Acme")
+    data = with_change("message.received_at", moment)
+    data["intent"] = "SCHEDULE_CALL"
+    data["entities"] = {"preferred_time": moment}
+    expected = datetime.fromisoformat(moment)
+
+    event = store_and_reload(encode(data))
+    upsert_lead(event, business)
+    lead = upsert_lead(event, business)  # compares with the value read back from Postgres
+    action = plan(MessageContext(event=event, business=business, lead=lead, catalog={})).actions[0]
+    ScheduleCall().execute(ActionContext(processing_id=event.processing_id, saga_run=1, action=action.name,
+                                         step_order=1, params=action.params, event=event,
+                                         business=business, lead=lead))
+
+    assert event.message.received_at == expected and event.entities.preferred_time == expected
+    assert Lead.objects.get(pk=lead.pk).last_inbound_at == expected
+    assert CallbackRequest.objects.get(lead=lead).preferred_time == expected
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("moment", [
+    datetime(2026, 11, 24, 10, 30, tzinfo=timezone(timedelta(hours=16))),
+    datetime(2026, 11, 24, 10, 30, tzinfo=timezone(-timedelta(hours=16))),
+    datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(minutes=1))),
+], ids=["+16:00", "-16:00", "past 9999 in UTC"])
+def test_postgres_refuses_the_times_the_contract_refuses(moment: datetime) -> None:
+    """Why the bounds are where they are: just past them, storing or reading back fails."""
+    business = Business.objects.create(business_id="acme-bakery", tenant_id="tenant-acme", display_name="Acme")
+    lead = Lead.objects.create(lead_id="lead-123", business=business, wa_id="15550123456")
+
+    with pytest.raises(DataError), transaction.atomic():
+        Lead.objects.filter(pk=lead.pk).update(last_inbound_at=moment)
+        Lead.objects.get(pk=lead.pk)
+    assert rejection(encode(with_change("message.received_at", moment.isoformat()))).reason == "invalid_payload"
