@@ -11,8 +11,8 @@ from __future__ import annotations
 import enum
 import json
 import math
-from datetime import datetime, timedelta, timezone
 from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -43,7 +43,7 @@ _MAX_LINE_CHARS = 300
 # A key named in an error line (a duplicate key) is shown up to this many characters.
 _MAX_ECHOED_KEY = 64
 
-# Free text the contract stores without a limit of its own in CONTRACT.md.
+# Free text the upstream contract document sets no limit for; these are ours (see README).
 _MAX_INTENT_CHARS = 64
 _MAX_PRODUCT_NAME_CHARS = 256
 _MAX_SKU_CHARS = 64
@@ -433,9 +433,14 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) == len(pairs):
         return obj
-    marked = _DuplicateKeys(obj)
     seen: set[str] = set()
-    marked.duplicates = list(dict.fromkeys(key for key, _ in pairs if key in seen or seen.add(key)))
+    repeated: dict[str, None] = {}  # a dict keeps the order in which keys were repeated
+    for key, _ in pairs:
+        if key in seen:
+            repeated[key] = None
+        seen.add(key)
+    marked = _DuplicateKeys(obj)
+    marked.duplicates = list(repeated)
     return marked
 
 
