@@ -422,6 +422,21 @@ def test_the_admin_filters_become_command_options():
     assert command_filters(QueryDict("status__exact=RESOLVED")) is None
 
 
+def test_the_admin_refuses_weak_passwords(client, root):
+    client.force_login(root)
+    form = {"old_password": "pw", "new_password1": "password", "new_password2": "password"}
+    weak = client.post("/admin/password_change/", form).content.decode()
+    assert "This password is too common." in weak
+    digits = client.post("/admin/password_change/", {**form, "new_password1": "83920174",
+                                                     "new_password2": "83920174"}).content.decode()
+    assert "This password is entirely numeric." in digits
+    strong = "plum-Harbor-quietly-7"
+    assert client.post("/admin/password_change/", {**form, "new_password1": strong,
+                                                   "new_password2": strong}).status_code == 302
+    root.refresh_from_db()
+    assert root.check_password(strong)
+
+
 def test_breakers_page_forces_and_logs_and_needs_change_permission(client, root, django_user_model):
     name = f"webhook:admin-{uuid.uuid4().hex[:8]}.test"
     breakers.breaker_for(name).call(lambda: None)  # a call registers it
