@@ -196,11 +196,10 @@ def table_cell(value: Any, limit: int = 500) -> str:
     return visible(text[:limit] + ("…" if len(text) > limit else ""))
 
 
-def rows_of(value: Any, key: str | None = None) -> list[dict] | None:
-    """The list of objects a table shows (value[key], or value itself), or None when it is not one."""
-    if key is not None:
-        value = value.get(key) if isinstance(value, dict) else None
-    if isinstance(value, list) and all(isinstance(row, dict) for row in value):
+def rows_of(value: Any, limit: int = 200) -> list[dict] | None:
+    """The list of objects a small table shows, or None when the value is not one
+    (or is too long for a table): the caller then shows it as JSON instead."""
+    if isinstance(value, list) and len(value) <= limit and all(isinstance(row, dict) for row in value):
         return value
     return None
 

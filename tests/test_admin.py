@@ -236,6 +236,20 @@ def test_huge_binary_and_long_values_open_cut_short(client, root):
     assert "content-type" in page
 
 
+def test_json_columns_of_unexpected_shapes_open(client, root):
+    """Whatever shape the saga state, headers and requeue history have, the page opens and shows them."""
+    entry = DeadLetter.objects.create(
+        stage="NOTIFY_SALES", reason="non_retryable", payload=["not", "an", "event"],
+        saga_state={"steps": "oops " + HOSTILE, "handler": {"nested": True}}, kafka_headers="a string",
+        requeue_history=[1, {"by": HOSTILE}])
+    client.force_login(root)
+    response = client.get(f"/admin/dlq/deadletter/{entry.pk}/change/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert HOSTILE not in page and html.escape(f'"oops {HOSTILE}"') in page, "shown as JSON, escaped"
+    assert "&quot;a string&quot;" in page and "&quot;not&quot;" in page
+
+
 def test_the_deepest_json_postgres_stores_opens(client, root, saga_entry):
     """JSON columns nested as deep as Postgres accepts (Django's JSONField would fail
     to load the row): the entry's page and the list still open."""
