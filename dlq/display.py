@@ -144,7 +144,7 @@ def text_block(text: str, note: str = "", *, tail: bool = False) -> SafeString:
     if len(text) > PREVIEW_CHARS:
         kept = text[-PREVIEW_CHARS:] if tail else text[:PREVIEW_CHARS]
         cut = f"the {'last' if tail else 'first'} {PREVIEW_CHARS:,} of {len(text):,} characters"
-        note = f"{note}; {cut}" if note else cut.capitalize()
+        note = f"{note}; {cut}" if note else cut[0].upper() + cut[1:]
         text = kept
     return block(visible(text), note)
 
@@ -192,7 +192,10 @@ def bytes_block(raw: bytes | memoryview | None) -> SafeString | str:
 
 def table_cell(value: Any, limit: int = 500) -> str:
     """One value of a small table, as short text."""
-    text = value if isinstance(value, str) else "" if value is None else json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, str) or value is None:
+        text = value or ""
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=str)
     return visible(text[:limit] + ("…" if len(text) > limit else ""))
 
 
