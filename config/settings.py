@@ -21,6 +21,41 @@ else:
         raise SettingError("SECRET_KEY", "must be at least 32 characters when DEBUG is off")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
+# --- Security (HTTPS, cookies, passwords) -------------------------------------
+# SECURE_HTTPS=true where the site is served over HTTPS, directly or behind a
+# proxy that sets X-Forwarded-Proto (and overwrites any the client sent): cookies
+# travel only over HTTPS, browsers are told to use nothing else (HSTS), and plain
+# HTTP is redirected, except the probes and the Prometheus scrape, which call
+# from inside the network. Off by default: `make up` and docker-compose.yml
+# serve plain http://127.0.0.1:8000. `manage.py check --deploy` passes with it on.
+SECURE_HTTPS = env.bool("SECURE_HTTPS", False)
+SESSION_COOKIE_SECURE = SECURE_HTTPS
+CSRF_COOKIE_SECURE = SECURE_HTTPS
+SECURE_SSL_REDIRECT = SECURE_HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE_HTTPS else None
+# A year, subdomains included; start lower (say 3600) while trying HTTPS out.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 31_536_000 if SECURE_HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HTTPS
+# Lets the domain be submitted to browsers' preload lists; false keeps it off them
+# (then check --deploy warns security.W021, rightly).
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", SECURE_HTTPS)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Origins (scheme://host[:port]) allowed to POST forms, e.g. https://admin.example.com
+# when a proxy serves the admin under a name Django does not see as the host.
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not _origin.startswith(("https://", "http://")) or not _origin.split("://", 1)[1].strip("/*."):
+        raise SettingError("CSRF_TRUSTED_ORIGINS", f"each origin must be scheme://host[:port], got {_origin!r}")
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -248,6 +283,10 @@ WHATSAPP_READ_TIMEOUT = env.float("WHATSAPP_READ_TIMEOUT", 10.0, minimum=0.1)
 # Requeueing many entries (the admin's action, `manage.py dlq requeue`) is paced
 # to this many a second, so requeueing thousands does not flood the pipeline.
 DLQ_REQUEUE_RATE_PER_SECOND = env.float("DLQ_REQUEUE_RATE_PER_SECOND", 10.0, minimum=0.1)
+# The admin's bulk requeue runs inside a web request: it stops after this many
+# seconds (below gunicorn's 30 s worker timeout) and says what is left for
+# `manage.py dlq requeue`.
+DLQ_ADMIN_REQUEUE_SECONDS = env.float("DLQ_ADMIN_REQUEUE_SECONDS", 20.0, minimum=1.0)
 
 # --- Observability ----------------------------------------------------------
 # Tracing with sentry-sdk (whatsapp/tracing.py). Without SENTRY_DSN nothing is
@@ -279,7 +318,8 @@ _init_sentry()
 # from the environment when imported: set it for every process (web, workers,
 # ingest) to add up their counts in the web process's /metrics; unset, each
 # process counts alone. It is created here if missing; empty it when the whole
-# stack starts. Ingest serves its own counts on INGEST_METRICS_PORT (0: off).
+# stack starts. Ingest serves its own counts on INGEST_METRICS_ADDR:INGEST_METRICS_PORT
+# (port 0: off).
 PROMETHEUS_MULTIPROC_DIR = env.optional("PROMETHEUS_MULTIPROC_DIR")
 if PROMETHEUS_MULTIPROC_DIR:
     try:
@@ -289,5 +329,25 @@ if PROMETHEUS_MULTIPROC_DIR:
 INGEST_METRICS_PORT = env.int("INGEST_METRICS_PORT", 9108, minimum=0)
 if INGEST_METRICS_PORT > 65535:
     raise SettingError("INGEST_METRICS_PORT", f"must be a TCP port (0-65535), got {INGEST_METRICS_PORT}")
+# This machine only, unless told otherwise (docker-compose.yml: 0.0.0.0 inside its network).
+INGEST_METRICS_ADDR = env.str("INGEST_METRICS_ADDR", "127.0.0.1")
+try:
+    import ipaddress as _ipaddress
+
+    _ipaddress.ip_address(INGEST_METRICS_ADDR)
+except ValueError:
+    raise SettingError("INGEST_METRICS_ADDR", f"must be an IP address to listen on (127.0.0.1, 0.0.0.0, ::), "
+                                              f"got {INGEST_METRICS_ADDR!r}") from None
+# The web process's /metrics answers a request with "Authorization: Bearer
+# <METRICS_TOKEN>", or a logged-in staff user; anyone else gets 401/403. Unset:
+# staff only. Django's error pages hide settings named *TOKEN*.
+METRICS_TOKEN = env.optional("METRICS_TOKEN")
+if METRICS_TOKEN is not None and (len(METRICS_TOKEN) < 16 or not METRICS_TOKEN.isascii()
+                                  or any(c.isspace() for c in METRICS_TOKEN)):
+    raise SettingError("METRICS_TOKEN", "must be at least 16 printable ASCII characters, without spaces")
+# What /metrics reads at scrape time (queue lengths, stuck rows, open dead letters,
+# breakers, consumer lag) is kept this long per process, so frequent or concurrent
+# scrapes cost Postgres, Redis and Kafka one read per window. 0: read every time.
+METRICS_CACHE_SECONDS = env.float("METRICS_CACHE_SECONDS", 5.0, minimum=0.0)
 # /readyz gives each dependency this long to answer.
 READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", 2.0, minimum=0.1)

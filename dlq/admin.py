@@ -9,28 +9,42 @@ being able to requeue; a forged requeue POST is answered 403.
 """
 from __future__ import annotations
 
-import json
+import shlex
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.views.main import IGNORED_PARAMS
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import SafeString
 
-from config.admin_display import pre, pre_json
+from dlq import display
 from dlq.models import DeadLetter, EntryNotOpen
 from dlq.requeue import requeue_many
 
-# The admin requeues synchronously, paced at DLQ_REQUEUE_RATE_PER_SECOND; a
-# request should not take longer than this. Larger batches: `manage.py dlq requeue`.
-ADMIN_REQUEUE_SECONDS = 30
+# The JSON columns, read as text on an entry's page (see dlq/display.py) and not
+# at all on the list.
+JSON_FIELDS = ("payload", "saga_state", "kafka_headers", "requeue_history")
+# Left-over entries up to this many are named by id in the command the admin suggests.
+IDS_IN_COMMAND = 100
+# The changelist's filters that `manage.py dlq requeue` has an option for.
+FILTER_OPTIONS = {f"{field}{lookup}": option
+                  for field, option in (("stage", "--stage"), ("reason", "--reason"), ("business_id", "--business"))
+                  for lookup in ("", "__exact")}
 
 
 class CloseForm(forms.Form):
@@ -74,6 +88,22 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def has_requeue_permission(self, request: HttpRequest, obj: DeadLetter | None = None) -> bool:
         return request.user.has_perm("dlq.requeue_deadletter")
 
+    # -- reading entries --------------------------------------------------------------
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        """The JSON columns are left unread: Django would json.loads them as each row
+        loads, and a stored value nested thousands of levels deep would fail the page."""
+        return super().get_queryset(request).defer(*JSON_FIELDS)
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> DeadLetter | None:
+        """The entry, with its JSON columns as the text Postgres holds (`json_text`),
+        for dlq.display to lay out within bounds."""
+        entry = super().get_object(request, object_id, from_field)
+        if entry is not None:
+            texts = (DeadLetter.objects.filter(pk=entry.pk)
+                     .values_list(*(Cast(name, output_field=TextField()) for name in JSON_FIELDS)).first())
+            entry.json_text = dict(zip(JSON_FIELDS, texts or (None,) * len(JSON_FIELDS)))
+        return entry
+
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         if request.method == "POST" and "action" in request.POST:
             self._refuse_forbidden_action(request)
@@ -110,13 +140,12 @@ class DeadLetterAdmin(admin.ModelAdmin):
     # -- actions ----------------------------------------------------------------------
     @admin.action(permissions=["requeue"], description="Requeue selected dead letters")
     def requeue_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+        """Oldest first, paced at DLQ_REQUEUE_RATE_PER_SECOND, for at most
+        DLQ_ADMIN_REQUEUE_SECONDS: the request must end before the web worker's
+        timeout kills it. What is left is named, with the command that finishes it."""
+        started = timezone.now()
         ids = list(queryset.order_by("created_at", "pk").values_list("pk", flat=True))
-        limit = max(1, int(settings.DLQ_REQUEUE_RATE_PER_SECOND * ADMIN_REQUEUE_SECONDS))
-        if len(ids) > limit:
-            self.message_user(request, f"{len(ids)} entries selected; the admin requeues at most {limit} at a time. "
-                                       "Use `manage.py dlq requeue` with the same filters for more.", messages.ERROR)
-            return self._back(request)
-        report = requeue_many(ids, by=request.user.get_username())
+        report = requeue_many(ids, by=request.user.get_username(), seconds=settings.DLQ_ADMIN_REQUEUE_SECONDS)
         for entry in report.requeued:
             run = entry.requeue_history[-1].get("saga_run")
             self.log_change(request, entry, f"Requeued (saga run {run})." if run else "Requeued.")
@@ -124,7 +153,33 @@ class DeadLetterAdmin(admin.ModelAdmin):
             self.message_user(request, f"Requeued {len(report.requeued)} dead letter(s).", messages.SUCCESS)
         for _, why in report.refused:
             self.message_user(request, f"Not requeued: {why}", messages.WARNING)
+        if report.left:
+            command = self._finishing_command(request, report.left, started)
+            self.message_user(
+                request,
+                f"Stopped after {settings.DLQ_ADMIN_REQUEUE_SECONDS:g} s (DLQ_ADMIN_REQUEUE_SECONDS), so the page "
+                f"answers before the web worker's timeout: requeued {len(report.requeued)} of {len(ids)}, "
+                f"{len(report.left)} left. Requeue them with: {command}",
+                messages.WARNING,
+            )
         return self._back(request)
+
+    def _finishing_command(self, request: HttpRequest, left: list[int], started: datetime) -> str:
+        """The `manage.py dlq requeue` that requeues the entries left: by id when
+        they are few, else by the list's filters from the first one left on
+        (entries since requeued are no longer OPEN, so the command skips them)."""
+        by_id = "manage.py dlq requeue " + " ".join(str(pk) for pk in left)
+        if len(left) <= IDS_IN_COMMAND or request.POST.get("select_across") != "1":
+            return by_id
+        options = command_filters(request.GET)
+        first = DeadLetter.objects.filter(pk=left[0]).values_list("created_at", flat=True).first()
+        if options is None or first is None:
+            return by_id
+        filters, since, until = options
+        since = max(since, first) if since else first
+        until = min(until, started) if until else started
+        args = [*filters, "--since", since.isoformat(), "--until", until.isoformat()]
+        return "manage.py dlq requeue " + " ".join(shlex.quote(arg) for arg in args)
 
     @admin.action(permissions=["change"], description="Resolve selected dead letters (with a note)…")
     def resolve_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
@@ -189,29 +244,21 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     @admin.display(description="error message")
     def error(self, obj: DeadLetter):
-        return pre(obj.error_message) if obj.error_message else "-"
+        return display.text_block(obj.error_message) if obj.error_message else "-"
 
     @admin.display(description="traceback")
     def traceback_text(self, obj: DeadLetter):
-        return pre(obj.traceback) if obj.traceback else "- (none: the record was refused by validation)"
+        if not obj.traceback:
+            return "- (none: the record was refused by validation)"
+        return display.text_block(obj.traceback, tail=True)
 
     @admin.display(description="payload")
     def payload_json(self, obj: DeadLetter):
-        return pre_json(obj.payload)
+        return display.json_block(_json_text(obj, "payload"))
 
     @admin.display(description="raw record")
     def raw_record(self, obj: DeadLetter):
-        if obj.raw_value is None:
-            return "-"
-        raw = bytes(obj.raw_value)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return pre(f"not UTF-8 ({len(raw)} bytes): {raw[:4096]!r}")
-        try:
-            return pre_json(json.loads(text))
-        except ValueError:
-            return pre(text[:65536])
+        return display.bytes_block(obj.raw_value)
 
     @admin.display(description="inbox message")
     def inbox_message(self, obj: DeadLetter):
@@ -226,20 +273,27 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     @admin.display(description="steps at failure")
     def saga_steps(self, obj: DeadLetter):
-        state = obj.saga_state or {}
-        steps = state.get("steps") or []
-        if not steps:
-            return "-"
-        rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td><strong>{}</strong></td><td>{}</td><td>{}</td></tr>",
-            ((s.get("order"), s.get("action"), s.get("status"), s.get("attempts"),
-              s.get("error") or s.get("compensation_error") or "") for s in steps),
-        )
-        return format_html(
-            '<p>handler: {}</p><table class="saga-steps"><thead><tr><th>#</th><th>action</th><th>state</th>'
-            "<th>attempts</th><th>error</th></tr></thead><tbody>{}</tbody></table>",
-            state.get("handler") or "-", rows,
-        )
+        def table(state: Any) -> SafeString | str | None:
+            if not isinstance(state, dict):
+                return None if state else "-"
+            steps = display.rows_of(state.get("steps") or [])
+            if steps is None:
+                return None
+            if not steps:
+                return "-"
+            cell = display.table_cell
+            rows = format_html_join(
+                "", "<tr><td>{}</td><td>{}</td><td><strong>{}</strong></td><td>{}</td><td>{}</td></tr>",
+                ((cell(s.get("order")), cell(s.get("action")), cell(s.get("status")), cell(s.get("attempts")),
+                  cell(s.get("error") or s.get("compensation_error") or "")) for s in steps),
+            )
+            return format_html(
+                '<p>handler: {}</p><table class="saga-steps"><thead><tr><th>#</th><th>action</th><th>state</th>'
+                "<th>attempts</th><th>error</th></tr></thead><tbody>{}</tbody></table>",
+                cell(state.get("handler") or "-"), rows,
+            )
+
+        return display.table_or_block(_json_text(obj, "saga_state"), table)
 
     @admin.display(description="topic [partition] @ offset")
     def kafka_coordinates(self, obj: DeadLetter) -> str:
@@ -251,20 +305,30 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def record_key(self, obj: DeadLetter) -> str:
         if obj.kafka_key is None:
             return "-"
-        return bytes(obj.kafka_key).decode("utf-8", errors="backslashreplace")
+        key = bytes(obj.kafka_key)
+        text = display.visible(key[:1024].decode("utf-8", errors="backslashreplace"))
+        return text + (f"… ({len(key):,} bytes)" if len(key) > 1024 else "")
 
     @admin.display(description="headers")
     def record_headers(self, obj: DeadLetter):
-        return pre_json(obj.kafka_headers)
+        return display.json_block(_json_text(obj, "kafka_headers"))
 
     @admin.display(description="requeue history")
     def requeue_log(self, obj: DeadLetter):
-        if not obj.requeue_history:
-            return "never requeued"
-        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                                ((h.get("at"), h.get("by"), h.get("saga_run") or "-") for h in obj.requeue_history))
-        return format_html('<table class="requeue-history"><thead><tr><th>when</th><th>by</th><th>saga run</th>'
-                           "</tr></thead><tbody>{}</tbody></table>", rows)
+        def table(history: Any) -> SafeString | str | None:
+            if not history:
+                return "never requeued"
+            rows = display.rows_of(history)
+            if rows is None:
+                return None
+            cell = display.table_cell
+            body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                                    ((cell(h.get("at")), cell(h.get("by")), cell(h.get("saga_run") or "-"))
+                                     for h in rows))
+            return format_html('<table class="requeue-history"><thead><tr><th>when</th><th>by</th>'
+                               "<th>saga run</th></tr></thead><tbody>{}</tbody></table>", body)
+
+        return display.table_or_block(_json_text(obj, "requeue_history"), table)
 
     @admin.display(description="same message")
     def related_entries(self, obj: DeadLetter):
@@ -277,3 +341,78 @@ class DeadLetterAdmin(admin.ModelAdmin):
         url = reverse("admin:dlq_deadletter_changelist") + "?" + urlencode({"processing_id": obj.processing_id})
         return format_html('<a href="{}">{} other entr{} for {}</a>', url, others, "y" if others == 1 else "ies",
                            obj.processing_id)
+
+
+def _json_text(obj: DeadLetter, name: str) -> str | None:
+    """A JSON column as text: as read by get_object, or serialised from a loaded entry."""
+    texts = getattr(obj, "json_text", None)
+    if texts is not None:
+        return texts[name]
+    import json
+
+    value = getattr(obj, name)
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def command_filters(params: QueryDict) -> tuple[list[str], datetime | None, datetime | None] | None:
+    """The `manage.py dlq requeue` options that select what the changelist's
+    filters select (as options, and the created_at bounds), or None when one of
+    them has no such option."""
+    options: list[str] = []
+    since: datetime | None = None
+    until: datetime | None = None
+    parts = {}
+    for name, value in params.items():
+        if name != "q" and (name in IGNORED_PARAMS or name == "p"):
+            continue  # ordering, page, facets, popup: not a filter
+        if name in FILTER_OPTIONS:
+            options += [FILTER_OPTIONS[name], value]
+        elif name in ("status", "status__exact"):
+            if value != DeadLetter.Status.OPEN:
+                return None  # nothing there to requeue; the ids will say so
+        elif name == "q":
+            if not value or any(c.isspace() or c in "\"'" for c in value):
+                return None  # several terms: the admin ANDs them, --search takes one
+            options += ["--search", value]
+        elif name in ("created_at__gte", "created_at__lt"):
+            moment = _moment(value)
+            if moment is None:
+                return None
+            if name.endswith("gte"):
+                since = moment
+            else:
+                until = moment
+        elif name in ("created_at__year", "created_at__month", "created_at__day"):
+            if not value.isdigit():
+                return None
+            parts[name.rsplit("__", 1)[1]] = int(value)
+        else:
+            return None
+    if parts:
+        try:
+            start = datetime(parts["year"], parts.get("month", 1), parts.get("day", 1), tzinfo=dt_timezone.utc)
+        except (KeyError, ValueError):
+            return None
+        if "day" in parts:
+            end = start + timedelta(days=1)
+        elif "month" in parts:
+            end = (start + timedelta(days=32)).replace(day=1)
+        else:
+            end = start.replace(year=start.year + 1)
+        since = max(since, start) if since else start
+        until = min(until, end) if until else end
+    return options, since, until
+
+
+def _moment(value: str) -> datetime | None:
+    """A date or date-time as the admin's date filter writes it (UTC unless it says otherwise)."""
+    try:
+        parsed = parse_datetime(value)
+        if parsed is None:
+            day = parse_date(value)
+            parsed = datetime(day.year, day.month, day.day) if day else None
+    except ValueError:
+        return None
+    if parsed is None:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt_timezone.utc)

@@ -118,6 +118,8 @@ class RequeueReport:
 
     requeued: list[DeadLetter] = field(default_factory=list)
     refused: list[tuple[int, str]] = field(default_factory=list)
+    # Not tried, because the time given ran out first (oldest first, as they were given).
+    left: list[int] = field(default_factory=list)
 
 
 def requeue_many(
@@ -126,6 +128,7 @@ def requeue_many(
     by: str,
     rate: float | None = None,
     on_each: Callable[[int, DeadLetter | None, str | None], None] | None = None,
+    seconds: float | None = None,
 ) -> RequeueReport:
     """Requeue each entry through requeue(), at most `rate` a second
     (default settings.DLQ_REQUEUE_RATE_PER_SECOND).
@@ -133,14 +136,21 @@ def requeue_many(
     The pacing is what keeps a bulk requeue of thousands from arriving in the
     pipeline all at once, ahead of live traffic. One refused entry does not stop
     the others; `on_each(entry_id, entry, refusal)` is told about each as it goes,
-    so a command can print progress."""
+    so a command can print progress. With `seconds`, no requeue starts after that
+    many seconds: the entries not reached are in the report's `left` (the admin,
+    whose request must end before the web worker's timeout)."""
     from django.conf import settings
 
     rate = rate or settings.DLQ_REQUEUE_RATE_PER_SECOND
     interval = 1.0 / rate
     report = RequeueReport()
     next_start = time.monotonic()
-    for entry_id in entry_ids:
+    deadline = next_start + seconds if seconds is not None else None
+    entry_ids = list(entry_ids)
+    for index, entry_id in enumerate(entry_ids):
+        if deadline is not None and max(next_start, time.monotonic()) >= deadline:
+            report.left = entry_ids[index:]
+            break
         # Starts at least `interval` apart: a slow requeue is not made up for by a burst after it.
         delay = next_start - time.monotonic()
         if delay > 0:

@@ -6,6 +6,8 @@ real worker; these check each page and rule cheaply.
 from __future__ import annotations
 
 import html
+import io
+import shlex
 import uuid
 from urllib.parse import urlencode
 from datetime import timedelta
@@ -15,6 +17,7 @@ import pytest
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
+from django.core.management import call_command
 from django.utils import timezone
 
 from dlq.models import DeadLetter
@@ -187,6 +190,94 @@ def test_dlq_entry_page_reads_well_and_escapes(client, root, everything, saga_en
     assert f"/admin/dlq/deadletter/{saga_entry.pk}/change/" in listed
 
 
+def test_a_dead_letter_nested_100000_levels_deep_opens(client, root):
+    """The raw record of an ingest dead letter, as ingest stores it: 100,000 levels of
+    brackets (json.loads gives up near 1,000). Its page opens and shows the record as text, cut short."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    entry = ingest_dead_letter(deep, offset=60)
+    assert bytes(entry.raw_value) == deep and entry.reason == "invalid_payload"
+    client.force_login(root)
+    response = client.get(f"/admin/dlq/deadletter/{entry.pk}/change/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "200,000 bytes; nested more than 64 levels deep: shown as stored; the first 65,536 of 200,000 characters" \
+        in page
+    assert "[" * 65_536 in page and "[" * 65_537 not in page
+    assert len(page) < 400_000
+    assert client.get("/admin/dlq/deadletter/").status_code == 200
+
+
+def test_huge_binary_and_long_values_open_cut_short(client, root):
+    binary = b"\xff\xfe" + bytes(range(256)) * 20_480  # 5 MB, not UTF-8
+    control = "line one\x07\x08\x1b[31m" + HOSTILE  # (Postgres refuses NUL in text)
+    entry = DeadLetter.objects.create(
+        raw_value=binary, kafka_key=b"k" * 5000, stage="ingest", reason="invalid_payload",
+        error_message=control + "e" * 200_000, traceback="Traceback (most recent call last):\n" + "  frame\n" * 50_000
+        + "ValueError: the last line says the most",
+        payload={"message": {"text": "t" * 100_000, "nested": {"deeper": [1, 2, {"x": HOSTILE}]}}},
+        kafka_headers=[{"key": "content-type", "value": "application/json"}],
+    )
+    client.force_login(root)
+    response = client.get(f"/admin/dlq/deadletter/{entry.pk}/change/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert len(page) < 1_000_000
+    assert "Not UTF-8 text (invalid start byte at byte 0): 5,242,882 bytes, the first 4,096 shown as hex" in page
+    assert "00000000  ff fe 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d  ................" in page
+    assert "00000ff0  " in page and "00001000  " not in page
+    # The payload laid out, its long string cut, its hostile value escaped.
+    assert "&quot;" + "t" * 4096 + "&quot;… (100,000 characters)" in page and "t" * 4097 not in page
+    assert HOSTILE not in page and html.escape(HOSTILE) in page
+    # Control characters made visible; the error's start and the traceback's end shown.
+    assert "line one\\x07\\x08\\x1b[31m" in page and "\x1b" not in page
+    assert "The first 65,536 of 200,0" in page
+    assert "ValueError: the last line says the most" in page and "The last 65,536 of" in page
+    assert "k" * 1024 + "… (5,000 bytes)" in page
+    assert "content-type" in page
+
+
+def test_json_columns_of_unexpected_shapes_open(client, root):
+    """Whatever shape the saga state, headers and requeue history have, the page opens and shows them."""
+    entry = DeadLetter.objects.create(
+        stage="NOTIFY_SALES", reason="non_retryable", payload=["not", "an", "event"],
+        saga_state={"steps": "oops " + HOSTILE, "handler": {"nested": True}}, kafka_headers="a string",
+        requeue_history=[1, {"by": HOSTILE}])
+    client.force_login(root)
+    response = client.get(f"/admin/dlq/deadletter/{entry.pk}/change/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert HOSTILE not in page and html.escape(f'"oops {HOSTILE}"') in page, "shown as JSON, escaped"
+    assert "&quot;a string&quot;" in page and "&quot;not&quot;" in page
+
+
+def test_the_deepest_json_postgres_stores_opens(client, root, saga_entry):
+    """JSON columns nested as deep as Postgres accepts (Django's JSONField would fail
+    to load the row): the entry's page and the list still open."""
+    from django.db import DatabaseError, connection, transaction
+
+    stored = None
+    for depth in (200_000, 50_000, 20_000, 10_000, 5_000):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE dlq_deadletter SET payload = j, saga_state = j, kafka_headers = j, requeue_history = j "
+                    "FROM (SELECT (repeat('[', %s) || repeat(']', %s))::jsonb AS j) AS deep WHERE id = %s",
+                    [depth, depth, saga_entry.pk])
+        except DatabaseError:
+            continue
+        stored = depth
+        break
+    assert stored is not None and stored >= 5_000, "Postgres stores JSON far deeper than json.loads reads"
+    with pytest.raises(RecursionError):
+        DeadLetter.objects.get(pk=saga_entry.pk).payload  # what the admin must not do
+    client.force_login(root)
+    response = client.get(f"/admin/dlq/deadletter/{saga_entry.pk}/change/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert page.count("nested more than 64 levels deep: shown as stored") == 4
+    assert "complaint-9" in page and client.get("/admin/dlq/deadletter/").status_code == 200
+
+
 def test_dlq_list_filters_and_search(client, root, business, saga_entry):
     unknown = ingest_dead_letter(encode(event("late-1", business_id="late-bakery")), offset=1)
     invalid = ingest_dead_letter(b"this is not json {", offset=2)
@@ -264,15 +355,100 @@ def test_a_refused_requeue_is_reported_and_changes_nothing(client, root, busines
     assert entry.status == "OPEN" and not LogEntry.objects.exists()
 
 
-def test_the_admin_sends_large_requeues_to_the_command(client, root, business, settings):
-    settings.DLQ_REQUEUE_RATE_PER_SECOND = 0.1  # 3 entries in the admin's 30 s
-    entries = [ingest_dead_letter(b"x", offset=10 + i) for i in range(4)]
+def late_dead_letters(count: int, first_offset: int) -> list[DeadLetter]:
+    """Ingest dead letters for a business that did not exist yet; created now, so they can be requeued."""
+    entries = [ingest_dead_letter(encode(event(f"late-{first_offset + i}", business_id="late-bakery")),
+                                  offset=first_offset + i) for i in range(count)]
+    Business.objects.get_or_create(business_id="late-bakery",
+                                   defaults={"tenant_id": "tenant-acme", "display_name": "Late Bakery"})
+    return entries
+
+
+def suggested_command(page: str) -> list[str]:
+    """The `manage.py dlq requeue ...` the admin's message names, as arguments for call_command."""
+    message = html.unescape(page).split("Requeue them with: manage.py ", 1)[1].split("<", 1)[0].strip()
+    return shlex.split(message)
+
+
+def test_a_bulk_requeue_stops_in_time_and_names_the_command_for_the_rest(client, root, business, settings):
+    """Paced at 4 a second for at most 1 s, six entries cannot all be requeued: the
+    admin answers with what it did, how many are left, and a command that finishes them."""
+    settings.DLQ_REQUEUE_RATE_PER_SECOND = 4
+    settings.DLQ_ADMIN_REQUEUE_SECONDS = 1
+    entries = late_dead_letters(6, first_offset=10)
     client.force_login(root)
     page = client.post("/admin/dlq/deadletter/", {"action": "requeue_selected", "index": "0",
                                                   "_selected_action": [str(e.pk) for e in entries]},
                        follow=True).content.decode()
-    assert "the admin requeues at most 3 at a time" in page and "manage.py dlq requeue" in page
-    assert set(DeadLetter.objects.values_list("status", flat=True)) == {"OPEN"}
+    requeued = set(DeadLetter.objects.filter(status="REQUEUED").values_list("pk", flat=True))
+    left = list(DeadLetter.objects.filter(status="OPEN").order_by("created_at", "pk").values_list("pk", flat=True))
+    assert requeued and len(left) >= 2 and len(requeued) + len(left) == 6
+    assert requeued == {e.pk for e in entries[:len(requeued)]}, "oldest first"
+    assert f"Requeued {len(requeued)} dead letter(s)." in page
+    assert f"requeued {len(requeued)} of 6, {len(left)} left" in page and "DLQ_ADMIN_REQUEUE_SECONDS" in page
+    command = suggested_command(page)
+    assert command == ["dlq", "requeue", *map(str, left)]
+    assert LogEntry.objects.filter(content_type__app_label="dlq").count() == len(requeued)
+
+    call_command(*command, "--rate", "100", stdout=io.StringIO())
+    assert set(DeadLetter.objects.values_list("status", flat=True)) == {"REQUEUED"}
+
+
+def test_a_large_filtered_requeue_names_the_filters_to_finish_with(client, root, business, settings, monkeypatch):
+    """"Select all" of a filtered list, cut short: the command left is the list's filters
+    from the first entry not reached, and it requeues exactly the ones left."""
+    from dlq import admin as dlq_admin
+
+    monkeypatch.setattr(dlq_admin, "IDS_IN_COMMAND", 2)
+    settings.DLQ_REQUEUE_RATE_PER_SECOND = 4
+    settings.DLQ_ADMIN_REQUEUE_SECONDS = 1
+    entries = late_dead_letters(7, first_offset=30)
+    other = ingest_dead_letter(b"not json", offset=50)  # another reason: outside the filter
+    client.force_login(root)
+    page = client.post("/admin/dlq/deadletter/?reason=unknown_business",
+                       {"action": "requeue_selected", "index": "0", "select_across": "1",
+                        "_selected_action": [str(entries[0].pk)]}, follow=True).content.decode()
+    left = set(DeadLetter.objects.filter(status="OPEN", reason="unknown_business").values_list("pk", flat=True))
+    assert len(left) >= 3
+    command = suggested_command(page)
+    assert command[:4] == ["dlq", "requeue", "--reason", "unknown_business"] and "--since" in command
+
+    call_command(*command, "--rate", "100", stdout=io.StringIO())
+    assert set(DeadLetter.objects.filter(pk__in=[e.pk for e in entries]).values_list("status", flat=True)) == {
+        "REQUEUED"}
+    other.refresh_from_db()
+    assert other.status == "OPEN"
+
+
+def test_the_admin_filters_become_command_options():
+    from django.http import QueryDict
+
+    from dlq.admin import command_filters
+
+    options, since, until = command_filters(QueryDict(
+        "reason=unknown_business&stage__exact=ingest&business_id=b-1&q=late-1&o=2&created_at__gte=2026-03-01"))
+    assert options == ["--reason", "unknown_business", "--stage", "ingest", "--business", "b-1", "--search", "late-1"]
+    assert since.isoformat() == "2026-03-01T00:00:00+00:00" and until is None
+    _, since, until = command_filters(QueryDict("created_at__year=2026&created_at__month=12"))
+    assert (since.isoformat(), until.isoformat()) == ("2026-12-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00")
+    assert command_filters(QueryDict("q=two+words")) is None, "the admin ANDs the words; --search takes one"
+    assert command_filters(QueryDict("processing_id=p-1")) is None
+    assert command_filters(QueryDict("status__exact=RESOLVED")) is None
+
+
+def test_the_admin_refuses_weak_passwords(client, root):
+    client.force_login(root)
+    form = {"old_password": "pw", "new_password1": "password", "new_password2": "password"}
+    weak = client.post("/admin/password_change/", form).content.decode()
+    assert "This password is too common." in weak
+    digits = client.post("/admin/password_change/", {**form, "new_password1": "83920174",
+                                                     "new_password2": "83920174"}).content.decode()
+    assert "This password is entirely numeric." in digits
+    strong = "plum-Harbor-quietly-7"
+    assert client.post("/admin/password_change/", {**form, "new_password1": strong,
+                                                   "new_password2": strong}).status_code == 302
+    root.refresh_from_db()
+    assert root.check_password(strong)
 
 
 def test_breakers_page_forces_and_logs_and_needs_change_permission(client, root, django_user_model):

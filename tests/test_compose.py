@@ -185,6 +185,48 @@ def test_dockerfile_builds_what_the_services_run():
     assert SERVICES["web"]["build"] == "." and (ROOT / ".dockerignore").exists()
 
 
+def test_published_ports_are_on_this_machine_only():
+    """Every port docker-compose.yml publishes is bound to 127.0.0.1, never to every interface."""
+    published_anything = False
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            published_anything = True
+            assert isinstance(port, str) and port.startswith("127.0.0.1:") and port.count(":") == 2, (name, port)
+    assert published_anything
+    # The ingest containers' metrics port is for Prometheus inside the network: bound in the
+    # container to all its interfaces, published nowhere; outside compose it defaults to 127.0.0.1.
+    ingest = APP_SERVICES["ingest"]
+    assert ingest["environment"]["INGEST_METRICS_ADDR"] == "0.0.0.0" and not ingest.get("ports")
+    assert "INGEST_METRICS_ADDR" not in COMPOSE["x-app"]["environment"]
+
+
+def test_metrics_token_reaches_web_and_prometheus_but_is_never_committed():
+    web_env = APP_SERVICES["web"]["environment"]
+    assert web_env["METRICS_TOKEN"].startswith("${METRICS_TOKEN:?"), "required, and only from .env"
+    assert "METRICS_TOKEN" not in COMPOSE["x-app"]["environment"], "only web needs it"
+    assert COMPOSE["secrets"]["metrics_token"] == {"environment": "METRICS_TOKEN"}
+    assert SERVICES["prometheus"]["secrets"] == ["metrics_token"]
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    web_job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "web")
+    assert web_job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if "=" in line and not line.lstrip().startswith("#"))
+    assert example["METRICS_TOKEN"] == "" and example["SECRET_KEY"] == "", ".env.example holds no secret"
+
+
+def test_kafka_sasl_is_documented_and_passed_to_the_application():
+    text = (ROOT / "docker-compose.yml").read_text()
+    header = text[:text.index("\nname:")]
+    for needed in ("KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM=PLAIN", "KAFKA_SASL_USERNAME",
+                   "KAFKA_SASL_PASSWORD", "KAFKA_SASL_ENABLED_MECHANISMS", "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                   "--command-config"):
+        assert needed in header, f"the SASL how-to does not mention {needed}"
+    app_env = COMPOSE["x-app"]["environment"]
+    for name in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+        assert app_env[name] == f"${{{name}:-}}", name
+        assert name in settings_read()
+
+
 def test_prometheus_and_grafana_files_match_the_services():
     prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     assert prometheus["rule_files"] == ["alerts.yml"]

@@ -4,14 +4,34 @@ The Redis that goes down is a throwaway redis-server started for the test, so th
 machine's Redis keeps serving the other tests."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 import redis
 import sentry_sdk
 from django.conf import settings
+from django.db import connection, connections
 from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 
 from config.localservices import start_redis
 from tests.support.observability import Scrape
+from whatsapp.metrics import ScrapeTimeCollector, exposition
+
+TOKEN = "metrics-scrape-token-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def fresh_scrape():
+    """Each test reads the scrape-time gauges itself, never what an earlier test left in the cache."""
+    ScrapeTimeCollector.forget()
+    yield
+    ScrapeTimeCollector.forget()
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user("ops", "ops@example.com", "pw", is_staff=True)
 
 
 @pytest.fixture
@@ -61,13 +81,14 @@ def test_readyz_never_shows_a_password(client: Client):
 
 
 @pytest.mark.django_db
-def test_metrics_endpoint_reads_queue_lengths_at_scrape_time(client: Client, own_redis):
+def test_metrics_endpoint_reads_queue_lengths_at_scrape_time(client: Client, own_redis, staff):
     """celery_queue_length adds up the lists kombu keeps per priority of a queue."""
     broker = redis.Redis.from_url(own_redis.url)
     broker.rpush("pipeline", *[b"task"] * 3)
     broker.rpush("pipeline\x06\x163", *[b"task"] * 2)
     broker.rpush("webhooks\x06\x169", b"task")
     broker.rpush("unrelated", b"task")
+    client.force_login(staff)
     with override_settings(CELERY_BROKER_URL=own_redis.url):
         response = client.get("/metrics")
     assert response.status_code == 200
@@ -77,3 +98,101 @@ def test_metrics_endpoint_reads_queue_lengths_at_scrape_time(client: Client, own
     assert {labels["queue"] for labels, _ in scrape.samples["celery_queue_length"]} == {"pipeline", "webhooks", "whatsapp"}
     assert scrape.value("inbox_stuck_messages") == 0
     assert "# TYPE whatsapp_messages_received_total counter" in scrape.text
+
+
+@pytest.mark.django_db
+def test_metrics_need_the_token_or_a_staff_login(client: Client, django_user_model, staff):
+    def scrape(**headers):
+        response = client.get("/metrics", headers=headers)
+        assert response["Cache-Control"].startswith("max-age=0"), "never cached by a proxy"
+        return response
+
+    def refused(response, status):
+        assert response.status_code == status, response.content
+        assert b"celery_queue_length" not in response.content and b"# TYPE" not in response.content
+
+    with override_settings(METRICS_TOKEN=TOKEN):
+        anonymous = scrape()
+        refused(anonymous, 401)
+        assert anonymous["WWW-Authenticate"] == 'Bearer realm="metrics"'
+        refused(scrape(Authorization=f"Bearer {TOKEN}x"), 401)
+        refused(scrape(Authorization=f"Bearer {TOKEN[:-1]}"), 401)
+        refused(scrape(Authorization=f"Basic {TOKEN}"), 401)
+        allowed = scrape(Authorization=f"Bearer {TOKEN}")
+        assert allowed.status_code == 200 and b"# TYPE celery_queue_length gauge" in allowed.content
+
+        client.force_login(django_user_model.objects.create_user("customer", "c@example.com", "pw"))
+        refused(scrape(), 403)
+        client.force_login(staff)
+        assert scrape().status_code == 200
+        refused(scrape(Authorization="Bearer wrong-token-wrong-token"), 401)
+        client.logout()
+    with override_settings(METRICS_TOKEN=None):
+        refused(scrape(Authorization="Bearer "), 401)
+        refused(scrape(Authorization="Bearer None"), 401)
+        client.force_login(staff)
+        assert scrape().status_code == 200
+
+
+def _counting(monkeypatch, name: str) -> list[int]:
+    """Count the calls of one of ScrapeTimeCollector's readers; each still does its real work."""
+    calls: list[int] = []
+    read = getattr(ScrapeTimeCollector, name)
+
+    def counted():
+        calls.append(1)
+        return read()
+
+    monkeypatch.setattr(ScrapeTimeCollector, name, staticmethod(counted))
+    return calls
+
+
+def _inbox_and_dlq_queries(captured: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in captured.captured_queries
+            if "whatsapp_processedmessage" in q["sql"] or "dlq_deadletter" in q["sql"]]
+
+
+@pytest.mark.django_db
+def test_scrapes_within_the_cache_window_read_the_database_and_kafka_once(monkeypatch, topic):
+    consumers = _counting(monkeypatch, "consumer_lag")
+    with override_settings(METRICS_CACHE_SECONDS=300, KAFKA_RESULT_TOPIC=topic):
+        with CaptureQueriesContext(connection) as captured:
+            first, _ = exposition()
+            second, _ = exposition()
+        assert len(_inbox_and_dlq_queries(captured)) == 2, "one count of stuck rows, one of open dead letters"
+        assert len(consumers) == 1, "one Kafka consumer for both scrapes"
+        for body in (first, second):
+            assert b"# TYPE inbox_stuck_messages gauge" in body and b"# TYPE dlq_open_entries gauge" in body
+            assert f'kafka_consumer_lag{{partition="0",topic="{topic}"}} 0.0'.encode() in body
+
+    ScrapeTimeCollector.forget()
+    with override_settings(METRICS_CACHE_SECONDS=0, KAFKA_RESULT_TOPIC=topic):
+        with CaptureQueriesContext(connection) as captured:
+            exposition()
+            exposition()
+        assert len(_inbox_and_dlq_queries(captured)) == 4, "no cache: every scrape reads"
+        assert len(consumers) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_scrapes_share_one_read(monkeypatch):
+    """Scrapes arriving together (gunicorn threads, several Prometheus servers): one reads, the others wait for it."""
+    reads = _counting(monkeypatch, "stuck_messages")
+    start = threading.Barrier(4)
+    bodies: list[bytes] = []
+
+    def scrape() -> None:
+        try:
+            start.wait()
+            bodies.append(exposition()[0])
+        finally:
+            connections.close_all()
+
+    with override_settings(METRICS_CACHE_SECONDS=300):
+        threads = [threading.Thread(target=scrape) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert len(bodies) == 4 and all(b"inbox_stuck_messages 0.0" in body for body in bodies)
+    assert len(reads) == 1

@@ -26,6 +26,8 @@ from tests.support.observability import Scrape, free_port, json_lines
 from tests.support.processes import ManagedProcess, wait_until
 
 ACCESS_TOKEN = "demo-token"
+# What Prometheus sends to the web's /metrics (METRICS_TOKEN).
+METRICS_TOKEN = "scrape-token-for-the-metrics-test"
 TOTAL = 200
 # A label may only name one of these: never a lead, a message or a customer.
 ALLOWED_LABELS = {"business_id", "source", "reason", "stage", "intent", "action", "status", "from", "to",
@@ -117,6 +119,7 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
     prom_dir.mkdir()
     web_port, ingest_port = free_port(), free_port()
     env = {"PROMETHEUS_MULTIPROC_DIR": str(prom_dir), "WHATSAPP_GRAPH_BASE_URL": outside_url,
+           "METRICS_TOKEN": METRICS_TOKEN,
            "WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN, "KAFKA_RESULT_TOPIC": topic, "KAFKA_GROUP_ID": f"g-{topic}"}
     try:
         web = ManagedProcess("web", [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{web_port}"],
@@ -125,9 +128,11 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
         workers = [start_worker(concurrency=2, name=name, env=env) for name in ("w1", "w2")]
         metrics_url = f"http://127.0.0.1:{web_port}/metrics"
         wait_until(lambda: _answers(f"http://127.0.0.1:{web_port}/healthz"), timeout=30, message="the web process")
+        refused = requests.get(metrics_url, timeout=20)
+        assert refused.status_code == 401 and b"celery_queue_length" not in refused.content
 
         produce_unbatched(bootstrap, topic, records)
-        before = Scrape.get(metrics_url)
+        before = Scrape.get(metrics_url, METRICS_TOKEN)
         assert sum(before.by("kafka_consumer_lag", "partition").values()) == TOTAL, before.text
         assert set(before.by("kafka_consumer_lag", "partition")) <= {"0", "1", "2"}
 
@@ -171,7 +176,7 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
 
         # --- what /metrics says, once the last commits have been counted ---------------------
         def scrape_matches() -> Scrape | None:
-            scrape = Scrape.get(metrics_url)
+            scrape = Scrape.get(metrics_url, METRICS_TOKEN)
             return scrape if scrape.by("message_dlq_total", "stage", "reason") == dead \
                 and scrape.by("whatsapp_action_executed_total", "action", "status") == {k: v for k, v in actions.items() if v} \
                 and scrape.by("pipeline_duration_seconds_count", "intent") == processed else None
@@ -179,7 +184,7 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
         try:
             scrape = wait_until(scrape_matches, timeout=15, interval=0.5, message="/metrics to match the database")
         except AssertionError:
-            scrape = Scrape.get(metrics_url)
+            scrape = Scrape.get(metrics_url, METRICS_TOKEN)
         assert scrape.by("whatsapp_messages_received_total", "business_id") == received
         assert scrape.by("whatsapp_messages_received_total", "source") == {"kafka": sum(received.values())}
         assert scrape.by("whatsapp_messages_invalid_total", "reason") == invalid
@@ -207,7 +212,7 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
         breaker = f"webhook:127.0.0.1:{outside.server_address[1]}"
         assert (scrape.samples["circuit_breaker_state"] and
                 ({"circuit": breaker}, 0.0) in scrape.samples["circuit_breaker_state"]), scrape.text
-        wait_until(lambda: sum(Scrape.get(metrics_url).by("kafka_consumer_lag", "partition").values()) == 0,
+        wait_until(lambda: sum(Scrape.get(metrics_url, METRICS_TOKEN).by("kafka_consumer_lag", "partition").values()) == 0,
                    timeout=15, message="the consumer lag to reach 0")
         # Counted in every process: ingest and several Celery children wrote their own files.
         assert len({p.name.rsplit("_", 1)[-1] for p in Path(prom_dir).glob("counter_*.db")}) >= 3

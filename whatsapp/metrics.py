@@ -13,7 +13,12 @@ Two kinds:
   and open dead letters (Postgres), breaker states (Redis), consumer lag (the
   group's committed offsets against the high watermarks, from Kafka). Reading
   the truth when scraped is simpler than keeping gauges in step from many
-  processes, and it stays right when every worker is down.
+  processes, and it stays right when every worker is down. What was read is
+  kept for METRICS_CACHE_SECONDS per process, so scrapes (however many, however
+  close together) cost Postgres, Redis and Kafka one read per window.
+
+/metrics is served to a scraper with METRICS_TOKEN or a staff user only
+(config/health.py).
 
 Multiprocess mode: with PROMETHEUS_MULTIPROC_DIR set in the environment of
 every process before it starts (prometheus_client reads it on import), each
@@ -21,7 +26,7 @@ process writes its counts to files there and the web process adds them all up
 (MultiProcessCollector); a dead Celery child's counts stay counted. Without it
 each process keeps its own registry and `/metrics` shows only the web
 process's own counts plus the scrape-time gauges: fine for a look, wrong for
-the dashboard. Ingest also serves its own counts on INGEST_METRICS_PORT.
+the dashboard. Ingest also serves its own counts on INGEST_METRICS_ADDR:INGEST_METRICS_PORT.
 
 Labels are bounded by the business (business, intent, action, service,
 reason, stage, queue, partition), never a lead, message or customer.
@@ -31,6 +36,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -238,12 +245,40 @@ def mark_process_dead(pid: int) -> None:
 # --- scrape time ---------------------------------------------------------------------------------
 class ScrapeTimeCollector:
     """The gauges read when /metrics is scraped. A source that does not answer is left out
-    (and logged), so one dead dependency never empties the whole scrape."""
+    (and logged), so one dead dependency never empties the whole scrape.
+
+    What was read is kept for METRICS_CACHE_SECONDS in this process: a scrape
+    within the window, or one that arrives while another is reading, gets the same
+    gauges without a query, a Redis call or a Kafka consumer of its own. A source
+    that failed stays left out for the window too, so a dead broker is not waited
+    for on every scrape. prometheus_client has no such cache, hence this one."""
+
+    _lock = threading.Lock()
+    _read_at: float | None = None
+    _families: list[Metric] = []
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterable[Metric]:
+        from django.conf import settings
+
+        keep = settings.METRICS_CACHE_SECONDS
+        cls = type(self)
+        with cls._lock:  # one reader at a time; the others wait and take what it read
+            now = time.monotonic()
+            if cls._read_at is None or now - cls._read_at >= keep:
+                cls._families = list(self.read())
+                cls._read_at = time.monotonic()
+            return list(cls._families)
+
+    @classmethod
+    def forget(cls) -> None:
+        """Drop what was read, so the next scrape reads again (tests, and after a settings change)."""
+        with cls._lock:
+            cls._read_at, cls._families = None, []
+
+    def read(self) -> Iterable[Metric]:
         for name, read in (("circuit_breaker_state", self.breaker_states),
                            ("celery_queue_length", self.queue_lengths),
                            ("inbox_stuck_messages", self.stuck_messages),
@@ -373,9 +408,11 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def serve_ingest(port: int, addr: str = "0.0.0.0") -> Any | None:
-    """Serve this process's own counts on `port` (ingest, scraped alone). Port 0: not served.
-    Not being able to bind is logged, not fatal: taking messages in matters more."""
+def serve_ingest(port: int, addr: str = "127.0.0.1") -> Any | None:
+    """Serve this process's own counts on addr:port (ingest, scraped alone). Port 0: not served.
+    Not being able to bind is logged, not fatal: taking messages in matters more.
+    Only counters are there (no scrape-time reads), and no token is asked for:
+    INGEST_METRICS_ADDR keeps the port on this machine or a private network."""
     if not port:
         return None
     from prometheus_client import start_http_server
@@ -383,7 +420,7 @@ def serve_ingest(port: int, addr: str = "0.0.0.0") -> Any | None:
     try:
         server, _thread = start_http_server(port, addr=addr, registry=REGISTRY)
     except OSError as exc:
-        log.error("metrics: cannot serve ingest metrics on port %s (%s); carrying on without", port, exc)
+        log.error("metrics: cannot serve ingest metrics on %s:%s (%s); carrying on without", addr, port, exc)
         return None
     log.info("metrics: ingest metrics on http://%s:%s/metrics", addr, port)
     return server

@@ -38,13 +38,30 @@ class SagaStopped(Exception):
     """The message is no longer in this run's hands (finished, failed, requeued)."""
 
 
+class MessagePurged(SagaStopped):
+    """The inbox row is gone: finished rows are purged after INBOX_RETENTION_DAYS, so
+    a task still queued for one (a late redelivery, a re-driven chain) has nothing to do."""
+
+    def __init__(self, processing_id: str) -> None:
+        super().__init__(f"{processing_id} has no inbox row (finished rows are purged after INBOX_RETENTION_DAYS); "
+                         "nothing to do")
+
+
 def load_event(message: ProcessedMessage) -> AIResultEvent:
     return AIResultEvent.model_validate(message.payload)
 
 
-def active_message(processing_id: str, saga_run: int, *, lock: bool = False) -> ProcessedMessage:
+def inbox_row(processing_id: str, *, lock: bool = False) -> ProcessedMessage:
+    """The message's inbox row; MessagePurged when it no longer exists."""
     query = ProcessedMessage.objects.select_for_update() if lock else ProcessedMessage.objects
-    message = query.get(processing_id=processing_id)
+    try:
+        return query.get(processing_id=processing_id)
+    except ProcessedMessage.DoesNotExist:
+        raise MessagePurged(processing_id) from None
+
+
+def active_message(processing_id: str, saga_run: int, *, lock: bool = False) -> ProcessedMessage:
+    message = inbox_row(processing_id, lock=lock)
     tracing.note_message(message)
     if message.status != ProcessedMessage.Status.PROCESSING or message.saga_run != saga_run:
         raise SagaStopped(f"{processing_id} is {message.status} in run {message.saga_run}, not PROCESSING in run {saga_run}")
@@ -60,8 +77,10 @@ def claim(processing_id: str, saga_run: int) -> bool:
         ).update(status=ProcessedMessage.Status.PROCESSING, started_at=timezone.now(), attempts=F("attempts") + 1)
     )
     if claimed:
-        tracing.note_message(ProcessedMessage.objects.only("processing_id", "lead_id", "intent")
-                             .get(processing_id=processing_id))
+        row = (ProcessedMessage.objects.only("processing_id", "lead_id", "intent")
+               .filter(processing_id=processing_id).first())
+        if row is not None:  # None: purged since the claim; the next task finds it gone
+            tracing.note_message(row)
     return claimed
 
 
@@ -257,7 +276,7 @@ def fail(processing_id: str, saga_run: int, *, stage: str, reason: str, error: s
 def compensate_steps(processing_id: str, saga_run: int) -> bool:
     """Undo the run's succeeded steps in reverse order. Returns True when no
     step is left to try again (each is COMPENSATED or COMPENSATION_FAILED)."""
-    message = ProcessedMessage.objects.get(processing_id=processing_id)
+    message = inbox_row(processing_id)
     pending_retry = False
     steps = SagaStep.objects.filter(message=message, saga_run=saga_run, status=SagaStep.Status.SUCCEEDED)
     for step in steps.order_by("-order"):
@@ -295,7 +314,7 @@ def compensate_steps(processing_id: str, saga_run: int) -> bool:
 def dead_letter(processing_id: str, saga_run: int) -> DeadLetter | None:
     """Write the run's DLQ entry and mark the inbox row FAILED, once."""
     with transaction.atomic():
-        message = ProcessedMessage.objects.select_for_update().get(processing_id=processing_id)
+        message = inbox_row(processing_id, lock=True)
         if message.saga_run != saga_run:
             return None
         existing = (DeadLetter.objects.filter(processing_id=processing_id, saga_run=saga_run, status=DeadLetter.Status.OPEN)
@@ -376,9 +395,13 @@ def reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> StepOutc
 
 # --- 5. finish ------------------------------------------------------------------
 def finish(processing_id: str, saga_run: int) -> bool:
+    """Mark the message processed. False when the run has moved on or failed;
+    MessagePurged when its inbox row is gone."""
     with transaction.atomic():
         try:
             message = active_message(processing_id, saga_run, lock=True)
+        except MessagePurged:
+            raise
         except SagaStopped:
             return False
         if message.failed_stage:

@@ -54,7 +54,7 @@ def dedupe(self, processing_id: str, saga_run: int) -> None:
     with tracing.span("whatsapp.dedupe", "claim the inbox row"):
         claimed = saga.claim(processing_id, saga_run)
     if not claimed:
-        log.info("dedupe: %s run %s already claimed; stopping this copy", processing_id, saga_run)
+        log.info("dedupe: %s run %s already claimed, finished or purged; stopping this copy", processing_id, saga_run)
         raise Ignore()
 
 
@@ -158,10 +158,14 @@ def start_compensation(processing_id: str, saga_run: int, countdown: float = 0) 
 def compensate(self, processing_id: str, saga_run: int) -> None:
     """Undo what the failed run did, in reverse, then dead-letter it. Reads
     everything from Postgres, so running it twice is the same as once."""
-    if not saga.compensate_steps(processing_id, saga_run):
-        delay = saga.RETRY_DELAYS[min(self.request.retries, len(saga.RETRY_DELAYS) - 1)] * random.uniform(0.9, 1.1)
-        raise self.retry(countdown=delay)
-    entry = saga.dead_letter(processing_id, saga_run)
+    try:
+        if not saga.compensate_steps(processing_id, saga_run):
+            delay = saga.RETRY_DELAYS[min(self.request.retries, len(saga.RETRY_DELAYS) - 1)] * random.uniform(0.9, 1.1)
+            raise self.retry(countdown=delay)
+        entry = saga.dead_letter(processing_id, saga_run)
+    except saga.MessagePurged as purged:
+        log.info("compensate: %s", purged)
+        raise Ignore()
     if entry is not None:
         log.warning("dead-lettered %s run %s at %s (%s) as DLQ #%s",
                     processing_id, saga_run, entry.stage, entry.reason, entry.pk)

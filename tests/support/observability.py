@@ -31,8 +31,10 @@ class Scrape:
                 self.samples[sample.name].append((dict(sample.labels), sample.value))
 
     @classmethod
-    def get(cls, url: str) -> Scrape:
-        response = requests.get(url, timeout=20)
+    def get(cls, url: str, token: str | None = None) -> Scrape:
+        """Scrape as Prometheus does: with the bearer token the web's /metrics asks for."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = requests.get(url, headers=headers, timeout=20)
         response.raise_for_status()
         return cls(response.text)
 

@@ -12,7 +12,8 @@ class Command(BaseCommand):
         "Consume AI-result events from Kafka into the inbox and hand them to the pipeline. "
         "Offsets are committed only after a batch is stored and enqueued. "
         "SIGTERM/SIGINT finish the batch in hand, commit and exit. "
-        "Serves its own Prometheus metrics on INGEST_METRICS_PORT (default 9108, 0 turns it off)."
+        "Serves its own Prometheus metrics on INGEST_METRICS_ADDR:INGEST_METRICS_PORT "
+        "(default 127.0.0.1:9108; port 0 turns it off)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -38,7 +39,7 @@ class Command(BaseCommand):
             idle_exit=options["idle_exit"],
         )
         ingestor.install_signal_handlers()
-        server = metrics.serve_ingest(settings.INGEST_METRICS_PORT)
+        server = metrics.serve_ingest(settings.INGEST_METRICS_PORT, settings.INGEST_METRICS_ADDR)
         try:
             stats = ingestor.run()
         finally:
