@@ -1,15 +1,22 @@
-"""Unit tests for the v1 AI-result event contract (no Django, no database)."""
+"""Tests for the v1 AI-result event contract: unit tests without a database, then proof against
+the real Postgres that whatever the contract accepts at its edges can be stored."""
 
 from __future__ import annotations
 
 import copy
 import json
 import pickle
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from django.db import DataError, transaction
 
+import whatsapp.handlers  # noqa: F401  (registers every handler)
+from leads.models import Business, CallbackRequest, Lead
+from tests.support.events import later_iso, now_iso
+from whatsapp.actions.base import ActionContext
+from whatsapp.actions.schedule_call import ScheduleCall
 from whatsapp.contract import (
     MAX_VALUE_BYTES,
     AIResultEvent,
@@ -18,6 +25,12 @@ from whatsapp.contract import (
     parse_event,
     to_payload,
 )
+from whatsapp.handlers.base import MessageContext
+from whatsapp.handlers.registry import plan
+from whatsapp.intake import inbox_row
+from whatsapp.kafka import Record
+from whatsapp.models import ProcessedMessage
+from whatsapp.saga import load_event, upsert_lead
 
 EXAMPLE: dict[str, Any] = {
     "schema_version": 1,
@@ -56,6 +69,14 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
     else:
         node[last] = value
     return data
+
+
+def kept_value(event: AIResultEvent, path: str) -> Any:
+    """What the stored payload holds at a dotted path."""
+    node: Any = to_payload(event)
+    for part in path.split("."):
+        node = None if node is None else node[part]
+    return node
 
 
 def rejection(value: bytes | None) -> ContractError:
@@ -147,10 +168,28 @@ def test_stored_payload_validates_again_and_keeps_intent_raw() -> None:
     ("entities.products", [{"name": "rye"}]),
     ("entities.products", [{"name": "rye", "quantity": 10_000}]),
     ("entities.products", [{"name": "rye"}] * 50),
+    ("entities.products", [{"name": "n" * 256, "sku": "s" * 64}]),
+    ("ai.processing_ms", 86_400_000),
+    ("message.received_at", "2026-11-24T10:30:00+15:59"),
+    ("message.received_at", "2026-11-24T10:30:00-15:59"),
+    ("message.received_at", "0001-01-01T00:00:00Z"),
+    ("message.received_at", "0001-01-01T00:00:00-15:59"),
+    ("message.received_at", "9999-12-31T23:59:59.999999Z"),
+    ("message.received_at", "9999-12-31T23:59:59.999999+15:59"),
+    ("entities.preferred_time", "2026-11-27T09:00:00+15:59"),
+    ("entities.preferred_time", "2026-11-27T09:00:00-15:59"),
 ], ids=lambda case: f"{case[0]}={str(case[1])[:20]}")
 def test_boundary_values_are_accepted(accepted: tuple[str, Any]) -> None:
     path, value = accepted
-    parse_event(encode(with_change(path, value)))
+
+    kept = kept_value(parse_event(encode(with_change(path, value))), path)
+
+    if path.endswith(("received_at", "preferred_time")):
+        assert datetime.fromisoformat(kept) == datetime.fromisoformat(value)
+    elif path == "entities.products":
+        assert [{key: item for key, item in product.items() if item is not None} for product in kept] == value
+    else:
+        assert kept == value
 
 
 @pytest.mark.parametrize("path, value, rule", [
@@ -195,6 +234,7 @@ def test_boundary_values_are_accepted(accepted: tuple[str, Any]) -> None:
     # intent and confidence
     ("intent", 3, "must be a string"),
     ("intent", None, "must be a string"),
+    ("intent", "I" * 65, "at most 64"),
     ("confidence", 1.01, "<= 1.0"),
     ("confidence", -0.01, ">= 0.0"),
     ("confidence", 2, "<= 1.0"),
@@ -213,8 +253,22 @@ def test_boundary_values_are_accepted(accepted: tuple[str, Any]) -> None:
     ("entities.products", [{"name": "rye", "quantity": 2.0}], "must be an integer"),
     ("entities.products", [{"name": "rye", "quantity": True}], "must be an integer"),
     ("entities.products", [{"name": "rye", "sku": 1}], "must be a string"),
+    ("entities.products", [{"name": "n" * 257}], "at most 256"),
+    ("entities.products", [{"name": "rye", "sku": "s" * 65}], "at most 64"),
     ("entities.preferred_time", "2026-11-27T09:00:00", "timezone"),
     ("entities.preferred_time", "friday", "ISO-8601"),
+    # time-zone offsets PostgreSQL refuses, or whose seconds the stored payload would lose,
+    # and moments that leave the datetime range once converted to UTC
+    ("message.received_at", "2026-11-24T10:30:00+16:00", "offset must be whole minutes between -15:59 and +15:59"),
+    ("message.received_at", "2026-11-24T10:30:00-16:00", "offset must be whole minutes between -15:59 and +15:59"),
+    ("message.received_at", "2026-11-24T10:30:00+23:59", "offset must be whole minutes between -15:59 and +15:59"),
+    ("message.received_at", "2026-11-24T10:30:00-23:59:59.999999", "offset must be whole minutes"),
+    ("message.received_at", "2026-11-24T10:30:00+05:30:15", "offset must be whole minutes"),
+    ("message.received_at", "2026-11-24T10:30:00+01:00:00.5", "offset must be whole minutes"),
+    ("message.received_at", "0001-01-01T00:00:00+00:01", "within the years 1-9999 in UTC"),
+    ("message.received_at", "9999-12-31T23:59:59-00:01", "within the years 1-9999 in UTC"),
+    ("entities.preferred_time", "2026-11-27T09:00:00+16:00", "offset must be whole minutes between -15:59 and +15:59"),
+    ("entities.preferred_time", "9999-12-31T20:00:00-15:59", "within the years 1-9999 in UTC"),
     ("entities.severity", "critical", "must be one of"),
     ("entities.order_reference", "r" * 65, "at most 64"),
     ("entities.language", "english!", "BCP-47"),
@@ -226,6 +280,8 @@ def test_boundary_values_are_accepted(accepted: tuple[str, Any]) -> None:
     ("ai.processing_ms", -1, ">= 0"),
     ("ai.processing_ms", 1.5, "must be an integer"),
     ("ai.processing_ms", "140", "must be an integer"),
+    ("ai.processing_ms", True, "must be an integer"),
+    ("ai.processing_ms", 86_400_001, "<= 86400000"),
 ])
 def test_rule_violations_are_invalid_payload(path: str, value: Any, rule: str) -> None:
     error = rejection(encode(with_change(path, value)))
@@ -445,7 +501,10 @@ def test_deep_nesting_in_ignored_keys_is_allowed() -> None:
     for _ in range(40):
         nested = [nested]
 
-    parse_event(encode(with_change("future_field", nested)))
+    event = parse_event(encode(with_change("future_field", nested)))
+
+    assert event.processing_id == "proc-7f3c2a"
+    assert "future_field" not in to_payload(event)
 
 
 def test_errors_never_echo_personal_data() -> None:
@@ -502,3 +561,259 @@ def test_contract_error_survives_pickling() -> None:
 
     assert error.reason == "unsupported_schema"
     assert error.errors == ["schema_version: 2 is not supported (expected 1)"]
+
+
+def test_overlong_intent_is_reported_once_and_never_echoed() -> None:
+    error = rejection(encode(with_change("intent", "REFUND_" + "X" * 100)))
+
+    assert error.reason == "invalid_payload"
+    assert error.errors == ["intent: must be at most 64 characters"]
+
+
+def test_stored_payload_with_a_bad_offset_fails_validation_too() -> None:
+    """The saga validates the stored payload again; the same rules hold there."""
+    payload = to_payload(parse_event(encode(EXAMPLE)))
+    payload["message"]["received_at"] = "2026-11-24T10:30:00+16:00"
+
+    with pytest.raises(ValueError, match="between -15:59 and \\+15:59"):
+        AIResultEvent.model_validate(payload)
+
+
+# --- duplicate keys -------------------------------------------------------------------------
+
+def with_raw(fragment: str, replacement: str, data: dict[str, Any] | None = None) -> bytes:
+    """The encoded event with one exact piece of its JSON text replaced, for what json.dumps
+    cannot write (a repeated key, 1e999, a 5,000-digit integer)."""
+    text = json.dumps(EXAMPLE if data is None else data)
+    assert text.count(fragment) == 1, fragment
+    return text.replace(fragment, replacement).encode("utf-8")
+
+
+@pytest.mark.parametrize("members", [
+    '"schema_version": 2, "schema_version": 1',
+    '"schema_version": 1, "schema_version": 2',
+    '"schema_version": 1, "schema_version": 1',
+    '"schema_version": 1, "schema_version": "1"',
+])
+def test_repeated_schema_version_is_invalid_payload(members: str) -> None:
+    """Which of two versions counts depends on the parser; json keeps the last one silently."""
+    error = rejection(with_raw('"schema_version": 1', members))
+
+    assert error.reason == "invalid_payload"
+    assert error.errors == ["value: duplicate key 'schema_version'"]
+
+
+@pytest.mark.parametrize("fragment, replacement, line", [
+    ('"name": "Ana"', '"name": "Ana", "name": "Mallory Secret"', "customer: duplicate key 'name'"),
+    ('"processing_id": "proc-7f3c2a"', '"processing_id": "proc-7f3c2a", "processing_id": "proc-other"',
+     "value: duplicate key 'processing_id'"),
+    ('"quantity": 2', '"quantity": 2, "quantity": 9000', "entities.products.0: duplicate key 'quantity'"),
+    ('"entities": {', '"entities": {"note": "first secret", "note": "second secret", ',
+     "entities: duplicate key 'note'"),
+    ('"schema_version": 1', '"schema_version": 1, "future": {"a": [{"k": "secret", "k": "secret"}]}',
+     "future.a.0: duplicate key 'k'"),
+])
+def test_duplicate_keys_anywhere_are_invalid(fragment: str, replacement: str, line: str) -> None:
+    error = rejection(with_raw(fragment, replacement))
+
+    assert error.reason == "invalid_payload"
+    assert error.errors == [line]
+    assert "secret" not in str(error).lower() and "Mallory" not in str(error)
+
+
+def test_duplicate_keys_are_invalid_even_in_another_schema_version() -> None:
+    error = rejection(b'{"schema_version": 2, "lead_id": "a", "lead_id": "b"}')
+
+    assert error.reason == "invalid_payload"
+    assert error.errors == ["value: duplicate key 'lead_id'"]
+
+
+def test_a_long_or_unstorable_duplicate_key_is_shown_short_and_escaped() -> None:
+    long_key = "k" * 10_000
+    raw = with_raw('"schema_version": 1', f'"schema_version": 1, "x": {{"{long_key}": 1, "{long_key}": 2, '
+                                          r'"bad\u0000\ud800": 1, "bad\u0000\ud800": 2}')
+
+    error = rejection(raw)
+
+    assert error.reason == "invalid_payload"
+    assert sorted(error.errors) == sorted([
+        f"x: duplicate key '{'k' * 64}'...",
+        "x: duplicate key 'bad\\x00\\ud800'",
+    ])
+    assert all(line.encode("utf-8") and "\x00" not in line for line in error.errors)
+
+
+# --- numbers --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fragment, replacement, line", [
+    ('"confidence": 0.95', '"confidence": 1e999', "confidence: number out of range (must be finite)"),
+    ('"confidence": 0.95', '"confidence": -1e999', "confidence: number out of range (must be finite)"),
+    ('"processing_ms": 140', '"processing_ms": 1E400', "ai.processing_ms: number out of range (must be finite)"),
+    ('"quantity": 2', '"quantity": 1e999', "entities.products.0.quantity: number out of range (must be finite)"),
+    ('"entities": {', '"entities": {"sentiment": {"score": [0.5, -2e308]}, ',
+     "entities.sentiment.score.1: number out of range (must be finite)"),
+    ('"schema_version": 1', '"schema_version": 1, "future": 1e999', "future: number out of range (must be finite)"),
+    ('"quantity": 2', '"quantity": ' + "9" * 4301, "entities.products.0.quantity: integer longer than 4300 digits"),
+    ('"entities": {', '"entities": {"big": -' + "1" * 4301 + ", ", "entities.big: integer longer than 4300 digits"),
+    ('"schema_version": 1', '"schema_version": ' + "1" * 5000, "schema_version: integer longer than 4300 digits"),
+])
+def test_numbers_that_cannot_be_kept_as_sent_are_invalid(fragment: str, replacement: str, line: str) -> None:
+    """1e999 parses to infinity, which jsonb cannot hold and the JSON encoder would write as
+    null or refuse; an integer past Python's conversion limit cannot be read (or written back)."""
+    error = rejection(with_raw(fragment, replacement))
+
+    assert error.reason == "invalid_payload"
+    assert error.errors == [line]
+
+
+def test_numbers_at_the_edges_are_kept_exactly() -> None:
+    big = int("7" * 4300)
+    data = with_change("entities.measures", [1.7976931348623157e308, 5e-324, -0.0, big, -big])
+
+    event = parse_event(encode(data))
+
+    assert to_payload(event)["entities"]["measures"] == [1.7976931348623157e308, 5e-324, -0.0, big, -big]
+
+
+def test_a_huge_unsupported_schema_version_is_reported_short() -> None:
+    error = rejection(encode(with_change("schema_version", 10**1000)))
+
+    assert error.reason == "unsupported_schema"
+    assert len(error.errors) == 1 and len(error.errors[0]) <= 300
+
+
+# --- unknown entity keys --------------------------------------------------------------------
+
+def test_unknown_entity_keys_at_their_limits_are_kept() -> None:
+    extra = {f"{index:02d}" + "k" * 62: {"k" * 64: index} for index in range(32 - 1)}
+    data = with_change("entities.products", [{"name": "rye"}])
+    data["entities"].update(extra)
+
+    event = parse_event(encode(data))
+
+    assert event.entities.model_extra == extra
+
+
+@pytest.mark.parametrize("entities, line", [
+    ({"note": 1, "k" * 65: 2}, "entities: key 2 is longer than 64 characters"),
+    ({"sentiment": {"label": "sad", "k" * 65: 2}}, "entities.sentiment: key 2 is longer than 64 characters"),
+    ({"sentiment": [{"k" * 65: "x"}]}, "entities.sentiment.0: key 1 is longer than 64 characters"),
+    ({f"key{index}": index for index in range(33)}, "entities: must have at most 32 keys"),
+    ({"bad\u0000": 1}, "entities: key 1 contains a NUL character or an unpaired surrogate"),
+])
+def test_unknown_entity_keys_are_bounded(entities: dict[str, Any], line: str) -> None:
+    error = rejection(encode(with_change("entities", entities)))
+
+    assert error.reason == "invalid_payload"
+    assert error.errors == [line]
+
+
+def test_unknown_keys_that_are_dropped_are_not_bounded() -> None:
+    data = with_change("entities.products", [{"name": "rye", "k" * 100: 1}])
+    data["k" * 100] = {"k" * 100: 1}
+
+    event = parse_event(encode(data))
+
+    assert event.entities.products[0].name == "rye"
+    assert "k" * 100 not in to_payload(event)
+
+
+# --- what the contract accepts, Postgres stores ---------------------------------------------
+# The inbox row, the lead's last_inbound_at and a callback's preferred_time are written through
+# the real models, so a rule loosened past what a column takes fails here, not in production.
+
+LONGEST = 64 * "b"
+OFFSET_MAX = timezone(timedelta(hours=15, minutes=59))
+OFFSET_MIN = timezone(-timedelta(hours=15, minutes=59))
+
+
+def store_and_reload(raw: bytes) -> AIResultEvent:
+    """Take the record in as ingest does and read it back as the saga does."""
+    event = parse_event(raw)
+    row = inbox_row(Record("ai.process.result", 0, 7, raw), event, "0" * 32)
+    row.save()
+    return load_event(ProcessedMessage.objects.get(pk=row.pk))
+
+
+@pytest.mark.django_db
+def test_the_longest_accepted_event_is_stored_and_reads_back_equal() -> None:
+    business = Business.objects.create(business_id=LONGEST, tenant_id="t" * 64, display_name="Edge")
+    extras = {f"{index:02d}" + "k" * 62: {"k" * 64: "\x01\t\u200b"} for index in range(24)}
+    extras["measures"] = [1.7976931348623157e308, 5e-324]
+    extras["counts"] = [int("9" * 4300), -int("9" * 4300)]
+    extras["deep"] = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[["leaf"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+    data = {
+        **EXAMPLE,
+        "processing_id": "p" * 128, "lead_id": "l" * 64, "business_id": LONGEST, "tenant_id": "t" * 64,
+        "message_id": "m" * 256, "customer": {"wa_id": "9" * 15, "name": "n" * 256},
+        "message": {"text": "x" * 4096, "received_at": now_iso()},
+        "intent": "I" * 64, "confidence": 1,
+        "ai": {"model": "m" * 128, "processing_ms": 86_400_000},
+        "entities": {
+            "products": [{"sku": "s" * 64, "name": "n" * 256, "quantity": 10_000}] * 50,
+            "preferred_time": later_iso(), "severity": "high", "order_reference": "r" * 64,
+            "language": "en" + "-abcdefgh" * 3 + "-abcde", **extras,
+        },
+    }
+    assert len(data["entities"]) == 32 and len(data["entities"]["language"]) == 35
+
+    event = to_payload(parse_event(encode(data)))
+    stored = store_and_reload(encode(data))
+
+    # jsonb keeps numbers as decimals, so the largest float comes back as an integer of equal value.
+    measures = stored.entities.model_extra.pop("measures")
+    assert [float(number) for number in measures] == event["entities"].pop("measures")
+    assert to_payload(stored) == event
+    assert stored.intent is Intent.UNKNOWN and stored.intent_raw == "I" * 64
+    lead = upsert_lead(stored, business)
+    lead.refresh_from_db()
+    assert (lead.lead_id, lead.customer_name, lead.wa_id) == ("l" * 64, "n" * 256, "9" * 15)
+
+
+EDGE_MOMENTS = {
+    "year 1 in UTC": "0001-01-01T00:00:00+00:00",
+    "year 1 at -15:59": "0001-01-01T00:00:00-15:59",
+    "end of 9999 in UTC": "9999-12-31T23:59:59.999999+00:00",
+    "end of 9999 at +15:59": "9999-12-31T23:59:59.999999+15:59",
+    "now at +15:59": datetime.now(OFFSET_MAX).isoformat(),
+    "now at -15:59": datetime.now(OFFSET_MIN).isoformat(),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("moment", EDGE_MOMENTS.values(), ids=EDGE_MOMENTS.keys())
+def test_accepted_times_at_the_edges_are_stored_and_compared(moment: str) -> None:
+    business = Business.objects.create(business_id="acme-bakery", tenant_id="tenant-acme", display_name="Acme")
+    data = with_change("message.received_at", moment)
+    data["intent"] = "SCHEDULE_CALL"
+    data["entities"] = {"preferred_time": moment}
+    expected = datetime.fromisoformat(moment)
+
+    event = store_and_reload(encode(data))
+    upsert_lead(event, business)
+    lead = upsert_lead(event, business)  # compares with the value read back from Postgres
+    action = plan(MessageContext(event=event, business=business, lead=lead, catalog={})).actions[0]
+    ScheduleCall().execute(ActionContext(processing_id=event.processing_id, saga_run=1, action=action.name,
+                                         step_order=1, params=action.params, event=event,
+                                         business=business, lead=lead))
+
+    assert event.message.received_at == expected and event.entities.preferred_time == expected
+    assert Lead.objects.get(pk=lead.pk).last_inbound_at == expected
+    assert CallbackRequest.objects.get(lead=lead).preferred_time == expected
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("moment", [
+    datetime(2026, 11, 24, 10, 30, tzinfo=timezone(timedelta(hours=16))),
+    datetime(2026, 11, 24, 10, 30, tzinfo=timezone(-timedelta(hours=16))),
+    datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(minutes=1))),
+], ids=["+16:00", "-16:00", "past 9999 in UTC"])
+def test_postgres_refuses_the_times_the_contract_refuses(moment: datetime) -> None:
+    """Why the bounds are where they are: just past them, storing or reading back fails."""
+    business = Business.objects.create(business_id="acme-bakery", tenant_id="tenant-acme", display_name="Acme")
+    lead = Lead.objects.create(lead_id="lead-123", business=business, wa_id="15550123456")
+
+    with pytest.raises(DataError), transaction.atomic():
+        Lead.objects.filter(pk=lead.pk).update(last_inbound_at=moment)
+        Lead.objects.get(pk=lead.pk)
+    assert rejection(encode(with_change("message.received_at", moment.isoformat()))).reason == "invalid_payload"
