@@ -16,7 +16,7 @@ from dlq.models import DeadLetter
 from dlq.requeue import RequeueRefused, requeue
 from leads.models import Business
 from tests.support import kafka
-from tests.support.events import BUSINESS_ID, TENANT_ID, encode, event, now_iso
+from tests.support.events import TENANT_ID, encode, event, now_iso
 from tests.support.processes import wait_until
 from whatsapp.intake import take_in
 from whatsapp.kafka import Record, datetime_from_millis, headers_from_json
