@@ -95,10 +95,7 @@ def validate(records: list[Record],
             valid.append((record, event))
         except ContractError as exc:
             rejected.append(Rejection(record, exc.reason, "ContractError", str(exc)))
-        except Exception as exc:  # a bug in validation must not lose the record
-            with trace.active():
-                log.error("ingest: record %s[%s]@%s could not be validated (%s); dead-lettered as %s",
-                          record.topic, record.partition, record.offset, _class_name(exc), UNPROCESSABLE)
+        except Exception as exc:  # a bug in validation must not lose the record (logged at ERROR when stored)
             rejected.append(Rejection(record, UNPROCESSABLE, _class_name(exc),
                                       f"validation failed unexpectedly: {_class_name(exc)} {WITHHELD}",
                                       traceback=_frames(exc)))
@@ -286,8 +283,9 @@ def _store_rejections(rejected: list[Rejection], traces: dict[tuple[str, int, in
     fresh = [r for r in rejected if r.record.coordinates not in already]
     metrics.rejected(Counter(r.reason for r in fresh))
     for r in fresh:
-        logged.append((traces[r.record.coordinates], logging.WARNING, "ingest: record %s[%s]@%s dead-lettered: %s",
-                       (r.record.topic, r.record.partition, r.record.offset, r.reason)))
+        level = logging.ERROR if r.reason == UNPROCESSABLE else logging.WARNING
+        logged.append((traces[r.record.coordinates], level, "ingest: record %s[%s]@%s dead-lettered: %s (%s)",
+                       (r.record.topic, r.record.partition, r.record.offset, r.reason, r.error_class)))
 
 
 def _dead_lettered_before(records: list[Record]) -> set[tuple[str, int, int]]:
