@@ -67,6 +67,10 @@ class DeadLetter(models.Model):
     kafka_partition = models.IntegerField(null=True, blank=True)
     kafka_offset = models.BigIntegerField(null=True, blank=True)
     kafka_timestamp = models.DateTimeField(null=True, blank=True)
+    kafka_timestamp_ms = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="The record's timestamp in raw milliseconds, kept when it is no date a datetime can hold "
+                  "(before 1970, past the year 9999).")
     kafka_key = models.BinaryField(null=True, blank=True)
     kafka_headers = models.JSONField(default=list, blank=True)
     stage = models.CharField(max_length=64, db_index=True)

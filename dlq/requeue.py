@@ -25,9 +25,11 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
     number is part of every executor's idempotency key, so what the failed
     run compensated is done again once, and nothing is done twice within a
     run. An ingest failure (say, an unknown business since created) is
-    validated again from the raw record and taken in like a new one."""
+    validated again from the raw record and taken in like a new one; one whose
+    processing_id belongs to another business's message (processing_id_conflict)
+    is refused as long as that message holds it."""
     from whatsapp.contract import ContractError, parse_event
-    from whatsapp.intake import take_in
+    from whatsapp.intake import PROCESSING_ID_CONFLICT, is_outage, take_in
     from whatsapp.kafka import Record, headers_from_json
     from whatsapp.models import ProcessedMessage
     from whatsapp.pipeline import hand_off
@@ -44,16 +46,25 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
             except ContractError as exc:
                 raise RequeueRefused(f"the record is still invalid: {exc}") from None
             headers = headers_from_json(entry.kafka_headers or [])
-            if entry.trace_id and not any(k.lower() in ("sentry-trace", "traceparent") for k, _ in headers):
+            if entry.trace_id and not any((k or "").lower() in ("sentry-trace", "traceparent") for k, _ in headers):
                 # Carry on the trace the dead letter was written in.
                 headers.append(("sentry-trace", f"{entry.trace_id}-{uuid.uuid4().hex[:16]}".encode()))
             record = Record(
                 topic=entry.kafka_topic, partition=entry.kafka_partition if entry.kafka_partition is not None else -1,
                 offset=entry.kafka_offset if entry.kafka_offset is not None else -entry.pk,
                 value=raw, key=bytes(entry.kafka_key) if entry.kafka_key is not None else None,
-                timestamp=entry.kafka_timestamp, headers=headers,
+                timestamp=entry.kafka_timestamp, timestamp_ms=entry.kafka_timestamp_ms, headers=headers,
             )
-            result = take_in([record], source="requeue")
+            try:
+                result = take_in([record], source="requeue")
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                # Still unprocessable (say, what broke it is not fixed yet); the entry stays OPEN.
+                raise RequeueRefused(f"the record still cannot be taken in ({type(exc).__name__})") from None
+            if result.dead_lettered.get(PROCESSING_ID_CONFLICT):
+                raise RequeueRefused(f"the record is still refused: {PROCESSING_ID_CONFLICT} (its processing_id "
+                                     f"{entry.processing_id} belongs to another business's message)")
             if result.dead_lettered:
                 raise RequeueRefused(f"the record is still refused: {', '.join(result.dead_lettered)}")
             runs, traces = result.new, result.traces

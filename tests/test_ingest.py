@@ -12,7 +12,7 @@ import pytest
 from dlq.models import DeadLetter
 from leads.models import Order, Product
 from tests.support import kafka
-from tests.support.events import EXPECTED_REASON, encode, event, invalid_values
+from tests.support.events import BUSINESS_ID, EXPECTED_REASON, encode, event, invalid_values
 from tests.support.processes import wait_until
 from tests.support.proxy import FaultProxy
 from whatsapp.models import DuplicateDelivery, ProcessedMessage
@@ -155,3 +155,37 @@ def test_sigterm_finishes_cleanly(business, topic, bootstrap, start_ingest):
     proc.kill(signal.SIGTERM)
     assert proc.wait(30) == 0
     assert "consumed 20 records" in proc.output()
+
+
+def test_a_processing_id_held_by_another_business_is_a_conflict_not_a_duplicate(business):
+    """processing_id is unique across businesses: another business's record with it is
+    dead-lettered as processing_id_conflict, kept once, and refused on requeue; the same
+    business's copy is still a duplicate."""
+    from dlq.requeue import RequeueRefused, requeue
+    from leads.models import Business
+    from tests.support.events import TENANT_ID
+    from whatsapp.intake import take_in
+    from whatsapp.kafka import Record
+
+    Business.objects.create(business_id="other-shop", tenant_id=TENANT_ID, display_name="Other")
+    ours = encode(event("shared-1", lead_id="lead-a"))
+    theirs = encode(event("shared-1", lead_id="lead-b", business_id="other-shop"))
+    first = take_in([Record("t.conflict", 0, 1, ours),
+                     Record("t.conflict", 1, 1, theirs),   # the same batch
+                     Record("t.conflict", 0, 2, ours)])   # our own copy again
+    later = take_in([Record("t.conflict", 2, 5, theirs)])  # a later batch
+    again = take_in([Record("t.conflict", 2, 5, theirs)])  # read again after a crash
+
+    assert (first.created, first.duplicates, dict(first.dead_lettered)) == (1, 1, {"processing_id_conflict": 1})
+    assert dict(later.dead_lettered) == {"processing_id_conflict": 1} and later.duplicates == 0
+    assert dict(again.dead_lettered) == {"processing_id_conflict": 1}
+    assert ProcessedMessage.objects.get().business_id == BUSINESS_ID
+    assert list(DuplicateDelivery.objects.values_list("kafka_partition", "kafka_offset")) == [(0, 2)]
+    entries = DeadLetter.objects.order_by("kafka_partition")
+    assert [(e.reason, e.stage, e.business_id, e.processing_id, e.kafka_partition) for e in entries] == [
+        ("processing_id_conflict", "ingest", "other-shop", "shared-1", 1),
+        ("processing_id_conflict", "ingest", "other-shop", "shared-1", 2)]
+    assert "another business" in entries[0].error_message
+    with pytest.raises(RequeueRefused, match="processing_id_conflict"):
+        requeue(entries[0].pk, by="test")
+    assert DeadLetter.objects.get(pk=entries[0].pk).status == "OPEN"

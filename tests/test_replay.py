@@ -17,6 +17,7 @@ from django.core.management import call_command
 from leads.models import Order
 from tests.support.events import event
 from tests.support.processes import wait_until
+from tests.test_ingest_hostile import POISON, poison_trigger  # noqa: F401  (a fixture)
 from whatsapp.models import DuplicateDelivery, ProcessedMessage, SagaStep
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -92,3 +93,51 @@ def test_replay_by_time_dedupes_and_force_runs_once_more(pipeline, child_env):
     assert set(per_run.values()) == {1}  # every action once per run
     assert after["duplicates"] == before["duplicates"]
     assert state([e["processing_id"] for e in early]) == early_before  # outside the range: untouched
+
+
+def test_replay_isolates_what_it_cannot_take_in_and_reports_conflicts(business, bootstrap, poison_trigger, redis_client):
+    """As in ingest: a record that fails inside intake is dead-lettered as unprocessable and
+    the rest of its batch goes on; another business's record holding a processing_id is
+    reported as a conflict (invalid), never as a duplicate."""
+    from dlq.models import DeadLetter
+    from leads.models import Business
+    from tests.support import kafka
+    from tests.support.events import TENANT_ID, encode
+    from whatsapp.intake import take_in
+    from whatsapp.kafka import Record
+
+    Business.objects.create(business_id="other-shop", tenant_id=TENANT_ID, display_name="Other")
+    take_in([Record("elsewhere", 0, 0, encode(event("held-1", lead_id="lead-h")))])
+    topic = kafka.create_topic(bootstrap, partitions=1)
+    values = [encode(event(f"rp-{i}", lead_id=f"lead-{i}")) for i in range(6)]
+    values[3] = encode(event(POISON))
+    values.append(encode(event("held-1", lead_id="lead-x", business_id="other-shop")))
+    kafka.produce(bootstrap, topic, [(None, v) for v in values])
+    selection = ("--topic", topic, "--partition", "0", "--from-offset", "0")
+
+    listed = replay_json(*selection, "--dry-run")
+    assert [(r["offset"], r["outcome"], r["detail"]) for r in listed["records"]][-1] == \
+        (6, "invalid", "processing_id_conflict")
+
+    result = replay_json(*selection)
+    assert (result["read"], result["new"], result["invalid"], result["duplicate"]) == (7, 5, 2, 0)
+    assert set(ProcessedMessage.objects.values_list("processing_id", flat=True)) == \
+        {"held-1"} | {f"rp-{i}" for i in range(6) if i != 3}
+    assert sorted(DeadLetter.objects.values_list("kafka_offset", "reason")) == \
+        [(3, "unprocessable"), (6, "processing_id_conflict")]
+    assert not DuplicateDelivery.objects.exists()
+
+
+def test_a_time_range_sorts_timestamps_no_datetime_can_hold_by_their_milliseconds():
+    from whatsapp.kafka import Record
+    from whatsapp.replay import Selection, parse_when
+
+    def record(millis: int | None) -> Record:
+        return Record("t", 0, 0, b"{}", timestamp_ms=millis)
+
+    since = Selection("t", since=parse_when("2h"))
+    until = Selection("t", until=parse_when("2h"))
+    year_10000, before_1970 = record(253_402_300_800_000), record(-5_000)
+    assert (since.wants(year_10000), until.wants(year_10000)) == (True, False)
+    assert (since.wants(before_1970), until.wants(before_1970)) == (False, True)
+    assert not since.wants(record(None)) and not until.wants(record(None))  # no timestamp at all

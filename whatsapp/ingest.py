@@ -5,6 +5,10 @@ it has been handed off. A batch is validated, written to Postgres and
 enqueued as one unit; if Postgres or the broker is unreachable the partitions
 are paused, the unit is retried with backoff, and nothing is committed until
 it went through. Re-reading a batch is harmless (see whatsapp.intake).
+
+Only an outage pauses ingest. Any other error in taking in a batch is a record's
+fault: that record is isolated and dead-lettered as unprocessable, and the rest
+of the batch is taken in and committed as usual (intake.take_in_and_hand_off).
 """
 from __future__ import annotations
 
@@ -20,9 +24,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from whatsapp import metrics
-from whatsapp.intake import IntakeResult, take_in
+from whatsapp.intake import IntakeResult, is_outage, take_in_and_hand_off
 from whatsapp.kafka import Record, consumer_config
-from whatsapp.pipeline import hand_off
 
 log = logging.getLogger("whatsapp.ingest")
 
@@ -113,13 +116,9 @@ class Ingestor:
                 log.warning("ingest: partitions revoked mid-batch; their new owner re-reads them")
                 break
             started = time.perf_counter()
-            result: IntakeResult | None = None
             try:
-                result = take_in(records)
-                hand_off(result.new, result.traces)
+                result = take_in_and_hand_off(records)
             except Exception as exc:  # Postgres or broker down; keep the batch, commit nothing
-                if result is not None:
-                    result.finish_traces("unavailable")
                 self.stats.outages += 1 if not paused else 0
                 log.warning(
                     "ingest: cannot hand off batch (%s: %s); partitions paused, retrying in %.1fs",
@@ -232,13 +231,5 @@ class Ingestor:
         log.log(level, "ingest: kafka: %s", error)
 
 
-def _is_outage(exc: BaseException) -> bool:
-    """Errors that mean a dependency is away, as opposed to a bug worth a traceback."""
-    from django.db import InterfaceError, OperationalError
-    from kombu.exceptions import OperationalError as BrokerError
-
-    try:
-        from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
-    except ImportError:  # pragma: no cover
-        RedisConnectionError = RedisTimeout = OSError  # type: ignore[misc,assignment]
-    return isinstance(exc, (OperationalError, InterfaceError, BrokerError, RedisConnectionError, RedisTimeout, OSError))
+# The outage test lives with the intake, which tells an outage from a bad record.
+_is_outage = is_outage

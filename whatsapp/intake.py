@@ -5,6 +5,17 @@ a dead letter. All three are keyed by the record's Kafka coordinates, so
 reading the same batch again (after a crash before the offset commit) changes
 nothing and is told apart from a real duplicate: a redelivered record finds
 its own row, a duplicate finds a row taken in from other coordinates.
+
+A processing_id is unique across businesses: a record whose processing_id is
+already taken by another business's message is a conflict, dead-lettered as
+`processing_id_conflict`, never counted as a duplicate of someone else's message.
+
+take_in_and_hand_off is what ingest and replay call. It tells an outage (the
+database or the broker unreachable), which it raises for the caller to pause
+and retry, from any other error, which some record of the batch must have
+caused: it splits the batch in halves until the record is alone, dead-letters
+that record as `unprocessable` (its raw bytes, key and headers kept, the error
+class recorded), and takes in the rest as usual. So no record can stop ingest.
 """
 from __future__ import annotations
 
@@ -21,9 +32,16 @@ from whatsapp import metrics
 from whatsapp.contract import AIResultEvent, ContractError, parse_event, to_payload
 from whatsapp.kafka import Record
 from whatsapp.models import DuplicateDelivery, ProcessedMessage
+from whatsapp.pipeline import hand_off
 from whatsapp.tracing import RecordTrace
 
 log = logging.getLogger(__name__)
+
+UNPROCESSABLE = "unprocessable"
+PROCESSING_ID_CONFLICT = "processing_id_conflict"
+# Where a record that cannot be taken in failed: storing its batch, or handing it to Celery.
+STORE = "store"
+HAND_OFF = "hand-off"
 
 
 @dataclass
@@ -46,12 +64,15 @@ class IntakeResult:
     dead_lettered: Counter[str] = field(default_factory=Counter)
     traces: dict[str, RecordTrace] = field(default_factory=dict)
     """processing_id -> the record's live trace, for the rows in `new` whose stored trace it is."""
+    unprocessable: list[tuple[str, int, int]] = field(default_factory=list)
+    """Coordinates of the records isolated from their batch and dead-lettered as unprocessable."""
 
     def merge(self, other: IntakeResult) -> None:
         self.created += other.created
         self.redelivered += other.redelivered
         self.duplicates += other.duplicates
         self.dead_lettered.update(other.dead_lettered)
+        self.unprocessable.extend(other.unprocessable)
 
     def finish_traces(self, status: str = "ok") -> None:
         for trace in self.traces.values():
@@ -74,12 +95,10 @@ def validate(records: list[Record],
             valid.append((record, event))
         except ContractError as exc:
             rejected.append(Rejection(record, exc.reason, "ContractError", str(exc)))
-        except Exception as exc:  # a bug in validation must not lose the record
-            with trace.active():
-                log.exception("unexpected error validating record %s", record.coordinates)
-            rejected.append(
-                Rejection(record, "ingest_error", type(exc).__name__, str(exc)[:2000], traceback=traceback.format_exc())
-            )
+        except Exception as exc:  # a bug in validation must not lose the record (logged at ERROR when stored)
+            rejected.append(Rejection(record, UNPROCESSABLE, _class_name(exc),
+                                      f"validation failed unexpectedly: {_class_name(exc)} {WITHHELD}",
+                                      traceback=_frames(exc)))
 
     # Tenant resolution is one query for the batch: each record's span covers it and its own check.
     spans = {record.coordinates: traces[record.coordinates].child("whatsapp.tenant", "resolve the business and tenant")
@@ -117,13 +136,14 @@ def dead_letter_from_rejection(rejection: Rejection, trace_id: str) -> DeadLette
         kafka_partition=record.partition,
         kafka_offset=record.offset,
         kafka_timestamp=record.timestamp,
+        kafka_timestamp_ms=record.unconverted_millis,
         kafka_key=record.key,
         kafka_headers=record.headers_json(),
         stage=DeadLetter.Stage.INGEST,
         reason=rejection.reason,
-        error_class=rejection.error_class,
-        error_message=rejection.message,
-        traceback=rejection.traceback,
+        error_class=storable_text(rejection.error_class)[:200],
+        error_message=storable_text(rejection.message),
+        traceback=storable_text(rejection.traceback),
         trace_id=trace_id,
     )
 
@@ -139,6 +159,7 @@ def inbox_row(record: Record, event: AIResultEvent, trace_id: str) -> ProcessedM
         kafka_partition=record.partition,
         kafka_offset=record.offset,
         kafka_timestamp=record.timestamp,
+        kafka_timestamp_ms=record.unconverted_millis,
         trace_id=trace_id,
     )
 
@@ -173,18 +194,7 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
     accepted, rejected = validate(records, traces)
     with transaction.atomic():
         if rejected:
-            # A record read again after a crash finds its dead letter already there: not counted twice.
-            already = _dead_lettered_before([r.record for r in rejected])
-            DeadLetter.objects.bulk_create(
-                [dead_letter_from_rejection(r, traces[r.record.coordinates].trace_id) for r in rejected],
-                ignore_conflicts=True)
-            result.dead_lettered.update(r.reason for r in rejected)
-            fresh_rejections = [r for r in rejected if r.record.coordinates not in already]
-            metrics.rejected(Counter(r.reason for r in fresh_rejections))
-            for r in fresh_rejections:
-                logged.append((traces[r.record.coordinates], logging.WARNING,
-                               "ingest: record %s[%s]@%s dead-lettered: %s",
-                               (r.record.topic, r.record.partition, r.record.offset, r.reason)))
+            _store_rejections(rejected, traces, result, logged)
         if not accepted:
             return result, logged
 
@@ -201,15 +211,25 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
         stored = {
             row["processing_id"]: row
             for row in ProcessedMessage.objects.filter(processing_id__in=pids).values(
-                "processing_id", "kafka_topic", "kafka_partition", "kafka_offset", "status", "saga_run", "trace_id"
+                "processing_id", "business_id", "kafka_topic", "kafka_partition", "kafka_offset", "status",
+                "saga_run", "trace_id"
             )
         }
         duplicates: list[DuplicateDelivery] = []
+        conflicts: list[Rejection] = []
         created_by_business: Counter[str] = Counter()
         for record, event in accepted:
             row = stored[event.processing_id]
             trace = traces[record.coordinates]
             if (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) != record.coordinates:
+                if row["business_id"] != event.business_id:
+                    # Someone else's message: not a redelivery of this one.
+                    conflicts.append(Rejection(
+                        record, PROCESSING_ID_CONFLICT, "ProcessingIdConflict",
+                        "processing_id: already taken in for another business's message (from "
+                        f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}); "
+                        "a processing_id must be unique across businesses", event))
+                    continue
                 duplicates.append(
                     DuplicateDelivery(
                         processing_id=event.processing_id,
@@ -233,6 +253,8 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
                 if row["trace_id"] == trace.trace_id:
                     result.traces[event.processing_id] = trace
         metrics.received(created_by_business, source=source)
+        if conflicts:
+            _store_rejections(conflicts, traces, result, logged)
         if duplicates:
             seen = set(
                 DuplicateDelivery.objects.filter(
@@ -250,6 +272,22 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
     return result, logged
 
 
+def _store_rejections(rejected: list[Rejection], traces: dict[tuple[str, int, int], RecordTrace],
+                      result: IntakeResult, logged: list[tuple[RecordTrace, int, str, tuple]]) -> None:
+    # A record read again after a crash finds its dead letter already there: not counted twice.
+    already = _dead_lettered_before([r.record for r in rejected])
+    DeadLetter.objects.bulk_create(
+        [dead_letter_from_rejection(r, traces[r.record.coordinates].trace_id) for r in rejected],
+        ignore_conflicts=True)
+    result.dead_lettered.update(r.reason for r in rejected)
+    fresh = [r for r in rejected if r.record.coordinates not in already]
+    metrics.rejected(Counter(r.reason for r in fresh))
+    for r in fresh:
+        level = logging.ERROR if r.reason == UNPROCESSABLE else logging.WARNING
+        logged.append((traces[r.record.coordinates], level, "ingest: record %s[%s]@%s dead-lettered: %s (%s)",
+                       (r.record.topic, r.record.partition, r.record.offset, r.reason, r.error_class)))
+
+
 def _dead_lettered_before(records: list[Record]) -> set[tuple[str, int, int]]:
     return set(
         DeadLetter.objects.filter(
@@ -258,3 +296,118 @@ def _dead_lettered_before(records: list[Record]) -> set[tuple[str, int, int]]:
             kafka_offset__in={r.offset for r in records},
         ).values_list("kafka_topic", "kafka_partition", "kafka_offset")
     )
+
+
+# --- no record stops ingest -----------------------------------------------------------------
+def is_outage(exc: BaseException) -> bool:
+    """A dependency is away (the database or the broker unreachable): retry the whole batch
+    later. Anything else (an IntegrityError, a DataError, a bug) is the batch's own fault."""
+    from django.db import InterfaceError, OperationalError
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
+
+    return isinstance(exc, (OperationalError, InterfaceError, BrokerError, RedisConnectionError, RedisTimeout, OSError))
+
+
+def take_in_and_hand_off(records: list[Record], *, source: str = "kafka") -> IntakeResult:
+    """Take in a batch and hand its new rows to the pipeline. Raises only on an outage.
+
+    Any other error isolates the record(s) causing it: the batch is split in halves, each
+    taken in on its own, down to the single record, which is dead-lettered as unprocessable.
+    A batch without such a record costs nothing more than before; one bad record among n
+    costs about 2·log2(n) more attempts."""
+    try:
+        result = take_in(records, source=source)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        return _isolate(records, exc, source=source, stage=STORE)
+    try:
+        hand_off(result.new, result.traces)
+    except Exception as exc:
+        result.finish_traces("unavailable")
+        if is_outage(exc):
+            raise
+        # The rows are stored; taking the halves in again finds them (re-read) and hands them off.
+        return _isolate(records, exc, source=source, stage=HAND_OFF)
+    return result
+
+
+def _isolate(records: list[Record], exc: BaseException, *, source: str, stage: str) -> IntakeResult:
+    if len(records) == 1:
+        return dead_letter_unprocessable(records[0], exc, stage=stage)
+    middle = len(records) // 2
+    result = IntakeResult()
+    for half in (records[:middle], records[middle:]):
+        part = take_in_and_hand_off(half, source=source)
+        result.merge(part)
+        result.new.extend(part.new)
+    return result
+
+
+# An error's own text may quote the record (Postgres quotes the JSON around a bad token), so
+# dead letters and log lines keep its class and where it was raised, never its message.
+WITHHELD = "(its message is not kept: it may quote the record)"
+
+
+def dead_letter_unprocessable(record: Record, exc: BaseException, *, stage: str) -> IntakeResult:
+    """Dead-letter one record that passed the contract but could not be taken in.
+
+    Built so the insert cannot fail on the record's content: the raw bytes and key go to
+    bytea, the headers in their base64-safe form, the timestamp as a datetime only when it is
+    one; no payload (it may be what could not be stored), ids only from a parse that passes
+    the contract, and an error text of our own. A record that failed at hand-off has an inbox
+    row nobody has started: it is removed in the same transaction, so the record ends as
+    exactly one thing, and a requeue takes it in again."""
+    trace = RecordTrace(record)
+    pid = business_id = lead_id = ""
+    try:
+        event = parse_event(record.value)
+        pid, business_id, lead_id = event.processing_id, event.business_id, event.lead_id
+    except Exception:
+        pass
+    what = "stored" if stage == STORE else "handed to the pipeline"
+    entry = DeadLetter(
+        raw_value=record.value, processing_id=pid, business_id=business_id, lead_id=lead_id,
+        kafka_topic=record.topic, kafka_partition=record.partition, kafka_offset=record.offset,
+        kafka_timestamp=record.timestamp, kafka_timestamp_ms=record.unconverted_millis,
+        kafka_key=record.key, kafka_headers=record.headers_json(),
+        stage=DeadLetter.Stage.INGEST, reason=UNPROCESSABLE, error_class=storable_text(_class_name(exc))[:200],
+        error_message=f"the record passed the contract but could not be {what}: {_class_name(exc)} {WITHHELD}",
+        traceback=_frames(exc), trace_id=trace.trace_id,
+    )
+    with transaction.atomic():
+        if stage == HAND_OFF:
+            ProcessedMessage.objects.filter(
+                kafka_topic=record.topic, kafka_partition=record.partition, kafka_offset=record.offset,
+                status=ProcessedMessage.Status.RECEIVED, saga_run=1, started_at__isnull=True).delete()
+        fresh = not _dead_lettered_before([record])
+        DeadLetter.objects.bulk_create([entry], ignore_conflicts=True)
+        if fresh:
+            metrics.rejected({UNPROCESSABLE: 1})
+    if fresh:
+        with trace.active():
+            log.error("ingest: record %s[%s]@%s could not be %s (%s); dead-lettered as %s, the rest of its batch "
+                      "goes on", record.topic, record.partition, record.offset, what, _class_name(exc), UNPROCESSABLE)
+    trace.finish("internal_error")
+    result = IntakeResult()
+    result.dead_lettered[UNPROCESSABLE] += 1
+    result.unprocessable.append(record.coordinates)
+    return result
+
+
+def storable_text(text: str) -> str:
+    """Text Postgres takes: no NUL, no lone surrogate."""
+    text = text.replace("\x00", "\\x00")
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _class_name(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+def _frames(exc: BaseException) -> str:
+    """Where the error was raised (code lines only; see WITHHELD), for the dead letter."""
+    return "".join(traceback.format_tb(exc.__traceback__)) + f"{_class_name(exc)} {WITHHELD}\n"

@@ -24,6 +24,10 @@ class ProcessedMessage(models.Model):
     kafka_partition = models.IntegerField(null=True, blank=True)
     kafka_offset = models.BigIntegerField(null=True, blank=True)
     kafka_timestamp = models.DateTimeField(null=True, blank=True)
+    kafka_timestamp_ms = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="The record's timestamp in raw milliseconds, kept when it is no date a datetime can hold "
+                  "(before 1970, past the year 9999).")
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)
     saga_run = models.PositiveIntegerField(default=1)
     attempts = models.PositiveIntegerField(default=0)

@@ -4,7 +4,9 @@ same intake path ingest uses.
 The dedupe key stays in charge: a record whose processing_id is already in the
 inbox runs nothing again (it is reported as a duplicate), a record never taken
 in (skipped, or purged after INBOX_RETENTION_DAYS) is taken in and processed
-like a new one, and an invalid record finds its dead letter already there.
+like a new one, and an invalid record finds its dead letter already there. As
+in ingest, a record that cannot be taken in is isolated and dead-lettered as
+unprocessable, and the rest of its batch goes on; only an outage stops a replay.
 Only ``force`` re-runs finished messages, each as a new saga run: executors key
 their effects by (processing_id, run, step, action), so a forced run acts once
 more, never twice within a run.
@@ -27,7 +29,7 @@ from django.db import transaction
 from django.utils import timezone as dj_timezone
 
 from dlq.models import DeadLetter
-from whatsapp.intake import take_in, validate
+from whatsapp.intake import PROCESSING_ID_CONFLICT, UNPROCESSABLE, take_in_and_hand_off, validate
 from whatsapp.kafka import Record, consumer_config
 from whatsapp.models import ProcessedMessage
 from whatsapp.pipeline import hand_off
@@ -64,11 +66,17 @@ class Selection:
             return False
         if self.since is None and self.until is None:
             return True
-        if record.timestamp is None:
+        # Compared in milliseconds, so a timestamp no datetime can hold (past 9999) still sorts.
+        millis = record.millis
+        if millis is None:
             return False
-        if self.since is not None and record.timestamp < self.since:
+        if self.since is not None and millis < _millis(self.since):
             return False
-        return self.until is None or record.timestamp < self.until
+        return self.until is None or millis < _millis(self.until)
+
+
+def _millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 @dataclass
@@ -90,7 +98,8 @@ OUTCOMES = {
     "duplicate": "already processed: the dedupe key stops it, nothing runs again",
     "in_flight": "already taken in and its run has not ended: left to that run",
     "rerun": "already processed, re-run as a new saga run (--force)",
-    "invalid": "fails the contract: its dead letter is kept once, by its coordinates",
+    "invalid": "dead-lettered at ingest (fails the contract, its processing_id is another business's, or it "
+               "cannot be taken in): its dead letter is kept once, by its coordinates",
 }
 
 
@@ -216,10 +225,11 @@ def _now() -> float:
 
 
 # --- deciding and doing -------------------------------------------------------
-def classify(records: list[Record], *, force: bool, seen: set[str]) -> list[Outcome]:
+def classify(records: list[Record], *, force: bool, seen: dict[str, str]) -> list[Outcome]:
     """What replaying each record does, read from Postgres without writing.
-    ``seen`` holds the processing_ids met earlier in this replay: a second
-    record of one message is a duplicate whatever happens to the first."""
+    ``seen`` maps the processing_ids met earlier in this replay to their business:
+    a second record of one message is a duplicate whatever happens to the first,
+    one of another business is a conflict."""
     accepted, rejected = validate(records)
     outcomes: dict[tuple[str, int, int], Outcome] = {}
     for rejection in rejected:
@@ -228,24 +238,34 @@ def classify(records: list[Record], *, force: bool, seen: set[str]) -> list[Outc
         outcomes[record.coordinates] = _outcome(record, pid, "invalid", rejection.reason)
 
     pids = {event.processing_id for _, event in accepted}
-    status = dict(ProcessedMessage.objects.filter(processing_id__in=pids).values_list("processing_id", "status"))
+    stored = {pid: (status, business) for pid, status, business in ProcessedMessage.objects.filter(
+        processing_id__in=pids).values_list("processing_id", "status", "business_id")}
     for record, event in accepted:
         pid = event.processing_id
+        owner = seen.get(pid, stored.get(pid, (None, event.business_id))[1])
+        status = stored[pid][0] if pid in stored else ""
+        if owner != event.business_id:
+            # Another business's message holds this processing_id: dead-lettered, never a duplicate.
+            outcomes[record.coordinates] = _outcome(record, pid, "invalid", PROCESSING_ID_CONFLICT)
+            continue
         if pid in seen:
             kind = "duplicate"
-        elif pid not in status:
+        elif pid not in stored:
             kind = "new"
-        elif status[pid] not in FINISHED:
+        elif status not in FINISHED:
             kind = "in_flight"
         else:
             kind = "rerun" if force else "duplicate"
-        seen.add(pid)
-        outcomes[record.coordinates] = _outcome(record, pid, kind, status.get(pid, ""))
+        seen[pid] = event.business_id
+        outcomes[record.coordinates] = _outcome(record, pid, kind, status)
     return [outcomes[r.coordinates] for r in records]
 
 
 def _outcome(record: Record, processing_id: str, kind: str, detail: str) -> Outcome:
-    stamp = record.timestamp.isoformat() if record.timestamp is not None else None
+    if record.timestamp is not None:
+        stamp = record.timestamp.isoformat()
+    else:  # no datetime can hold it: the raw milliseconds, as Kafka has them
+        stamp = f"{record.timestamp_ms} ms" if record.timestamp_ms is not None else None
     return Outcome(record.topic, record.partition, record.offset, stamp, processing_id, kind, detail)
 
 
@@ -284,14 +304,17 @@ def replay(selection: Selection, *, force: bool = False, dry_run: bool = False, 
            by: str = "replay") -> ReplayResult:
     """Replay the selected records; see the module docstring for what each one becomes."""
     result = ReplayResult()
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for records in read_range(selection):
         outcomes = classify(records, force=force, seen=seen)
         result.read += len(records)
         if not dry_run:
             # Exactly what ingest does with a batch ...
-            intake = take_in(records, source="replay")
-            hand_off(intake.new, intake.traces)
+            intake = take_in_and_hand_off(records, source="replay")
+            isolated = set(intake.unprocessable)
+            for o in outcomes:
+                if (o.topic, o.partition, o.offset) in isolated:
+                    o.outcome, o.detail = "invalid", UNPROCESSABLE
             # ... and, when forced, a new run for each finished message.
             runs = start_new_runs({o.processing_id for o in outcomes if o.outcome == "rerun"}, by=by)
             started = {pid for pid, _ in runs}

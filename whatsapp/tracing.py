@@ -36,6 +36,8 @@ from config.logging import bound
 if TYPE_CHECKING:
     from whatsapp.kafka import Record
 
+log = logging.getLogger(__name__)
+
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _SENTRY_TRACE = re.compile(r"^([0-9a-f]{32})-([0-9a-f]{16})(-[01])?$")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -99,19 +101,36 @@ def sampler(rate: float):
 def incoming_headers(record: Record) -> dict[str, str]:
     """The record's trace context in the form sentry-sdk continues: its sentry-trace (and
     baggage) if valid, else its W3C traceparent translated (trace and parent span id; our own
-    sample rate decides), else nothing (a new trace)."""
-    sentry_trace = (record.header("sentry-trace") or "").strip().lower()
+    sample rate decides), else nothing (a new trace). Whatever the headers hold (NUL, bytes
+    that are not UTF-8, megabytes) this only reads them: anything malformed is ignored."""
+    sentry_trace = _short_header(record, "sentry-trace").strip().lower()
     match = _SENTRY_TRACE.match(sentry_trace)
     if match and match.group(1) != "0" * 32:
         headers = {"sentry-trace": sentry_trace}
-        baggage = record.header("baggage")
-        if baggage:
+        baggage = _short_header(record, "baggage", limit=MAX_BAGGAGE_CHARS)
+        if baggage and baggage.isascii() and baggage.isprintable():
             headers["baggage"] = baggage
         return headers
-    match = _TRACEPARENT.match((record.header("traceparent") or "").strip().lower())
+    match = _TRACEPARENT.match(_short_header(record, "traceparent").strip().lower())
     if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
         return {"sentry-trace": f"{match.group(1)}-{match.group(2)}"}
     return {}
+
+
+# W3C's limit for a baggage header; a longer one is dropped, not parsed.
+MAX_BAGGAGE_CHARS = 8192
+# A trace id header is under 60 characters; anything much longer is not one.
+_MAX_TRACE_HEADER_CHARS = 128
+
+
+def _short_header(record: Record, name: str, limit: int = _MAX_TRACE_HEADER_CHARS) -> str:
+    """The header's text, or "" when it is missing or longer than `limit` (so a huge
+    garbage header is never decoded or matched)."""
+    for key, value in record.headers:
+        if key is not None and key.lower() == name and value is not None:
+            raw = bytes(value)
+            return raw.decode("utf-8", errors="replace") if len(raw) <= limit else ""
+    return ""
 
 
 class RecordTrace:
@@ -120,16 +139,29 @@ class RecordTrace:
     the record's pipeline is enqueued (or it was stored as a duplicate or dead letter)."""
 
     def __init__(self, record: Record) -> None:
-        # continue_trace sets the scope's propagation context: keep that to a throwaway scope.
-        with sentry_sdk.isolation_scope():
-            transaction = sentry_sdk.continue_trace(
-                incoming_headers(record), op="queue.process", name="whatsapp.ingest", source="task")
-        transaction.set_data("messaging.destination.name", record.topic)
-        transaction.set_data("messaging.message.id", f"{record.topic}[{record.partition}]@{record.offset}")
-        self.transaction = sentry_sdk.start_transaction(transaction)
+        headers = incoming_headers(record)
+        try:
+            self.transaction = self._start(record, headers)
+        except Exception:
+            # sentry-sdk refused the upstream context (it raises on some baggage values, e.g.
+            # sentry-sample_rate=inf): continue the trace without the baggage, else start anew.
+            log.debug("ingest: unusable trace headers on %s[%s]@%s", record.topic, record.partition, record.offset)
+            try:
+                self.transaction = self._start(record, {k: v for k, v in headers.items() if k != "baggage"})
+            except Exception:
+                self.transaction = self._start(record, {})
         self.tags: dict[str, str] = {}
         self.log_fields: dict[str, str] = {}
         self._finished = False
+
+    @staticmethod
+    def _start(record: Record, headers: dict[str, str]) -> Any:
+        # continue_trace sets the scope's propagation context: keep that to a throwaway scope.
+        with sentry_sdk.isolation_scope():
+            transaction = sentry_sdk.continue_trace(headers, op="queue.process", name="whatsapp.ingest", source="task")
+        transaction.set_data("messaging.destination.name", record.topic)
+        transaction.set_data("messaging.message.id", f"{record.topic}[{record.partition}]@{record.offset}")
+        return sentry_sdk.start_transaction(transaction)
 
     @property
     def trace_id(self) -> str:
