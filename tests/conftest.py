@@ -103,6 +103,16 @@ def business(transactional_db):
 
 
 @pytest.fixture
+def poison_trigger(transactional_db):
+    """While the test runs, the inbox refuses the row of tests.support.poison.POISON."""
+    from tests.support.poison import add_poison_trigger, remove_poison_trigger
+
+    add_poison_trigger()
+    yield
+    remove_poison_trigger()
+
+
+@pytest.fixture
 def processes() -> Iterator[list[ManagedProcess]]:
     """Every process a test starts is stopped when it ends, pass or fail."""
     started: list[ManagedProcess] = []

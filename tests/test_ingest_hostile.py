@@ -10,13 +10,13 @@ import re
 from dataclasses import dataclass, field
 
 import pytest
-from django.db import connection
 
 from dlq.models import DeadLetter
 from dlq.requeue import RequeueRefused, requeue
 from leads.models import Business
 from tests.support import kafka
 from tests.support.events import TENANT_ID, encode, event, now_iso
+from tests.support.poison import POISON, remove_poison_trigger
 from tests.support.processes import wait_until
 from whatsapp.intake import take_in
 from whatsapp.kafka import Record, datetime_from_millis, headers_from_json
@@ -231,33 +231,6 @@ def test_a_dead_letter_with_hostile_metadata_is_requeued_with_it(business):
 
 
 # --- a record that fails inside intake, past the contract ------------------------------------
-POISON = "poison-1"
-
-
-@pytest.fixture
-def poison_trigger(transactional_db):
-    """A Postgres trigger that refuses one processing_id's inbox row: an error the contract
-    cannot see coming (as a constraint, a storage limit or a bug would be), raised inside
-    the real insert of whichever process takes the record in."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"""
-            CREATE OR REPLACE FUNCTION test_poison_row() RETURNS trigger AS $$
-            BEGIN
-                RAISE EXCEPTION 'test trigger refuses this row';
-            END $$ LANGUAGE plpgsql;
-            CREATE TRIGGER test_poison_row BEFORE INSERT ON whatsapp_processedmessage
-                FOR EACH ROW WHEN (NEW.processing_id = '{POISON}') EXECUTE FUNCTION test_poison_row();
-        """)
-    yield
-    remove_poison_trigger()
-
-
-def remove_poison_trigger() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TRIGGER IF EXISTS test_poison_row ON whatsapp_processedmessage;"
-                       "DROP FUNCTION IF EXISTS test_poison_row();")
-
-
 def test_a_record_failing_inside_intake_is_isolated_and_its_batch_committed(
         business, bootstrap, start_ingest, poison_trigger, redis_client):
     topic = kafka.create_topic(bootstrap, partitions=1)

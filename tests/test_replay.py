@@ -17,7 +17,7 @@ from django.core.management import call_command
 from leads.models import Order
 from tests.support.events import event
 from tests.support.processes import wait_until
-from tests.test_ingest_hostile import POISON, poison_trigger  # noqa: F401  (a fixture)
+from tests.support.poison import POISON
 from whatsapp.models import DuplicateDelivery, ProcessedMessage, SagaStep
 
 pytestmark = pytest.mark.django_db(transaction=True)
