@@ -7,12 +7,15 @@ edited or deleted from anywhere: the database refuses it too.
 """
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from config.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre_json
+from config.redaction import origin
 from leads.models import (
     Business,
     CallbackRequest,
@@ -28,19 +31,35 @@ from leads.models import (
 
 
 class BusinessForm(forms.ModelForm):
-    """The webhook secret is never rendered: one can set a new one or clear it, not read it."""
+    """The webhook secret is never rendered: one can set a new one or clear it, not read it.
+
+    The webhook URL is checked by the model's validator (https, no user:password@, no
+    loopback, private or metadata address; leads.models.validate_sales_webhook_url), and
+    the phone-number id must be digits. A stored URL that still carries credentials
+    (saved before they were refused) is shown without them, so they never reach the page.
+    """
 
     new_webhook_secret = forms.CharField(
         required=False, strip=True, widget=forms.PasswordInput(render_value=False),
-        help_text="Signs sales webhooks (X-Signature-SHA256). Leave empty to keep the current one.",
+        help_text="Signs sales webhooks (X-Signature: t=<unix time>,v1=<HMAC-SHA256 of \"t.body\">). "
+                  "Leave empty to keep the current one.",
     )
     clear_webhook_secret = forms.BooleanField(required=False, help_text="Stop signing webhooks.")
     sales_webhook_url = forms.URLField(required=False, assume_scheme="https",
-                                       help_text="Where NOTIFY_SALES posts; empty: notifications are skipped.")
+                                       help_text="Where NOTIFY_SALES posts (https, no user:password@); "
+                                                 "empty: notifications are skipped.")
 
     class Meta:
         model = Business
         exclude = ["sales_webhook_secret"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        stored = self.initial.get("sales_webhook_url") or ""
+        if stored and _has_credentials(stored):
+            self.initial["sales_webhook_url"] = _without_credentials(stored)
+            self.fields["sales_webhook_url"].help_text += (
+                " The stored URL carries credentials, hidden here; saving removes them.")
 
     def save(self, commit: bool = True) -> Business:
         business = super().save(commit=False)
@@ -52,6 +71,21 @@ class BusinessForm(forms.ModelForm):
             business.save()
             self.save_m2m()
         return business
+
+
+def _has_credentials(url: str) -> bool:
+    try:
+        return "@" in urlsplit(url).netloc
+    except ValueError:
+        return True
+
+
+def _without_credentials(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 class ProductInline(admin.TabularInline):
@@ -136,10 +170,16 @@ class CallbackRequestAdmin(EffectAdmin):
 
 @admin.register(SalesNotification)
 class SalesNotificationAdmin(EffectAdmin):
-    list_display = ["__str__", "business", "lead", "kind", "status", "http_status", "attempts", "created_at"]
+    list_display = ["__str__", "business", "lead", "kind", "status", "webhook", "http_status", "attempts",
+                    "created_at"]
     list_filter = ["status", "kind", "business"]
-    readonly_fields = ["sent_payload"]
-    exclude = ["payload"]
+    readonly_fields = ["webhook", "sent_payload"]
+    # The URL may hold a token in its path or query: only its origin is shown.
+    exclude = ["payload", "webhook_url"]
+
+    @admin.display(description="webhook")
+    def webhook(self, obj: SalesNotification) -> str:
+        return origin(obj.webhook_url) if obj.webhook_url else "-"
 
     @admin.display(description="payload sent")
     def sent_payload(self, obj: SalesNotification):
