@@ -7,8 +7,6 @@ edited or deleted from anywhere: the database refuses it too.
 """
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -33,10 +31,11 @@ from leads.models import (
 class BusinessForm(forms.ModelForm):
     """The webhook secret is never rendered: one can set a new one or clear it, not read it.
 
-    The webhook URL is checked by the model's validator (https, no user:password@, no
+    The webhook URL is treated the same way, since a path or a query often holds a token:
+    the page shows only its origin (scheme://host:port), and takes a new URL (empty keeps
+    the current one). It is checked by the model's validator (https, no user:password@, no
     loopback, private or metadata address; leads.models.validate_sales_webhook_url), and
-    the phone-number id must be digits. A stored URL that still carries credentials
-    (saved before they were refused) is shown without them, so they never reach the page.
+    the phone-number id must be digits.
     """
 
     new_webhook_secret = forms.CharField(
@@ -45,9 +44,11 @@ class BusinessForm(forms.ModelForm):
                   "Leave empty to keep the current one.",
     )
     clear_webhook_secret = forms.BooleanField(required=False, help_text="Stop signing webhooks.")
-    sales_webhook_url = forms.URLField(required=False, assume_scheme="https",
-                                       help_text="Where NOTIFY_SALES posts (https, no user:password@); "
-                                                 "empty: notifications are skipped.")
+    sales_webhook_url = forms.URLField(
+        required=False, assume_scheme="https", label="New sales webhook URL",
+        help_text="Where NOTIFY_SALES posts (https, no user:password@). Leave empty to keep the current one.")
+    clear_sales_webhook_url = forms.BooleanField(required=False,
+                                                 help_text="No webhook: notifications are recorded, not sent.")
 
     class Meta:
         model = Business
@@ -55,11 +56,12 @@ class BusinessForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        stored = self.initial.get("sales_webhook_url") or ""
-        if stored and _has_credentials(stored):
-            self.initial["sales_webhook_url"] = _without_credentials(stored)
-            self.fields["sales_webhook_url"].help_text += (
-                " The stored URL carries credentials, hidden here; saving removes them.")
+        self.initial["sales_webhook_url"] = ""  # never rendered back
+
+    def clean_sales_webhook_url(self) -> str:
+        if self.cleaned_data.get("sales_webhook_url"):
+            return self.cleaned_data["sales_webhook_url"]
+        return "" if self.data.get(self.add_prefix("clear_sales_webhook_url")) else (self.instance.sales_webhook_url or "")
 
     def save(self, commit: bool = True) -> Business:
         business = super().save(commit=False)
@@ -71,21 +73,6 @@ class BusinessForm(forms.ModelForm):
             business.save()
             self.save_m2m()
         return business
-
-
-def _has_credentials(url: str) -> bool:
-    try:
-        return "@" in urlsplit(url).netloc
-    except ValueError:
-        return True
-
-
-def _without_credentials(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ""
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 class ProductInline(admin.TabularInline):
@@ -101,11 +88,17 @@ class BusinessAdmin(admin.ModelAdmin):
                     "webhook_secret"]
     list_filter = ["tenant_id", "is_active", "replies_enabled"]
     search_fields = ["business_id", "display_name", "tenant_id"]
-    readonly_fields = ["webhook_secret", "created_at"]
+    readonly_fields = ["webhook", "webhook_secret", "created_at"]
     fields = ["business_id", "tenant_id", "display_name", "is_active", "phone_number_id", "replies_enabled",
-              "default_language", "confidence_thresholds", "sales_webhook_url", "webhook_secret",
-              "new_webhook_secret", "clear_webhook_secret", "created_at"]
+              "default_language", "confidence_thresholds", "webhook", "sales_webhook_url", "clear_sales_webhook_url",
+              "webhook_secret", "new_webhook_secret", "clear_webhook_secret", "created_at"]
     inlines = [ProductInline]
+
+    @admin.display(description="sales webhook")
+    def webhook(self, obj: Business) -> str:
+        if not obj.sales_webhook_url:
+            return "not set"
+        return f"{origin(obj.sales_webhook_url)}/… (path and query hidden: they may hold a token)"
 
     @admin.display(description="webhook secret")
     def webhook_secret(self, obj: Business) -> str:

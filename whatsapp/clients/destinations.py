@@ -6,7 +6,9 @@ service (credentials at 169.254.169.254), the database, Redis or an admin page o
 localhost. So:
 
 - the URL must be https, unless SALES_WEBHOOK_ALLOW_HTTP (for development);
-- it must carry no credentials (user:password@): they would end up in logs and pages;
+- it must carry no credentials (user:password@) when a business is saved: they would
+  end up in logs and pages. (A URL stored before this rule still works: its userinfo is
+  sent as HTTP Basic auth, and nothing prints more of it than its origin.)
 - every address its host resolves to must be a public one: not loopback, private,
   link-local, shared (CGNAT), multicast, reserved, unspecified or a known cloud metadata
   address, unless the host name, the address or a network containing it is listed in
@@ -47,7 +49,7 @@ class DestinationRefused(Exception):
     """The URL may not be called. Its message names the origin (scheme://host:port) only."""
 
 
-def url_problem(url: str) -> str | None:
+def url_problem(url: str, *, allow_credentials: bool = False) -> str | None:
     """What is wrong with the URL's text (scheme, credentials, host), or None.
     Never repeats the URL itself: it may hold the very secrets it is refused for."""
     try:
@@ -59,7 +61,7 @@ def url_problem(url: str) -> str | None:
         return "must be an https URL"
     if parts.scheme == "http" and not getattr(settings, "SALES_WEBHOOK_ALLOW_HTTP", False):
         return "must be https (plain http is allowed only with SALES_WEBHOOK_ALLOW_HTTP, for development)"
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+    if not allow_credentials and (parts.username is not None or "@" in parts.netloc):
         return ("must not carry credentials (user:password@); sign requests with the webhook secret, "
                 "or put a token the receiver checks in the path")
     if not host:
@@ -81,7 +83,7 @@ def resolve(url: str) -> str:
     Raises DestinationRefused for a URL that may not be called, socket.gaierror when the
     host cannot be resolved (maybe passing: the caller decides).
     """
-    problem = url_problem(url)
+    problem = url_problem(url, allow_credentials=True)
     where = origin(url)
     if problem:
         raise DestinationRefused(f"sales webhook URL {where} {problem}")

@@ -166,6 +166,11 @@ def post(url: str, body: bytes, headers: dict[str, str], limits: Limits, *, addr
             if time.monotonic() >= deadline_at:
                 raise DeadlineExceeded(f"{where} did not finish answering within {limits.deadline:g} s",
                                        status=status)
+        watchdog.cancel()
+        if watchdog.fired:
+            # The shutdown reads as an end of file, so a cut-off answer can look whole
+            # (http.client takes EOF for the end of the headers, or of an unsized body).
+            raise DeadlineExceeded(f"{where} did not answer within {limits.deadline:g} s")
         return Answer(status=status, headers={k.lower(): v for k, v in response.headers.items()},
                       body=b"".join(chunks))
     except HttpError as exc:

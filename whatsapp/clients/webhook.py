@@ -94,7 +94,7 @@ def post_json(url: str, payload: dict[str, Any], *, idempotency_key: str, secret
     HTTP call cannot be atomic, so a crash between them means the same POST is sent again.
     """
     where = origin(url)
-    problem = destinations.url_problem(url)
+    problem = destinations.url_problem(url, allow_credentials=True)  # the form refuses them; old rows still work
     if problem:
         # Refused before the breaker: a bad URL says nothing about the receiver's health.
         raise PermanentActionError(f"sales webhook URL {where} {problem}")
