@@ -28,6 +28,13 @@ from leads.models import (
 )
 
 
+class WriteOnlyURLInput(forms.URLInput):
+    """Never renders a value, not even the one just typed when the form comes back with an error."""
+
+    def format_value(self, value) -> None:
+        return None
+
+
 class BusinessForm(forms.ModelForm):
     """The webhook secret is never rendered: one can set a new one or clear it, not read it.
 
@@ -45,7 +52,7 @@ class BusinessForm(forms.ModelForm):
     )
     clear_webhook_secret = forms.BooleanField(required=False, help_text="Stop signing webhooks.")
     sales_webhook_url = forms.URLField(
-        required=False, assume_scheme="https", label="New sales webhook URL",
+        required=False, assume_scheme="https", label="New sales webhook URL", widget=WriteOnlyURLInput,
         help_text="Where NOTIFY_SALES posts (https, no user:password@). Leave empty to keep the current one.")
     clear_sales_webhook_url = forms.BooleanField(required=False,
                                                  help_text="No webhook: notifications are recorded, not sent.")
@@ -53,10 +60,6 @@ class BusinessForm(forms.ModelForm):
     class Meta:
         model = Business
         exclude = ["sales_webhook_secret"]
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.initial["sales_webhook_url"] = ""  # never rendered back
 
     def clean_sales_webhook_url(self) -> str:
         if self.cleaned_data.get("sales_webhook_url"):
