@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
+import sentry_sdk
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
@@ -114,9 +115,20 @@ def post(url: str, body: bytes, headers: dict[str, str], limits: Limits, *, addr
     """POST body to url and return the whole answer, or raise an HttpError.
 
     Redirects are not followed (a 3xx is returned like any other answer). Userinfo in
-    the URL becomes an HTTP Basic Authorization header, as requests does.
+    the URL becomes an HTTP Basic Authorization header, as requests does. The call is a
+    Sentry span named by the destination's origin (sentry-sdk's own http.client span,
+    which names the path and query, is turned off in whatsapp/tracing.py).
     """
     where = origin(url)
+    with sentry_sdk.start_span(op="http.client", name=f"POST {where}") as span:
+        span.set_data("http.request.method", "POST")
+        answer = _post(url, where, body, headers, limits, address, ca_bundle)
+        span.set_data("http.response.status_code", answer.status)
+        return answer
+
+
+def _post(url: str, where: str, body: bytes, headers: dict[str, str], limits: Limits, address: str | None,
+          ca_bundle: str | None) -> Answer:
     try:
         parts = urlsplit(url)
         scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
