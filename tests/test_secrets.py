@@ -200,3 +200,49 @@ def test_the_business_page_shows_only_the_webhook_origin_and_keeps_it_on_save(cl
     client.post(f"/admin/leads/business/{business.pk}/change/", {**form, "clear_sales_webhook_url": "on"})
     business.refresh_from_db()
     assert business.sales_webhook_url == ""
+
+
+# --- The redaction helper and the log filter --------------------------------------------------------
+
+
+def test_redaction_keeps_only_each_urls_origin_and_replaces_known_secrets():
+    from config.redaction import origin, redact
+
+    url = f"https://user:{PASSWORD}@crm.example.com/path/{PATH_TOKEN}?api_key={QUERY_TOKEN}#frag"
+    assert origin(url) == "https://crm.example.com:443"
+    assert origin("http://[::1]:8080/x") == "http://[::1]:8080"
+    text = (f"POST to {url} failed: HTTPSConnectionPool(host='crm.example.com', port=443): Max retries exceeded "
+            f"with url: /path/{PATH_TOKEN}?api_key={QUERY_TOKEN} (token {ACCESS_TOKEN})")
+    cleaned = redact(text, [ACCESS_TOKEN])
+    assert "https://crm.example.com:443" in cleaned and "with url: /[redacted]" in cleaned
+    assert not [s for s in SECRETS if s in cleaned]
+    assert redact("no secret here") == "no secret here"
+
+
+def test_log_lines_lose_urls_secrets_at_every_level(settings):
+    import io
+
+    from config.logging import ContextFilter, JsonFormatter, RedactFilter, logging_config
+
+    settings.WHATSAPP_ACCESS_TOKEN = ACCESS_TOKEN
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(ContextFilter(service="worker"))
+    handler.addFilter(RedactFilter())
+    logger = logging.Logger("test.redact", level=logging.DEBUG)
+    logger.addHandler(handler)
+    url = f"https://user:{PASSWORD}@crm.example.com/path/{PATH_TOKEN}?api_key={QUERY_TOKEN}"
+    logger.debug("calling %s with %s", url, ACCESS_TOKEN)
+    try:
+        raise ConnectionError(f"could not reach {url}")
+    except ConnectionError:
+        logger.exception("failed")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines[0]["message"] == "calling https://crm.example.com:443 with [redacted]"
+    assert "ConnectionError: could not reach https://crm.example.com:443" in lines[1]["exc_info"]
+    assert not [s for s in SECRETS if s in stream.getvalue()]
+    # urllib3 quotes whole request lines at DEBUG: it is kept at WARNING whatever LOG_LEVEL says.
+    config = logging_config(level="DEBUG", log_format="json", service="worker")
+    assert config["loggers"]["urllib3"]["level"] == "WARNING"
+    assert "redact" in config["handlers"]["console"]["filters"]
