@@ -84,9 +84,16 @@ class Env:
             return default
         return [item.strip() for item in value.split(",") if item.strip()]
 
-    def url(self, name: str, default: str, *, schemes: tuple[str, ...]) -> str:
+    def url(self, name: str, default: str, *, schemes: tuple[str, ...], credentials: bool = True) -> str:
+        """A URL with one of `schemes` and a host; with credentials=False, also without
+        user:password@ (for URLs that get printed or put in error messages)."""
         value = self.str(name, default)
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            raise SettingError(name, "is not a valid URL") from None
+        if not credentials and (parts.username is not None or "@" in parts.netloc):
+            raise SettingError(name, "must not carry credentials (user:password@)")
         if parts.scheme not in schemes:
             raise SettingError(
                 name, f"must be a URL with scheme {' or '.join(schemes)}, got scheme {parts.scheme or 'none'!r}"

@@ -9,6 +9,12 @@ Only the fields listed in FIELDS are written, whatever a library passes in
 `extra=`: a log line cannot leak a payload by accident. Customer text, phone
 numbers and tokens are never logged at INFO or above (tests/test_observability.py
 scans the demo stream's logs for them).
+
+Every line also goes through RedactFilter, at every level: each URL in its message or
+its traceback is cut down to scheme://host:port and the access token is replaced
+(config.redaction), since outbound URLs may carry credentials and tokens in their
+userinfo, path and query. urllib3, which logs whole request lines at DEBUG, is kept
+at WARNING.
 """
 from __future__ import annotations
 
@@ -107,6 +113,35 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class RedactFilter(logging.Filter):
+    """Takes URLs' secrets and known secret values out of a record's message and traceback.
+
+    Cheap for the usual line: the message is only rewritten when it holds "://", "url"
+    or a known secret, and a traceback only when there is one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from config.redaction import configured_secrets, redact
+
+        secrets = configured_secrets()
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it to the formatter to report
+            return True
+        if "://" in message or "url" in message or any(s in message for s in secrets):
+            redacted = redact(message, secrets)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        if record.exc_info and record.exc_info[0] is not None:
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact(text, secrets)
+            record.exc_info = None  # the formatters print exc_text instead
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text, secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, secrets)
+        return True
+
+
 class JsonFormatter(_JsonFormatter):
     """One JSON object per line, with the FIELDS that have a value and nothing else."""
 
@@ -140,17 +175,20 @@ def logging_config(*, level: str, log_format: str, service: str) -> dict[str, An
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": "config.logging.ContextFilter", "service": service}},
+        "filters": {"context": {"()": "config.logging.ContextFilter", "service": service},
+                    "redact": {"()": "config.logging.RedactFilter"}},
         "formatters": {
             "json": {"()": "config.logging.JsonFormatter"},
             "text": {"()": "config.logging.TextFormatter", "format": "%(message)s"},
         },
         "handlers": {
-            "console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context"]},
+            "console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context", "redact"]},
         },
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
             "kafka": {"level": "WARNING"},
+            # Its DEBUG lines quote whole request lines, path and query included.
+            "urllib3": {"level": "WARNING"},
             # runserver's request lines: ours too, instead of Django's own plain format.
             "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         },

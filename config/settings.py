@@ -237,7 +237,7 @@ BREAKER_REDIS_RETRY_SECONDS = env.float("BREAKER_REDIS_RETRY_SECONDS", 5.0, mini
 
 
 def _breaker_overrides(raw: str | None) -> dict[str, dict[str, float]]:
-    """BREAKER_OVERRIDES: {"webhook:crm.example.com": {"open_seconds": 60}, ...}.
+    """BREAKER_OVERRIDES: {"webhook:https://crm.example.com:443": {"open_seconds": 60}, ...}.
     Checked here so a typo stops the deploy instead of silently leaving a default."""
     fields = {
         "failure_rate": float, "min_calls": int, "window_seconds": float, "consecutive_failures": int,
@@ -273,11 +273,35 @@ BREAKER_OVERRIDES = _breaker_overrides(env.optional("BREAKER_OVERRIDES"))
 # Replies go to POST {base}/{version}/{phone_number_id}/messages. The token is a
 # bearer secret: Django's error pages hide settings named *TOKEN*, and the client
 # never logs it. Unset, replies fail with "WHATSAPP_ACCESS_TOKEN is not set".
-WHATSAPP_GRAPH_BASE_URL = env.url("WHATSAPP_GRAPH_BASE_URL", "https://graph.facebook.com", schemes=("https", "http")).rstrip("/")
+WHATSAPP_GRAPH_BASE_URL = env.url("WHATSAPP_GRAPH_BASE_URL", "https://graph.facebook.com", schemes=("https", "http"),
+                                  credentials=False).rstrip("/")
 WHATSAPP_GRAPH_VERSION = env.str("WHATSAPP_GRAPH_VERSION", "v21.0")
 WHATSAPP_ACCESS_TOKEN = env.optional("WHATSAPP_ACCESS_TOKEN")
 WHATSAPP_CONNECT_TIMEOUT = env.float("WHATSAPP_CONNECT_TIMEOUT", 3.0, minimum=0.1)
 WHATSAPP_READ_TIMEOUT = env.float("WHATSAPP_READ_TIMEOUT", 10.0, minimum=0.1)
+
+# --- Outbound calls: the Cloud API and the sales webhooks ---------------------
+# Every call has a total deadline (connect, TLS, send, headers and body together, even
+# against a server that drips one byte a second) and reads at most so many bytes of
+# the answer (whatsapp/clients/http.py). A Cloud API send that passes its deadline
+# after the request went out is an unknown outcome, like a read timeout.
+WHATSAPP_DEADLINE_SECONDS = env.float("WHATSAPP_DEADLINE_SECONDS", 15.0, minimum=0.1)
+WHATSAPP_MAX_RESPONSE_BYTES = env.int("WHATSAPP_MAX_RESPONSE_BYTES", 1024 * 1024, minimum=1024)
+SALES_WEBHOOK_CONNECT_TIMEOUT = env.float("SALES_WEBHOOK_CONNECT_TIMEOUT", 3.0, minimum=0.1)
+SALES_WEBHOOK_DEADLINE_SECONDS = env.float("SALES_WEBHOOK_DEADLINE_SECONDS", 10.0, minimum=0.1)
+SALES_WEBHOOK_MAX_RESPONSE_BYTES = env.int("SALES_WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024, minimum=1024)
+# Sales webhook URLs must be https and reach public addresses only (no loopback,
+# private, link-local or cloud metadata address): whatsapp/clients/destinations.py.
+# For development, SALES_WEBHOOK_ALLOW_HTTP allows plain http, and
+# SALES_WEBHOOK_ALLOWED_HOSTS lists host names, addresses or networks allowed anyway
+# (e.g. "127.0.0.1,localhost,::1"; the demo and the tests set both).
+SALES_WEBHOOK_ALLOW_HTTP = env.bool("SALES_WEBHOOK_ALLOW_HTTP", False)
+SALES_WEBHOOK_ALLOWED_HOSTS = env.list("SALES_WEBHOOK_ALLOWED_HOSTS", [])
+# A PEM file of the certificate authorities trusted for outbound https (a private
+# CA, or a test's own); unset, certifi's bundle, as requests uses.
+OUTBOUND_CA_BUNDLE = env.optional("OUTBOUND_CA_BUNDLE")
+if OUTBOUND_CA_BUNDLE and not Path(OUTBOUND_CA_BUNDLE).is_file():
+    raise SettingError("OUTBOUND_CA_BUNDLE", "is not a readable file")
 
 # --- Dead-letter operations -------------------------------------------------
 # Requeueing many entries (the admin's action, `manage.py dlq requeue`) is paced

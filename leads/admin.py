@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from config.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre_json
+from config.redaction import origin
 from leads.models import (
     Business,
     CallbackRequest,
@@ -27,20 +28,43 @@ from leads.models import (
 )
 
 
+class WriteOnlyURLInput(forms.URLInput):
+    """Never renders a value, not even the one just typed when the form comes back with an error."""
+
+    def format_value(self, value) -> None:
+        return None
+
+
 class BusinessForm(forms.ModelForm):
-    """The webhook secret is never rendered: one can set a new one or clear it, not read it."""
+    """The webhook secret is never rendered: one can set a new one or clear it, not read it.
+
+    The webhook URL is treated the same way, since a path or a query often holds a token:
+    the page shows only its origin (scheme://host:port), and takes a new URL (empty keeps
+    the current one). It is checked by the model's validator (https, no user:password@, no
+    loopback, private or metadata address; leads.models.validate_sales_webhook_url), and
+    the phone-number id must be digits.
+    """
 
     new_webhook_secret = forms.CharField(
         required=False, strip=True, widget=forms.PasswordInput(render_value=False),
-        help_text="Signs sales webhooks (X-Signature-SHA256). Leave empty to keep the current one.",
+        help_text="Signs sales webhooks (X-Signature: t=<unix time>,v1=<HMAC-SHA256 of \"t.body\">). "
+                  "Leave empty to keep the current one.",
     )
     clear_webhook_secret = forms.BooleanField(required=False, help_text="Stop signing webhooks.")
-    sales_webhook_url = forms.URLField(required=False, assume_scheme="https",
-                                       help_text="Where NOTIFY_SALES posts; empty: notifications are skipped.")
+    sales_webhook_url = forms.URLField(
+        required=False, assume_scheme="https", label="New sales webhook URL", widget=WriteOnlyURLInput,
+        help_text="Where NOTIFY_SALES posts (https, no user:password@). Leave empty to keep the current one.")
+    clear_sales_webhook_url = forms.BooleanField(required=False,
+                                                 help_text="No webhook: notifications are recorded, not sent.")
 
     class Meta:
         model = Business
         exclude = ["sales_webhook_secret"]
+
+    def clean_sales_webhook_url(self) -> str:
+        if self.cleaned_data.get("sales_webhook_url"):
+            return self.cleaned_data["sales_webhook_url"]
+        return "" if self.data.get(self.add_prefix("clear_sales_webhook_url")) else (self.instance.sales_webhook_url or "")
 
     def save(self, commit: bool = True) -> Business:
         business = super().save(commit=False)
@@ -67,11 +91,17 @@ class BusinessAdmin(admin.ModelAdmin):
                     "webhook_secret"]
     list_filter = ["tenant_id", "is_active", "replies_enabled"]
     search_fields = ["business_id", "display_name", "tenant_id"]
-    readonly_fields = ["webhook_secret", "created_at"]
+    readonly_fields = ["webhook", "webhook_secret", "created_at"]
     fields = ["business_id", "tenant_id", "display_name", "is_active", "phone_number_id", "replies_enabled",
-              "default_language", "confidence_thresholds", "sales_webhook_url", "webhook_secret",
-              "new_webhook_secret", "clear_webhook_secret", "created_at"]
+              "default_language", "confidence_thresholds", "webhook", "sales_webhook_url", "clear_sales_webhook_url",
+              "webhook_secret", "new_webhook_secret", "clear_webhook_secret", "created_at"]
     inlines = [ProductInline]
+
+    @admin.display(description="sales webhook")
+    def webhook(self, obj: Business) -> str:
+        if not obj.sales_webhook_url:
+            return "not set"
+        return f"{origin(obj.sales_webhook_url)}/… (path and query hidden: they may hold a token)"
 
     @admin.display(description="webhook secret")
     def webhook_secret(self, obj: Business) -> str:
@@ -136,10 +166,16 @@ class CallbackRequestAdmin(EffectAdmin):
 
 @admin.register(SalesNotification)
 class SalesNotificationAdmin(EffectAdmin):
-    list_display = ["__str__", "business", "lead", "kind", "status", "http_status", "attempts", "created_at"]
+    list_display = ["__str__", "business", "lead", "kind", "status", "webhook", "http_status", "attempts",
+                    "created_at"]
     list_filter = ["status", "kind", "business"]
-    readonly_fields = ["sent_payload"]
-    exclude = ["payload"]
+    readonly_fields = ["webhook", "sent_payload"]
+    # The URL may hold a token in its path or query: only its origin is shown.
+    exclude = ["payload", "webhook_url"]
+
+    @admin.display(description="webhook")
+    def webhook(self, obj: SalesNotification) -> str:
+        return origin(obj.webhook_url) if obj.webhook_url else "-"
 
     @admin.display(description="payload sent")
     def sent_payload(self, obj: SalesNotification):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 
 # Confidence below which an intent goes to human review instead of acting.
@@ -17,19 +18,37 @@ DEFAULT_CONFIDENCE_THRESHOLDS: dict[str, float] = {
 }
 
 
+# Meta's phone-number ids are numbers; the id goes into the Graph API's URL path, so
+# anything else (a slash, "..", a query) is refused rather than sent.
+validate_phone_number_id = RegexValidator(r"^[0-9]+\Z", "A WhatsApp phone-number id is digits only.",
+                                          code="invalid_phone_number_id")
+
+
+def validate_sales_webhook_url(value: str) -> None:
+    """https only (unless SALES_WEBHOOK_ALLOW_HTTP), no user:password@, and no loopback,
+    private or metadata address (unless SALES_WEBHOOK_ALLOWED_HOSTS lists it). A host
+    name is resolved and checked again on every call (whatsapp.clients.destinations)."""
+    from whatsapp.clients.destinations import url_problem
+
+    problem = url_problem(value) if value else None
+    if problem:
+        raise ValidationError(f"The sales webhook URL {problem}.", code="invalid_sales_webhook_url")
+
+
 class Business(models.Model):
     """A tenant's shop: the unit every event names and every limit is per."""
 
     business_id = models.CharField(max_length=64, unique=True)
     tenant_id = models.CharField(max_length=64, db_index=True)
     display_name = models.CharField(max_length=200)
-    phone_number_id = models.CharField("WhatsApp phone-number id", max_length=64, blank=True)
+    phone_number_id = models.CharField("WhatsApp phone-number id", max_length=64, blank=True,
+                                       validators=[validate_phone_number_id])
     replies_enabled = models.BooleanField(default=True)
     default_language = models.CharField(max_length=16, default="en")
     confidence_thresholds = models.JSONField(
         default=dict, blank=True, help_text="Per-intent overrides, e.g. {\"ORDER_REQUEST\": 0.9}."
     )
-    sales_webhook_url = models.URLField(blank=True)
+    sales_webhook_url = models.URLField(blank=True, validators=[validate_sales_webhook_url])
     sales_webhook_secret = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -251,9 +270,11 @@ class SalesNotification(ActionEffect):
         CALLBACK = "callback"
 
     class Status(models.TextChoices):
-        # Row written, POST not yet known to have succeeded; only visible if
-        # a caller committed after a failed send.
+        # Written by an older version before its POST; taken over like a stale SENDING row.
         PENDING = "PENDING"
+        # Committed before the POST, which runs outside any transaction; SENT once it
+        # succeeded, deleted if it failed (see whatsapp/actions/notify_sales.py).
+        SENDING = "SENDING"
         SENT = "SENT"
         SKIPPED = "SKIPPED"
         RETRACTED = "RETRACTED"
@@ -265,7 +286,8 @@ class SalesNotification(ActionEffect):
     payload = models.JSONField(default=dict, blank=True, help_text="The exact JSON body sent, without customer text.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     # The URL it went to, so a retraction reaches the same receiver even if
-    # the business changes its webhook in between.
+    # the business changes its webhook in between. Configuration that may hold a
+    # token: the admin shows only its origin (scheme://host:port).
     webhook_url = models.URLField(blank=True)
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)

@@ -69,6 +69,9 @@ def child_env(transactional_db) -> dict[str, str]:
         LOG_LEVEL="INFO",
         # Tests run in parallel: no ingest may take the fixed metrics port (a test that reads it sets its own).
         INGEST_METRICS_PORT="0",
+        # The tests' sales webhooks are local servers (whatsapp/clients/destinations.py refuses them otherwise).
+        SALES_WEBHOOK_ALLOW_HTTP="1",
+        SALES_WEBHOOK_ALLOWED_HOSTS="127.0.0.1,localhost,::1",
     )
     return env
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 from config.localservices import ensure_services
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCAL_WEBHOOK_HOSTS = "127.0.0.1,localhost,::1"
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
 os.environ.setdefault("DEBUG", "0")
 
@@ -44,6 +45,9 @@ os.environ.setdefault("CELERY_VISIBILITY_TIMEOUT", "30")
 # Tansu answers a group join after half the session timeout; 6 s (the usual
 # broker minimum) keeps each ingest start in the tests to about 3 s.
 os.environ.setdefault("KAFKA_SESSION_TIMEOUT_MS", "6000")
+# The tests' sales webhooks are local servers over plain http.
+os.environ.setdefault("SALES_WEBHOOK_ALLOW_HTTP", "1")
+os.environ.setdefault("SALES_WEBHOOK_ALLOWED_HOSTS", LOCAL_WEBHOOK_HOSTS)
 
 from config.settings import *  # noqa: E402,F403
 

@@ -63,16 +63,25 @@ def context(business: Business, lead: Lead, action: str, params: dict[str, Any],
 
 
 def execute(ctx: ActionContext) -> dict[str, Any]:
-    """Run as the saga does: inside a transaction it opened."""
-    with transaction.atomic():
-        result = get(ctx.action).execute(ctx)
+    """Run as the saga does: inside a transaction it opened, unless the executor calls an
+    outside service (not transactional), which the saga runs with none open."""
+    executor = get(ctx.action)
+    if executor.transactional:
+        with transaction.atomic():
+            result = executor.execute(ctx)
+    else:
+        result = executor.execute(ctx)
     json.dumps(result)  # results go into a JSONField, so they must be JSON-safe
     return result
 
 
 def compensate(ctx: ActionContext, result: dict[str, Any]) -> dict[str, Any]:
-    with transaction.atomic():
-        undone = get(ctx.action).compensate(ctx, result)
+    executor = get(ctx.action)
+    if executor.transactional:
+        with transaction.atomic():
+            undone = executor.compensate(ctx, result)
+    else:
+        undone = executor.compensate(ctx, result)
     json.dumps(undone)
     return undone
 
@@ -333,8 +342,13 @@ def posts(httpserver) -> list[Request]:
 
 
 def assert_signed(request: Request) -> None:
-    expected = "sha256=" + hmac.new(SECRET.encode(), request.get_data(), hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(request.headers["X-Signature-SHA256"], expected)
+    """X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">, t close to now."""
+    t, v1 = request.headers["X-Signature"].split(",")
+    assert t.startswith("t=") and v1.startswith("v1=")
+    assert abs(time.time() - int(t[2:])) < 60
+    signed = t[2:].encode() + b"." + request.get_data()
+    expected = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(v1[3:], expected)
 
 
 @pytest.mark.parametrize("status", [200, 201])
@@ -390,7 +404,7 @@ def test_notification_without_secret_is_not_signed(webhook_business, lead, https
     httpserver.expect_request(HOOK, method="POST").respond_with_data("ok")
     execute(notify_context(webhook_business, lead))
     [request] = posts(httpserver)
-    assert "X-Signature-SHA256" not in request.headers
+    assert "X-Signature" not in request.headers
     assert request.headers["Idempotency-Key"] == "p-1:1:2:NOTIFY_SALES"
 
 
@@ -425,7 +439,7 @@ def test_429_honours_retry_after(webhook_business, lead, httpserver):
 
 
 def test_read_timeout_is_retryable(webhook_business, lead, httpserver, settings):
-    settings.SALES_WEBHOOK_TIMEOUT = (1, 0.3)
+    settings.SALES_WEBHOOK_DEADLINE_SECONDS = 0.3
 
     def slow(request: Request) -> Response:
         time.sleep(1.2)

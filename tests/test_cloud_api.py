@@ -431,3 +431,86 @@ def _wait_for(condition, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+# --- Bounds: the total deadline and the response cap ----------------------------------------
+
+
+def _drip_server(head: bytes, drip: bytes, interval: float):
+    """A raw server for one request: `head` at once, then `drip` a byte at a time. Returns
+    (base URL, event set if the client hung up before the end)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    cut_off = threading.Event()
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn, listener:
+            conn.settimeout(30)
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += conn.recv(65536)
+            try:
+                conn.sendall(head)
+                for byte in drip:
+                    conn.sendall(bytes([byte]))
+                    time.sleep(interval)
+            except OSError:
+                cut_off.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", cut_off
+
+
+def test_a_send_dripping_past_the_deadline_is_unknown_and_never_resent(settings, business, lead, caplog):
+    """Each byte of the answer comes well within the read timeout; the total deadline still ends
+    the call. The request went out, so the reply may be on the customer's phone: UNKNOWN."""
+    body = json.dumps(success_body()).encode()
+    base, cut_off = _drip_server(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
+                                 b"Content-Length: %d\r\n\r\n" % len(body) + body, interval=0.05)
+    settings.WHATSAPP_GRAPH_BASE_URL = base
+    settings.WHATSAPP_ACCESS_TOKEN = TOKEN
+    settings.WHATSAPP_READ_TIMEOUT = 5.0
+    settings.WHATSAPP_DEADLINE_SECONDS = 1.0
+    with pytest.raises(CloudApiOutcomeUnknown, match="no complete answer within 1 s") as caught:
+        reply(business, lead)
+    assert caught.value.title == "deadline exceeded"
+    _wait_for(cut_off.is_set, timeout=10)
+    row = OutboundMessage.objects.get()
+    assert row.status == Status.UNKNOWN and row.error_title == "deadline exceeded"
+    with pytest.raises(ReplyOutcomeUnknown):
+        reply(business, lead)
+    assert_no_token(caught.value, caplog, row)
+
+
+def test_an_answer_over_the_cap_is_not_read(graph, settings, business, lead):
+    settings.WHATSAPP_MAX_RESPONSE_BYTES = 4096
+    padded = {**success_body(), "padding": "p" * 5000}
+    graph.expect_ordered_request(PATH, method="POST").respond_with_json(
+        {**error_body(131000, "Something went wrong", "x" * 5000)}, status=503)
+    graph.expect_ordered_request(PATH, method="POST").respond_with_json(padded)
+    # A large error answer: classified by its HTTP status alone, and retried.
+    with pytest.raises(CloudApiRetryable) as first:
+        reply(business, lead)
+    assert not isinstance(first.value, CloudApiOutcomeUnknown) and first.value.http_status == 503
+    assert OutboundMessage.objects.get().status == Status.FAILED
+    # A large 2xx: it may have been sent, but its wamid is not read.
+    with pytest.raises(CloudApiOutcomeUnknown, match="more than 4096 bytes") as second:
+        reply(business, lead)
+    assert second.value.title == "response too large"
+    assert OutboundMessage.objects.get().status == Status.UNKNOWN
+
+
+def test_a_phone_number_id_that_is_not_digits_is_never_put_in_the_url(graph, business, lead):
+    business.phone_number_id = "../../v21.0/me"
+    with pytest.raises(CloudApiPermanent, match="not digits only"):
+        cloud_api.send_text(phone_number_id=business.phone_number_id, to=WA_ID, body="hi")
+    assert len(graph.log) == 0
+
+
+def test_the_graph_base_url_may_not_carry_credentials():
+    from config.env import Env, SettingError
+
+    with pytest.raises(SettingError, match="must not carry credentials") as caught:
+        Env({"WHATSAPP_GRAPH_BASE_URL": "https://meta:hunter2-x@graph.example.com"}).url(
+            "WHATSAPP_GRAPH_BASE_URL", "https://graph.facebook.com", schemes=("https", "http"), credentials=False)
+    assert "hunter2-x" not in str(caught.value)

@@ -209,7 +209,7 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
         assert scrape.by("dlq_open_entries", "reason") == open_dlq
         assert scrape.value("inbox_stuck_messages") == 0
         assert {ls["queue"] for ls, _ in scrape.samples["celery_queue_length"]} == {"pipeline", "webhooks", "whatsapp"}
-        breaker = f"webhook:127.0.0.1:{outside.server_address[1]}"
+        breaker = f"webhook:http://127.0.0.1:{outside.server_address[1]}"
         assert (scrape.samples["circuit_breaker_state"] and
                 ({"circuit": breaker}, 0.0) in scrape.samples["circuit_breaker_state"]), scrape.text
         wait_until(lambda: sum(Scrape.get(metrics_url, METRICS_TOKEN).by("kafka_consumer_lag", "partition").values()) == 0,

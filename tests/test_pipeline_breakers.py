@@ -3,7 +3,6 @@ out the open time and is retried without spending an attempt."""
 from __future__ import annotations
 
 from datetime import datetime
-from urllib.parse import urlsplit
 
 import pytest
 from werkzeug import Response
@@ -11,6 +10,7 @@ from werkzeug import Response
 from leads.models import Order
 from tests.support.events import event
 from whatsapp.breakers import force_open
+from whatsapp.clients.webhook import breaker_name
 from whatsapp.models import SagaStep
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,7 +21,7 @@ def test_open_breaker_delays_the_action_without_spending_an_attempt(pipeline, bu
         lambda request: Response("{}", status=200, content_type="application/json"))
     business.sales_webhook_url = httpserver.url_for("/sales")
     business.save()
-    force_open(f"webhook:{urlsplit(business.sales_webhook_url).netloc}", seconds=12)
+    force_open(breaker_name(business.sales_webhook_url), seconds=12)
 
     pipeline.send([event("order-breaker")])
     pipeline.wait_settled(1, timeout=60)
@@ -73,7 +73,7 @@ def test_four_worker_processes_share_one_breaker_through_a_redis_outage(
     httpserver.expect_request("/sales", method="POST").respond_with_handler(crm)
     business.sales_webhook_url = httpserver.url_for("/sales")
     business.save()
-    name = f"webhook:{urlsplit(business.sales_webhook_url).netloc}"
+    name = breaker_name(business.sales_webhook_url)
     env = {"BREAKER_REDIS_URL": store.url, "BREAKER_OPEN_SECONDS": str(open_seconds),
            "BREAKER_HALF_OPEN_PROBES": str(probes), "BREAKER_CLOSE_AFTER": "2", "BREAKER_CONSECUTIVE_FAILURES": "5",
            "BREAKER_PROBE_TIMEOUT_SECONDS": "10", "BREAKER_REDIS_RETRY_SECONDS": "1"}

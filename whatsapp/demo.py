@@ -70,6 +70,9 @@ def prepare_environment() -> list:
     os.environ["KAFKA_GROUP_ID"] = f"whatsapp-handler-demo-{int(time.time())}"
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     os.environ.setdefault("WHATSAPP_ACCESS_TOKEN", "demo-token")
+    # The stand-in CRM is a local server over plain http, which production refuses.
+    os.environ["SALES_WEBHOOK_ALLOW_HTTP"] = "1"
+    os.environ["SALES_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
     recreate_database(urls["DATABASE_URL"])
     return started
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config.redaction import configured_secrets, redact
 from leads.models import Business, Lead, ReviewFlag
 from whatsapp import metrics
 from whatsapp.actions.base import PermanentActionError, RetryableActionError
@@ -191,16 +191,15 @@ def _claim(pk: int) -> OutboundMessage:
 
 
 def _in_flight_limit() -> timedelta:
-    seconds = (float(getattr(settings, "WHATSAPP_CONNECT_TIMEOUT", cloud_api.DEFAULT_CONNECT_TIMEOUT))
-               + float(getattr(settings, "WHATSAPP_READ_TIMEOUT", cloud_api.DEFAULT_READ_TIMEOUT))
-               + IN_FLIGHT_MARGIN_SECONDS)
-    return timedelta(seconds=seconds)
+    # The total deadline bounds a send, whatever the connect and read timeouts are.
+    return timedelta(seconds=cloud_api.deadline_seconds() + IN_FLIGHT_MARGIN_SECONDS)
 
 
 def _record_failure(row: OutboundMessage, status: str, exc: cloud_api.CloudApiError) -> None:
+    secrets = configured_secrets()
     OutboundMessage.objects.filter(pk=row.pk).update(
-        status=status, error_code=exc.code, error_title=(exc.title or str(exc))[:300],
-        fbtrace_id=exc.fbtrace_id[:64], http_status=exc.http_status, updated_at=timezone.now(),
+        status=status, error_code=exc.code, error_title=redact(exc.title or str(exc), secrets)[:300],
+        fbtrace_id=redact(exc.fbtrace_id, secrets)[:64], http_status=exc.http_status, updated_at=timezone.now(),
     )
 
 

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from config.redaction import configured_secrets, redact
 from dlq.models import DeadLetter
 from leads import states
 from leads.models import Business, Lead, LeadActivity
@@ -183,9 +184,26 @@ def _note_attempt(step_pk: int, **entry) -> int:
         return step.attempts
 
 
+def secrets_of(context: ActionContext | None) -> tuple[str, ...]:
+    """The secret values an action's errors must never carry: the access token and the business's webhook secret."""
+    business_secret = context.business.sales_webhook_secret if context is not None else ""
+    return (*configured_secrets(), *((business_secret,) if business_secret else ()))
+
+
+def describe_failure(exc: BaseException, secrets: tuple[str, ...]) -> tuple[str, str]:
+    """The error line and the traceback of exc as they are stored and logged: URLs cut down
+    to their origin and known secrets replaced (config.redaction)."""
+    error = redact(f"{type(exc).__name__}: {exc}", secrets)[:4000]
+    return error, redact(traceback_module.format_exc(), secrets)
+
+
 def run_step(processing_id: str, saga_run: int, order: int, *, jitter: float = 1.0) -> StepOutcome:
     """Execute one step. Returns done, a retry delay, or failed (then the
-    message has been handed to compensation)."""
+    message has been handed to compensation).
+
+    A transactional executor runs inside the transaction that locks the step and marks it
+    SUCCEEDED. Any other (one that calls an outside service) runs with no transaction
+    open, and the step is marked afterwards; its effect rows keep it idempotent."""
     message = active_message(processing_id, saga_run)
     step = SagaStep.objects.get(message=message, saga_run=saga_run, order=order)
     if step.status == SagaStep.Status.SUCCEEDED:
@@ -195,17 +213,27 @@ def run_step(processing_id: str, saga_run: int, order: int, *, jitter: float = 1
     executor = executors.get(step.action)
     tracing.tag_task(action=step.action)
     attempt = _note_attempt(step.pk)
+    context: ActionContext | None = None
     try:
-        with transaction.atomic(), tracing.span("whatsapp.action", step.action, action=step.action):
-            locked = SagaStep.objects.select_for_update().get(pk=step.pk)
-            if locked.status == SagaStep.Status.SUCCEEDED:
-                return StepOutcome(done=True)
-            result = executor.execute(action_context(message, locked))
-            locked.status = SagaStep.Status.SUCCEEDED
-            locked.result = result
-            locked.error = ""
-            locked.save(update_fields=["status", "result", "error", "updated_at"])
-            metrics.action(step.action, "succeeded")
+        if executor.transactional:
+            with transaction.atomic(), tracing.span("whatsapp.action", step.action, action=step.action):
+                locked = SagaStep.objects.select_for_update().get(pk=step.pk)
+                if locked.status == SagaStep.Status.SUCCEEDED:
+                    return StepOutcome(done=True)
+                context = action_context(message, locked)
+                result = executor.execute(context)
+                locked.status = SagaStep.Status.SUCCEEDED
+                locked.result = result
+                locked.error = ""
+                locked.save(update_fields=["status", "result", "error", "updated_at"])
+                metrics.action(step.action, "succeeded")
+        else:
+            context = action_context(message, step)
+            with tracing.span("whatsapp.action", step.action, action=step.action):
+                result = executor.execute(context)
+            if SagaStep.objects.filter(pk=step.pk, status=SagaStep.Status.PENDING).update(
+                    status=SagaStep.Status.SUCCEEDED, result=result, error="", updated_at=timezone.now()):
+                metrics.action(step.action, "succeeded")
         log.info("action %s of %s succeeded (attempt %d)", step.action, processing_id, attempt)
         return StepOutcome(done=True)
     except CircuitOpen as refused:
@@ -215,8 +243,7 @@ def run_step(processing_id: str, saga_run: int, order: int, *, jitter: float = 1
         return StepOutcome(done=False, retry_in=refused.countdown())
     except Exception as exc:  # every failure is classified, none escapes silently
         retryable = executor.is_retryable(exc) or _is_transient(exc)
-        error = f"{type(exc).__name__}: {exc}"[:4000]
-        tb = traceback_module.format_exc()
+        error, tb = describe_failure(exc, secrets_of(context))
         SagaStep.objects.filter(pk=step.pk).update(error=error, traceback=tb, updated_at=timezone.now())
         if retryable and attempt <= len(RETRY_DELAYS):
             delay = retry_delay(attempt, exc, jitter)
@@ -266,8 +293,10 @@ def fail(processing_id: str, saga_run: int, *, stage: str, reason: str, error: s
             metrics.action(stage, "failed")
         message.failed_stage = stage
         message.failure_reason = reason
-        message.last_error = error
-        message.last_traceback = tb
+        # Whoever passed them, they are stored only without URLs' secrets and known secret values.
+        secrets = configured_secrets()
+        message.last_error = redact(error, secrets)[:4000]
+        message.last_traceback = redact(tb, secrets)
         message.save(update_fields=["failed_stage", "failure_reason", "last_error", "last_traceback", "updated_at"])
     return True
 
@@ -281,18 +310,30 @@ def compensate_steps(processing_id: str, saga_run: int) -> bool:
     steps = SagaStep.objects.filter(message=message, saga_run=saga_run, status=SagaStep.Status.SUCCEEDED)
     for step in steps.order_by("-order"):
         executor = executors.get(step.action)
+        context: ActionContext | None = None
         try:
-            with transaction.atomic(), tracing.span("whatsapp.compensate", step.action, action=step.action):
-                locked = SagaStep.objects.select_for_update().get(pk=step.pk)
-                if locked.status != SagaStep.Status.SUCCEEDED:
-                    continue
-                executor.compensate(action_context(message, locked), locked.result or {})
-                locked.status = SagaStep.Status.COMPENSATED
-                locked.compensation_attempts += 1
-                locked.save(update_fields=["status", "compensation_attempts", "updated_at"])
-                metrics.compensation(step.action, "compensated")
+            if executor.transactional:
+                with transaction.atomic(), tracing.span("whatsapp.compensate", step.action, action=step.action):
+                    locked = SagaStep.objects.select_for_update().get(pk=step.pk)
+                    if locked.status != SagaStep.Status.SUCCEEDED:
+                        continue
+                    context = action_context(message, locked)
+                    executor.compensate(context, locked.result or {})
+                    locked.status = SagaStep.Status.COMPENSATED
+                    locked.compensation_attempts += 1
+                    locked.save(update_fields=["status", "compensation_attempts", "updated_at"])
+                    metrics.compensation(step.action, "compensated")
+            else:
+                # It calls an outside service: no transaction open meanwhile (see run_step).
+                context = action_context(message, step)
+                with tracing.span("whatsapp.compensate", step.action, action=step.action):
+                    executor.compensate(context, step.result or {})
+                if SagaStep.objects.filter(pk=step.pk, status=SagaStep.Status.SUCCEEDED).update(
+                        status=SagaStep.Status.COMPENSATED, compensation_attempts=F("compensation_attempts") + 1,
+                        updated_at=timezone.now()):
+                    metrics.compensation(step.action, "compensated")
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"[:4000]
+            error, _ = describe_failure(exc, secrets_of(context))
             with transaction.atomic():
                 locked = SagaStep.objects.select_for_update().get(pk=step.pk)
                 locked.compensation_attempts += 1
@@ -339,8 +380,9 @@ def dead_letter(processing_id: str, saga_run: int) -> DeadLetter | None:
             stage=message.failed_stage or "pipeline",
             reason=message.failure_reason or "non_retryable",
             error_class=(message.last_error.split(":", 1)[0] if message.last_error else ""),
-            error_message=message.last_error,
-            traceback=message.last_traceback,
+            # Redacted when stored on the message; again here for rows an older version wrote.
+            error_message=redact(message.last_error, configured_secrets()),
+            traceback=redact(message.last_traceback, configured_secrets()),
             attempts=failed.attempts if failed else message.attempts,
             saga_run=saga_run,
             saga_state={"run": saga_run, "handler": message.handler, "steps": [s.as_state() for s in steps]},
@@ -380,14 +422,14 @@ def reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> StepOutc
         row = OutboundMessage.objects.filter(processing_id=processing_id, saga_run=saga_run).first()
         attempt = row.attempts if row else 1
         retryable = isinstance(exc, RetryableActionError) or _is_transient(exc)
-        error = f"{type(exc).__name__}: {exc}"[:4000]
+        error, tb = describe_failure(exc, configured_secrets())
         if retryable and attempt <= len(RETRY_DELAYS):
             delay = retry_delay(attempt, exc, jitter)
             log.warning("reply for %s failed (attempt %d), retrying in %.1fs: %s", processing_id, attempt, delay, error)
             return StepOutcome(done=False, retry_in=delay)
         reason = "retries_exhausted" if retryable else "non_retryable"
         log.error("reply for %s failed for good (%s): %s", processing_id, reason, error)
-        if fail(processing_id, saga_run, stage="reply", reason=reason, error=error, tb=traceback_module.format_exc()):
+        if fail(processing_id, saga_run, stage="reply", reason=reason, error=error, tb=tb):
             metrics.action(metrics.REPLY, "failed")
             dead_letter(processing_id, saga_run)
         return StepOutcome(done=False, failed=True)

@@ -52,6 +52,7 @@ def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str 
     from sentry_sdk.integrations.django import DjangoIntegration
     from sentry_sdk.integrations.logging import LoggingIntegration
     from sentry_sdk.integrations.redis import RedisIntegration
+    from sentry_sdk.integrations.stdlib import StdlibIntegration
 
     sentry_sdk.init(
         dsn=dsn or None,
@@ -70,7 +71,10 @@ def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str 
         # Its span for a Redis command that raises is entered and never exited (sentry-sdk
         # 2.75), leaving a stale current span, and its trace id on later log lines, after any
         # Redis outage. Redis calls here are the broker's and the breakers', not worth a span.
-        disabled_integrations=[RedisIntegration()],
+        # Its span and breadcrumb for an http.client request carry the request's path and
+        # query, where a sales webhook URL may hold a token: whatsapp/clients/http.py makes
+        # the outbound call's span itself, named by the destination's origin only.
+        disabled_integrations=[RedisIntegration(), StdlibIntegration()],
         # No PII by default (user, cookies, SQL parameters); and no local variables,
         # which hold message payloads.
         include_local_variables=False,

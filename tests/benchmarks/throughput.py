@@ -43,6 +43,9 @@ def prepare() -> list:
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = urls["KAFKA_BOOTSTRAP_SERVERS"]
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     os.environ["KAFKA_SESSION_TIMEOUT_MS"] = "6000"
+    # Its stand-in CRM is a local server over plain http, which production refuses.
+    os.environ["SALES_WEBHOOK_ALLOW_HTTP"] = "1"
+    os.environ["SALES_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
     import psycopg
 
     with psycopg.connect(urls["DATABASE_URL"], autocommit=True, connect_timeout=10) as conn:

@@ -56,11 +56,18 @@ class ActionExecutor(ABC):
     queue: ClassVar[str] = "pipeline"
     # Exceptions (besides RetryableActionError) that mean "try again later".
     retryable: ClassVar[tuple[type[BaseException], ...]] = ()
+    # True: execute and compensate run inside the transaction that locks the saga step
+    # and marks it SUCCEEDED (or COMPENSATED), so effect and step commit together.
+    # False, for an executor that calls an outside service: they run with no transaction
+    # open (a slow receiver must not hold row locks and a connection "idle in transaction"),
+    # keep their own idempotency in their effect rows, and the step is marked afterwards.
+    transactional: ClassVar[bool] = True
 
     @abstractmethod
     def execute(self, context: ActionContext) -> dict[str, Any]:
         """Do the effect (idempotently) and return a JSON-safe result for the saga row.
-        Runs inside the transaction that marks the saga step SUCCEEDED."""
+        Runs inside the transaction that marks the saga step SUCCEEDED, unless the
+        executor is not `transactional`."""
 
     @abstractmethod
     def compensate(self, context: ActionContext, result: dict[str, Any]) -> dict[str, Any]:

@@ -1,122 +1,152 @@
 """NOTIFY_SALES: tell the business's sales system about a lead, through its webhook if it has one.
 
+The POST is made with no database transaction open (the executor is not
+`transactional`): a receiver that takes its full deadline must not hold the saga
+step's row lock, nor keep a connection "idle in transaction" for that long. So the
+notification row carries the idempotency itself:
+
+    (no row) --INSERT, committed--> SENDING --POST ok--> SENT       (committed; never POSTed again)
+                                            \\--POST failed--> (row deleted; the retry starts over)
+                                    SKIPPED                         (the business has no webhook)
+
 HTTP is not transactional, so two guards stand in for one: a committed SENT row means
 "never POST this key again", and the Idempotency-Key header lets the receiver drop the
-repeat that happens when we crash after the POST but before our commit.
+repeat that happens when we crash after the POST but before our commit. A row still
+SENDING means another worker is posting right now (wait), or one died mid-POST long
+ago (post again: the receiver drops the repeat by its key).
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
-import requests
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from leads.models import Order, SalesNotification
-from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError
+from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError, RetryableActionError
 from whatsapp.actions.registry import executors
 from whatsapp.clients import webhook
 
 EVENT_NAME = "sales.notification"
+# Added to the webhook deadline: how long a SENDING row may legitimately be in flight.
+IN_FLIGHT_MARGIN_SECONDS = 30.0
+
+Status = SalesNotification.Status
+
+
+class NotificationInFlight(RetryableActionError):
+    """Another worker is posting this notification right now; look again once it has finished."""
+
+    health_signal = False  # says nothing about the receiver's health
 
 
 @executors.register("NOTIFY_SALES")
 class NotifySales(ActionExecutor):
     name = "NOTIFY_SALES"
     queue = "webhooks"
-    # The client already turns these into RetryableActionError; listed in case a caller uses requests directly.
-    retryable = (requests.Timeout, requests.ConnectionError)
+    transactional = False
 
     def execute(self, context: ActionContext) -> dict[str, Any]:
-        existing = SalesNotification.objects.filter(idempotency_key=context.idempotency_key).first()
-        if existing is not None and existing.status != SalesNotification.Status.PENDING:
-            return _result(existing)
         kind = context.params.get("kind")
         if kind not in SalesNotification.Kind.values:
             raise PermanentActionError(f"kind: must be one of {', '.join(SalesNotification.Kind.values)}")
-
-        # Our own savepoint: a failed POST leaves no row behind, even if the caller commits.
-        with transaction.atomic():
-            notification = _claim(context, kind)
-            if notification.status != SalesNotification.Status.PENDING:
-                return _result(notification)  # a concurrent run of this step got there first
-            if not notification.webhook_url:
-                notification.status = SalesNotification.Status.SKIPPED
-                notification.save(update_fields=["status", "updated_at"])
-                return _result(notification)
-            notification.attempts += 1
+        notification = _claim(context, kind)
+        if notification.status != Status.SENDING:
+            return _result(notification)  # SENT or SKIPPED already
+        try:
             response = webhook.post_json(
                 notification.webhook_url,
                 notification.payload,
                 idempotency_key=context.idempotency_key,
                 secret=context.business.sales_webhook_secret,
             )
-            notification.status = SalesNotification.Status.SENT
-            notification.http_status = response.status_code
-            notification.save(update_fields=["status", "http_status", "attempts", "updated_at"])
-            return _result(notification)
+        except BaseException:
+            # Not delivered, or delivered and dropped by the receiver as a repeat next time:
+            # either way the retry starts from scratch, as if this attempt had never claimed it.
+            SalesNotification.objects.filter(pk=notification.pk, status=Status.SENDING).delete()
+            raise
+        notification.status = Status.SENT
+        notification.http_status = response.status_code
+        SalesNotification.objects.filter(pk=notification.pk).update(
+            status=Status.SENT, http_status=response.status_code, updated_at=timezone.now())
+        return _result(notification)
 
     def compensate(self, context: ActionContext, result: dict[str, Any]) -> dict[str, Any]:
-        failure: PermanentActionError | None = None
-        with transaction.atomic():
-            notification = (
-                SalesNotification.objects.select_for_update().filter(idempotency_key=context.idempotency_key).first()
+        notification = SalesNotification.objects.filter(idempotency_key=context.idempotency_key).first()
+        if notification is None:
+            return {"status": "NOT_FOUND"}
+        if notification.status in (Status.RETRACTED, Status.SKIPPED):
+            # Already retracted, or nothing was ever sent: nothing to undo.
+            return _retraction_result(notification)
+        try:
+            response = webhook.post_json(
+                notification.webhook_url,
+                {
+                    "type": "retraction",
+                    "event": EVENT_NAME,
+                    "idempotency_key": context.idempotency_key,
+                    "processing_id": context.processing_id,
+                    "business_id": context.business.business_id,
+                },
+                idempotency_key=f"{context.idempotency_key}:retract",
+                secret=context.business.sales_webhook_secret,
             )
-            if notification is None:
-                return {"status": "NOT_FOUND"}
-            if notification.status in (SalesNotification.Status.RETRACTED, SalesNotification.Status.SKIPPED):
-                # Already retracted, or nothing was ever sent: nothing to undo.
-                return _retraction_result(notification)
-            notification.attempts += 1
-            try:
-                response = webhook.post_json(
-                    notification.webhook_url,
-                    {
-                        "type": "retraction",
-                        "event": EVENT_NAME,
-                        "idempotency_key": context.idempotency_key,
-                        "processing_id": context.processing_id,
-                        "business_id": context.business.business_id,
-                    },
-                    idempotency_key=f"{context.idempotency_key}:retract",
-                    secret=context.business.sales_webhook_secret,
-                )
-            except PermanentActionError as exc:
-                # Kept (if the caller commits) so an operator can see which retractions need a human.
-                notification.status = SalesNotification.Status.RETRACTION_FAILED
-                notification.save(update_fields=["status", "attempts", "updated_at"])
-                failure = exc
-            else:
-                notification.status = SalesNotification.Status.RETRACTED
-                notification.http_status = response.status_code
-                notification.save(update_fields=["status", "http_status", "attempts", "updated_at"])
-                return _retraction_result(notification)
-        # Raised outside the savepoint, which would otherwise roll the RETRACTION_FAILED mark back.
-        assert failure is not None
-        raise failure
+        except PermanentActionError:
+            # Kept so an operator can see which retractions need a human.
+            SalesNotification.objects.filter(pk=notification.pk).update(
+                status=Status.RETRACTION_FAILED, attempts=F("attempts") + 1, updated_at=timezone.now())
+            raise
+        SalesNotification.objects.filter(pk=notification.pk).update(
+            status=Status.RETRACTED, http_status=response.status_code, attempts=F("attempts") + 1,
+            updated_at=timezone.now())
+        notification.status = Status.RETRACTED
+        return _retraction_result(notification)
 
 
 def _claim(context: ActionContext, kind: str) -> SalesNotification:
-    """The row for this step, locked; created PENDING with its payload if it is new."""
+    """This step's row, committed before any POST: new as SENDING (or SKIPPED without a
+    webhook), or the existing one, taken over if a dead worker left it SENDING."""
+    now = timezone.now()
+    url = context.business.sales_webhook_url
     try:
         with transaction.atomic():
-            notification = SalesNotification.objects.create(
+            return SalesNotification.objects.create(
                 processing_id=context.processing_id,
                 saga_run=context.saga_run,
                 idempotency_key=context.idempotency_key,
                 business=context.business,
                 lead=context.lead,
                 kind=kind,
-                webhook_url=context.business.sales_webhook_url,
+                webhook_url=url,
+                payload=_payload(context, kind, now),
+                status=Status.SENDING if url else Status.SKIPPED,
+                attempts=1 if url else 0,
             )
     except IntegrityError:
-        return SalesNotification.objects.select_for_update().get(idempotency_key=context.idempotency_key)
-    notification.payload = _payload(context, kind, notification)
-    notification.save(update_fields=["payload"])
-    return notification
+        pass
+    with transaction.atomic():
+        notification = SalesNotification.objects.select_for_update().get(idempotency_key=context.idempotency_key)
+        if notification.status == Status.SENDING:
+            if now - notification.updated_at < _in_flight_limit():
+                raise NotificationInFlight(f"notification {context.idempotency_key} is being sent by another worker",
+                                           retry_after=_in_flight_limit().total_seconds())
+        elif notification.status != Status.PENDING:
+            return notification
+        notification.status = Status.SENDING
+        notification.attempts += 1
+        notification.save(update_fields=["status", "attempts", "updated_at"])
+        return notification
 
 
-def _payload(context: ActionContext, kind: str, notification: SalesNotification) -> dict[str, Any]:
+def _in_flight_limit() -> timedelta:
+    deadline = float(getattr(settings, "SALES_WEBHOOK_DEADLINE_SECONDS", webhook.DEFAULT_DEADLINE_SECONDS))
+    return timedelta(seconds=deadline + IN_FLIGHT_MARGIN_SECONDS)
+
+
+def _payload(context: ActionContext, kind: str, now: datetime) -> dict[str, Any]:
     """What the sales system needs to act: ids and the order summary, never the message text or phone number."""
     order = (
         Order.objects.filter(
@@ -140,7 +170,7 @@ def _payload(context: ActionContext, kind: str, notification: SalesNotification)
         "order": None
         if order is None
         else {"reference": order.reference, "total": str(order.total), "currency": order.currency},
-        "created_at": (notification.created_at or timezone.now()).isoformat(),
+        "created_at": now.isoformat(),
     }
 
 

@@ -1,12 +1,13 @@
 """Circuit breakers shared by every worker process through Redis.
 
 One breaker per external service, named "<kind>:<instance>" (``whatsapp:<phone_number_id>``,
-``webhook:<host>``)::
+``webhook:<scheme>://<host>:<port>``, see whatsapp.clients.webhook.breaker_name: never more
+of a URL than its origin, since names are shown in the admin, the command and the metrics)::
 
     from whatsapp.breakers import CircuitOpen, breaker_for
 
     try:
-        breaker_for(f"webhook:{host}").call(post_json, url, payload, idempotency_key=key)
+        breaker_for("webhook:https://crm.example.com:443").call(post, url, payload)
     except CircuitOpen as exc:
         raise self.retry(countdown=exc.countdown())   # the service was not called
 

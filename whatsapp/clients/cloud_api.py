@@ -18,7 +18,14 @@ action errors the saga understands:
 
 The access token is a bearer secret. It is only ever put in the Authorization header; any
 text taken from a response is passed through `redact` before it reaches a log line, an
-exception message (and so a saga row or a dead letter) or the database.
+exception message (and so a saga row or a dead letter) or the database. Failures of the
+call itself name no URL (WHATSAPP_GRAPH_BASE_URL may not carry credentials, and the
+phone-number id is digits only) and chain no exception of the HTTP library.
+
+Each call is bounded (whatsapp.clients.http): a connect timeout, a read timeout, a total
+deadline (WHATSAPP_DEADLINE_SECONDS) for the whole exchange, and at most
+WHATSAPP_MAX_RESPONSE_BYTES of the answer read. Passing the deadline after the request
+went out is an unknown outcome, like a read timeout.
 """
 from __future__ import annotations
 
@@ -28,11 +35,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from django.conf import settings
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from whatsapp.actions.base import ActionError, PermanentActionError, RetryableActionError
+from whatsapp.clients import http
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,8 @@ DEFAULT_BASE_URL = "https://graph.facebook.com"
 DEFAULT_VERSION = "v21.0"
 DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_READ_TIMEOUT = 10.0
+DEFAULT_DEADLINE_SECONDS = 15.0
+DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 # Meta allows about one message every 6 s from one business number to one customer.
 PAIR_RATE_BACKOFF_SECONDS = 6.0
 MAX_RETRY_AFTER_SECONDS = 3600.0
@@ -124,6 +132,10 @@ def send_text(
         raise CloudApiPermanent("WHATSAPP_ACCESS_TOKEN is not set", title="WHATSAPP_ACCESS_TOKEN is not set")
     if not phone_number_id:
         raise CloudApiPermanent("business has no WhatsApp phone_number_id", title="no phone_number_id")
+    if not phone_number_id.isascii() or not phone_number_id.isdigit():
+        # It goes into the URL's path: anything but digits could point the call elsewhere.
+        raise CloudApiPermanent("the business's WhatsApp phone_number_id is not digits only",
+                                title="invalid phone_number_id")
     if not to:
         raise CloudApiPermanent("recipient wa_id is empty", title="no recipient")
     if not body or not body.strip():
@@ -136,35 +148,49 @@ def send_text(
                             biz_opaque_callback_data=biz_opaque_callback_data)
     url = messages_url(phone_number_id)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    limits = _limits()
+    failure: CloudApiError | None = None
     try:
-        response = requests.post(url, data=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
-                                 headers=headers, timeout=_timeout(), allow_redirects=False)
-    except requests.ConnectTimeout as exc:
-        raise CloudApiRetryable("WhatsApp Cloud API connect timed out", title="connect timeout") from exc
-    except requests.ReadTimeout as exc:
-        raise CloudApiOutcomeUnknown("WhatsApp Cloud API read timed out; the message may have been sent",
-                                     title="read timeout") from exc
-    except requests.ConnectionError as exc:
-        if _never_connected(exc):
-            raise CloudApiRetryable("WhatsApp Cloud API could not be reached", title="connection failed") from exc
-        raise CloudApiOutcomeUnknown("WhatsApp Cloud API connection dropped; the message may have been sent",
-                                     title="connection dropped") from exc
-    except requests.exceptions.ChunkedEncodingError as exc:
-        raise CloudApiOutcomeUnknown("WhatsApp Cloud API response was cut off; the message may have been sent",
-                                     title="response cut off") from exc
-    except requests.RequestException as exc:
-        # Invalid URL and the like: configuration, not a passing fault.
-        raise CloudApiPermanent(f"WhatsApp Cloud API request could not be made ({type(exc).__name__})",
-                                title="bad request configuration") from exc
+        answer = http.post(url, json.dumps(payload, ensure_ascii=False).encode("utf-8"), headers, limits,
+                           ca_bundle=getattr(settings, "OUTBOUND_CA_BUNDLE", None))
+    except http.HttpError as exc:
+        failure = _transport_failure(exc, limits, token)
+    if failure is not None:
+        raise failure  # outside the except block: the client's exception is not chained to it
 
-    with response:
-        status = response.status_code
-        data = _json(response)
-        retry_after_header = response.headers.get("Retry-After")
-
+    status = answer.status
+    data = _json(answer.body)
     if 200 <= status < 300:
         return _success(status, data)
-    raise classify(status, data, retry_after=_retry_after(retry_after_header), token=token)
+    raise classify(status, data, retry_after=_retry_after(answer.headers.get("retry-after")), token=token)
+
+
+def _transport_failure(exc: http.HttpError, limits: http.Limits, token: str) -> CloudApiError:
+    """A call that got no usable answer, by whether the request may have reached Meta."""
+    if isinstance(exc, http.ConnectTimedOut):
+        return CloudApiRetryable("WhatsApp Cloud API connect timed out", title="connect timeout")
+    if isinstance(exc, http.InvalidURL):
+        # Configuration, not a passing fault.
+        return CloudApiPermanent("WhatsApp Cloud API request could not be made (invalid URL)",
+                                 title="bad request configuration")
+    if not exc.sent:
+        return CloudApiRetryable("WhatsApp Cloud API could not be reached", title="connection failed")
+    if isinstance(exc, http.ReadTimedOut):
+        return CloudApiOutcomeUnknown("WhatsApp Cloud API read timed out; the message may have been sent",
+                                      title="read timeout")
+    if isinstance(exc, http.DeadlineExceeded):
+        return CloudApiOutcomeUnknown(f"WhatsApp Cloud API gave no complete answer within {limits.deadline:g} s; "
+                                      "the message may have been sent", title="deadline exceeded")
+    if isinstance(exc, http.ResponseTooLarge):
+        status = exc.status or 0
+        if 200 <= status < 300:
+            return CloudApiOutcomeUnknown(f"WhatsApp Cloud API answered HTTP {status} with more than "
+                                          f"{limits.max_body} bytes; the message may have been sent",
+                                          title="response too large", http_status=status)
+        # Not read: the HTTP status alone decides, as for a body without an error code.
+        return classify(status, None, token=token)
+    return CloudApiOutcomeUnknown("WhatsApp Cloud API connection dropped; the message may have been sent",
+                                  title="connection dropped")
 
 
 def build_payload(*, to: str, body: str, context_message_id: str | None = None,
@@ -249,28 +275,26 @@ def _success(status: int, data: Any) -> SendResult:
     return SendResult(wamid=wamid, wa_id=wa_id, http_status=status)
 
 
-def _json(response: requests.Response) -> Any:
+def _json(body: bytes) -> Any:
     try:
-        return response.json()
-    except ValueError:
+        return json.loads(body)
+    except ValueError:  # also UnicodeDecodeError
         return None
 
 
-def _never_connected(exc: requests.ConnectionError) -> bool:
-    """True when the TCP/TLS connection was never made, so the request cannot have arrived.
-    A connection reset or a closed socket after connecting might have come after Meta read it."""
-    if isinstance(exc, requests.exceptions.SSLError):
-        return True
-    reason = exc.args[0] if exc.args else None
-    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
-    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
-
-
-def _timeout() -> tuple[float, float]:
-    return (
-        float(getattr(settings, "WHATSAPP_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)),
-        float(getattr(settings, "WHATSAPP_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)),
+def _limits() -> http.Limits:
+    """Read per call so settings overrides (and tests) take effect without a restart."""
+    return http.Limits(
+        connect_timeout=float(getattr(settings, "WHATSAPP_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)),
+        read_timeout=float(getattr(settings, "WHATSAPP_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)),
+        deadline=float(getattr(settings, "WHATSAPP_DEADLINE_SECONDS", DEFAULT_DEADLINE_SECONDS)),
+        max_body=int(getattr(settings, "WHATSAPP_MAX_RESPONSE_BYTES", DEFAULT_MAX_RESPONSE_BYTES)),
     )
+
+
+def deadline_seconds() -> float:
+    """The longest a send can take, whatever the server does."""
+    return _limits().deadline
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -13,7 +13,7 @@ from whatsapp import breakers
 
 USAGE = 2
 UNKNOWN = 1
-# Breaker names are "<kind>:<instance>": webhook:<host>, whatsapp:<phone_number_id>.
+# Breaker names are "<kind>:<instance>": webhook:<scheme>://<host>:<port>, whatsapp:<phone_number_id>.
 NAME = re.compile(r"^(webhook|whatsapp):\S+$")
 
 EPILOG = """\
@@ -24,16 +24,16 @@ exit codes:
 
 examples:
   manage.py breakers show --json
-  manage.py breakers open webhook:crm.example.com          # until closed
-  manage.py breakers open webhook:crm.example.com --seconds 300
-  manage.py breakers close webhook:crm.example.com
+  manage.py breakers open webhook:https://crm.example.com:443          # until closed
+  manage.py breakers open webhook:https://crm.example.com:443 --seconds 300
+  manage.py breakers close webhook:https://crm.example.com:443
   manage.py breakers reset whatsapp:106540352242922
 """
 
 
 class Command(CommandWithExamples):
     help = (
-        "Show the circuit breakers (webhook:<host>, whatsapp:<phone_number_id>) with their state, or force "
+        "Show the circuit breakers (webhook:<scheme>://<host>:<port>, whatsapp:<phone_number_id>) with their state, or force "
         "one open, closed, or back to a clean state. The state lives in Redis, so this acts on every worker."
     )
 
@@ -59,7 +59,7 @@ class Command(CommandWithExamples):
             return
         name = options["name"]
         if not NAME.match(name):
-            raise CommandError(f"{name!r} is not a breaker name (webhook:<host> or whatsapp:<phone_number_id>)",
+            raise CommandError(f"{name!r} is not a breaker name (webhook:<scheme>://<host>:<port> or whatsapp:<phone_number_id>)",
                                returncode=USAGE)
         if action == "open":
             seconds = options["seconds"]
