@@ -418,6 +418,8 @@ def run(args: argparse.Namespace) -> dict:
             # Production's defaults: INFO, JSON lines.
             "LOG_LEVEL": "INFO", "INGEST_METRICS_PORT": "0",
             "WHATSAPP_GRAPH_BASE_URL": outside_url, "WHATSAPP_ACCESS_TOKEN": "bench-token",
+            # The stand-in CRM is local and plain http.
+            "SALES_WEBHOOK_ALLOW_HTTP": "1", "SALES_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
         }
         os.environ.update(env)
         import django
