@@ -56,6 +56,8 @@ PHONE_NUMBER_ID = "106540352242922"
 # Per 100 valid records: the mix the issue names.
 MIX = ["ORDER_REQUEST"] * 40 + ["PRICING_INQUIRY"] * 20 + ["COMPLAINT"] * 10 + ["AVAILABILITY_INQUIRY"] * 10 \
     + ["SCHEDULE_CALL"] * 10 + ["UNKNOWN"] * 10
+QUEUES = "pipeline,webhooks,whatsapp"
+PHASES = ("pipeline", "steady", "ingest", "baseline")
 TARGETS = {"ratio": 0.60, "sql_per_message": 15, "ingest_records_per_s": 3000, "steady_p99_ms": 100,
            "rss_growth": 0.20}
 
@@ -191,6 +193,7 @@ class Processes:
     env: dict[str, str]
     logs: Path
     children: list[Child] = field(default_factory=list)
+    topic: str | None = None  # the topic the running ingest reads
 
     def spawn(self, role: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log_path = self.logs / f"{role}-{len(self.children)}.log"
@@ -434,110 +437,22 @@ def run(args: argparse.Namespace) -> dict:
         processes = Processes(dict(os.environ), logs)
         sampler = RssSampler(processes)
         sampler.start()
-        queues = "pipeline,webhooks,whatsapp"
+
+        phases = args.only
+        chain_length, finished, valid = args.chain_length, args.messages, args.messages
 
         # 1. the pipeline at full load
-        topic = new_topic(urls["kafka"], args.partitions)
-        workers = processes.workers("config", args.workers, args.concurrency, queues)
-        ingest = processes.ingest(topic, f"bench-{topic}")
-        prefix = f"p{uuid.uuid4().hex[:6]}"
-        items, valid = records(prefix, args.messages)
-        observer.reset_statements()
-        broker.config_resetstat()
-        print(f"bench: 1/4 pipeline, {len(items)} records ({valid} messages) ...", flush=True)
-        began = time.monotonic()
-        produce_all(urls["kafka"], topic, items)
-        marked = False
-        deadline = began + args.timeout
-        while True:
-            done, busy = observer.accounted(prefix)
-            done += observer.dead_letters_at_ingest(topic)
-            if not marked and done >= len(items) * 0.10:
-                sampler.mark_early()
-                marked = True
-            if done >= len(items) and busy == 0:
-                break
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        elapsed = time.monotonic() - began
-        sampler.mark_late()
-        statements, top_statements = observer.statements()
-        commands = redis_commands(broker)
-        finished = observer.finished(prefix)
-        unaccounted = len(items) - done
-        chain_length = observer.median_chain_length(prefix)
-        result["pipeline"] = {
-            "records": len(items), "messages": valid, "finished": finished, "unaccounted": unaccounted,
-            "seconds": round(elapsed, 2), "messages_per_s": round(finished / elapsed, 2),
-            "latency_ms_full_load": percentiles(observer.latencies_ms(prefix)),
-            "median_chain_length": chain_length,
-            "sql_statements": statements, "sql_per_message": round(statements / max(finished, 1), 2),
-            "sql_top": top_statements,
-            "redis_commands": sum(commands.values()),
-            "redis_per_message": round(sum(commands.values()) / max(finished, 1), 2),
-            "redis_by_command": dict(sorted(commands.items(), key=lambda kv: -kv[1])),
-        }
-        print(f"bench:     {result['pipeline']['messages_per_s']} messages/s", flush=True)
-
-        # 2. latency at half the maximum rate, same processes
-        rate = max(1.0, result["pipeline"]["messages_per_s"] / 2)
-        steady_prefix = f"s{uuid.uuid4().hex[:6]}"
-        count = max(20, int(rate * args.steady_seconds))
-        steady = [(e["lead_id"].encode(), json.dumps(e).encode()) for e in (event(steady_prefix, i) for i in range(count))]
-        print(f"bench: 2/4 steady {rate:.1f} messages/s for {count} messages ...", flush=True)
-        produce_steady(urls["kafka"], topic, steady, rate)
-        wait_for(lambda: observer.finished(steady_prefix) >= count, args.timeout, "the steady phase to finish",
-                 [ingest, *workers])
-        result["steady"] = {"rate_per_s": round(rate, 2), "messages": count,
-                            "latency_ms": percentiles(observer.latencies_ms(steady_prefix))}
-        processes.stop([ingest, *workers])
-
-        # 3. ingest alone, workers stopped
-        broker.flushdb()
-        ingest_topic = new_topic(urls["kafka"], args.partitions)
-        ingest_prefix = f"i{uuid.uuid4().hex[:6]}"
-        alone = [(e["lead_id"].encode(), json.dumps(e).encode())
-                 for e in (event(ingest_prefix, i) for i in range(args.ingest_records))]
-        produce_all(urls["kafka"], ingest_topic, alone)
-        print(f"bench: 3/4 ingest alone, {len(alone)} records ...", flush=True)
-        lone = processes.ingest(ingest_topic, f"bench-{ingest_topic}")
-        deadline = time.monotonic() + args.timeout
-        while queued_tasks(broker) < len(alone):  # every chain handed to the broker
-            if time.monotonic() > deadline or lone.process.poll() is not None:
-                raise SystemExit(f"bench: ingest did not hand off every record; see {lone.log_path}")
-            time.sleep(0.02)
-        handed_off = time.time()
-        if observer.accounted(ingest_prefix)[0] < len(alone):
-            raise SystemExit("bench: ingest handed off records that are not in the inbox")
-        first = observer.one("SELECT extract(epoch FROM min(received_at)) FROM whatsapp_processedmessage "
-                             "WHERE processing_id LIKE %s", [f"{ingest_prefix}-%"])
-        span = max(handed_off - float(first), 1e-3)
-        result["ingest_alone"] = {"records": len(alone), "seconds": round(span, 3),
-                                  "records_per_s": round(len(alone) / span, 1)}
-        processes.stop([lone])
-        broker.flushdb()
-
-        # 4. bare Celery: chains of no-op tasks as long as the pipeline's median chain
-        from tests.benchmarks import noop
-
-        noop_workers = processes.workers("tests.benchmarks.noop", args.workers, args.concurrency, "pipeline")
-        chains = finished or valid
-        broker.config_resetstat()
-        print(f"bench: 4/4 bare Celery, {chains} chains of {chain_length} no-op tasks ...", flush=True)
-        began = time.monotonic()
-        with noop.app.producer_or_acquire() as publisher:
-            for index in range(chains):
-                noop.chain_of(chain_length, index).apply_async(producer=publisher, queue="pipeline")
-        wait_for(lambda: int(broker.get(noop.DONE_KEY) or 0) >= chains, args.timeout, "the no-op chains",
-                 noop_workers)
-        baseline_elapsed = time.monotonic() - began
-        baseline_commands = sum(redis_commands(broker).values())
-        processes.stop(noop_workers)
-        result["baseline"] = {"chains": chains, "chain_length": chain_length, "seconds": round(baseline_elapsed, 2),
-                              "chains_per_s": round(chains / baseline_elapsed, 2),
-                              "redis_per_chain": round(baseline_commands / chains, 2)}
-        result["ratio"] = round(result["pipeline"]["messages_per_s"] / result["baseline"]["chains_per_s"], 3)
+        if "pipeline" in phases:
+            chain_length, finished, valid = pipeline_phase(args, urls, observer, broker, processes, sampler, result)
+        if "steady" in phases:
+            steady_phase(args, urls, observer, processes, result)
+        processes.stop()
+        if "ingest" in phases:
+            ingest_phase(args, urls, observer, broker, processes, result)
+        if "baseline" in phases:
+            baseline_phase(args, broker, processes, result, chains=finished or valid, chain_length=chain_length)
+        if "pipeline" in result and "baseline" in result:
+            result["ratio"] = round(result["pipeline"]["messages_per_s"] / result["baseline"]["chains_per_s"], 3)
     finally:
         if sampler is not None:
             sampler.stop()
@@ -549,6 +464,122 @@ def run(args: argparse.Namespace) -> dict:
             service.stop()
     result["machine"] = {"cores": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in load_at_start]}
     return result
+
+
+def pipeline_phase(args, urls, observer, broker, processes, sampler, result) -> tuple[int, int, int]:
+    """The pipeline at full load; returns (median chain length, messages finished, valid messages)."""
+    topic = new_topic(urls["kafka"], args.partitions)
+    processes.workers("config", args.workers, args.concurrency, QUEUES)
+    processes.ingest(topic, f"bench-{topic}")
+    prefix = f"p{uuid.uuid4().hex[:6]}"
+    items, valid = records(prefix, args.messages)
+    observer.reset_statements()
+    broker.config_resetstat()
+    print(f"bench: pipeline, {len(items)} records ({valid} messages) ...", flush=True)
+    began = time.monotonic()
+    produce_all(urls["kafka"], topic, items)
+    marked = False
+    deadline = began + args.timeout
+    while True:
+        done, busy = observer.accounted(prefix)
+        done += observer.dead_letters_at_ingest(topic)
+        if not marked and done >= len(items) * 0.10:
+            sampler.mark_early()
+            marked = True
+        if done >= len(items) and busy == 0:
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    elapsed = time.monotonic() - began
+    sampler.mark_late()
+    statements, top_statements = observer.statements()
+    commands = redis_commands(broker)
+    finished = observer.finished(prefix)
+    unaccounted = len(items) - done
+    chain_length = observer.median_chain_length(prefix)
+    result["pipeline"] = {
+        "records": len(items), "messages": valid, "finished": finished, "unaccounted": unaccounted,
+        "seconds": round(elapsed, 2), "messages_per_s": round(finished / elapsed, 2),
+        "latency_ms_full_load": percentiles(observer.latencies_ms(prefix)),
+        "median_chain_length": chain_length,
+        "sql_statements": statements, "sql_per_message": round(statements / max(finished, 1), 2),
+        "sql_top": top_statements,
+        "redis_commands": sum(commands.values()),
+        "redis_per_message": round(sum(commands.values()) / max(finished, 1), 2),
+        "redis_by_command": dict(sorted(commands.items(), key=lambda kv: -kv[1])),
+    }
+    print(f"bench:     {result['pipeline']['messages_per_s']} messages/s", flush=True)
+    processes.topic = topic
+    return chain_length, finished, valid
+
+
+def steady_phase(args, urls, observer, processes, result) -> None:
+    """Latency at half the maximum rate, on the pipeline's processes (or new ones)."""
+    rate = args.steady_rate or max(1.0, result.get("pipeline", {}).get("messages_per_s", 2.0) / 2)
+    topic = getattr(processes, "topic", None)
+    if topic is None:
+        topic = new_topic(urls["kafka"], args.partitions)
+        processes.workers("config", args.workers, args.concurrency, QUEUES)
+        processes.ingest(topic, f"bench-{topic}")
+    running = list(processes.children)
+    steady_prefix = f"s{uuid.uuid4().hex[:6]}"
+    count = max(20, int(rate * args.steady_seconds))
+    steady = [(e["lead_id"].encode(), json.dumps(e).encode()) for e in (event(steady_prefix, i) for i in range(count))]
+    print(f"bench: steady {rate:.1f} messages/s for {count} messages ...", flush=True)
+    produce_steady(urls["kafka"], topic, steady, rate)
+    wait_for(lambda: observer.finished(steady_prefix) >= count, args.timeout, "the steady phase to finish",
+             running)
+    result["steady"] = {"rate_per_s": round(rate, 2), "messages": count,
+                        "latency_ms": percentiles(observer.latencies_ms(steady_prefix))}
+
+
+def ingest_phase(args, urls, observer, broker, processes, result) -> None:
+    """Ingest alone, workers stopped: records/s taken in and handed to the broker."""
+    broker.flushdb()
+    ingest_topic = new_topic(urls["kafka"], args.partitions)
+    ingest_prefix = f"i{uuid.uuid4().hex[:6]}"
+    alone = [(e["lead_id"].encode(), json.dumps(e).encode())
+             for e in (event(ingest_prefix, i) for i in range(args.ingest_records))]
+    produce_all(urls["kafka"], ingest_topic, alone)
+    print(f"bench: ingest alone, {len(alone)} records ...", flush=True)
+    lone = processes.ingest(ingest_topic, f"bench-{ingest_topic}")
+    deadline = time.monotonic() + args.timeout
+    while queued_tasks(broker) < len(alone):  # every chain handed to the broker
+        if time.monotonic() > deadline or lone.process.poll() is not None:
+            raise SystemExit(f"bench: ingest did not hand off every record; see {lone.log_path}")
+        time.sleep(0.02)
+    handed_off = time.time()
+    if observer.accounted(ingest_prefix)[0] < len(alone):
+        raise SystemExit("bench: ingest handed off records that are not in the inbox")
+    first = observer.one("SELECT extract(epoch FROM min(received_at)) FROM whatsapp_processedmessage "
+                         "WHERE processing_id LIKE %s", [f"{ingest_prefix}-%"])
+    span = max(handed_off - float(first), 1e-3)
+    result["ingest_alone"] = {"records": len(alone), "seconds": round(span, 3),
+                              "records_per_s": round(len(alone) / span, 1)}
+    processes.stop([lone])
+    broker.flushdb()
+
+
+def baseline_phase(args, broker, processes, result, *, chains: int, chain_length: int) -> None:
+    """Bare Celery: chains of no-op tasks as long as the pipeline's median chain."""
+    from tests.benchmarks import noop
+
+    noop_workers = processes.workers("tests.benchmarks.noop", args.workers, args.concurrency, "pipeline")
+    broker.config_resetstat()
+    print(f"bench: bare Celery, {chains} chains of {chain_length} no-op tasks ...", flush=True)
+    began = time.monotonic()
+    with noop.app.producer_or_acquire() as publisher:
+        for index in range(chains):
+            noop.chain_of(chain_length, index).apply_async(producer=publisher, queue="pipeline")
+    wait_for(lambda: int(broker.get(noop.DONE_KEY) or 0) >= chains, args.timeout, "the no-op chains",
+             noop_workers)
+    baseline_elapsed = time.monotonic() - began
+    baseline_commands = sum(redis_commands(broker).values())
+    processes.stop(noop_workers)
+    result["baseline"] = {"chains": chains, "chain_length": chain_length, "seconds": round(baseline_elapsed, 2),
+                          "chains_per_s": round(chains / baseline_elapsed, 2),
+                          "redis_per_chain": round(baseline_commands / chains, 2)}
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -564,23 +595,36 @@ def git_rev() -> str:
 
 
 def table(result: dict) -> str:
-    p, s, b, i = result["pipeline"], result["steady"], result["baseline"], result["ingest_alone"]
-    full, steady = p["latency_ms_full_load"], s["latency_ms"]
-    rows = [
-        ("pipeline throughput", f"{p['messages_per_s']} messages/s ({p['finished']} in {p['seconds']} s)", ""),
-        ("bare Celery baseline", f"{b['chains_per_s']} chains/s of {b['chain_length']} no-op tasks", ""),
-        ("pipeline / baseline", f"{result['ratio']:.0%}", f">= {TARGETS['ratio']:.0%}"),
-        ("SQL statements / message", f"{p['sql_per_message']}", f"<= {TARGETS['sql_per_message']}"),
-        ("Redis commands / message", f"{p['redis_per_message']} (baseline {b['redis_per_chain']} / chain)", ""),
-        ("ingest alone", f"{i['records_per_s']} records/s", f">= {TARGETS['ingest_records_per_s']}"),
-        ("latency at full load (ms)", f"p50 {full['p50']}  p95 {full['p95']}  p99 {full['p99']}", ""),
-        (f"latency at {s['rate_per_s']}/s (ms)", f"p50 {steady['p50']}  p95 {steady['p95']}  p99 {steady['p99']}",
-         f"p99 < {TARGETS['steady_p99_ms']}"),
-        ("peak RSS (MiB)", ", ".join(f"{k} {v}" for k, v in result["rss"]["peak_mib_by_role"].items()), ""),
-        ("RSS growth over the run", f"{result['rss']['max_growth']:.1%}" if result["rss"]["max_growth"] is not None
-         else "n/a", f"< {TARGETS['rss_growth']:.0%}"),
-        ("unaccounted records", f"{p['unaccounted']}", "0"),
-    ]
+    """The figures of the phases that ran, each against its target."""
+    rows: list[tuple[str, str, str]] = []
+    p, s, b, i = (result.get(k) for k in ("pipeline", "steady", "baseline", "ingest_alone"))
+    if p:
+        rows.append(("pipeline throughput", f"{p['messages_per_s']} messages/s ({p['finished']} in {p['seconds']} s)", ""))
+    if b:
+        rows.append(("bare Celery baseline", f"{b['chains_per_s']} chains/s of {b['chain_length']} no-op tasks", ""))
+    if "ratio" in result:
+        rows.append(("pipeline / baseline", f"{result['ratio']:.0%}", f">= {TARGETS['ratio']:.0%}"))
+    if p:
+        rows.append(("SQL statements / message", f"{p['sql_per_message']}", f"<= {TARGETS['sql_per_message']}"))
+        baseline = f" (baseline {b['redis_per_chain']} / chain)" if b else ""
+        rows.append(("Redis commands / message", f"{p['redis_per_message']}{baseline}", ""))
+    if i:
+        rows.append(("ingest alone", f"{i['records_per_s']} records/s", f">= {TARGETS['ingest_records_per_s']}"))
+    if p:
+        full = p["latency_ms_full_load"]
+        rows.append(("latency at full load (ms)", f"p50 {full['p50']}  p95 {full['p95']}  p99 {full['p99']}", ""))
+    if s:
+        steady = s["latency_ms"]
+        rows.append((f"latency at {s['rate_per_s']}/s (ms)",
+                     f"p50 {steady['p50']}  p95 {steady['p95']}  p99 {steady['p99']}", f"p99 < {TARGETS['steady_p99_ms']}"))
+    rss = result.get("rss") or {}
+    if rss.get("peak_mib_by_role"):
+        rows.append(("peak RSS (MiB)", ", ".join(f"{k} {v}" for k, v in rss["peak_mib_by_role"].items()), ""))
+    if p:
+        growth = rss.get("max_growth")
+        rows.append(("RSS growth over the run", f"{growth:.1%}" if growth is not None else "n/a",
+                     f"< {TARGETS['rss_growth']:.0%}"))
+        rows.append(("unaccounted records", f"{p['unaccounted']}", "0"))
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     lines = [f"{'':<{width}}  {'measured':<{vwidth}}  target", "-" * (width + vwidth + 14)]
@@ -601,7 +645,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steady-seconds", type=float, default=30.0, help="length of the steady-rate phase")
     parser.add_argument("--ingest-records", type=int, default=None, help="records for ingest alone (default --messages)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on a phase after this long")
+    parser.add_argument("--only", type=lambda v: tuple(p.strip() for p in v.split(",")), default=PHASES,
+                        help=f"run only these phases, comma-separated ({','.join(PHASES)})")
+    parser.add_argument("--chain-length", type=int, default=6,
+                        help="baseline chain length when the pipeline phase does not run (default 6)")
+    parser.add_argument("--steady-rate", type=float, default=None,
+                        help="messages/s of the steady phase (default: half the pipeline's measured rate)")
     args = parser.parse_args(argv)
+    unknown = set(args.only) - set(PHASES)
+    if unknown:
+        parser.error(f"--only: unknown phase {', '.join(sorted(unknown))} (phases: {', '.join(PHASES)})")
     args.ingest_records = args.ingest_records or args.messages
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     rev = git_rev()
@@ -614,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(result))
     print(f"\nwritten to {path.relative_to(ROOT)}")
-    unaccounted = result["pipeline"]["unaccounted"]
+    unaccounted = result.get("pipeline", {}).get("unaccounted", 0)
     if unaccounted:
         print(f"bench: {unaccounted} records unaccounted for", file=sys.stderr)
         return 1
