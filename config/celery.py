@@ -10,13 +10,13 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-@signals.task_prerun.connect
 @signals.task_postrun.connect
 def recycle_database_connections(**kwargs) -> None:
-    """Drop a connection that broke or outlived DATABASE_CONN_MAX_AGE, as
-    Django does around each request, and keep the healthy ones: Celery's own
-    habit of closing the connection around every task (tamed by
-    CELERY_DB_REUSE_MAX) costs a Postgres connection per task."""
+    """Drop a connection that had errors or outlived DATABASE_CONN_MAX_AGE, as Django
+    does after each request, and keep the healthy ones: Celery's own habit of closing
+    the connection around every task (tamed by CELERY_DB_REUSE_MAX) costs a Postgres
+    connection per task. A connection that broke while idle (Postgres restarted) fails
+    the next task's first query; that task retries (DB_RETRY) on a new one."""
     from django.db import close_old_connections
 
     close_old_connections()

@@ -107,7 +107,9 @@ class Env:
 
         value = self.url(name, default, schemes=("postgres", "postgresql", "pgsql"))
         try:
-            config = dj_database_url.parse(value, conn_max_age=conn_max_age, conn_health_checks=True)
+            # No health check before each reuse (a SELECT 1 per task): a connection that broke
+            # fails its next query, and Django closes a connection that had errors (config.celery).
+            config = dj_database_url.parse(value, conn_max_age=conn_max_age, conn_health_checks=False)
         except ValueError as exc:
             raise SettingError(name, str(exc)) from None
         if not config.get("NAME"):

@@ -1,11 +1,13 @@
 """Tenants, their catalogs, and the leads who write to them."""
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 
 # Confidence below which an intent goes to human review instead of acting.
 DEFAULT_CONFIDENCE_THRESHOLDS: dict[str, float] = {
@@ -52,6 +54,9 @@ class Business(models.Model):
     sales_webhook_secret = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Bumped by every save of the business or of one of its products: the version the
+    # workers' per-process cache checks (leads.directory).
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         verbose_name_plural = "businesses"
@@ -84,6 +89,33 @@ class Product(models.Model):
         return f"{self.sku} {self.name}"
 
 
+class LeadQuerySet(models.QuerySet):
+    def upsert(self, *, business: Business, lead_id: str, wa_id: str, customer_name: str,
+               received_at: datetime) -> Lead:
+        """The lead, created or brought up to date with one inbound message, and locked until
+        the transaction ends: its latest inbound time only moves forward (messages arrive in
+        any order), a name is kept until a new one is given, the number follows the message.
+
+        One INSERT ... ON CONFLICT DO UPDATE: every message upserts its lead, and the
+        statement also takes the row lock that orders two messages of one lead."""
+        now = timezone.now()
+        return next(iter(self.raw(
+            """
+            INSERT INTO leads_lead (lead_id, business_id, wa_id, customer_name, state, needs_review,
+                                    last_inbound_at, created_at, updated_at)
+            VALUES (%(lead_id)s, %(business)s, %(wa_id)s, %(name)s, %(state)s, false, %(received)s, %(now)s, %(now)s)
+            ON CONFLICT (business_id, lead_id) DO UPDATE SET
+                last_inbound_at = GREATEST(leads_lead.last_inbound_at, EXCLUDED.last_inbound_at),
+                customer_name = CASE WHEN EXCLUDED.customer_name <> '' THEN EXCLUDED.customer_name
+                                     ELSE leads_lead.customer_name END,
+                wa_id = EXCLUDED.wa_id,
+                updated_at = EXCLUDED.updated_at
+            RETURNING *
+            """,
+            {"lead_id": lead_id, "business": business.pk, "wa_id": wa_id, "name": customer_name or "",
+             "state": Lead.State.NEW, "received": received_at, "now": now})))
+
+
 class Lead(models.Model):
     """A customer conversation with one business."""
 
@@ -103,6 +135,8 @@ class Lead(models.Model):
     last_inbound_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = LeadQuerySet.as_manager()
 
     class Meta:
         ordering = ["-updated_at"]

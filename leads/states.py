@@ -44,6 +44,23 @@ def can_move(from_state: str, to_state: str) -> bool:
     return str(to_state) in TRANSITIONS.get(str(from_state), frozenset())
 
 
+def move(lead: Lead, to_state: str, *, processing_id: str, reason: str) -> LeadActivity | None:
+    """Move a lead whose row the caller holds locked in its transaction, if the machine
+    allows it; returns the "state_changed" activity for the caller to store in the same
+    transaction (with its other activities, in one insert), or None when it did not move."""
+    to_state = _checked(to_state)
+    from_state = lead.state
+    if not can_move(from_state, to_state):
+        return None
+    lead.state = to_state
+    lead.save(update_fields=["state", "updated_at"])
+    from whatsapp import metrics
+
+    metrics.lead_state_changed(from_state, to_state)
+    return LeadActivity(lead=lead, kind="state_changed", from_state=from_state, to_state=to_state,
+                        processing_id=processing_id, detail={"reason": reason})
+
+
 def advance(lead_pk: int, to_state: str, *, processing_id: str, reason: str) -> bool:
     """Move the lead if the machine allows it and record the move; True if it moved.
 
@@ -51,25 +68,18 @@ def advance(lead_pk: int, to_state: str, *, processing_id: str, reason: str) -> 
     after the other, each against the state the other left, and the activity row is written
     in the same transaction so the history can never disagree with the state.
     """
+    to_state = _checked(to_state)
+    with transaction.atomic():
+        lead = Lead.objects.select_for_update().get(pk=lead_pk)
+        activity = move(lead, to_state, processing_id=processing_id, reason=reason)
+        if activity is None:
+            return False
+        activity.save()
+    return True
+
+
+def _checked(to_state: str) -> str:
     to_state = str(to_state)  # a Lead.State member's str() is its value
     if to_state not in TRANSITIONS:
         raise InvalidTransition(f"{to_state!r} is not a lead state")
-    with transaction.atomic():
-        lead = Lead.objects.select_for_update().get(pk=lead_pk)
-        from_state = lead.state
-        if not can_move(from_state, to_state):
-            return False
-        lead.state = to_state
-        lead.save(update_fields=["state", "updated_at"])
-        LeadActivity.objects.create(
-            lead=lead,
-            kind="state_changed",
-            from_state=from_state,
-            to_state=to_state,
-            processing_id=processing_id,
-            detail={"reason": reason},
-        )
-        from whatsapp import metrics
-
-        metrics.lead_state_changed(from_state, to_state)
-    return True
+    return to_state

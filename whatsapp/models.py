@@ -1,7 +1,79 @@
 """The inbox: one row per analysed message taken in from Kafka."""
 from __future__ import annotations
 
-from django.db import models
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, models
+from django.db.models import OuterRef, Subquery
+
+
+class InboxQuerySet(models.QuerySet):
+    def with_business_version(self) -> InboxQuerySet:
+        """Each row with its business's updated_at, read in the same statement, so the
+        per-process business cache (leads.directory) is checked without a round trip."""
+        from leads.models import Business
+
+        return self.annotate(business_version=Subquery(
+            Business.objects.filter(business_id=OuterRef("business_id")).values("updated_at")[:1]))
+
+    def claim(self, processing_id: str, saga_run: int, now: datetime) -> ProcessedMessage | None:
+        """RECEIVED -> PROCESSING in one statement; the claimed row (its ids and intent), or
+        None when the run is not there to claim (a duplicate copy, already claimed, finished
+        or purged). One UPDATE ... RETURNING: dedupe runs for every message."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE whatsapp_processedmessage SET status = 'PROCESSING', started_at = %s, updated_at = %s, "
+                "attempts = attempts + 1 WHERE processing_id = %s AND saga_run = %s AND status = 'RECEIVED' "
+                "RETURNING id, lead_id, intent",
+                [now, now, processing_id, saga_run])
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        return ProcessedMessage(pk=row[0], processing_id=processing_id, saga_run=saga_run, lead_id=row[1],
+                                intent=row[2], status=ProcessedMessage.Status.PROCESSING)
+
+    def finish_run(self, processing_id: str, saga_run: int, now: datetime) -> dict[str, Any] | None:
+        """PROCESSING -> PROCESSED, with the lead's "message_processed" activity, in one
+        statement; None when the run is not finishable as it stands (stopped, failed, purged,
+        or a step not SUCCEEDED: the caller asks why). One statement because finish runs for
+        every message, and the update and the activity must commit together."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                WITH done AS (
+                    UPDATE whatsapp_processedmessage m
+                    SET status = 'PROCESSED', finished_at = %(now)s, updated_at = %(now)s
+                    WHERE m.processing_id = %(pid)s AND m.saga_run = %(run)s AND m.status = 'PROCESSING'
+                      AND m.failed_stage = ''
+                      AND NOT EXISTS (SELECT 1 FROM whatsapp_sagastep s WHERE s.message_id = m.id
+                                      AND s.saga_run = m.saga_run AND s.status <> 'SUCCEEDED')
+                    RETURNING m.id, m.handler, m.reply_text <> '' AS replied, m.intent, m.kafka_timestamp,
+                              m.received_at, m.lead_id,
+                              -- rows planned before inbox rows knew their lead find it by its ids
+                              coalesce(m.lead_record_id, (
+                                  SELECT l.id FROM leads_lead l JOIN leads_business b ON b.id = l.business_id
+                                  WHERE b.business_id = m.business_id AND l.lead_id = m.lead_id)) AS lead
+                ), activity AS (
+                    INSERT INTO leads_leadactivity (lead_id, kind, processing_id, from_state, to_state, detail,
+                                                    created_at)
+                    SELECT done.lead, 'message_processed', %(pid)s, '', '',
+                           jsonb_build_object(
+                               'saga_run', %(run)s, 'handler', done.handler, 'reply', done.replied,
+                               'actions', (SELECT coalesce(jsonb_agg(s.action ORDER BY s."order"), '[]'::jsonb)
+                                           FROM whatsapp_sagastep s
+                                           WHERE s.message_id = done.id AND s.saga_run = %(run)s)),
+                           %(now)s
+                    FROM done WHERE done.lead IS NOT NULL
+                )
+                SELECT intent, kafka_timestamp, received_at, lead_id FROM done
+                """,
+                {"now": now, "pid": processing_id, "run": saga_run})
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        return {"intent": row[0], "kafka_timestamp": row[1], "received_at": row[2], "lead_id": row[3],
+                "finished_at": now}
 
 
 class ProcessedMessage(models.Model):
@@ -38,10 +110,15 @@ class ProcessedMessage(models.Model):
     failure_reason = models.CharField(max_length=64, blank=True)
     last_error = models.TextField(blank=True)
     last_traceback = models.TextField(blank=True)
+    lead_record = models.ForeignKey(
+        "leads.Lead", null=True, blank=True, on_delete=models.SET_NULL, related_name="inbox_messages",
+        verbose_name="lead", help_text="The lead, once the intent stage has created or updated it.")
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = InboxQuerySet.as_manager()
 
     class Meta:
         verbose_name = "inbox message"
@@ -88,6 +165,39 @@ class DuplicateDelivery(models.Model):
         return f"{self.processing_id} @ {self.kafka_topic}[{self.kafka_partition}]:{self.kafka_offset}"
 
 
+class SagaStepQuerySet(models.QuerySet):
+    def begin_attempt(self, processing_id: str, saga_run: int, order: int, now: datetime) -> SagaStep | None:
+        """Count a new attempt of a PENDING step of an active run, committed at once (so a
+        failure's rollback, or a killed worker, keeps it), and return the step; None when the
+        step is not PENDING or the run not active (the caller asks why).
+
+        One UPDATE ... FROM ... RETURNING, because every action runs it: it checks the run,
+        counts the attempt, logs when it started and reads the step, where four statements
+        and a transaction did before."""
+        import json
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                UPDATE whatsapp_sagastep s
+                SET attempts = s.attempts + 1, updated_at = %(now)s,
+                    attempt_log = s.attempt_log || jsonb_build_array(
+                        jsonb_build_object('attempt', s.attempts + 1, 'at', %(at)s::text))
+                FROM whatsapp_processedmessage m
+                WHERE m.processing_id = %(pid)s AND m.saga_run = %(run)s AND m.status = 'PROCESSING'
+                  AND s.message_id = m.id AND s.saga_run = m.saga_run AND s."order" = %(order)s
+                  AND s.status = 'PENDING'
+                RETURNING s.id, s.message_id, s.action, s.params, s.attempts
+                """,
+                {"now": now, "at": now.isoformat(), "pid": processing_id, "run": saga_run, "order": order})
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        params = json.loads(row[3]) if isinstance(row[3], str) else row[3]
+        return SagaStep(pk=row[0], message_id=row[1], saga_run=saga_run, order=order, action=row[2], params=params,
+                        attempts=row[4], status=SagaStep.Status.PENDING)
+
+
 class SagaStep(models.Model):
     """One planned action of one saga run. Its status is written in the same
     transaction as the executor's effect, so it never claims what did not happen."""
@@ -114,6 +224,8 @@ class SagaStep(models.Model):
     compensation_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = SagaStepQuerySet.as_manager()
 
     class Meta:
         ordering = ["message", "saga_run", "order"]

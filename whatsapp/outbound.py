@@ -20,10 +20,11 @@ could have finished means a worker died mid-call: same uncertainty, same treatme
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from config.redaction import configured_secrets, redact
@@ -91,18 +92,26 @@ def send_reply(
     now = now or timezone.now()
     if connection.in_atomic_block:
         log.warning("send_reply for %s runs inside a transaction: its SENDING mark is not durable", processing_id)
-    row, _ = OutboundMessage.objects.get_or_create(
-        idempotency_key=reply_key(processing_id, saga_run),
-        defaults={
-            "processing_id": processing_id,
-            "saga_run": saga_run,
-            "business": business,
-            "lead": lead,
-            "to": lead.wa_id,
-            "body": text,
-            "context_message_id": context_message_id or "",
-        },
-    )
+    fields = {
+        "idempotency_key": reply_key(processing_id, saga_run),
+        "processing_id": processing_id,
+        "saga_run": saga_run,
+        "business": business,
+        "lead": lead,
+        "to": lead.wa_id,
+        "body": text,
+        "context_message_id": context_message_id or "",
+    }
+    breaker = breaker_for(f"whatsapp:{business.phone_number_id}")
+    if business.replies_enabled and business.phone_number_id and window_open(lead.last_inbound_at, now):
+        # The usual case, a first send: the row is created already claimed (SENDING, one
+        # statement, committed) inside the breaker's call, so an open breaker still costs
+        # no attempt. A row that exists already (a redelivery, a retry) takes the path below.
+        try:
+            return breaker.call(_create_and_send, fields, business, processing_id)
+        except _RowExists:
+            pass
+    row, _ = OutboundMessage.objects.get_or_create(idempotency_key=fields.pop("idempotency_key"), defaults=fields)
     if row.status in FINAL:
         return row
     if row.status == Status.UNKNOWN:
@@ -118,14 +127,35 @@ def send_reply(
 
     # Through the phone number's breaker: an open one raises CircuitOpen before
     # the row is claimed, so a refused send costs no attempt and stays sendable.
-    breaker = breaker_for(f"whatsapp:{business.phone_number_id}")
     return breaker.call(_claim_and_send, row.pk, business, processing_id)
+
+
+class _RowExists(Exception):
+    """The reply's row was there already: not a fault of the Cloud API (the breaker ignores it)."""
+
+    health_signal = False
+
+
+def _create_and_send(fields: dict, business: Business, processing_id: str) -> OutboundMessage:
+    """Create the row SENDING with its first attempt and send it; _RowExists when the
+    row exists already. Outside a transaction the INSERT commits by itself."""
+    try:
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+            row = OutboundMessage.objects.create(**fields, status=Status.SENDING, attempts=1)
+    except IntegrityError:
+        raise _RowExists() from None
+    return _send(row, business, processing_id)
 
 
 def _claim_and_send(pk: int, business: Business, processing_id: str) -> OutboundMessage:
     row = _claim(pk)
     if row.status != Status.SENDING:
         return row
+    return _send(row, business, processing_id)
+
+
+def _send(row: OutboundMessage, business: Business, processing_id: str) -> OutboundMessage:
+    """POST the claimed (SENDING, committed) row and record what came of it."""
     try:
         result = cloud_api.send_text(
             phone_number_id=business.phone_number_id,
@@ -149,12 +179,12 @@ def _claim_and_send(pk: int, business: Business, processing_id: str) -> Outbound
         raise
 
     sent_at = timezone.now()
-    if OutboundMessage.objects.filter(pk=row.pk).update(
-        status=Status.SENT, wamid=result.wamid, http_status=result.http_status, sent_at=sent_at,
-        error_code=None, error_title="", fbtrace_id="", updated_at=sent_at,
-    ):
+    sent = dict(status=Status.SENT, wamid=result.wamid, http_status=result.http_status, sent_at=sent_at,
+                error_code=None, error_title="", fbtrace_id="", updated_at=sent_at)
+    if OutboundMessage.objects.filter(pk=row.pk).update(**sent):
         metrics.action(metrics.REPLY, "succeeded")
-    row.refresh_from_db()
+    for name, value in sent.items():
+        setattr(row, name, value)
     log.info("reply for %s sent as %s (attempt %d)", processing_id, result.wamid, row.attempts)
     return row
 

@@ -7,16 +7,17 @@ compensation that runs twice always finds the true state and acts at most once.
 from __future__ import annotations
 
 import logging
+import sys
 import traceback as traceback_module
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from config.redaction import configured_secrets, redact
 from dlq.models import DeadLetter
-from leads import states
+from leads import directory, states
 from leads.models import Business, Lead, LeadActivity
 from whatsapp import actions as _actions  # noqa: F401  (registers the executors)
 from whatsapp import handlers as _handlers  # noqa: F401  (registers the handlers)
@@ -25,7 +26,7 @@ from whatsapp.actions.base import ActionContext, RetryableActionError
 from whatsapp.actions.registry import executors
 from whatsapp.breakers import CircuitOpen
 from whatsapp.contract import AIResultEvent
-from whatsapp.handlers.base import MessageContext
+from whatsapp.handlers.base import Catalog, MessageContext
 from whatsapp.handlers.registry import plan as plan_for
 from whatsapp.models import ProcessedMessage, SagaStep
 
@@ -54,7 +55,9 @@ def load_event(message: ProcessedMessage) -> AIResultEvent:
 
 def inbox_row(processing_id: str, *, lock: bool = False) -> ProcessedMessage:
     """The message's inbox row; MessagePurged when it no longer exists."""
-    query = ProcessedMessage.objects.select_for_update() if lock else ProcessedMessage.objects
+    query = ProcessedMessage.objects.select_related("lead_record").with_business_version()
+    if lock:
+        query = query.select_for_update(of=("self",))
     try:
         return query.get(processing_id=processing_id)
     except ProcessedMessage.DoesNotExist:
@@ -72,39 +75,22 @@ def active_message(processing_id: str, saga_run: int, *, lock: bool = False) -> 
 # --- 1. dedupe ----------------------------------------------------------------
 def claim(processing_id: str, saga_run: int) -> bool:
     """RECEIVED -> PROCESSING, atomically; False for any other state."""
-    claimed = bool(
-        ProcessedMessage.objects.filter(
-            processing_id=processing_id, saga_run=saga_run, status=ProcessedMessage.Status.RECEIVED
-        ).update(status=ProcessedMessage.Status.PROCESSING, started_at=timezone.now(), attempts=F("attempts") + 1)
-    )
-    if claimed:
-        row = (ProcessedMessage.objects.only("processing_id", "lead_id", "intent")
-               .filter(processing_id=processing_id).first())
-        if row is not None:  # None: purged since the claim; the next task finds it gone
-            tracing.note_message(row)
-    return claimed
+    row = ProcessedMessage.objects.claim(processing_id, saga_run, timezone.now())
+    if row is not None:
+        tracing.note_message(row)
+    return row is not None
 
 
 # --- 2. intent ----------------------------------------------------------------
 def upsert_lead(event: AIResultEvent, business: Business) -> Lead:
-    lead, _ = Lead.objects.select_for_update().get_or_create(
-        business=business, lead_id=event.lead_id,
-        defaults={"wa_id": event.customer.wa_id, "customer_name": event.customer.name or ""},
-    )
-    received = event.message.received_at
-    changed = []
-    if lead.last_inbound_at is None or received > lead.last_inbound_at:
-        lead.last_inbound_at = received
-        changed.append("last_inbound_at")
-    if event.customer.name and lead.customer_name != event.customer.name:
-        lead.customer_name = event.customer.name
-        changed.append("customer_name")
-    if lead.wa_id != event.customer.wa_id:
-        lead.wa_id = event.customer.wa_id
-        changed.append("wa_id")
-    if changed:
-        lead.save(update_fields=[*changed, "updated_at"])
-    return lead
+    """The message's lead, created or brought up to date, and locked until the transaction ends."""
+    return Lead.objects.upsert(business=business, lead_id=event.lead_id, wa_id=event.customer.wa_id,
+                               customer_name=event.customer.name or "", received_at=event.message.received_at)
+
+
+def business_of(message: ProcessedMessage) -> Business:
+    """The message's business, from this process's copy while it is current (leads.directory)."""
+    return directory.business(message.business_id, getattr(message, "business_version", None))
 
 
 def plan(processing_id: str, saga_run: int) -> list[SagaStep]:
@@ -112,17 +98,15 @@ def plan(processing_id: str, saga_run: int) -> list[SagaStep]:
     A second call for the same run returns the plan already written."""
     with transaction.atomic():
         message = active_message(processing_id, saga_run, lock=True)
-        existing = list(message.saga_steps.filter(saga_run=saga_run).order_by("order"))
         if message.planned_run == saga_run:
-            return existing
+            return list(message.saga_steps.filter(saga_run=saga_run).order_by("order"))
         event = load_event(message)
         with tracing.span("whatsapp.tenant", "resolve the business and tenant"):
-            business = Business.objects.get(business_id=event.business_id)
+            business = business_of(message)
             if event.tenant_id is not None and event.tenant_id != business.tenant_id:
                 raise PermanentStageError(f"tenant_id does not match business {business.business_id}")
         lead = upsert_lead(event, business)
-        context = MessageContext(event=event, business=business, lead=lead,
-                                 catalog={p.sku: p for p in business.products.all()})
+        context = MessageContext(event=event, business=business, lead=lead, catalog=Catalog(business))
         with tracing.span("whatsapp.handler", "choose the handler and plan the actions") as handler_span:
             decision = plan_for(context)
             handler_span.set_data("handler", decision.handler)
@@ -134,17 +118,21 @@ def plan(processing_id: str, saga_run: int) -> list[SagaStep]:
         message.handler = decision.handler
         message.reply_text = decision.reply_text or ""
         message.planned_run = saga_run
-        message.save(update_fields=["handler", "reply_text", "planned_run", "updated_at"])
-        LeadActivity.objects.create(
+        message.lead_record = lead
+        message.save(update_fields=["handler", "reply_text", "planned_run", "lead_record", "updated_at"])
+        activities = [LeadActivity(
             lead=lead, kind="message_received", processing_id=processing_id,
             detail={
                 "intent": event.intent.value, "confidence": event.confidence, "handler": decision.handler,
                 "actions": [a.name for a in decision.actions], "escalate": decision.should_escalate,
                 "saga_run": saga_run, "note": decision.note,
             },
-        )
+        )]
         if decision.lead_state:
-            states.advance(lead.pk, decision.lead_state, processing_id=processing_id, reason=decision.handler)
+            moved = states.move(lead, decision.lead_state, processing_id=processing_id, reason=decision.handler)
+            if moved is not None:
+                activities.append(moved)
+        LeadActivity.objects.bulk_create(activities)
         metrics.planned(event.intent.value, event.confidence, event.ai.processing_ms if event.ai else None)
         log.info("intent: %s planned %s with handler %s", event.intent.value,
                  ", ".join(a.name for a in decision.actions) or "no action", decision.handler)
@@ -165,23 +153,25 @@ class StepOutcome:
 
 def action_context(message: ProcessedMessage, step: SagaStep) -> ActionContext:
     event = load_event(message)
-    business = Business.objects.get(business_id=event.business_id)
-    lead = Lead.objects.get(business=business, lead_id=event.lead_id)
+    business = business_of(message)
+    lead = message.lead_record if message.lead_record_id is not None else \
+        Lead.objects.get(business=business, lead_id=event.lead_id)
     return ActionContext(
         processing_id=message.processing_id, saga_run=step.saga_run, action=step.action, step_order=step.order,
         params=step.params, event=event, business=business, lead=lead,
     )
 
 
-def _note_attempt(step_pk: int, **entry) -> int:
-    """Count the attempt in its own transaction, so a failure's rollback keeps it."""
-    with transaction.atomic():
-        step = SagaStep.objects.select_for_update().get(pk=step_pk)
-        step.attempts += 1
-        step.attempt_log = [*step.attempt_log, {"attempt": step.attempts, "at": timezone.now().isoformat(), **entry}]
-        step.save(update_fields=["attempts", "attempt_log", "updated_at"])
-        ProcessedMessage.objects.filter(pk=step.message_id).update(updated_at=timezone.now())
-        return step.attempts
+def step_message(step: SagaStep) -> ProcessedMessage:
+    """The inbox row of a step, with its lead and its business's version, in one query."""
+    message = (ProcessedMessage.objects.select_related("lead_record").with_business_version()
+               .get(pk=step.message_id))
+    tracing.note_message(message)
+    return message
+
+
+class _AlreadyDone(Exception):
+    """Another delivery of this step marked it SUCCEEDED first: roll this one's effect back."""
 
 
 def secrets_of(context: ActionContext | None) -> tuple[str, ...]:
@@ -201,59 +191,84 @@ def run_step(processing_id: str, saga_run: int, order: int, *, jitter: float = 1
     """Execute one step. Returns done, a retry delay, or failed (then the
     message has been handed to compensation).
 
-    A transactional executor runs inside the transaction that locks the step and marks it
-    SUCCEEDED. Any other (one that calls an outside service) runs with no transaction
-    open, and the step is marked afterwards; its effect rows keep it idempotent."""
-    message = active_message(processing_id, saga_run)
-    step = SagaStep.objects.get(message=message, saga_run=saga_run, order=order)
-    if step.status == SagaStep.Status.SUCCEEDED:
-        return StepOutcome(done=True)
-    if step.status != SagaStep.Status.PENDING:
-        raise SagaStopped(f"step {order} of {processing_id} is {step.status}")
+    A transactional executor runs inside the transaction that marks the step SUCCEEDED,
+    so the step never claims what did not happen. Any other (one that calls an outside
+    service) runs with no transaction open, and the step is marked afterwards; its
+    effect rows keep it idempotent. Two deliveries of one step running at once make
+    one effect: the effect's unique key lets only one commit, and the step is marked
+    only while it is still PENDING."""
+    step = SagaStep.objects.begin_attempt(processing_id, saga_run, order, timezone.now())
+    if step is None:
+        return _not_runnable(processing_id, saga_run, order)
+    attempt = step.attempts
     executor = executors.get(step.action)
     tracing.tag_task(action=step.action)
-    attempt = _note_attempt(step.pk)
     context: ActionContext | None = None
     try:
-        if executor.transactional:
-            with transaction.atomic(), tracing.span("whatsapp.action", step.action, action=step.action):
-                locked = SagaStep.objects.select_for_update().get(pk=step.pk)
-                if locked.status == SagaStep.Status.SUCCEEDED:
+        message = step_message(step)
+        context = action_context(message, step)
+        with tracing.span("whatsapp.action", step.action, action=step.action):
+            if executor.transactional:
+                with transaction.atomic():
+                    result = executor.execute(context)
+                    if not _mark_succeeded(step, result):
+                        raise _AlreadyDone()
+            else:
+                result = executor.execute(context)
+                if not _mark_succeeded(step, result):
                     return StepOutcome(done=True)
-                context = action_context(message, locked)
-                result = executor.execute(context)
-                locked.status = SagaStep.Status.SUCCEEDED
-                locked.result = result
-                locked.error = ""
-                locked.save(update_fields=["status", "result", "error", "updated_at"])
-                metrics.action(step.action, "succeeded")
-        else:
-            context = action_context(message, step)
-            with tracing.span("whatsapp.action", step.action, action=step.action):
-                result = executor.execute(context)
-            if SagaStep.objects.filter(pk=step.pk, status=SagaStep.Status.PENDING).update(
-                    status=SagaStep.Status.SUCCEEDED, result=result, error="", updated_at=timezone.now()):
-                metrics.action(step.action, "succeeded")
         log.info("action %s of %s succeeded (attempt %d)", step.action, processing_id, attempt)
+        return StepOutcome(done=True)
+    except _AlreadyDone:
         return StepOutcome(done=True)
     except CircuitOpen as refused:
         # The service was not called: give the attempt back and wait out the open time.
         _give_back_attempt(step.pk)
         log.info("action %s of %s waits %.1fs for breaker %s", step.action, processing_id, refused.remaining, refused.name)
         return StepOutcome(done=False, retry_in=refused.countdown())
-    except Exception as exc:  # every failure is classified, none escapes silently
-        retryable = executor.is_retryable(exc) or _is_transient(exc)
-        error, tb = describe_failure(exc, secrets_of(context))
-        SagaStep.objects.filter(pk=step.pk).update(error=error, traceback=tb, updated_at=timezone.now())
-        if retryable and attempt <= len(RETRY_DELAYS):
-            delay = retry_delay(attempt, exc, jitter)
-            log.warning("action %s of %s failed (attempt %d), retrying in %.1fs: %s",
-                        step.action, processing_id, attempt, delay, error)
-            return StepOutcome(done=False, retry_in=delay)
-        reason = "retries_exhausted" if retryable else "non_retryable"
-        log.error("action %s of %s failed for good (%s, attempt %d): %s", step.action, processing_id, reason, attempt, error)
-        fail(processing_id, saga_run, stage=step.action, reason=reason, error=error, tb=tb, failed_step=step.pk)
-        return StepOutcome(done=False, failed=True)
+    except IntegrityError:
+        # A concurrent delivery of this step stored the effect first (its unique key).
+        if SagaStep.objects.filter(pk=step.pk, status=SagaStep.Status.SUCCEEDED).exists():
+            return StepOutcome(done=True)
+        return _failed_attempt(step, executor, context, attempt, jitter, processing_id, saga_run)
+    except Exception:  # every failure is classified, none escapes silently
+        return _failed_attempt(step, executor, context, attempt, jitter, processing_id, saga_run)
+
+
+def _mark_succeeded(step: SagaStep, result: dict) -> bool:
+    updated = SagaStep.objects.filter(pk=step.pk, status=SagaStep.Status.PENDING).update(
+        status=SagaStep.Status.SUCCEEDED, result=result, error="", updated_at=timezone.now())
+    if updated:
+        metrics.action(step.action, "succeeded")
+    return bool(updated)
+
+
+def _not_runnable(processing_id: str, saga_run: int, order: int) -> StepOutcome:
+    """Why begin_attempt found nothing to run: the step is done, or the run has stopped."""
+    message = active_message(processing_id, saga_run)  # SagaStopped / MessagePurged if the run is over
+    status = SagaStep.objects.filter(message=message, saga_run=saga_run, order=order).values_list(
+        "status", flat=True).first()
+    if status == SagaStep.Status.SUCCEEDED:
+        return StepOutcome(done=True)
+    raise SagaStopped(f"step {order} of {processing_id} is {status or 'missing'}")
+
+
+def _failed_attempt(step: SagaStep, executor, context: ActionContext | None, attempt: int, jitter: float,
+                    processing_id: str, saga_run: int) -> StepOutcome:
+    exc = sys.exc_info()[1]
+    assert exc is not None
+    retryable = executor.is_retryable(exc) or _is_transient(exc) or isinstance(exc, IntegrityError)
+    error, tb = describe_failure(exc, secrets_of(context))
+    SagaStep.objects.filter(pk=step.pk).update(error=error, traceback=tb, updated_at=timezone.now())
+    if retryable and attempt <= len(RETRY_DELAYS):
+        delay = retry_delay(attempt, exc, jitter)
+        log.warning("action %s of %s failed (attempt %d), retrying in %.1fs: %s",
+                    step.action, processing_id, attempt, delay, error)
+        return StepOutcome(done=False, retry_in=delay)
+    reason = "retries_exhausted" if retryable else "non_retryable"
+    log.error("action %s of %s failed for good (%s, attempt %d): %s", step.action, processing_id, reason, attempt, error)
+    fail(processing_id, saga_run, stage=step.action, reason=reason, error=error, tb=tb, failed_step=step.pk)
+    return StepOutcome(done=False, failed=True)
 
 
 def _give_back_attempt(step_pk: int) -> None:
@@ -409,8 +424,9 @@ def reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> StepOutc
     if not message.reply_text or message.failed_stage:
         return StepOutcome(done=True)
     event = load_event(message)
-    business = Business.objects.get(business_id=event.business_id)
-    lead = Lead.objects.get(business=business, lead_id=event.lead_id)
+    business = business_of(message)
+    lead = message.lead_record if message.lead_record_id is not None else \
+        Lead.objects.get(business=business, lead_id=event.lead_id)
     try:
         with tracing.span("whatsapp.reply", "reply to the customer", action=metrics.REPLY):
             send_reply(processing_id=processing_id, saga_run=saga_run, business=business, lead=lead,
@@ -437,33 +453,19 @@ def reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> StepOutc
 
 # --- 5. finish ------------------------------------------------------------------
 def finish(processing_id: str, saga_run: int) -> bool:
-    """Mark the message processed. False when the run has moved on or failed;
+    """Mark the message processed, with its lead's activity, in one statement. False
+    when the run has moved on or failed; SagaStopped when a step is not done;
     MessagePurged when its inbox row is gone."""
-    with transaction.atomic():
-        try:
-            message = active_message(processing_id, saga_run, lock=True)
-        except MessagePurged:
-            raise
-        except SagaStopped:
-            return False
+    done = ProcessedMessage.objects.finish_run(processing_id, saga_run, timezone.now())
+    if done is None:
+        message = active_message(processing_id, saga_run)  # SagaStopped / MessagePurged: the run is over
         if message.failed_stage:
             return False
-        steps = list(SagaStep.objects.filter(message=message, saga_run=saga_run).order_by("order"))
-        if any(s.status != SagaStep.Status.SUCCEEDED for s in steps):
-            raise SagaStopped(f"{processing_id} reached finish with unfinished steps")
-        message.status = ProcessedMessage.Status.PROCESSED
-        message.finished_at = timezone.now()
-        message.save(update_fields=["status", "finished_at", "updated_at"])
-        metrics.processed(message.intent, message.kafka_timestamp or message.received_at)
-        lead = Lead.objects.filter(business__business_id=message.business_id, lead_id=message.lead_id).first()
-        if lead is not None:
-            LeadActivity.objects.create(
-                lead=lead, kind="message_processed", processing_id=processing_id,
-                detail={"saga_run": saga_run, "handler": message.handler, "actions": [s.action for s in steps],
-                        "reply": bool(message.reply_text)},
-            )
-    since = message.kafka_timestamp or message.received_at
-    elapsed = (message.finished_at - since).total_seconds() if since else None
-    log.info("finish: processed (%s)", message.intent,
+        raise SagaStopped(f"{processing_id} reached finish with unfinished steps")
+    tracing.note_message(ProcessedMessage(processing_id=processing_id, lead_id=done["lead_id"], intent=done["intent"]))
+    since = done["kafka_timestamp"] or done["received_at"]
+    metrics.processed(done["intent"], since)
+    elapsed = (done["finished_at"] - since).total_seconds() if since else None
+    log.info("finish: processed (%s)", done["intent"],
              extra={"duration_ms": round(elapsed * 1000, 1) if elapsed is not None else None})
     return True

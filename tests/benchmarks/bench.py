@@ -345,8 +345,11 @@ class Observer:
 
     def statements(self) -> tuple[int, list[tuple[int, str]]]:
         """Statements the pipeline's role ran in the benchmark database since the reset."""
+        # Foreign-key checks run by the server at commit (Django's constraints are deferred)
+        # show up as top-level statements; no client sent them.
         where = ("dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                 "AND userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)")
+                 "AND userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user) "
+                 "AND query NOT LIKE '%%FOR KEY SHARE OF x%%'")
         total = self.one(f"SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE {where}")
         top = self.conn.execute(f"SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) "
                                 f"FROM pg_stat_statements WHERE {where} ORDER BY calls DESC LIMIT 25").fetchall()

@@ -7,6 +7,7 @@ saga carries the plan out, so deciding stays pure and easy to test.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,13 +24,39 @@ class PlannedAction:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+class Catalog(Mapping[str, Product]):
+    """A business's products by SKU, read from the database the first time a handler looks.
+
+    Only the handlers of products (orders, pricing, availability) look; the others cost no
+    query. Read fresh for each message, never cached across messages: stock changes with
+    every order, and the replies quote it."""
+
+    def __init__(self, business: Business) -> None:
+        self._business = business
+        self._products: dict[str, Product] | None = None
+
+    def _loaded(self) -> dict[str, Product]:
+        if self._products is None:
+            self._products = {p.sku: p for p in Product.objects.filter(business=self._business)}
+        return self._products
+
+    def __getitem__(self, sku: str) -> Product:
+        return self._loaded()[sku]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+
 @dataclass
 class MessageContext:
     event: AIResultEvent
     business: Business
     lead: Lead
-    catalog: dict[str, Product]
-    """The business's products by SKU."""
+    catalog: Mapping[str, Product]
+    """The business's products by SKU (a Catalog, or any mapping in tests)."""
 
     @property
     def language(self) -> str:
@@ -67,7 +94,7 @@ class IntentHandler(ABC):
     def handle(self, context: MessageContext) -> HandlerResult: ...
 
 
-def resolve_product(catalog: dict[str, Product], requested: contract.Product) -> Product | None:
+def resolve_product(catalog: Mapping[str, Product], requested: contract.Product) -> Product | None:
     """Find the catalog product the AI meant, or None.
 
     A given SKU is trusted over the name and never falls back to a name match: a wrong SKU
