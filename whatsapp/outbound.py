@@ -20,7 +20,6 @@ could have finished means a worker died mid-call: same uncertainty, same treatme
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from datetime import datetime, timedelta
 
@@ -30,7 +29,7 @@ from django.utils import timezone
 from config.redaction import configured_secrets, redact
 from leads.models import Business, Lead, ReviewFlag
 from whatsapp import metrics
-from whatsapp.actions.base import PermanentActionError, RetryableActionError
+from whatsapp.actions.base import PermanentActionError, RetryableActionError, atomic_if_nested
 from whatsapp.breakers import breaker_for
 from whatsapp.clients import cloud_api
 from whatsapp.models import OutboundMessage
@@ -140,7 +139,7 @@ def _create_and_send(fields: dict, business: Business, processing_id: str) -> Ou
     """Create the row SENDING with its first attempt and send it; _RowExists when the
     row exists already. Outside a transaction the INSERT commits by itself."""
     try:
-        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+        with atomic_if_nested():
             row = OutboundMessage.objects.create(**fields, status=Status.SENDING, attempts=1)
     except IntegrityError:
         raise _RowExists() from None

@@ -74,7 +74,11 @@ def intent(self, processing_id: str, saga_run: int):
                   error=f"{type(exc).__name__}: {exc}"[:4000], tb=traceback.format_exc())
         start_compensation(processing_id, saga_run)
         raise Ignore()
-    return self.replace(actions_signature(processing_id, saga_run, steps, lane=lane_of(self)))
+    # The planned actions go out as a chain of their own, sent from here: intent is the last
+    # task of its chain, so this is what Task.replace would do, without its Ignore (an
+    # exception Celery turns into a traceback report on every message).
+    actions_signature(processing_id, saga_run, steps, lane=lane_of(self)).apply_async()
+    return "planned: " + (", ".join(step.action for step in steps) or "no action")
 
 
 def actions_signature(processing_id: str, saga_run: int, steps, *, lane: int = NORMAL_LANE):

@@ -7,11 +7,12 @@ redeliver a task, and the sweeper may re-drive a message.
 """
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 
 from leads.models import Business, Lead
 from whatsapp.contract import AIResultEvent
@@ -77,16 +78,27 @@ class ActionExecutor(ABC):
         return isinstance(exc, RetryableActionError) or isinstance(exc, self.retryable)
 
 
+def atomic_if_nested() -> contextlib.AbstractContextManager:
+    """A savepoint inside a transaction, nothing outside one: there a single statement
+    commits by itself, and BEGIN/COMMIT around it would be two more round trips."""
+    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+
+
 def create_effect(model: type[models.Model], context: ActionContext, **fields: Any) -> Any:
-    """Create this step's effect row, or return the one a concurrent run of the
-    same step created first: the unique idempotency_key decides the winner."""
+    """Create this step's effect row, or return the one a concurrent run of the same step
+    created first: the unique idempotency_key decides the winner.
+
+    Inside a transaction (the saga's step) a lost race raises IntegrityError, which rolls
+    the step back; the saga then finds the step done by the winner. A savepoint here would
+    cost two more statements on every action for a race that almost never happens."""
     try:
-        with transaction.atomic():
-            return model.objects.create(
-                processing_id=context.processing_id, saga_run=context.saga_run,
-                idempotency_key=context.idempotency_key, business=context.business, lead=context.lead, **fields,
-            )
+        return model.objects.create(
+            processing_id=context.processing_id, saga_run=context.saga_run,
+            idempotency_key=context.idempotency_key, business=context.business, lead=context.lead, **fields,
+        )
     except IntegrityError:
+        if connection.in_atomic_block:
+            raise
         existing = model.objects.filter(idempotency_key=context.idempotency_key).first()
         if existing is None:
             raise

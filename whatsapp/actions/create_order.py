@@ -4,7 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import OperationalError, transaction
 from django.db.models import F
 
 from leads.models import Order, OrderLine, Product
@@ -25,18 +25,13 @@ class CreateOrder(ActionExecutor):
         if existing is not None:
             return _result(existing)
         requested = _parse_lines(context.params)
-        try:
-            # A savepoint of our own, so a refused line also undoes the stock taken for the
-            # lines before it, even if the caller catches the error and commits.
-            with transaction.atomic():
-                return _result(_create(context, requested))
-        except IntegrityError:
-            # A concurrent run of the same step won the unique key; its order is the answer.
-            # Our stock decrements went with the savepoint.
-            existing = Order.objects.filter(idempotency_key=context.idempotency_key).first()
-            if existing is None:
-                raise
-            return _result(existing)
+        # All lines or none: a refused line undoes the stock taken for the lines before it.
+        # Inside the saga's transaction this joins it (no savepoint: an error rolls the whole
+        # step back, and a caller cannot commit half an order); alone, it is a transaction.
+        # A concurrent run of the same step that wins the unique key makes this raise
+        # IntegrityError, and the saga finds the step done by the winner.
+        with transaction.atomic(savepoint=False):
+            return _result(_create(context, requested))
 
     def compensate(self, context: ActionContext, result: dict[str, Any]) -> dict[str, Any]:
         with transaction.atomic():

@@ -25,12 +25,12 @@ class FlagForReview(ActionExecutor):
         if not isinstance(reason, str) or not reason.strip():
             raise PermanentActionError("reason: must be a non-empty string")
         detail = {key: value for key, value in context.params.items() if key != "reason"}
-        with transaction.atomic():
-            # Lock the lead first, as compensate does, so a clear and a new flag on the same
-            # lead are ordered and needs_review ends up matching the open flags.
-            Lead.objects.select_for_update().filter(pk=context.lead.pk).first()
-            flag = create_effect(ReviewFlag, context, reason=reason.strip()[:100], detail=detail)
+        with transaction.atomic(savepoint=False):
+            # The lead's row first (the update locks it), as compensate locks it first, so a
+            # clear and a new flag on the same lead are ordered and needs_review ends up
+            # matching the open flags.
             Lead.objects.filter(pk=context.lead.pk).update(needs_review=True, updated_at=timezone.now())
+            flag = create_effect(ReviewFlag, context, reason=reason.strip()[:100], detail=detail)
         context.lead.needs_review = True
         return _result(flag)
 

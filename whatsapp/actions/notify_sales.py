@@ -26,7 +26,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from leads.models import Order, SalesNotification
-from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError, RetryableActionError
+from whatsapp.actions.base import (
+    ActionContext,
+    ActionExecutor,
+    PermanentActionError,
+    RetryableActionError,
+    atomic_if_nested,
+)
 from whatsapp.actions.registry import executors
 from whatsapp.clients import webhook
 
@@ -112,7 +118,7 @@ def _claim(context: ActionContext, kind: str) -> SalesNotification:
     now = timezone.now()
     url = context.business.sales_webhook_url
     try:
-        with transaction.atomic():
+        with atomic_if_nested():
             return SalesNotification.objects.create(
                 processing_id=context.processing_id,
                 saga_run=context.saga_run,
