@@ -65,13 +65,14 @@ def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str 
         release=release,
         integrations=[
             CeleryIntegration(propagate_traces=True),
-            LoggingIntegration(level=logging.INFO, event_level=logging.ERROR),
-            *([DjangoIntegration()] if dsn else []),
+            *([DjangoIntegration(), LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)] if dsn else []),
         ],
-        # Without a DSN, Django's integration would only time every SQL query and request
-        # for nothing: its spans are never sent. The Celery integration stays, so trace ids
-        # still travel with every task into its log lines.
+        # Without a DSN, Django's integration would only time every SQL query and request,
+        # and the logging one keep a breadcrumb of every log line, for nothing: nothing is
+        # sent. The Celery integration stays, so trace ids still travel with every task into
+        # its log lines.
         auto_enabling_integrations=bool(dsn),
+        default_integrations=bool(dsn),
         # Its span for a Redis command that raises is entered and never exited (sentry-sdk
         # 2.75), leaving a stale current span, and its trace id on later log lines, after any
         # Redis outage. Redis calls here are the broker's and the breakers', not worth a span.

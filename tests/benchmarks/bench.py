@@ -44,7 +44,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import ThreadingHTTPServer
+from http.server import HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,10 @@ QUEUES = "pipeline,webhooks,whatsapp"
 PHASES = ("pipeline", "steady", "ingest", "baseline")
 TARGETS = {"ratio": 0.60, "sql_per_message": 15, "ingest_records_per_s": 3000, "steady_p99_ms": 100,
            "rss_growth": 0.20}
+
+
+class StandInServer(HTTPServer):
+    request_queue_size = 128  # the workers' calls wait their turn in the backlog, not refused
 
 
 # --- services ---------------------------------------------------------------------------------
@@ -83,7 +87,9 @@ def start_services() -> tuple[dict[str, str], list]:
         for service in reversed(started):
             service.stop()
         raise
-    return {"postgres": postgres.url, "redis": redis_server.url, "kafka": urls["KAFKA_BOOTSTRAP_SERVERS"]}, started
+    return {"postgres": postgres.url, "redis": redis_server.url, "kafka": urls["KAFKA_BOOTSTRAP_SERVERS"],
+            "pids": {"postgres": postgres.pid, "redis": redis_server.pid,
+                     **({"kafka": more[0].pid} if more else {})}}, started
 
 
 def prepare_database(server_url: str) -> tuple[str, str]:
@@ -194,6 +200,7 @@ class Processes:
     logs: Path
     children: list[Child] = field(default_factory=list)
     topic: str | None = None  # the topic the running ingest reads
+    cpu: CpuMeter | None = None
 
     def spawn(self, role: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log_path = self.logs / f"{role}-{len(self.children)}.log"
@@ -295,6 +302,40 @@ class RssSampler:
         return {"peak_mib_by_role": {r: round(v / 2**20, 1) for r, v in sorted(by_role.items())},
                 "max_growth": round(max(growth.values()), 3) if growth else None,
                 "processes_tracked_for_growth": len(growth)}
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by each kind of process, children included: the
+    benchmark's children by role, and the servers it started. Where the time goes per
+    message tells more than throughput on a shared, noisy machine."""
+
+    def __init__(self, processes: Processes, servers: dict[str, int]) -> None:
+        self.processes = processes
+        self.servers = servers
+
+    def snapshot(self) -> dict[str, float]:
+        import psutil
+
+        roots: list[tuple[str, int]] = [(c.role, c.process.pid) for c in self.processes.children]
+        roots += list(self.servers.items())
+        used: dict[str, float] = {}
+        for role, pid in roots:
+            try:
+                root = psutil.Process(pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    times = proc.cpu_times()
+                    used[role] = used.get(role, 0.0) + times.user + times.system
+            except psutil.Error:
+                continue
+        me = psutil.Process().cpu_times()
+        used["bench (stand-in APIs, producer, polling)"] = me.user + me.system
+        return used
+
+    @staticmethod
+    def per_item(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
+        """Milliseconds of CPU per item, by role."""
+        return {role: round((after[role] - before.get(role, 0.0)) * 1000 / max(items, 1), 2)
+                for role in sorted(after)}
 
 
 # --- reading what happened ----------------------------------------------------------------------
@@ -405,7 +446,9 @@ def run(args: argparse.Namespace) -> dict:
 
     load_at_start = os.getloadavg()
     urls, services = start_services()
-    outside = ThreadingHTTPServer(("127.0.0.1", 0), OutsideWorld)
+    # One request at a time, no thread per connection: the stand-in for Meta and the CRM
+    # shares the machine, and should cost the measurement as little as it can.
+    outside = StandInServer(("127.0.0.1", 0), OutsideWorld)
     threading.Thread(target=outside.serve_forever, daemon=True).start()
     outside_url = f"http://127.0.0.1:{outside.server_address[1]}"
     logs = VAR / "bench" / "logs"
@@ -438,6 +481,7 @@ def run(args: argparse.Namespace) -> dict:
         observer = Observer(observer_url)
         broker = redis_lib.Redis.from_url(redis_url)
         processes = Processes(dict(os.environ), logs)
+        processes.cpu = CpuMeter(processes, urls["pids"])
         sampler = RssSampler(processes)
         sampler.start()
 
@@ -479,6 +523,7 @@ def pipeline_phase(args, urls, observer, broker, processes, sampler, result) -> 
     observer.reset_statements()
     broker.config_resetstat()
     print(f"bench: pipeline, {len(items)} records ({valid} messages) ...", flush=True)
+    cpu_before = processes.cpu.snapshot()
     began = time.monotonic()
     produce_all(urls["kafka"], topic, items)
     marked = False
@@ -495,6 +540,7 @@ def pipeline_phase(args, urls, observer, broker, processes, sampler, result) -> 
             break
         time.sleep(0.1)
     elapsed = time.monotonic() - began
+    cpu_after = processes.cpu.snapshot()
     sampler.mark_late()
     statements, top_statements = observer.statements()
     commands = redis_commands(broker)
@@ -506,6 +552,7 @@ def pipeline_phase(args, urls, observer, broker, processes, sampler, result) -> 
         "seconds": round(elapsed, 2), "messages_per_s": round(finished / elapsed, 2),
         "latency_ms_full_load": percentiles(observer.latencies_ms(prefix)),
         "median_chain_length": chain_length,
+        "cpu_ms_per_message": CpuMeter.per_item(cpu_before, cpu_after, finished),
         "sql_statements": statements, "sql_per_message": round(statements / max(finished, 1), 2),
         "sql_top": top_statements,
         "redis_commands": sum(commands.values()),
@@ -571,6 +618,7 @@ def baseline_phase(args, broker, processes, result, *, chains: int, chain_length
     noop_workers = processes.workers("tests.benchmarks.noop", args.workers, args.concurrency, "pipeline")
     broker.config_resetstat()
     print(f"bench: bare Celery, {chains} chains of {chain_length} no-op tasks ...", flush=True)
+    cpu_before = processes.cpu.snapshot()
     began = time.monotonic()
     with noop.app.producer_or_acquire() as publisher:
         for index in range(chains):
@@ -578,11 +626,13 @@ def baseline_phase(args, broker, processes, result, *, chains: int, chain_length
     wait_for(lambda: int(broker.get(noop.DONE_KEY) or 0) >= chains, args.timeout, "the no-op chains",
              noop_workers)
     baseline_elapsed = time.monotonic() - began
+    cpu_after = processes.cpu.snapshot()
     baseline_commands = sum(redis_commands(broker).values())
     processes.stop(noop_workers)
     result["baseline"] = {"chains": chains, "chain_length": chain_length, "seconds": round(baseline_elapsed, 2),
                           "chains_per_s": round(chains / baseline_elapsed, 2),
-                          "redis_per_chain": round(baseline_commands / chains, 2)}
+                          "redis_per_chain": round(baseline_commands / chains, 2),
+                          "cpu_ms_per_chain": CpuMeter.per_item(cpu_before, cpu_after, chains)}
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -611,6 +661,14 @@ def table(result: dict) -> str:
         rows.append(("SQL statements / message", f"{p['sql_per_message']}", f"<= {TARGETS['sql_per_message']}"))
         baseline = f" (baseline {b['redis_per_chain']} / chain)" if b else ""
         rows.append(("Redis commands / message", f"{p['redis_per_message']}{baseline}", ""))
+    if p:
+        cpu = p["cpu_ms_per_message"]
+        rows.append(("CPU ms / message", f"{sum(cpu.values()):.1f}: " + ", ".join(
+            f"{role.split(' ')[0]} {ms}" for role, ms in cpu.items() if ms >= 0.05), ""))
+    if b:
+        cpu = b["cpu_ms_per_chain"]
+        rows.append(("CPU ms / no-op chain", f"{sum(cpu.values()):.1f}: " + ", ".join(
+            f"{role.split(' ')[0]} {ms}" for role, ms in cpu.items() if ms >= 0.05), ""))
     if i:
         rows.append(("ingest alone", f"{i['records_per_s']} records/s", f">= {TARGETS['ingest_records_per_s']}"))
     if p:
