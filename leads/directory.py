@@ -3,7 +3,7 @@
 Every pipeline task needs its message's business, and a business changes rarely (an
 edit in the admin). So each process keeps the rows it has read, and trusts one only
 while its `updated_at` equals the version the task read along with the inbox row, in
-the same statement (whatsapp.models.InboxQuerySet.with_business_version): an edit is
+the same statement (whatsapp.models.InboxQuerySet.row): an edit is
 seen by the next task in every process, and an unchanged business costs no query.
 The catalog is not kept here: stock changes with every order, and the handlers that
 need the catalog read it when they first look (whatsapp.handlers.base.Catalog).

@@ -55,13 +55,10 @@ def load_event(message: ProcessedMessage) -> AIResultEvent:
 
 def inbox_row(processing_id: str, *, lock: bool = False) -> ProcessedMessage:
     """The message's inbox row; MessagePurged when it no longer exists."""
-    query = ProcessedMessage.objects.select_related("lead_record").with_business_version()
-    if lock:
-        query = query.select_for_update(of=("self",))
-    try:
-        return query.get(processing_id=processing_id)
-    except ProcessedMessage.DoesNotExist:
-        raise MessagePurged(processing_id) from None
+    message = ProcessedMessage.objects.row(processing_id=processing_id, lock=lock)
+    if message is None:
+        raise MessagePurged(processing_id)
+    return message
 
 
 def active_message(processing_id: str, saga_run: int, *, lock: bool = False) -> ProcessedMessage:
@@ -164,8 +161,9 @@ def action_context(message: ProcessedMessage, step: SagaStep) -> ActionContext:
 
 def step_message(step: SagaStep) -> ProcessedMessage:
     """The inbox row of a step, with its lead and its business's version, in one query."""
-    message = (ProcessedMessage.objects.select_related("lead_record").with_business_version()
-               .get(pk=step.message_id))
+    message = ProcessedMessage.objects.row(pk=step.message_id)
+    if message is None:
+        raise MessagePurged(str(step.message_id))
     tracing.note_message(message)
     return message
 
