@@ -64,6 +64,8 @@ class IntakeResult:
     dead_lettered: Counter[str] = field(default_factory=Counter)
     traces: dict[str, RecordTrace] = field(default_factory=dict)
     """processing_id -> the record's live trace, for the rows in `new` whose stored trace it is."""
+    rows: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """processing_id -> (business_id, stored trace id) of the rows in `new`, for hand_off."""
     unprocessable: list[tuple[str, int, int]] = field(default_factory=list)
     """Coordinates of the records isolated from their batch and dead-lettered as unprocessable."""
 
@@ -178,8 +180,7 @@ def take_in(records: list[Record], *, source: str = "kafka") -> IntakeResult:
             trace.finish("unavailable")
         raise
     for trace, level, message, args in logged:
-        with trace.active():
-            log.log(level, message, *args)
+        trace.log(log, level, message, *args)
     handed_on = {id(t) for t in result.traces.values()}
     for trace in traces.values():
         if id(trace) not in handed_on:
@@ -250,6 +251,7 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
                                (event.intent.value, event.confidence)))
             if row["status"] == ProcessedMessage.Status.RECEIVED:
                 result.new.append((event.processing_id, row["saga_run"]))
+                result.rows[event.processing_id] = (row["business_id"], row["trace_id"])
                 if row["trace_id"] == trace.trace_id:
                     result.traces[event.processing_id] = trace
         metrics.received(created_by_business, source=source)
@@ -303,9 +305,13 @@ def is_outage(exc: BaseException) -> bool:
     """A dependency is away (the database or the broker unreachable): retry the whole batch
     later. Anything else (an IntegrityError, a DataError, a bug) is the batch's own fault."""
     from django.db import InterfaceError, OperationalError
-    from kombu.exceptions import OperationalError as BrokerError
+    from kombu.exceptions import BatchPublishError, OperationalError as BrokerError
     from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
 
+    if isinstance(exc, BatchPublishError) and exc.__cause__ is not None:
+        # The hand-off's one Redis call for the batch failed (some of its messages may have
+        # gone out: sending them again is harmless); what it failed on tells.
+        return is_outage(exc.__cause__)
     return isinstance(exc, (OperationalError, InterfaceError, BrokerError, RedisConnectionError, RedisTimeout, OSError))
 
 
@@ -323,7 +329,7 @@ def take_in_and_hand_off(records: list[Record], *, source: str = "kafka") -> Int
             raise
         return _isolate(records, exc, source=source, stage=STORE)
     try:
-        hand_off(result.new, result.traces)
+        hand_off(result.new, result.traces, result.rows)
     except Exception as exc:
         result.finish_traces("unavailable")
         if is_outage(exc):
@@ -386,9 +392,9 @@ def dead_letter_unprocessable(record: Record, exc: BaseException, *, stage: str)
         if fresh:
             metrics.rejected({UNPROCESSABLE: 1})
     if fresh:
-        with trace.active():
-            log.error("ingest: record %s[%s]@%s could not be %s (%s); dead-lettered as %s, the rest of its batch "
-                      "goes on", record.topic, record.partition, record.offset, what, _class_name(exc), UNPROCESSABLE)
+        trace.log(log, logging.ERROR, "ingest: record %s[%s]@%s could not be %s (%s); dead-lettered as %s, the rest "
+                  "of its batch goes on", record.topic, record.partition, record.offset, what, _class_name(exc),
+                  UNPROCESSABLE)
     trace.finish("internal_error")
     result = IntakeResult()
     result.dead_lettered[UNPROCESSABLE] += 1
