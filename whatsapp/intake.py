@@ -19,12 +19,15 @@ class recorded), and takes in the rest as usual. So no record can stop ingest.
 """
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from dlq.models import DeadLetter
 from leads.models import Business
@@ -150,20 +153,47 @@ def dead_letter_from_rejection(rejection: Rejection, trace_id: str) -> DeadLette
     )
 
 
-def inbox_row(record: Record, event: AIResultEvent, trace_id: str) -> ProcessedMessage:
-    return ProcessedMessage(
-        processing_id=event.processing_id,
-        business_id=event.business_id,
-        lead_id=event.lead_id,
-        intent=event.intent.value,
-        payload=to_payload(event),
-        kafka_topic=record.topic,
-        kafka_partition=record.partition,
-        kafka_offset=record.offset,
-        kafka_timestamp=record.timestamp,
-        kafka_timestamp_ms=record.unconverted_millis,
-        trace_id=trace_id,
-    )
+def inbox_values(record: Record, event: AIResultEvent, trace_id: str) -> dict[str, Any]:
+    """The new inbox row's fields (the rest take their defaults)."""
+    return {
+        "processing_id": event.processing_id,
+        "business_id": event.business_id,
+        "lead_id": event.lead_id,
+        "intent": event.intent.value,
+        "payload": to_payload(event),
+        "kafka_topic": record.topic,
+        "kafka_partition": record.partition,
+        "kafka_offset": record.offset,
+        "kafka_timestamp": record.timestamp,
+        "kafka_timestamp_ms": record.unconverted_millis,
+        "trace_id": trace_id,
+    }
+
+
+def insert_inbox_rows(rows: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
+    """Insert the rows whose processing_id is not taken yet, in one statement; returns the
+    Kafka coordinates of those inserted (the others' processing_id was there before).
+
+    INSERT ... SELECT FROM jsonb_populate_recordset(...) ON CONFLICT DO NOTHING RETURNING,
+    with the batch as one JSON document, instead of bulk_create: Django sends a bulk insert
+    as one array per column, which psycopg's client-side binding quotes element by element in
+    Python, and bulk_create cannot say which rows it inserted, which took a SELECT before and
+    one after. Every field of the model is written: a field not given takes its default, as
+    bulk_create would give it (auto_now and auto_now_add fields the time of the batch)."""
+    fields = [f for f in ProcessedMessage._meta.local_concrete_fields if not f.primary_key]
+    now = timezone.now()
+    defaults = [(f.column, f.attname, now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+                 else f.get_default()) for f in fields]
+    document = json.dumps([{column: row.get(name, default) for column, name, default in defaults} for row in rows],
+                          default=str)
+    quote = connection.ops.quote_name
+    table, columns = quote(ProcessedMessage._meta.db_table), ", ".join(quote(f.column) for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s) "
+            f"ON CONFLICT ({quote('processing_id')}) DO NOTHING "
+            f"RETURNING {quote('kafka_topic')}, {quote('kafka_partition')}, {quote('kafka_offset')}", [document])
+        return {tuple(row) for row in cursor.fetchall()}
 
 
 def take_in(records: list[Record], *, source: str = "kafka") -> IntakeResult:
@@ -199,29 +229,36 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
         if not accepted:
             return result, logged
 
-        pids = {e.processing_id for _, e in accepted}
-        known_before = set(ProcessedMessage.objects.filter(processing_id__in=pids).values_list("processing_id", flat=True))
         # One INSERT ... ON CONFLICT DO NOTHING for the whole batch (the dedupe); every
-        # record's span covers it.
+        # record's span covers it. Only the records whose row was there before are looked up.
         spans = [traces[r.coordinates].child("whatsapp.dedupe", "insert into the inbox (dedupe)") for r, _ in accepted]
-        ProcessedMessage.objects.bulk_create(
-            [inbox_row(r, e, traces[r.coordinates].trace_id) for r, e in accepted], ignore_conflicts=True)
+        inserted = insert_inbox_rows([inbox_values(r, e, traces[r.coordinates].trace_id) for r, e in accepted])
         for span in spans:
             span.set_data("batch_size", len(accepted))
             span.finish()
+        there_before = {e.processing_id for r, e in accepted if r.coordinates not in inserted}
         stored = {
             row["processing_id"]: row
-            for row in ProcessedMessage.objects.filter(processing_id__in=pids).values(
+            for row in ProcessedMessage.objects.filter(processing_id__in=there_before).values(
                 "processing_id", "business_id", "kafka_topic", "kafka_partition", "kafka_offset", "status",
                 "saga_run", "trace_id"
             )
-        }
+        } if there_before else {}
         duplicates: list[DuplicateDelivery] = []
         conflicts: list[Rejection] = []
         created_by_business: Counter[str] = Counter()
         for record, event in accepted:
-            row = stored[event.processing_id]
             trace = traces[record.coordinates]
+            if record.coordinates in inserted:
+                result.created += 1
+                created_by_business[event.business_id] += 1
+                logged.append((trace, logging.INFO, "ingest: taken in (%s, confidence %.2f)",
+                               (event.intent.value, event.confidence)))
+                result.new.append((event.processing_id, 1))
+                result.rows[event.processing_id] = (event.business_id, trace.trace_id)
+                result.traces[event.processing_id] = trace
+                continue
+            row = stored[event.processing_id]
             if (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) != record.coordinates:
                 if row["business_id"] != event.business_id:
                     # Someone else's message: not a redelivery of this one.
@@ -240,20 +277,12 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
                     )
                 )
                 continue
-            # This record is the row's own: new now, or read again after a crash
-            # (then it is handed on again only if the pipeline never claimed it).
-            if event.processing_id in known_before:
-                result.redelivered += 1
-            else:
-                result.created += 1
-                created_by_business[event.business_id] += 1
-                logged.append((trace, logging.INFO, "ingest: taken in (%s, confidence %.2f)",
-                               (event.intent.value, event.confidence)))
+            # This record's own row, read again after a crash: handed on again only if
+            # the pipeline never claimed it.
+            result.redelivered += 1
             if row["status"] == ProcessedMessage.Status.RECEIVED:
                 result.new.append((event.processing_id, row["saga_run"]))
                 result.rows[event.processing_id] = (row["business_id"], row["trace_id"])
-                if row["trace_id"] == trace.trace_id:
-                    result.traces[event.processing_id] = trace
         metrics.received(created_by_business, source=source)
         if conflicts:
             _store_rejections(conflicts, traces, result, logged)
