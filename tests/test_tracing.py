@@ -88,7 +88,10 @@ def test_one_trace_from_kafka_record_to_reply(bootstrap, topic, business, start_
     def ops(name: str) -> dict[str, dict]:
         return {span["op"]: span for span in by_name[name]["spans"]}
 
-    assert {"whatsapp.validate", "whatsapp.tenant", "whatsapp.dedupe", "queue.submit.celery"} <= set(ops("whatsapp.ingest"))
+    assert {"whatsapp.validate", "whatsapp.tenant", "whatsapp.dedupe", "queue.submit.celery",
+            "queue.publish"} <= set(ops("whatsapp.ingest"))
+    ingest_spans = ops("whatsapp.ingest")
+    assert ingest_spans["queue.publish"]["parent_span_id"] == ingest_spans["queue.submit.celery"]["span_id"]
     assert "whatsapp.dedupe" in ops("whatsapp.dedupe")
     assert {"whatsapp.tenant", "whatsapp.handler"} <= set(ops("whatsapp.intent"))
     for action in ("CREATE_ORDER", "NOTIFY_SALES"):

@@ -55,7 +55,8 @@ def hand_off(runs: Iterable[tuple[str, int]], traces: Mapping[str, MessageTrace]
                     rows.get(processing_id, ("", ""))[1], name="whatsapp.hand_off", processing_id=processing_id)
                 sent.append(trace)
                 steps = pipeline_steps(processing_id, saga_run, lane=lane)
-                publisher.send(steps, headers=trace.task_headers(steps[0].task))
+                with trace.sending(steps[0].task) as headers:
+                    publisher.send(steps, headers=headers)
     except BaseException:
         for trace in sent:
             trace.finish("unavailable")

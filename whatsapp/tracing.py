@@ -4,7 +4,7 @@
   `baggage`, or W3C `traceparent`), or starts one (RecordTrace), with spans for
   validation, tenant resolution and the inbox insert (dedupe). Its trace id is
   stored on the inbox row or the dead letter, and written into the message of
-  the chain's first task (MessageTrace.task_headers), as sentry-sdk's Celery
+  the chain's first task (MessageTrace.sending), as sentry-sdk's Celery
   integration would write it.
 - The Celery integration puts the trace in every task message a worker sends,
   so every task of the message's chain (including those added by
@@ -271,24 +271,28 @@ class MessageTrace:
             logger.log(level, message, *args,
                        extra={"trace_id": self.trace_id, "span_id": self.span_id, **self.log_fields})
 
-    def task_headers(self, task_name: str) -> dict[str, Any]:
-        """Headers for the task message that starts this message's chain, so the worker's
-        sentry-sdk continues this trace: `sentry-trace` and `baggage`, as its Celery integration
-        writes them when it sends a task (and from a span like its own, queue.submit.celery).
+    @contextlib.contextmanager
+    def sending(self, task_name: str) -> Iterator[dict[str, Any]]:
+        """Headers for the task message that starts this message's chain, to send inside this
+        block, so the worker's sentry-sdk continues this trace: `sentry-trace` and `baggage`, as
+        sentry-sdk's Celery integration writes them when it sends a task. With a DSN they come
+        from a queue.submit.celery span, current while the message is sent (sentry-sdk's own
+        publish span nests under it), as that integration makes it.
 
         They go at the top of the message's headers and again under "headers": Celery copies
         only that nested dict into the worker's task.request.headers (celery/celery#4875), which
         is where sentry-sdk looks for them."""
-        if self.transaction is not None:
-            with self.child("queue.submit.celery", task_name) as span:
-                trace = dict(span.iter_headers())
-            # For the latency the worker's transaction reports (messaging.message.receive.latency).
-            trace["sentry-task-enqueued-time"] = time.time()
-        else:
+        if self.transaction is None:
             trace = {"sentry-trace": f"{self.trace_id}-{self.span_id}"}
             if self._baggage:
                 trace["baggage"] = self._baggage
-        return {**trace, "headers": dict(trace)}
+            yield {**trace, "headers": dict(trace)}
+            return
+        with self.active(), self.child("queue.submit.celery", task_name) as span:
+            trace = dict(span.iter_headers())
+            # For the latency the worker's transaction reports (messaging.message.receive.latency).
+            trace["sentry-task-enqueued-time"] = time.time()
+            yield {**trace, "headers": dict(trace)}
 
     def finish(self, status: str = "ok") -> None:
         if not self._finished:
