@@ -194,7 +194,7 @@ class MessageTrace:
         self.trace_id = continued.group(1) if continued else uuid.uuid4().hex
         self.parent_span_id = continued.group(2) if continued else None
         self.span_id = uuid.uuid4().hex[16:]
-        self._baggage = headers.get("baggage") if continued else None
+        self._sampled = (continued.group(3) or "") if continued else ""  # the upstream's decision, "-1" or "-0"
 
     @classmethod
     def stored(cls, trace_id: str | None, *, name: str, processing_id: str) -> MessageTrace:
@@ -283,9 +283,9 @@ class MessageTrace:
         only that nested dict into the worker's task.request.headers (celery/celery#4875), which
         is where sentry-sdk looks for them."""
         if self.transaction is None:
-            trace = {"sentry-trace": f"{self.trace_id}-{self.span_id}"}
-            if self._baggage:
-                trace["baggage"] = self._baggage
+            # The ids and the upstream's sampling decision: its baggage is not passed on
+            # unread (sentry-sdk refuses some values, see _transaction).
+            trace = {"sentry-trace": f"{self.trace_id}-{self.span_id}{self._sampled}"}
             yield {**trace, "headers": dict(trace)}
             return
         with self.active(), self.child("queue.submit.celery", task_name) as span:
