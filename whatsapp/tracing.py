@@ -250,7 +250,8 @@ class MessageTrace:
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
         """Make this message's transaction the current span (so an error reported inside joins
-        it), with its fields bound for logging."""
+        it), with its fields bound for logging. Without a DSN there is no transaction, and only
+        the fields are bound: log() puts the ids on a line."""
         if self.transaction is None:
             with bound(**self.log_fields):
                 yield
