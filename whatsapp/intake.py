@@ -154,7 +154,7 @@ def dead_letter_from_rejection(rejection: Rejection, trace_id: str) -> DeadLette
 
 
 def inbox_values(record: Record, event: AIResultEvent, trace_id: str) -> dict[str, Any]:
-    """The new inbox row's fields (the rest take their defaults)."""
+    """The new inbox row's columns (the rest take their defaults)."""
     return {
         "processing_id": event.processing_id,
         "business_id": event.business_id,
@@ -179,13 +179,13 @@ def insert_inbox_rows(rows: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
     as one array per column, which psycopg's client-side binding quotes element by element in
     Python, and bulk_create cannot say which rows it inserted, which took a SELECT before and
     one after. Every field of the model is written: a field not given takes its default, as
-    bulk_create would give it (auto_now and auto_now_add fields the time of the batch)."""
+    bulk_create would give it (auto_now and auto_now_add fields the time of the batch). The
+    rows are keyed by column (ProcessedMessage's columns are its fields' names)."""
     fields = [f for f in ProcessedMessage._meta.local_concrete_fields if not f.primary_key]
     now = timezone.now()
-    defaults = [(f.column, f.attname, now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
-                 else f.get_default()) for f in fields]
-    document = json.dumps([{column: row.get(name, default) for column, name, default in defaults} for row in rows],
-                          default=str)
+    defaults = {f.column: now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+                else f.get_default() for f in fields}
+    document = json.dumps([{**defaults, **row} for row in rows], default=str)
     quote = connection.ops.quote_name
     table, columns = quote(ProcessedMessage._meta.db_table), ", ".join(quote(f.column) for f in fields)
     with connection.cursor() as cursor:
