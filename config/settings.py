@@ -169,6 +169,9 @@ if KAFKA_SECURITY.get("security.protocol", "PLAINTEXT").upper() not in {"PLAINTE
     raise SettingError("KAFKA_SECURITY_PROTOCOL", "must be one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
 # How long the group waits for a silent consumer before moving its partitions.
 KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1_000)
+# The longest a consumer's fetch waits at the broker when there is nothing new
+# (librdkafka's fetch.wait.max.ms; whatsapp/kafka.py says why it is short).
+KAFKA_FETCH_WAIT_MAX_MS = env.int("KAFKA_FETCH_WAIT_MAX_MS", 10, minimum=1)
 INGEST_BATCH_SIZE = env.int("INGEST_BATCH_SIZE", 500, minimum=1)
 INGEST_MAX_BACKOFF_SECONDS = env.float("INGEST_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1)
 # Fault injection for tests and drills: sleep this long between handing a

@@ -27,7 +27,7 @@ from whatsapp.contract import (
 )
 from whatsapp.handlers.base import MessageContext
 from whatsapp.handlers.registry import plan
-from whatsapp.intake import inbox_row
+from whatsapp.intake import inbox_values, insert_inbox_rows
 from whatsapp.kafka import Record
 from whatsapp.models import ProcessedMessage
 from whatsapp.saga import load_event, upsert_lead
@@ -719,8 +719,9 @@ def test_unknown_keys_that_are_dropped_are_not_bounded() -> None:
 
 
 # --- what the contract accepts, Postgres stores ---------------------------------------------
-# The inbox row, the lead's last_inbound_at and a callback's preferred_time are written through
-# the real models, so a rule loosened past what a column takes fails here, not in production.
+# The inbox row is written by ingest's own insert, the lead's last_inbound_at and a callback's
+# preferred_time through the real models, so a rule loosened past what a column takes fails here,
+# not in production.
 
 LONGEST = 64 * "b"
 OFFSET_MAX = timezone(timedelta(hours=15, minutes=59))
@@ -730,9 +731,9 @@ OFFSET_MIN = timezone(-timedelta(hours=15, minutes=59))
 def store_and_reload(raw: bytes) -> AIResultEvent:
     """Take the record in as ingest does and read it back as the saga does."""
     event = parse_event(raw)
-    row = inbox_row(Record("ai.process.result", 0, 7, raw), event, "0" * 32)
-    row.save()
-    return load_event(ProcessedMessage.objects.get(pk=row.pk))
+    record = Record("ai.process.result", 0, 7, raw)
+    assert insert_inbox_rows([inbox_values(record, event, "0" * 32)]) == {record.coordinates}
+    return load_event(ProcessedMessage.objects.get(processing_id=event.processing_id))
 
 
 @pytest.mark.django_db

@@ -3,11 +3,13 @@ as an inbox row, a counted duplicate or a dead letter, and offsets are
 committed only for what was handed off."""
 from __future__ import annotations
 
+import json
 import random
 import signal
 from collections import Counter
 
 import pytest
+from django.conf import settings
 
 from dlq.models import DeadLetter
 from leads.models import Order, Product
@@ -145,6 +147,69 @@ def test_database_outage_pauses_ingest_without_committing(business, topic, boots
         assert kafka.committed_offsets(bootstrap, topic, group) == kafka.end_offsets(bootstrap, topic)
     finally:
         proxy.close()
+
+
+def test_broker_outage_pauses_ingest_without_committing(business, topic, bootstrap, start_ingest, child_env,
+                                                        redis_client):
+    """A batch's chains go to Redis in one call; when it fails on the connection, that is an
+    outage like the database's: nothing committed, nothing dead-lettered, the batch retried."""
+    from urllib.parse import urlsplit
+
+    broker = urlsplit(child_env["REDIS_URL"])
+    proxy = FaultProxy(broker.hostname or "127.0.0.1", broker.port or 6379)
+    try:
+        url = child_env["REDIS_URL"].replace(f":{broker.port or 6379}/", f":{proxy.port}/")
+        group = "ingest-broker-outage"
+        kafka.produce(bootstrap, topic, valid_records(100, prefix="a"))
+        proc = start_ingest(topic, "--batch-size", "50", group=group,
+                            env={"CELERY_BROKER_URL": url, "INGEST_MAX_BACKOFF_SECONDS": "2"})
+        wait_until(lambda: committed_total(bootstrap, topic, group) == 100, timeout=90, message="first 100 committed")
+
+        proxy.cut()
+        kafka.produce(bootstrap, topic, valid_records(100, prefix="b"))
+        wait_until(lambda: "partitions paused" in proc.output(), timeout=60, message="ingest to notice the outage")
+        wait_until(lambda: proc.output().count("retrying in") >= 3, timeout=60, message="several retries")
+        assert proc.alive()
+        assert committed_total(bootstrap, topic, group) == 100
+        assert not DeadLetter.objects.exists()
+
+        proxy.restore()
+        wait_until(lambda: committed_total(bootstrap, topic, group) == 200, timeout=90, message="catch-up")
+        assert ProcessedMessage.objects.count() == 200 and not DeadLetter.objects.exists()
+        sent = {json.loads(m)["headers"]["id"] for key in redis_client.keys("pipeline*")
+                for m in redis_client.lrange(key, 0, -1)}
+        assert sent == {f"{p}-{i:05d}:1:dedupe" for p in "ab" for i in range(100)}
+        proc.kill(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        proxy.close()
+
+
+def test_a_batch_publish_cut_off_from_redis_is_an_outage(redis_client):
+    """kombu reports a failed batch publish as BatchPublishError (delivery uncertain); one that
+    failed on the connection is an outage to wait out, not a record to dead-letter."""
+    from urllib.parse import urlsplit
+
+    from kombu import Connection
+
+    from whatsapp.intake import is_outage
+
+    broker = urlsplit(settings.REDIS_URL)
+    proxy = FaultProxy(broker.hostname or "127.0.0.1", broker.port or 6379)
+    try:
+        with Connection(settings.REDIS_URL.replace(f":{broker.port or 6379}/", f":{proxy.port}/")) as connection:
+            producer = connection.Producer()
+            with producer.batch():
+                producer.publish({"n": 1}, routing_key="outage-probe")
+            proxy.cut()
+            with pytest.raises(Exception) as caught:
+                with producer.batch():
+                    producer.publish({"n": 2}, routing_key="outage-probe")
+        assert type(caught.value).__name__ == "BatchPublishError"
+        assert is_outage(caught.value)
+    finally:
+        proxy.close()
+    assert redis_client.llen("outage-probe") == 1
 
 
 def test_sigterm_finishes_cleanly(business, topic, bootstrap, start_ingest):

@@ -16,6 +16,7 @@ from dlq.requeue import RequeueRefused, requeue
 from leads.models import Business
 from tests.support import kafka
 from tests.support.events import TENANT_ID, encode, event, now_iso
+from tests.support.observability import json_lines
 from tests.support.poison import POISON, remove_poison_trigger
 from tests.support.processes import wait_until
 from whatsapp.intake import take_in
@@ -159,7 +160,7 @@ def test_no_record_stops_ingest(business, topic, bootstrap, start_ingest, start_
     last = kafka.produce_messages(bootstrap, topic, good[50:])
     good_at = set(first + last)
 
-    start_worker()
+    worker = start_worker()
     proc = start_ingest(topic, "--idle-exit", "5", "--batch-size", "25")
     assert proc.wait(240) == 0, proc.output()[-4000:]
     output = proc.output()
@@ -207,9 +208,11 @@ def test_no_record_stops_ingest(business, topic, bootstrap, start_ingest, start_
                         ] == record.raw_headers, record.label
     nul = letters[next(w for w, h in placed.items() if h.label == "rejected, nul header")]
     assert nul.kafka_headers == [{"key": "x-note", "value_b64": "YmVmb3JlAGFmdGVy"}, {"key": "x-empty", "value": None}]
-    # A valid upstream trace is continued even when its baggage is garbage.
+    # A valid upstream trace is continued even when its baggage is garbage, by the workers too.
     traced = rows[next(w for w, h in placed.items() if h.label == "garbage trace 2")]
     assert traced.trace_id == UPSTREAM_TRACE
+    about = [line for line in json_lines(worker.output()) if line.get("processing_id") == traced.processing_id]
+    assert about and {line.get("trace_id") for line in about} == {UPSTREAM_TRACE}
 
 
 def test_a_dead_letter_with_hostile_metadata_is_requeued_with_it(business):

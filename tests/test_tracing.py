@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+import sentry_sdk
+import sentry_sdk.transport
 
 from tests.support.events import event, encode
 from tests.support.kafka import produce
@@ -86,7 +88,10 @@ def test_one_trace_from_kafka_record_to_reply(bootstrap, topic, business, start_
     def ops(name: str) -> dict[str, dict]:
         return {span["op"]: span for span in by_name[name]["spans"]}
 
-    assert {"whatsapp.validate", "whatsapp.tenant", "whatsapp.dedupe", "queue.submit.celery"} <= set(ops("whatsapp.ingest"))
+    assert {"whatsapp.validate", "whatsapp.tenant", "whatsapp.dedupe", "queue.submit.celery",
+            "queue.publish"} <= set(ops("whatsapp.ingest"))
+    ingest_spans = ops("whatsapp.ingest")
+    assert ingest_spans["queue.publish"]["parent_span_id"] == ingest_spans["queue.submit.celery"]["span_id"]
     assert "whatsapp.dedupe" in ops("whatsapp.dedupe")
     assert {"whatsapp.tenant", "whatsapp.handler"} <= set(ops("whatsapp.intent"))
     for action in ("CREATE_ORDER", "NOTIFY_SALES"):
@@ -116,7 +121,25 @@ def test_one_trace_from_kafka_record_to_reply(bootstrap, topic, business, start_
     assert all(line.get("span_id") for line in lines)
 
 
-def test_record_trace_continues_the_upstream_trace():
+class _Discard(sentry_sdk.transport.Transport):
+    def capture_envelope(self, envelope) -> None:
+        pass
+
+
+@pytest.fixture(params=["no DSN", "a DSN"])
+def dsn(request):
+    """Both ways ingest traces: with a DSN (a Sentry client on this test's scope, sending
+    nowhere) and without one (this process's own client)."""
+    if request.param == "no DSN":
+        yield None
+        return
+    with sentry_sdk.isolation_scope() as scope:
+        scope.set_client(sentry_sdk.Client(dsn="http://public@127.0.0.1:9/1", traces_sample_rate=1.0,
+                                           transport=_Discard))
+        yield request.param
+
+
+def test_record_trace_continues_the_upstream_trace(dsn):
     from whatsapp.kafka import Record
     from whatsapp.tracing import RecordTrace
 
@@ -124,15 +147,38 @@ def test_record_trace_continues_the_upstream_trace():
         return RecordTrace(Record(topic="t", partition=0, offset=1, value=b"{}", headers=list(headers)))
 
     sentry = trace(("sentry-trace", f"{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-1".encode()))
-    assert sentry.trace_id == UPSTREAM_TRACE and sentry.transaction.parent_span_id == UPSTREAM_SPAN
+    assert sentry.trace_id == UPSTREAM_TRACE and sentry.parent_span_id == UPSTREAM_SPAN
     w3c = trace(("traceparent", f"00-{W3C_TRACE}-b7ad6b7169203331-01".encode()))
-    assert w3c.trace_id == W3C_TRACE and w3c.transaction.parent_span_id == "b7ad6b7169203331"
+    assert w3c.trace_id == W3C_TRACE and w3c.parent_span_id == "b7ad6b7169203331"
     both = trace(("traceparent", f"00-{W3C_TRACE}-b7ad6b7169203331-01".encode()),
                  ("sentry-trace", f"{UPSTREAM_TRACE}-{UPSTREAM_SPAN}".encode()))
     assert both.trace_id == UPSTREAM_TRACE
     for garbage in (("traceparent", b"00-" + b"0" * 32 + b"-b7ad6b7169203331-01"), ("sentry-trace", b"nonsense")):
         fresh = trace(garbage)
-        assert len(fresh.trace_id) == 32 and fresh.trace_id != "0" * 32 and fresh.transaction.parent_span_id is None
+        assert len(fresh.trace_id) == 32 and fresh.trace_id != "0" * 32 and fresh.parent_span_id is None
+    for each in (sentry, w3c, both, fresh):
+        assert len(each.span_id) == 16 and each.span_id != each.parent_span_id
+        # Without a DSN nothing is sent, so no Sentry transaction is built at all.
+        assert (each.transaction is not None) == (dsn is not None)
+        if each.transaction is not None:
+            assert (each.transaction.trace_id, each.transaction.span_id) == (each.trace_id, each.span_id)
+
+
+def test_the_first_task_is_sent_in_the_records_trace(dsn, business, redis_client):
+    """The chain's first task message carries the record's trace, where the worker's sentry-sdk
+    reads it (the task's request headers), the ingest span as its parent."""
+    from whatsapp.intake import take_in_and_hand_off
+    from whatsapp.kafka import Record
+
+    record = Record(topic="t", partition=0, offset=3, value=encode(event("traced-1")),
+                    headers=[("sentry-trace", f"{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-1".encode())])
+    take_in_and_hand_off([record])
+    messages = [json.loads(m) for key in redis_client.keys("pipeline*") for m in redis_client.lrange(key, 0, -1)]
+    assert [m["headers"]["id"] for m in messages] == ["traced-1:1:dedupe"]
+    headers = messages[0]["headers"]
+    trace_id, parent_span = headers["sentry-trace"].split("-")[:2]
+    assert trace_id == UPSTREAM_TRACE and parent_span != UPSTREAM_SPAN
+    assert headers["headers"]["sentry-trace"] == headers["sentry-trace"]
 
 
 def test_requeued_and_redriven_messages_are_sent_in_their_stored_trace(business, redis_client):

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -34,21 +35,26 @@ BULK_LANE = 6
 # message finishes until nearly all of them are about to.
 NEW_MESSAGE = 3
 
-# Takes up to ARGV[3] tokens from the bucket KEYS[1] and returns how many it
-# got. Refills at ARGV[1] per second up to ARGV[2]; Redis's own clock, so
-# every process agrees on the time.
+# For each bucket KEYS[i], takes up to ARGV[2 + i] tokens and returns how many
+# it got, in order. Each refills at ARGV[1] per second up to ARGV[2]; Redis's
+# own clock, so every process agrees on the time. All of a batch's businesses
+# in one call: one round trip per batch, however many businesses it holds.
 _TAKE = """
-local rate, burst, wanted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local granted = math.min(wanted, math.floor(tokens))
-tokens = tokens - granted
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+local granted = {}
+for i, key in ipairs(KEYS) do
+  local wanted = tonumber(ARGV[2 + i])
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+  granted[i] = math.min(wanted, math.floor(tokens))
+  tokens = tokens - granted[i]
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
+  redis.call('EXPIRE', key, math.ceil(burst / rate) + 60)
+end
 return granted
 """
 
@@ -58,28 +64,36 @@ def _client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
+@lru_cache(maxsize=1)
+def _script() -> Any:
+    return _client().register_script(_TAKE)
+
+
 def bucket_key(business_id: str) -> str:
     return f"whatsapp:rate:{business_id}"
 
 
-def take(business_id: str, wanted: int) -> int:
-    """How many of `wanted` messages of this business are within its rate."""
-    script = _client().register_script(_TAKE)
-    return int(script(keys=[bucket_key(business_id)],
-                      args=[settings.BUSINESS_RATE_PER_SECOND, settings.BUSINESS_RATE_BURST, wanted]))
+def take(wanted: Mapping[str, int]) -> dict[str, int]:
+    """How many of each business's wanted messages are within its rate."""
+    businesses = list(wanted)
+    granted = _script()(keys=[bucket_key(b) for b in businesses],
+                        args=[settings.BUSINESS_RATE_PER_SECOND, settings.BUSINESS_RATE_BURST,
+                              *(wanted[b] for b in businesses)])
+    return {business: int(n) for business, n in zip(businesses, granted)}
 
 
 def lanes(business_ids: Sequence[str]) -> list[int]:
     """The lane of each message, in order: a business's first messages take
     its tokens, the rest go bulk. If Redis does not answer, everything goes on
     the normal lane: fairness is lost for a while, no message is."""
-    granted: dict[str, int] = {}
-    for business_id, wanted in Counter(business_ids).items():
-        try:
-            granted[business_id] = take(business_id, wanted)
-        except (redis.RedisError, OSError) as exc:
-            log.warning("rate limit: Redis unreachable (%s); handing off without fairness", type(exc).__name__)
-            granted[business_id] = wanted
+    wanted = Counter(business_ids)
+    if not wanted:
+        return []
+    try:
+        granted = take(wanted)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("rate limit: Redis unreachable (%s); handing off without fairness", type(exc).__name__)
+        granted = dict(wanted)
     result = []
     for business_id in business_ids:
         if granted[business_id] > 0:

@@ -19,12 +19,15 @@ class recorded), and takes in the rest as usual. So no record can stop ingest.
 """
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from dlq.models import DeadLetter
 from leads.models import Business
@@ -64,6 +67,8 @@ class IntakeResult:
     dead_lettered: Counter[str] = field(default_factory=Counter)
     traces: dict[str, RecordTrace] = field(default_factory=dict)
     """processing_id -> the record's live trace, for the rows in `new` whose stored trace it is."""
+    rows: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """processing_id -> (business_id, stored trace id) of the rows in `new`, for hand_off."""
     unprocessable: list[tuple[str, int, int]] = field(default_factory=list)
     """Coordinates of the records isolated from their batch and dead-lettered as unprocessable."""
 
@@ -148,20 +153,47 @@ def dead_letter_from_rejection(rejection: Rejection, trace_id: str) -> DeadLette
     )
 
 
-def inbox_row(record: Record, event: AIResultEvent, trace_id: str) -> ProcessedMessage:
-    return ProcessedMessage(
-        processing_id=event.processing_id,
-        business_id=event.business_id,
-        lead_id=event.lead_id,
-        intent=event.intent.value,
-        payload=to_payload(event),
-        kafka_topic=record.topic,
-        kafka_partition=record.partition,
-        kafka_offset=record.offset,
-        kafka_timestamp=record.timestamp,
-        kafka_timestamp_ms=record.unconverted_millis,
-        trace_id=trace_id,
-    )
+def inbox_values(record: Record, event: AIResultEvent, trace_id: str) -> dict[str, Any]:
+    """The new inbox row's columns (the rest take their defaults)."""
+    return {
+        "processing_id": event.processing_id,
+        "business_id": event.business_id,
+        "lead_id": event.lead_id,
+        "intent": event.intent.value,
+        "payload": to_payload(event),
+        "kafka_topic": record.topic,
+        "kafka_partition": record.partition,
+        "kafka_offset": record.offset,
+        "kafka_timestamp": record.timestamp,
+        "kafka_timestamp_ms": record.unconverted_millis,
+        "trace_id": trace_id,
+    }
+
+
+def insert_inbox_rows(rows: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
+    """Insert the rows whose processing_id is not taken yet, in one statement; returns the
+    Kafka coordinates of those inserted (the others' processing_id was there before).
+
+    INSERT ... SELECT FROM jsonb_populate_recordset(...) ON CONFLICT DO NOTHING RETURNING,
+    with the batch as one JSON document, instead of bulk_create: Django sends a bulk insert
+    as one array per column, which psycopg's client-side binding quotes element by element in
+    Python, and bulk_create cannot say which rows it inserted, which took a SELECT before and
+    one after. Every field of the model is written: a field not given takes its default, as
+    bulk_create would give it (auto_now and auto_now_add fields the time of the batch). The
+    rows are keyed by column (ProcessedMessage's columns are its fields' names)."""
+    fields = [f for f in ProcessedMessage._meta.local_concrete_fields if not f.primary_key]
+    now = timezone.now()
+    defaults = {f.column: now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+                else f.get_default() for f in fields}
+    document = json.dumps([{**defaults, **row} for row in rows], default=str)
+    quote = connection.ops.quote_name
+    table, columns = quote(ProcessedMessage._meta.db_table), ", ".join(quote(f.column) for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s) "
+            f"ON CONFLICT ({quote('processing_id')}) DO NOTHING "
+            f"RETURNING {quote('kafka_topic')}, {quote('kafka_partition')}, {quote('kafka_offset')}", [document])
+        return {tuple(row) for row in cursor.fetchall()}
 
 
 def take_in(records: list[Record], *, source: str = "kafka") -> IntakeResult:
@@ -178,8 +210,7 @@ def take_in(records: list[Record], *, source: str = "kafka") -> IntakeResult:
             trace.finish("unavailable")
         raise
     for trace, level, message, args in logged:
-        with trace.active():
-            log.log(level, message, *args)
+        trace.log(log, level, message, *args)
     handed_on = {id(t) for t in result.traces.values()}
     for trace in traces.values():
         if id(trace) not in handed_on:
@@ -198,29 +229,36 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
         if not accepted:
             return result, logged
 
-        pids = {e.processing_id for _, e in accepted}
-        known_before = set(ProcessedMessage.objects.filter(processing_id__in=pids).values_list("processing_id", flat=True))
         # One INSERT ... ON CONFLICT DO NOTHING for the whole batch (the dedupe); every
-        # record's span covers it.
+        # record's span covers it. Only the records whose row was there before are looked up.
         spans = [traces[r.coordinates].child("whatsapp.dedupe", "insert into the inbox (dedupe)") for r, _ in accepted]
-        ProcessedMessage.objects.bulk_create(
-            [inbox_row(r, e, traces[r.coordinates].trace_id) for r, e in accepted], ignore_conflicts=True)
+        inserted = insert_inbox_rows([inbox_values(r, e, traces[r.coordinates].trace_id) for r, e in accepted])
         for span in spans:
             span.set_data("batch_size", len(accepted))
             span.finish()
+        there_before = {e.processing_id for r, e in accepted if r.coordinates not in inserted}
         stored = {
             row["processing_id"]: row
-            for row in ProcessedMessage.objects.filter(processing_id__in=pids).values(
+            for row in ProcessedMessage.objects.filter(processing_id__in=there_before).values(
                 "processing_id", "business_id", "kafka_topic", "kafka_partition", "kafka_offset", "status",
                 "saga_run", "trace_id"
             )
-        }
+        } if there_before else {}
         duplicates: list[DuplicateDelivery] = []
         conflicts: list[Rejection] = []
         created_by_business: Counter[str] = Counter()
         for record, event in accepted:
-            row = stored[event.processing_id]
             trace = traces[record.coordinates]
+            if record.coordinates in inserted:
+                result.created += 1
+                created_by_business[event.business_id] += 1
+                logged.append((trace, logging.INFO, "ingest: taken in (%s, confidence %.2f)",
+                               (event.intent.value, event.confidence)))
+                result.new.append((event.processing_id, 1))
+                result.rows[event.processing_id] = (event.business_id, trace.trace_id)
+                result.traces[event.processing_id] = trace
+                continue
+            row = stored[event.processing_id]
             if (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) != record.coordinates:
                 if row["business_id"] != event.business_id:
                     # Someone else's message: not a redelivery of this one.
@@ -239,19 +277,12 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
                     )
                 )
                 continue
-            # This record is the row's own: new now, or read again after a crash
-            # (then it is handed on again only if the pipeline never claimed it).
-            if event.processing_id in known_before:
-                result.redelivered += 1
-            else:
-                result.created += 1
-                created_by_business[event.business_id] += 1
-                logged.append((trace, logging.INFO, "ingest: taken in (%s, confidence %.2f)",
-                               (event.intent.value, event.confidence)))
+            # This record's own row, read again after a crash: handed on again only if
+            # the pipeline never claimed it.
+            result.redelivered += 1
             if row["status"] == ProcessedMessage.Status.RECEIVED:
                 result.new.append((event.processing_id, row["saga_run"]))
-                if row["trace_id"] == trace.trace_id:
-                    result.traces[event.processing_id] = trace
+                result.rows[event.processing_id] = (row["business_id"], row["trace_id"])
         metrics.received(created_by_business, source=source)
         if conflicts:
             _store_rejections(conflicts, traces, result, logged)
@@ -303,9 +334,13 @@ def is_outage(exc: BaseException) -> bool:
     """A dependency is away (the database or the broker unreachable): retry the whole batch
     later. Anything else (an IntegrityError, a DataError, a bug) is the batch's own fault."""
     from django.db import InterfaceError, OperationalError
-    from kombu.exceptions import OperationalError as BrokerError
+    from kombu.exceptions import BatchPublishError, OperationalError as BrokerError
     from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
 
+    if isinstance(exc, BatchPublishError) and exc.__cause__ is not None:
+        # The hand-off's one Redis call for the batch failed (some of its messages may have
+        # gone out: sending them again is harmless); what it failed on tells.
+        return is_outage(exc.__cause__)
     return isinstance(exc, (OperationalError, InterfaceError, BrokerError, RedisConnectionError, RedisTimeout, OSError))
 
 
@@ -323,7 +358,7 @@ def take_in_and_hand_off(records: list[Record], *, source: str = "kafka") -> Int
             raise
         return _isolate(records, exc, source=source, stage=STORE)
     try:
-        hand_off(result.new, result.traces)
+        hand_off(result.new, result.traces, result.rows)
     except Exception as exc:
         result.finish_traces("unavailable")
         if is_outage(exc):
@@ -386,9 +421,9 @@ def dead_letter_unprocessable(record: Record, exc: BaseException, *, stage: str)
         if fresh:
             metrics.rejected({UNPROCESSABLE: 1})
     if fresh:
-        with trace.active():
-            log.error("ingest: record %s[%s]@%s could not be %s (%s); dead-lettered as %s, the rest of its batch "
-                      "goes on", record.topic, record.partition, record.offset, what, _class_name(exc), UNPROCESSABLE)
+        trace.log(log, logging.ERROR, "ingest: record %s[%s]@%s could not be %s (%s); dead-lettered as %s, the rest "
+                  "of its batch goes on", record.topic, record.partition, record.offset, what, _class_name(exc),
+                  UNPROCESSABLE)
     trace.finish("internal_error")
     result = IntakeResult()
     result.dead_lettered[UNPROCESSABLE] += 1

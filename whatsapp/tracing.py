@@ -1,21 +1,24 @@
 """Tracing: one trace per message, from the Kafka record to the reply, with sentry-sdk.
 
 - Ingest continues the trace the record's headers carry (`sentry-trace` and
-  `baggage`, or W3C `traceparent`), or starts one, in a transaction per record
-  with spans for validation, tenant resolution and the inbox insert (dedupe).
-  Its trace id is stored on the inbox row or the dead letter.
-- The Celery integration puts the trace in every task message it sends, so
-  every task of the message's chain (including those added by `Task.replace`,
-  retries and compensation) is a transaction of the same trace. Each task gets
-  the processing_id, intent and action as tags; spans mark the dedupe claim,
-  tenant resolution, the handler, each action, the reply, and each outbound
-  HTTP call (sentry-sdk's stdlib integration).
+  `baggage`, or W3C `traceparent`), or starts one (RecordTrace), with spans for
+  validation, tenant resolution and the inbox insert (dedupe). Its trace id is
+  stored on the inbox row or the dead letter, and written into the message of
+  the chain's first task (MessageTrace.sending), as sentry-sdk's Celery
+  integration would write it.
+- The Celery integration puts the trace in every task message a worker sends,
+  so every task of the message's chain (including those added by
+  `Task.replace`, retries and compensation) is a transaction of the same trace.
+  Each task gets the processing_id, intent and action as tags; spans mark the
+  dedupe claim, tenant resolution, the handler, each action, the reply, and
+  each outbound HTTP call (sentry-sdk's stdlib integration).
 - The sweeper, requeue and a re-read record continue the trace from the id
   stored on the inbox row.
 
-With no SENTRY_DSN nothing is sent anywhere and nothing is sampled, but
-transactions and spans still exist (unsampled), so trace and span ids still
-propagate between processes and into every log line (config/logging.py). No
+With no SENTRY_DSN nothing is sent anywhere and nothing is sampled, but the
+ids still propagate between processes and into every log line
+(config/logging.py): ingest then keeps a message's trace as its ids alone
+(MessageTrace), and the workers' tasks run in unsampled transactions. No
 customer text or phone number is put on a span or tag, local variables are
 not attached to errors, and our trace headers are not sent to Meta or the
 sales CRMs (trace_propagation_targets is empty).
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -142,39 +146,92 @@ def _short_header(record: Record, name: str, limit: int = _MAX_TRACE_HEADER_CHAR
     return ""
 
 
-class RecordTrace:
-    """One Kafka record's transaction in ingest. Batch work (the inbox insert) gets a span in
-    every record's transaction, each as long as the batch operation; the transaction ends once
-    the record's pipeline is enqueued (or it was stored as a duplicate or dead letter)."""
+def recording() -> bool:
+    """Whether this process sends traces anywhere (a SENTRY_DSN is set)."""
+    return bool(sentry_sdk.get_client().dsn)
 
-    def __init__(self, record: Record) -> None:
-        headers = incoming_headers(record)
-        try:
-            self.transaction = self._start(record, headers)
-        except Exception:
-            # sentry-sdk refused the upstream context (it raises on some baggage values, e.g.
-            # sentry-sample_rate=inf): continue the trace without the baggage, else start anew.
-            log.debug("ingest: unusable trace headers on %s[%s]@%s", record.topic, record.partition, record.offset)
-            try:
-                self.transaction = self._start(record, {k: v for k, v in headers.items() if k != "baggage"})
-            except Exception:
-                self.transaction = self._start(record, {})
+
+class _NoSpan:
+    """Stands in for a span when nothing is recorded: accepts what a span accepts, keeps nothing."""
+
+    def __enter__(self) -> _NoSpan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def set_data(self, key: str, value: Any) -> None:
+        pass
+
+    def set_tag(self, key: str, value: Any) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+_NO_SPAN = _NoSpan()
+
+
+class MessageTrace:
+    """One message's trace in this process, from the trace context it arrived with (or a new
+    one) to the moment its first task is handed to Celery.
+
+    With a SENTRY_DSN it is a Sentry transaction, with spans for the work done on the message
+    and one for handing on its first task, which that task's own transaction hangs from.
+    Without one, nothing would be sent and nothing is sampled, so none is built: the trace is
+    its ids (the upstream trace continued, or a new one, and a span id of its own), which go on
+    the message's log lines and into its first task's message all the same. Building an
+    unsampled transaction, its spans and a scope for each log line cost ingest more per record
+    than storing the record (sentry-sdk 2.75, measured)."""
+
+    def __init__(self, headers: dict[str, str], *, op: str, name: str, data: dict[str, str] | None = None) -> None:
         self.tags: dict[str, str] = {}
         self.log_fields: dict[str, str] = {}
         self._finished = False
+        self.transaction: Any = self._transaction(headers, op, name, data or {}) if recording() else None
+        if self.transaction is not None:
+            self.trace_id: str = self.transaction.trace_id
+            self.span_id: str = self.transaction.span_id
+            self.parent_span_id: str | None = self.transaction.parent_span_id
+            return
+        continued = _SENTRY_TRACE.match(headers.get("sentry-trace", ""))
+        self.trace_id = continued.group(1) if continued else uuid.uuid4().hex
+        self.parent_span_id = continued.group(2) if continued else None
+        self.span_id = uuid.uuid4().hex[16:]
+        self._sampled = (continued.group(3) or "") if continued else ""  # the upstream's decision, "-1" or "-0"
+
+    @classmethod
+    def stored(cls, trace_id: str | None, *, name: str, processing_id: str) -> MessageTrace:
+        """Continue a message's trace from the id stored on its inbox row (requeue, the sweeper,
+        a record read again). The parent span is not known any more, so a new one stands in."""
+        valid = bool(trace_id and _TRACE_ID.match(trace_id))
+        headers = {"sentry-trace": f"{trace_id}-{uuid.uuid4().hex[16:]}"} if valid else {}
+        trace = cls(headers, op="queue.submit", name=name)
+        trace.about(processing_id=processing_id)
+        return trace
 
     @staticmethod
-    def _start(record: Record, headers: dict[str, str]) -> Any:
+    def _transaction(headers: dict[str, str], op: str, name: str, data: dict[str, str]) -> Any:
+        try:
+            return MessageTrace._start(headers, op, name, data)
+        except Exception:
+            # sentry-sdk refused the upstream context (it raises on some baggage values, e.g.
+            # sentry-sample_rate=inf): continue the trace without the baggage, else start anew.
+            log.debug("unusable trace headers for %s", name)
+            try:
+                return MessageTrace._start({k: v for k, v in headers.items() if k != "baggage"}, op, name, data)
+            except Exception:
+                return MessageTrace._start({}, op, name, data)
+
+    @staticmethod
+    def _start(headers: dict[str, str], op: str, name: str, data: dict[str, str]) -> Any:
         # continue_trace sets the scope's propagation context: keep that to a throwaway scope.
         with sentry_sdk.isolation_scope():
-            transaction = sentry_sdk.continue_trace(headers, op="queue.process", name="whatsapp.ingest", source="task")
-        transaction.set_data("messaging.destination.name", record.topic)
-        transaction.set_data("messaging.message.id", f"{record.topic}[{record.partition}]@{record.offset}")
+            transaction = sentry_sdk.continue_trace(headers, op=op, name=name, source="task")
+        for key, value in data.items():
+            transaction.set_data(key, value)
         return sentry_sdk.start_transaction(transaction)
-
-    @property
-    def trace_id(self) -> str:
-        return self.transaction.trace_id
 
     def about(self, **fields: str | None) -> None:
         """Which message this is: tags (TAGS) for Sentry, and every field for its log lines."""
@@ -183,10 +240,13 @@ class RecordTrace:
                 self.log_fields[key] = value
                 if key in TAGS:
                     self.tags[key] = value
-                    self.transaction.set_tag(key, value)
+                    if self.transaction is not None:
+                        self.transaction.set_tag(key, value)
 
     def child(self, op: str, name: str) -> Any:
-        """A span under this record's transaction; use as a context manager, or finish() it."""
+        """A span under this message's transaction; use as a context manager, or finish() it."""
+        if self.transaction is None:
+            return _NO_SPAN
         span = self.transaction.start_child(op=op, name=name)
         for key, value in self.tags.items():
             span.set_tag(key, value)
@@ -194,8 +254,13 @@ class RecordTrace:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        """Make this record's transaction the current span (for log lines and for the trace
-        headers Celery puts on the tasks it sends), with its ids bound for logging."""
+        """Make this message's transaction the current span (so an error reported inside joins
+        it), with its fields bound for logging. Without a DSN there is no transaction, and only
+        the fields are bound: log() puts the ids on a line."""
+        if self.transaction is None:
+            with bound(**self.log_fields):
+                yield
+            return
         with sentry_sdk.new_scope() as scope:
             scope.span = self.transaction
             for key, value in self.tags.items():
@@ -203,11 +268,57 @@ class RecordTrace:
             with bound(**self.log_fields):
                 yield
 
+    def log(self, logger: logging.Logger, level: int, message: str, *args: Any) -> None:
+        """A log line about this message, carrying its trace and span ids and its fields."""
+        if self.transaction is not None:
+            with self.active():
+                logger.log(level, message, *args)
+        elif logger.isEnabledFor(level):
+            logger.log(level, message, *args,
+                       extra={"trace_id": self.trace_id, "span_id": self.span_id, **self.log_fields})
+
+    @contextlib.contextmanager
+    def sending(self, task_name: str) -> Iterator[dict[str, Any]]:
+        """Headers for the task message that starts this message's chain, to send inside this
+        block, so the worker's sentry-sdk continues this trace: `sentry-trace` and `baggage`, as
+        sentry-sdk's Celery integration writes them when it sends a task. With a DSN they come
+        from a queue.submit.celery span, current while the message is sent (sentry-sdk's own
+        publish span nests under it), as that integration makes it.
+
+        They go at the top of the message's headers and again under "headers": Celery copies
+        only that nested dict into the worker's task.request.headers (celery/celery#4875), which
+        is where sentry-sdk looks for them."""
+        if self.transaction is None:
+            # The ids and the upstream's sampling decision: its baggage is not passed on
+            # unread (sentry-sdk refuses some values, see _transaction).
+            trace = {"sentry-trace": f"{self.trace_id}-{self.span_id}{self._sampled}"}
+            yield {**trace, "headers": dict(trace)}
+            return
+        with self.active(), self.child("queue.submit.celery", task_name) as span:
+            trace = dict(span.iter_headers())
+            # For the latency the worker's transaction reports (messaging.message.receive.latency).
+            trace["sentry-task-enqueued-time"] = time.time()
+            yield {**trace, "headers": dict(trace)}
+
     def finish(self, status: str = "ok") -> None:
         if not self._finished:
             self._finished = True
-            self.transaction.set_status(status)
-            self.transaction.finish()
+            if self.transaction is not None:
+                self.transaction.set_status(status)
+                self.transaction.finish()
+
+
+class RecordTrace(MessageTrace):
+    """One Kafka record's trace in ingest: continued from the record's headers (incoming_headers)
+    or new. Batch work (the inbox insert) gets a span in every record's transaction, each as long
+    as the batch operation; the trace ends once the record's pipeline is handed to the broker (or
+    it was stored as a duplicate or dead letter)."""
+
+    def __init__(self, record: Record) -> None:
+        super().__init__(incoming_headers(record), op="queue.process", name="whatsapp.ingest", data={
+            "messaging.destination.name": record.topic,
+            "messaging.message.id": f"{record.topic}[{record.partition}]@{record.offset}",
+        })
 
 
 @contextlib.contextmanager
