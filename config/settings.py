@@ -170,8 +170,8 @@ if KAFKA_SECURITY.get("security.protocol", "PLAINTEXT").upper() not in {"PLAINTE
 # How long the group waits for a silent consumer before moving its partitions.
 KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1_000)
 # The longest a consumer's fetch waits at the broker when there is nothing new
-# (librdkafka's fetch.wait.max.ms; whatsapp/kafka.py says why it is short).
-KAFKA_FETCH_WAIT_MAX_MS = env.int("KAFKA_FETCH_WAIT_MAX_MS", 10, minimum=1)
+# (librdkafka's fetch.wait.max.ms; whatsapp/kafka.py says what it costs).
+KAFKA_FETCH_WAIT_MAX_MS = env.int("KAFKA_FETCH_WAIT_MAX_MS", 100, minimum=1)
 INGEST_BATCH_SIZE = env.int("INGEST_BATCH_SIZE", 500, minimum=1)
 INGEST_MAX_BACKOFF_SECONDS = env.float("INGEST_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1)
 # Fault injection for tests and drills: sleep this long between handing a

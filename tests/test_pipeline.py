@@ -38,7 +38,10 @@ CASES = [
     ("pricing-low", dict(intent="PRICING_INQUIRY", confidence=0.69), ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
     ("pricing-es", dict(intent="PRICING_INQUIRY", entities={"products": [{"sku": "SD-01", "name": "pan"}], "language": "es"}),
      ["NOTIFY_SALES"], "Estos son los precios", "CONTACTED"),
-    ("avail-ok", dict(intent="AVAILABILITY_INQUIRY", confidence=0.9), [], "in stock (500 available)", "CONTACTED"),
+    # A product no other case orders: stock read while an order takes it would be a race.
+    ("avail-ok", dict(intent="AVAILABILITY_INQUIRY", confidence=0.9,
+                      entities={"products": [{"sku": "BG-03", "name": "baguette"}]}),
+     [], "baguette: in stock (40 available)", "CONTACTED"),
     ("avail-noent", dict(intent="AVAILABILITY_INQUIRY", entities={}), ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
     ("complaint-ok", dict(intent="COMPLAINT", confidence=0.6, entities={"severity": "low"}),
      ["CREATE_SUPPORT_TICKET"], "support ticket", "NEW"),
@@ -56,6 +59,7 @@ CASES = [
 
 
 def test_every_intent_produces_its_documented_plan(pipeline, business):
+    Product.objects.create(business=business, sku="BG-03", name="baguette", price="3.10", stock=40)
     # One lead per case, so each lead state shows that case alone.
     pipeline.send([event(pid, lead_id=f"lead-{pid}", **overrides) for pid, overrides, *_ in CASES])
     pipeline.wait_settled(len(CASES))

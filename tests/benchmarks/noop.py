@@ -19,7 +19,7 @@ from celery import Celery, chain
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("bench_noop")
-app.config_from_object("django.conf:settings", namespace="CELERY")
+app.config_from_object("config.celery_settings:SETTINGS", namespace="CELERY")
 
 DONE_KEY = "bench:noop:done"
 _client: redis.Redis | None = None
