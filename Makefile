@@ -19,10 +19,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m whatsapp.demo
+	$(BIN)/python -m devtools.demo
 
 up: $(STAMP)
-	$(BIN)/python -m whatsapp.stack --data-dir $(STACK_DIR)
+	$(BIN)/python -m devtools.stack --data-dir $(STACK_DIR)
 
 # Most of the suite's time is spent waiting on real processes (retries,
 # redeliveries, breakers opening), so a few pytest workers share the machine well.

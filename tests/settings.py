@@ -7,9 +7,10 @@ process a test starts uses the same services.
 """
 import os
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from config.localservices import ensure_services
+from devtools.services import ensure_services
+from devtools.urls import with_path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_WEBHOOK_HOSTS = "127.0.0.1,localhost,::1"
@@ -19,17 +20,12 @@ os.environ.setdefault("DEBUG", "0")
 _urls, STARTED_SERVICES = ensure_services(ROOT / "var" / "test-services")
 
 
-def _with_path(url: str, path: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=path))
-
-
 # Our own database name (pytest-django prefixes test_) and Redis db, so the
 # suite never touches a developer's data on the same servers.
 # A URL given in the environment is used as it is.
 _given = {name for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name)}
-os.environ["DATABASE_URL"] = _urls["DATABASE_URL"] if "DATABASE_URL" in _given else _with_path(_urls["DATABASE_URL"], "/whatsapp_handler")
-os.environ["REDIS_URL"] = _urls["REDIS_URL"] if "REDIS_URL" in _given else _with_path(_urls["REDIS_URL"], "/15")
+os.environ["DATABASE_URL"] = _urls["DATABASE_URL"] if "DATABASE_URL" in _given else with_path(_urls["DATABASE_URL"], "/whatsapp_handler")
+os.environ["REDIS_URL"] = _urls["REDIS_URL"] if "REDIS_URL" in _given else with_path(_urls["REDIS_URL"], "/15")
 # Under pytest-xdist each worker (gw0, gw1, ...) takes the Redis db below the
 # previous one, and pytest-django gives each its own test database, so
 # parallel tests never share a broker queue, a breaker or a row.
@@ -38,7 +34,7 @@ if _worker.startswith("gw") and _worker[2:].isdigit():
     _db = int(urlsplit(os.environ["REDIS_URL"]).path.strip("/") or 0) - int(_worker[2:])
     if _db < 0:
         raise RuntimeError(f"REDIS_URL's db is too low for xdist worker {_worker}; use a higher one")
-    os.environ["REDIS_URL"] = _with_path(os.environ["REDIS_URL"], f"/{_db}")
+    os.environ["REDIS_URL"] = with_path(os.environ["REDIS_URL"], f"/{_db}")
 os.environ["CELERY_BROKER_URL"] = os.environ["REDIS_URL"]
 os.environ["KAFKA_BOOTSTRAP_SERVERS"] = _urls["KAFKA_BOOTSTRAP_SERVERS"]
 os.environ.setdefault("CELERY_VISIBILITY_TIMEOUT", "30")

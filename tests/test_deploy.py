@@ -10,7 +10,7 @@ import sys
 import pytest
 import requests
 
-from tests.support.observability import free_port
+from devtools.services import free_port
 from tests.support.processes import ManagedProcess, wait_until
 
 ORIGIN = "https://admin.example.com"

@@ -20,7 +20,7 @@ from django.db import connection
 from django.db.models import Count, Q
 from werkzeug import Response
 
-from config.localservices import start_kafka, start_redis
+from devtools.services import start_kafka, start_redis
 from dlq.models import DeadLetter
 from leads.models import Order, Product, SalesNotification, SupportTicket
 from tests.support import kafka

@@ -14,7 +14,7 @@ from django.db import connection, connections
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 
-from config.localservices import start_redis
+from devtools.services import start_redis
 from tests.support.observability import Scrape
 from whatsapp.metrics import ScrapeTimeCollector, exposition
 

@@ -1,25 +1,19 @@
-"""The throwaway Postgres/Redis/Kafka servers of config/localservices.py.
+"""The throwaway Postgres/Redis/Kafka servers of devtools/services/.
 
 Each embedded server is started in a tmp dir, a real client is shown to work
-against it, and stop() is shown to really stop it.  No Django here: the
-module is loaded from its file so config/__init__ (the Celery app) is not
-imported either.
+against it, and stop() is shown to really stop it. No Django here.
 """
 from __future__ import annotations
 
-import importlib.util
+import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-import pytest
+from devtools import services as ls
 
-_PATH = Path(__file__).resolve().parent.parent / "config" / "localservices.py"
-_spec = importlib.util.spec_from_file_location("_localservices_under_test", _PATH)
-ls = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = ls
-_spec.loader.exec_module(ls)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _port_of(service) -> int:
@@ -33,14 +27,14 @@ def _assert_stopped(service) -> None:
     service.stop()  # idempotent
 
 
-def test_module_imports_only_the_standard_library():
-    source = _PATH.read_text()
-    top_level = [
-        line for line in source.splitlines() if line.startswith(("import ", "from "))
-    ]
-    for line in top_level:
-        module = line.split()[1].split(".")[0]
-        assert module in sys.stdlib_module_names or module == "__future__", line
+def test_services_load_without_django_or_clients():
+    """tests/settings.py starts the servers before Django reads its settings, and a
+    machine without a server's client package must still start the other servers."""
+    probe = ("import sys, devtools.services; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'django', 'config', 'whatsapp', 'leads', 'dlq', 'psycopg', 'redis', 'confluent_kafka'}))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
 
 
 def test_free_port_and_port_open():
@@ -65,6 +59,20 @@ def test_postgres(tmp_path):
     with ls.start_postgres(tmp_path / "pg") as pg2:
         with psycopg.connect(pg2.url) as conn:
             assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+        # create_database makes a database once; replace=True starts it over, empty.
+        demo_url = pg2.url.rsplit("/", 1)[0] + "/demo"
+        assert ls.create_database(pg2.url, "demo")
+        with psycopg.connect(demo_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (id int)")
+        assert not ls.create_database(pg2.url, "demo")
+        with psycopg.connect(demo_url) as conn:
+            assert conn.execute("SELECT to_regclass('kept')").fetchone() == ("kept",)
+        held = psycopg.connect(demo_url, autocommit=True)  # a connection left open does not block a replace
+        assert ls.create_database(pg2.url, "demo", replace=True)
+        held.close()
+        with psycopg.connect(demo_url) as conn:
+            assert conn.execute("SELECT to_regclass('kept')").fetchone() == (None,)
     assert not pg2.running()
 
 
@@ -83,15 +91,13 @@ def test_redis(tmp_path):
 
 def test_kafka(tmp_path):
     from confluent_kafka import Consumer, Producer, TopicPartition
-    from confluent_kafka.admin import AdminClient, NewTopic
 
     with ls.start_kafka(tmp_path / "kafka") as kafka:
         assert kafka.url == f"127.0.0.1:{kafka.port}"
         assert (tmp_path / "kafka" / "kafka.log").exists()
         topic = f"t-{uuid.uuid4().hex[:8]}"
-        admin = AdminClient({"bootstrap.servers": kafka.url})
-        for future in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
-            future.result(timeout=10)
+        assert ls.create_topic({"bootstrap.servers": kafka.url}, topic, 1)
+        assert not ls.create_topic({"bootstrap.servers": kafka.url}, topic, 1, exist_ok=True)
 
         producer = Producer({"bootstrap.servers": kafka.url})
         for i in range(3):

@@ -21,8 +21,9 @@ import requests
 from confluent_kafka import Producer
 from django.db.models import Count
 
+from devtools.services import free_port
 from tests.support.events import event, later_iso
-from tests.support.observability import Scrape, free_port, json_lines
+from tests.support.observability import Scrape, json_lines
 from tests.support.processes import ManagedProcess, wait_until
 
 ACCESS_TOKEN = "demo-token"
@@ -37,7 +38,7 @@ ALLOWED_LABELS = {"business_id", "source", "reason", "stage", "intent", "action"
 def more_records(count: int) -> list[tuple[bytes | None, bytes]]:
     """Beyond the demo stream: orders the corner cafe's CRM refuses (so the order is
     compensated), every intent for the bakery, duplicates and invalid records."""
-    from whatsapp.demo import DEMO_TEXTS
+    from devtools.demo import DEMO_TEXTS
 
     received_at = datetime.now(timezone.utc).isoformat()
     intents = [("ORDER_REQUEST", {"products": [{"sku": "SD-01", "name": "sourdough loaf", "quantity": 1}]}),
@@ -105,7 +106,7 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
         bootstrap, topic, child_env, processes, start_worker, start_ingest, tmp_path):
     from dlq.models import DeadLetter
     from leads.models import LeadActivity
-    from whatsapp.demo import OutsideWorld, load_businesses, sample_stream
+    from devtools.demo import OutsideWorld, load_businesses, sample_stream
     from whatsapp.models import DuplicateDelivery, OutboundMessage, ProcessedMessage, SagaStep
 
     outside = ThreadingHTTPServer(("127.0.0.1", 0), OutsideWorld)

@@ -49,7 +49,7 @@ def test_four_worker_processes_share_one_breaker_through_a_redis_outage(
 
     import redis as redis_lib
 
-    from config.localservices import start_redis
+    from devtools.services import start_redis
     from dlq.models import DeadLetter
     from tests.support import kafka
     from tests.support.events import encode

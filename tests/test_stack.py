@@ -16,7 +16,7 @@ import pytest
 import requests
 from django.conf import settings
 
-from config.localservices import HOST, port_open, start_redis
+from devtools.services import HOST, port_open, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTS = (8000, 5555)
@@ -114,7 +114,7 @@ def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_red
 
 @pytest.mark.django_db
 def test_the_admin_password_is_made_once():
-    from whatsapp.stack import ensure_admin
+    from devtools.stack import ensure_admin
 
     password = ensure_admin()
     assert password and len(password) >= 12

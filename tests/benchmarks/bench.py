@@ -48,7 +48,10 @@ from http.server import HTTPServer
 from pathlib import Path
 from typing import Any
 
-from whatsapp.demo import ROOT, VAR, OutsideWorld
+from devtools import ROOT, VAR
+from devtools.demo import OutsideWorld
+from devtools.services import create_database, ensure_services, start_postgres, start_redis
+from devtools.urls import with_path
 
 BENCH_DB = "whatsapp_bench"
 OBSERVER = "bench_observer"  # the benchmark's own queries run as this role and are not counted
@@ -68,8 +71,6 @@ class StandInServer(HTTPServer):
 
 # --- services ---------------------------------------------------------------------------------
 def start_services() -> tuple[dict[str, str], list]:
-    from config.localservices import ensure_services, start_postgres, start_redis
-
     base = VAR / "bench-services"
     postgres = start_postgres(base / "postgres", options={"shared_preload_libraries": "pg_stat_statements",
                                                           # what clients send, not what triggers run
@@ -96,12 +97,11 @@ def prepare_database(server_url: str) -> tuple[str, str]:
     """A fresh database; returns (URL the pipeline uses, URL the benchmark observes with)."""
     import psycopg
 
+    create_database(server_url, BENCH_DB, replace=True)
     with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [OBSERVER]).fetchone():
             conn.execute(f'CREATE ROLE "{OBSERVER}" LOGIN SUPERUSER')
-    pipeline_url = server_url.rsplit("/", 1)[0] + f"/{BENCH_DB}"
+    pipeline_url = with_path(server_url, f"/{BENCH_DB}")
     observer_url = pipeline_url.replace("postgres://postgres@", f"postgres://{OBSERVER}@")
     with psycopg.connect(pipeline_url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")

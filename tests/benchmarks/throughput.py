@@ -27,30 +27,26 @@ import sys
 import time
 import uuid
 
-from whatsapp.demo import ROOT, VAR, _with_path
+from devtools import ROOT, VAR
+from devtools.services import create_database, ensure_services
+from devtools.urls import with_path
 
 BENCH_DB = "whatsapp_bench"
 
 
 def prepare() -> list:
-    from config.localservices import ensure_services
-
     os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-never-use-in-production-0123456789")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     urls, started = ensure_services(VAR / "bench-services")
-    os.environ["DATABASE_URL"] = _with_path(urls["DATABASE_URL"], f"/{BENCH_DB}")
-    os.environ["REDIS_URL"] = os.environ["CELERY_BROKER_URL"] = _with_path(urls["REDIS_URL"], "/10")
+    os.environ["DATABASE_URL"] = with_path(urls["DATABASE_URL"], f"/{BENCH_DB}")
+    os.environ["REDIS_URL"] = os.environ["CELERY_BROKER_URL"] = with_path(urls["REDIS_URL"], "/10")
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = urls["KAFKA_BOOTSTRAP_SERVERS"]
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     os.environ["KAFKA_SESSION_TIMEOUT_MS"] = "6000"
     # Its stand-in CRM is a local server over plain http, which production refuses.
     os.environ["SALES_WEBHOOK_ALLOW_HTTP"] = "1"
     os.environ["SALES_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
-    import psycopg
-
-    with psycopg.connect(urls["DATABASE_URL"], autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+    create_database(urls["DATABASE_URL"], BENCH_DB, replace=True)
     import django
 
     django.setup()

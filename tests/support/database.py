@@ -12,7 +12,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 from django.db import connections
 
-from config.localservices import LocalService, start_postgres
+from devtools.services import LocalService, start_postgres
 
 DATABASE = "whatsapp_faults"
 

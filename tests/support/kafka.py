@@ -9,22 +9,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+
+from devtools import services
 
 
 def create_topic(bootstrap: str, partitions: int = 3, prefix: str = "test.ai.result", name: str | None = None) -> str:
+    """A new topic (a fresh name unless one is given), ready for a consumer to join."""
     name = name or f"{prefix}.{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    futures[name].result(timeout=30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        meta = admin.list_topics(name, timeout=10)
-        topic = meta.topics.get(name)
-        if topic is not None and topic.error is None and len(topic.partitions) == partitions:
-            return name
-        time.sleep(0.2)
-    raise TimeoutError(f"topic {name} did not appear")
+    services.create_topic({"bootstrap.servers": bootstrap}, name, partitions)
+    return name
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 import threading
 import zlib
 from collections import defaultdict
@@ -12,12 +11,6 @@ from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Scrape:

@@ -5,7 +5,7 @@ their data under the stack directory, ./var/stack by default), migrates,
 collects the admin's static files, creates an `admin` superuser on the first
 run, then runs the Procfile's processes under honcho: web (gunicorn, the admin
 on :8000), ingest, worker, beat and Flower (:5555). Ctrl-C stops them all and
-whatever servers this started. Run as `python -m whatsapp.stack`.
+whatever servers this started. Run as `python -m devtools.stack`.
 """
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DIR = ROOT / "var" / "stack"
+from devtools import ROOT, VAR
+from devtools.services import HOST, ServiceError, create_database, create_topic, ensure_services, port_open
+from devtools.urls import database_name, with_path
+
+DEFAULT_DIR = VAR / "stack"
 PROCFILE = ROOT / "Procfile"
 STACK_DB = "whatsapp_handler"
 ADMIN_USERNAME = "admin"
@@ -31,18 +33,12 @@ class StackError(Exception):
     """The stack cannot start; the message says what to do."""
 
 
-def _with_path(url: str, path: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=path))
-
-
 def _say(line: str) -> None:
     print(f"make up: {line}", flush=True)
 
 
 def check_ports() -> None:
     """The ports are fixed (docs and bookmarks point at them): fail clearly if taken."""
-    from config.localservices import HOST, port_open
-
     for name, port in PORTS.items():
         if port_open(HOST, port, timeout=0.3):
             raise StackError(f"port {port} ({name}) is already in use; stop whatever listens there "
@@ -53,7 +49,7 @@ def configure_environment(urls: dict[str, str], data_dir: Path) -> None:
     """The settings every process of the stack reads. Values already in the
     environment win; a secret key is made once and kept in the stack directory."""
     if not os.environ.get("DATABASE_URL"):
-        os.environ["DATABASE_URL"] = _with_path(urls["DATABASE_URL"], f"/{STACK_DB}")
+        os.environ["DATABASE_URL"] = with_path(urls["DATABASE_URL"], f"/{STACK_DB}")
     os.environ["REDIS_URL"] = urls["REDIS_URL"]
     os.environ.setdefault("CELERY_BROKER_URL", urls["REDIS_URL"])
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = urls["KAFKA_BOOTSTRAP_SERVERS"]
@@ -78,34 +74,20 @@ def configure_environment(urls: dict[str, str], data_dir: Path) -> None:
 
 
 def ensure_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    name = urlsplit(url).path.lstrip("/")
-    with psycopg.connect(_with_path(url, "/postgres"), autocommit=True, connect_timeout=10) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            _say(f"created database {name}")
+    name = database_name(url)
+    if create_database(with_path(url, "/postgres"), name):
+        _say(f"created database {name}")
 
 
 def ensure_topic() -> None:
     """Create the result topic if it is missing, so ingest has partitions to join."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
     from django.conf import settings
 
     from whatsapp.kafka import client_config
 
     topic = settings.KAFKA_RESULT_TOPIC
-    admin = AdminClient(client_config())
-    if topic in admin.list_topics(timeout=10).topics:
-        return
-    try:
-        admin.create_topics([NewTopic(topic, TOPIC_PARTITIONS, 1)])[topic].result(30)
+    if create_topic(client_config(), topic, TOPIC_PARTITIONS, exist_ok=True):
         _say(f"created topic {topic} ({TOPIC_PARTITIONS} partitions)")
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise
 
 
 def ensure_admin() -> str | None:
@@ -179,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
 
     from config.env import SettingError
-    from config.localservices import ServiceError, ensure_services
 
     # Until honcho takes the signals over, a SIGTERM still stops the servers started here.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -3,7 +3,7 @@
 Starts whatever is missing (Postgres, Redis, a Kafka broker) from pip
 packages under ./var, uses a fresh database and topic so the table shows this
 run only, runs a real Celery worker and the real ingest command, then stops
-everything it started. Run as `python -m whatsapp.demo`.
+everything it started. Run as `python -m devtools.demo`.
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
+from devtools import ROOT, VAR
+from devtools.services import create_database, create_topic, ensure_services
+from devtools.urls import with_path
+
 DEMO_DB = "whatsapp_demo"
 DEMO_REDIS_DB = "/12"
 
@@ -52,19 +52,13 @@ class OutsideWorld(BaseHTTPRequestHandler):
         pass
 
 
-def _with_path(url: str, path: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=path))
-
-
 def prepare_environment() -> list:
-    from config.localservices import ensure_services
-
     os.environ.setdefault("SECRET_KEY", "demo-only-secret-key-never-use-in-production-0123456789")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("INGEST_METRICS_PORT", "0")  # the demo scrapes nothing; leave the port to a real ingest
     urls, started = ensure_services(VAR / "demo-services")
-    os.environ["DATABASE_URL"] = _with_path(urls["DATABASE_URL"], f"/{DEMO_DB}")
-    os.environ["REDIS_URL"] = os.environ["CELERY_BROKER_URL"] = _with_path(urls["REDIS_URL"], DEMO_REDIS_DB)
+    os.environ["DATABASE_URL"] = with_path(urls["DATABASE_URL"], f"/{DEMO_DB}")
+    os.environ["REDIS_URL"] = os.environ["CELERY_BROKER_URL"] = with_path(urls["REDIS_URL"], DEMO_REDIS_DB)
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = urls["KAFKA_BOOTSTRAP_SERVERS"]
     os.environ["KAFKA_RESULT_TOPIC"] = f"ai.process.result.demo-{int(time.time())}"
     os.environ["KAFKA_GROUP_ID"] = f"whatsapp-handler-demo-{int(time.time())}"
@@ -73,16 +67,8 @@ def prepare_environment() -> list:
     # The stand-in CRM is a local server over plain http, which production refuses.
     os.environ["SALES_WEBHOOK_ALLOW_HTTP"] = "1"
     os.environ["SALES_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
-    recreate_database(urls["DATABASE_URL"])
+    create_database(urls["DATABASE_URL"], DEMO_DB, replace=True)
     return started
-
-
-def recreate_database(server_url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DEMO_DB}"')
 
 
 def load_businesses(webhook_base: str) -> None:
@@ -157,14 +143,6 @@ def sample_stream() -> list[tuple[bytes | None, bytes]]:
     return records
 
 
-def create_topic() -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"]})
-    topic = os.environ["KAFKA_RESULT_TOPIC"]
-    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(30)
-
-
 def produce(records: list[tuple[bytes | None, bytes]]) -> None:
     from confluent_kafka import Producer
 
@@ -229,7 +207,7 @@ def main() -> int:
         outside = f"http://127.0.0.1:{webhook.server_address[1]}"
         os.environ["WHATSAPP_GRAPH_BASE_URL"] = outside
         load_businesses(outside)
-        create_topic()
+        create_topic({"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"]}, os.environ["KAFKA_RESULT_TOPIC"], 3)
         env = dict(os.environ)
         for name, argv in [
             ("worker", [sys.executable, "-m", "celery", "-A", "config", "worker", "-c", "2", "-Q", "pipeline,webhooks,whatsapp",
