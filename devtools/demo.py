@@ -67,7 +67,7 @@ def prepare_environment() -> list:
     # The stand-in CRM is a local server over plain http, which production refuses.
     os.environ["SALES_WEBHOOK_ALLOW_HTTP"] = "1"
     os.environ["SALES_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
-    create_database(urls["DATABASE_URL"], DEMO_DB, replace=True)
+    create_database(os.environ["DATABASE_URL"], replace=True)
     return started
 
 

@@ -74,9 +74,8 @@ def configure_environment(urls: dict[str, str], data_dir: Path) -> None:
 
 
 def ensure_database(url: str) -> None:
-    name = database_name(url)
-    if create_database(with_path(url, "/postgres"), name):
-        _say(f"created database {name}")
+    if create_database(url):
+        _say(f"created database {database_name(url)}")
 
 
 def ensure_topic() -> None:

@@ -62,14 +62,14 @@ def test_postgres(tmp_path):
 
         # create_database makes a database once; replace=True starts it over, empty.
         demo_url = pg2.url.rsplit("/", 1)[0] + "/demo"
-        assert ls.create_database(pg2.url, "demo")
+        assert ls.create_database(demo_url)
         with psycopg.connect(demo_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE kept (id int)")
-        assert not ls.create_database(pg2.url, "demo")
+        assert not ls.create_database(demo_url)
         with psycopg.connect(demo_url) as conn:
             assert conn.execute("SELECT to_regclass('kept')").fetchone() == ("kept",)
         held = psycopg.connect(demo_url, autocommit=True)  # a connection left open does not block a replace
-        assert ls.create_database(pg2.url, "demo", replace=True)
+        assert ls.create_database(demo_url, replace=True)
         held.close()
         with psycopg.connect(demo_url) as conn:
             assert conn.execute("SELECT to_regclass('kept')").fetchone() == (None,)

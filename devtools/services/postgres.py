@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from devtools.services.process import HOST, LocalService, ServiceError, free_port, package_dir, port_open, spawn
+from devtools.urls import database_name, with_path
 
 LOCAL_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
@@ -219,14 +220,17 @@ def start_postgres(data_dir: Path, port: int | None = None, *, options: Mapping[
     )
 
 
-def create_database(server_url: str, name: str, *, replace: bool = False) -> bool:
-    """Create database ``name`` through ``server_url`` (a connection to any database of the
-    server); True if it was created. With ``replace`` an existing one is dropped first,
-    its connections forced off, so a run starts from empty tables."""
+def create_database(url: str, *, replace: bool = False) -> bool:
+    """Create the database ``url`` names, unless it exists; True if it was created.
+
+    The server is reached through its ``postgres`` database, so ``url`` may name
+    one that does not exist yet. With ``replace`` an existing one is dropped
+    first, its connections forced off, so a run starts from empty tables."""
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
+    name = database_name(url)
+    with psycopg.connect(with_path(url, "/postgres"), autocommit=True, connect_timeout=10) as conn:
         if replace:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         elif conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():

@@ -97,11 +97,11 @@ def prepare_database(server_url: str) -> tuple[str, str]:
     """A fresh database; returns (URL the pipeline uses, URL the benchmark observes with)."""
     import psycopg
 
-    create_database(server_url, BENCH_DB, replace=True)
+    pipeline_url = with_path(server_url, f"/{BENCH_DB}")
+    create_database(pipeline_url, replace=True)
     with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [OBSERVER]).fetchone():
             conn.execute(f'CREATE ROLE "{OBSERVER}" LOGIN SUPERUSER')
-    pipeline_url = with_path(server_url, f"/{BENCH_DB}")
     observer_url = pipeline_url.replace("postgres://postgres@", f"postgres://{OBSERVER}@")
     with psycopg.connect(pipeline_url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")

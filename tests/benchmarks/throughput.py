@@ -46,7 +46,7 @@ def prepare() -> list:
     # Its stand-in CRM is a local server over plain http, which production refuses.
     os.environ["SALES_WEBHOOK_ALLOW_HTTP"] = "1"
     os.environ["SALES_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
-    create_database(urls["DATABASE_URL"], BENCH_DB, replace=True)
+    create_database(os.environ["DATABASE_URL"], replace=True)
     import django
 
     django.setup()
