@@ -104,9 +104,9 @@ def secrets_in(records: list[tuple[bytes | None, bytes]]) -> set[str]:
 @pytest.mark.slow
 def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
         bootstrap, topic, child_env, processes, start_worker, start_ingest, tmp_path):
+    from devtools.demo import OutsideWorld, load_businesses, sample_stream
     from dlq.models import DeadLetter
     from leads.models import LeadActivity
-    from devtools.demo import OutsideWorld, load_businesses, sample_stream
     from whatsapp.models import DuplicateDelivery, OutboundMessage, ProcessedMessage, SagaStep
 
     outside = ThreadingHTTPServer(("127.0.0.1", 0), OutsideWorld)
