@@ -9,11 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
-
+from devtools import ROOT
 from devtools import services as ls
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _port_of(service) -> int:
