@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError
-from whatsapp.actions.registry import executors
+from whatsapp.actions.registry import register as register_action
 from whatsapp.contract import Intent
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import register
 
 
-@executors.register("ALWAYS_FAIL")
+@register_action
 class AlwaysFail(ActionExecutor):
     name = "ALWAYS_FAIL"
 
