@@ -52,7 +52,13 @@ or the requested name when no SKU was given; an unknown product wins over a stoc
 An order asking for the same product twice becomes one line with the summed quantity.
 
 Replies use context.language by its primary subtag (en, es, pt; "pt-BR" is Portuguese; any
-other language gets English), all templates live in replies.py, and they name the business
-but never quote the customer's message. HandlerResult.note says why, without customer text.
+other language gets English). Each handler module keeps its own templates (a replies.Replies
+table); they name the business but never quote the customer's message. HandlerResult.note
+says why, without customer text.
+
+Adding an intent's handler: a module here with a registered IntentHandler (@register; its
+name, plan and reply texts live in that module), plus its line in the import below. Plans
+name actions by executor class (PlannedAction(CreateOrder, {...})), checked when the plan is
+made. A deployment adds its own through the WHATSAPP_PLUGINS setting instead (whatsapp/apps.py).
 """
 from whatsapp.handlers import availability, complaint, fallback, order, pricing, schedule_call  # noqa: F401
