@@ -7,11 +7,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 import whatsapp.handlers  # noqa: F401  (registers every handler)
 from leads.models import Lead, Product
 from whatsapp.actions.create_order import CreateOrder
 from whatsapp.actions.notify_sales import NotifySales
+from whatsapp.apps import load_plugin
 from whatsapp.contract import Intent, parse_event
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
@@ -401,3 +403,13 @@ def test_business_default_language_applies_when_the_message_has_none(business, m
     business.save()
     assert plan(make_context("PRICING_INQUIRY")).reply_text.startswith("Estos son los precios en Acme Bakery:")
     assert plan(make_context("PRICING_INQUIRY", language="en")).reply_text.startswith("Here are the prices")
+
+
+# --- plugins -------------------------------------------------------------------------------
+
+
+def test_a_misspelt_plugin_module_stops_the_start_naming_the_setting():
+    with pytest.raises(ImproperlyConfigured, match="WHATSAPP_PLUGINS names 'tests.support.plugin_exampel'"):
+        load_plugin("tests.support.plugin_exampel")
+    with pytest.raises(ImproperlyConfigured, match="WHATSAPP_PLUGINS names 'no_such_package.plugins'"):
+        load_plugin("no_such_package.plugins")
