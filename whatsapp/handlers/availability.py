@@ -2,6 +2,9 @@
 
 No action is planned because a stock question commits nobody; if the customer then orders,
 the order handler checks stock again at that point.
+
+Plan (requires entities.products): no action; reply per product
+"in stock (N available)", "out of stock" or not in our catalog; no escalation; lead -> CONTACTED.
 """
 from __future__ import annotations
 

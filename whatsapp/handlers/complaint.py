@@ -3,6 +3,11 @@
 The lead's state is left alone: a complaint says nothing about how far along the sale is.
 A complaint needs no entities, because an unhappy customer must get a ticket even when the
 AI could not pick out an order number.
+
+Plan (requires nothing): CREATE_SUPPORT_TICKET {"severity": severity or
+"medium", "order_reference": ref or None}; severity "high" adds FLAG_FOR_REVIEW {"reason":
+"high_severity_complaint"}, then NOTIFY_SALES {"kind": "complaint"}, and escalates; reply:
+apology + ticket acknowledgement; lead state left alone.
 """
 from __future__ import annotations
 

@@ -2,6 +2,10 @@
 
 The reply is a fixed acknowledgement and never repeats the customer's text, because this is
 exactly the path where we do not understand what they wrote.
+
+Plan (for UNKNOWN and review; requires nothing): FLAG_FOR_REVIEW
+{"reason": "unknown_intent" | "low_confidence" | "missing_entities", "intent": the event's
+intent}; reply: the fixed acknowledgement below; escalate; lead state left alone.
 """
 from __future__ import annotations
 

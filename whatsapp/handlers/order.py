@@ -2,6 +2,14 @@
 
 An order is the one plan that commits the business, so any doubt (a product we cannot find,
 not enough stock) sends the whole request to a person instead of creating a partial order.
+
+Plan (requires entities.products):
+
+- every product resolves and has stock >= its quantity (default 1): CREATE_ORDER
+  {"lines": [{"sku", "quantity"}]}, then NOTIFY_SALES {"kind": "order"}; reply: items, line
+  amounts, total + currency; no escalation; lead -> CONVERTED.
+- else: FLAG_FOR_REVIEW {"reason": "unknown_product" | "out_of_stock", "skus"}; reply: a
+  person will confirm; escalate; lead -> QUALIFIED; no order.
 """
 from __future__ import annotations
 

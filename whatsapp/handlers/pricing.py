@@ -2,6 +2,10 @@
 
 Prices come only from the catalog, never from the AI's entities, so a reply cannot quote a
 price the business did not set.
+
+Plan (requires entities.products): NOTIFY_SALES {"kind": "pricing"};
+reply: "name: 6.50 USD" per known product, "name: not in our catalog" otherwise; no
+escalation; lead -> CONTACTED.
 """
 from __future__ import annotations
 

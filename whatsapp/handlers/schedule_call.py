@@ -2,6 +2,10 @@
 
 Without a time there is nothing to book, so such a message goes to review rather than to a
 reply that promises a call at no particular moment.
+
+Plan (requires entities.preferred_time): SCHEDULE_CALL
+{"preferred_time": ISO string}, then NOTIFY_SALES {"kind": "callback"}; reply: "on 2026-11-27
+at 15:00 (UTC+01:00)"; no escalation; lead -> QUALIFIED.
 """
 from __future__ import annotations
 
