@@ -47,7 +47,8 @@ def test_plugin_handler_and_action_carry_a_message_end_to_end(plugged_pipeline):
     plain = ProcessedMessage.objects.get(processing_id="plain")
     assert (plain.status, plain.handler) == ("PROCESSED", "pricing")
     assert "sourdough loaf: 6.50 USD" in plain.reply_text
-    assert list(SagaStep.objects.filter(message=plain).values_list("action", "status")) == [("NOTIFY_SALES", "SUCCEEDED")]
+    plain_steps = SagaStep.objects.filter(message=plain).values_list("action", "status")
+    assert list(plain_steps) == [("NOTIFY_SALES", "SUCCEEDED")]
     assert not LeadActivity.objects.filter(lead__lead_id="lead-plain", kind="loyalty_stamp").exists()
 
     # The same record delivered again is a duplicate: still one stamp.
