@@ -7,11 +7,14 @@ import json
 import socket
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import transaction
 from werkzeug import Request, Response
+
+import whatsapp
 
 from leads.models import (
     Business,
@@ -106,6 +109,15 @@ def test_every_planned_action_has_an_executor():
         assert get(name).name == name
     with pytest.raises(LookupError, match="CREATE_ORDER"):
         get("SEND_FLOWERS")
+
+
+def test_each_action_name_is_written_once():
+    """In its executor's class: plans name the class, so a second spelling is a typo in waiting."""
+    sources = {path: path.read_text() for folder in ("actions", "handlers")
+               for path in (Path(whatsapp.__file__).parent / folder).glob("*.py")}
+    for name in executors.names():
+        written = [path.name for path, text in sources.items() for _ in range(text.count(f'"{name}"'))]
+        assert written == [f"{name.lower()}.py"], name
 
 
 # --- CREATE_ORDER -------------------------------------------------------------

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 import whatsapp.handlers  # noqa: F401  (registers every handler)
 from leads.models import Lead, Product
+from whatsapp.actions.create_order import CreateOrder
+from whatsapp.actions.notify_sales import NotifySales
+from whatsapp.apps import load_plugin
 from whatsapp.contract import Intent, parse_event
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
@@ -145,7 +150,7 @@ class _StandIn(IntentHandler):
         return self.accepts
 
     def handle(self, context: MessageContext) -> HandlerResult:
-        return HandlerResult(handler=self.name, actions=[PlannedAction("NOTIFY_SALES", {"kind": "vip"})], reply_text=None)
+        return HandlerResult(handler=self.name, actions=[PlannedAction(NotifySales, {"kind": "vip"})], reply_text=None)
 
 
 @pytest.fixture
@@ -180,6 +185,13 @@ def test_priority_does_not_bypass_the_threshold_or_the_intent(make_context, stan
     assert plan(make_context("ORDER_REQUEST", confidence=0.84)).handler == FALLBACK
     assert plan(make_context("PRICING_INQUIRY")).handler == "pricing"
     assert plan(make_context("UNKNOWN")).handler == FALLBACK
+
+
+def test_a_plan_naming_an_unknown_action_fails_when_it_is_made():
+    with pytest.raises(LookupError, match="no action executor registered as 'CREAT_ORDER'; known: CREATE_ORDER, "):
+        PlannedAction("CREAT_ORDER", {"lines": []})
+    assert PlannedAction(CreateOrder, {"lines": []}) == PlannedAction("CREATE_ORDER", {"lines": []})
+    assert PlannedAction(NotifySales).params == {}
 
 
 def test_unregistering_restores_the_default(make_context):
@@ -332,9 +344,18 @@ def test_schedule_call_keeps_the_customers_offset(make_context):
 # --- languages -----------------------------------------------------------------------------
 
 
-def test_every_language_defines_every_template():
-    for language, templates in replies.REPLIES.items():
-        assert templates.keys() == replies.REPLIES["en"].keys(), language
+def test_every_handler_answers_in_every_language():
+    built_in = [h for h in handlers if type(h).__module__.startswith("whatsapp.handlers.")]
+    assert len(built_in) == 6
+    for handler in built_in:
+        assert sys.modules[type(handler).__module__].REPLIES.languages() == {"en", "es", "pt"}, handler.name
+
+
+def test_templates_missing_in_a_language_are_refused_when_defined():
+    with pytest.raises(ValueError, match="replies in 'es' define \\['a'\\], 'en' defines \\['a', 'b'\\]"):
+        replies.Replies({"en": {"a": "A", "b": "B"}, "es": {"a": "A"}})
+    with pytest.raises(ValueError, match="need 'en' templates"):
+        replies.Replies({"es": {"a": "A"}})
 
 
 @pytest.mark.parametrize("language,expected", [
@@ -382,3 +403,13 @@ def test_business_default_language_applies_when_the_message_has_none(business, m
     business.save()
     assert plan(make_context("PRICING_INQUIRY")).reply_text.startswith("Estos son los precios en Acme Bakery:")
     assert plan(make_context("PRICING_INQUIRY", language="en")).reply_text.startswith("Here are the prices")
+
+
+# --- plugins -------------------------------------------------------------------------------
+
+
+def test_a_misspelt_plugin_module_stops_the_start_naming_the_setting():
+    with pytest.raises(ImproperlyConfigured, match="WHATSAPP_PLUGINS names 'tests.support.plugin_exampel'"):
+        load_plugin("tests.support.plugin_exampel")
+    with pytest.raises(ImproperlyConfigured, match="WHATSAPP_PLUGINS names 'no_such_package.plugins'"):
+        load_plugin("no_such_package.plugins")

@@ -2,6 +2,7 @@ import importlib
 
 from django.apps import AppConfig
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 
 class WhatsappConfig(AppConfig):
@@ -14,4 +15,18 @@ class WhatsappConfig(AppConfig):
         importlib.import_module("whatsapp.handlers")
         importlib.import_module("whatsapp.actions")
         for module in settings.WHATSAPP_PLUGINS:
-            importlib.import_module(module)
+            load_plugin(module)
+
+
+def load_plugin(module: str) -> None:
+    """Import one WHATSAPP_PLUGINS module, which registers its handlers and executors.
+
+    A misspelt module name stops the process at start with the setting named, rather than a
+    worker that runs without the plugin and sends its messages to the built-in handlers. An
+    error inside the plugin (a misspelt executor class, say) propagates as it is."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
+            raise ImproperlyConfigured(f"WHATSAPP_PLUGINS names {module!r}, which cannot be imported: {exc}") from exc
+        raise

@@ -7,13 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError
-from whatsapp.actions.registry import executors
+from whatsapp.actions.notify_sales import NotifySales
+from whatsapp.actions.registry import register as register_action
 from whatsapp.contract import Intent
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import register
 
 
-@executors.register("ALWAYS_FAIL")
+@register_action
 class AlwaysFail(ActionExecutor):
     name = "ALWAYS_FAIL"
 
@@ -34,6 +35,6 @@ class CompensationDrill(IntentHandler):
         return context.event.entities.model_extra.get("drill") == "compensation"
 
     def handle(self, context: MessageContext) -> HandlerResult:
-        return HandlerResult(handler=self.name, actions=[PlannedAction("NOTIFY_SALES", {"kind": "complaint"}),
-                                                         PlannedAction("ALWAYS_FAIL")],
+        return HandlerResult(handler=self.name, actions=[PlannedAction(NotifySales, {"kind": "complaint"}),
+                                                         PlannedAction(AlwaysFail)],
                              reply_text="drill", note="test plugin")

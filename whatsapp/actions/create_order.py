@@ -9,12 +9,12 @@ from django.db.models import F
 
 from leads.models import Order, OrderLine, Product
 from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError
-from whatsapp.actions.registry import executors
+from whatsapp.actions.registry import register
 
 CENTS = Decimal("0.01")
 
 
-@executors.register("CREATE_ORDER")
+@register
 class CreateOrder(ActionExecutor):
     name = "CREATE_ORDER"
     # A deadlock or lost connection while taking stock is transient; the rolled-back step can run again.

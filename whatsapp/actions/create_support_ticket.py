@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from leads.models import Order, SupportTicket
 from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError, create_effect
-from whatsapp.actions.registry import executors
+from whatsapp.actions.registry import register
 
 PRIORITY_BY_SEVERITY = {
     "low": SupportTicket.Priority.LOW,
@@ -16,7 +16,7 @@ PRIORITY_BY_SEVERITY = {
 }
 
 
-@executors.register("CREATE_SUPPORT_TICKET")
+@register
 class CreateSupportTicket(ActionExecutor):
     name = "CREATE_SUPPORT_TICKET"
 

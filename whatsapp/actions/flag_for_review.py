@@ -8,10 +8,10 @@ from django.utils import timezone
 
 from leads.models import Lead, ReviewFlag
 from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError, create_effect
-from whatsapp.actions.registry import executors
+from whatsapp.actions.registry import register
 
 
-@executors.register("FLAG_FOR_REVIEW")
+@register
 class FlagForReview(ActionExecutor):
     name = "FLAG_FOR_REVIEW"
     # A deadlock or lost connection while locking the lead is transient.

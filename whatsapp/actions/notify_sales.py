@@ -33,7 +33,7 @@ from whatsapp.actions.base import (
     RetryableActionError,
     atomic_if_nested,
 )
-from whatsapp.actions.registry import executors
+from whatsapp.actions.registry import register
 from whatsapp.clients import webhook
 
 EVENT_NAME = "sales.notification"
@@ -49,7 +49,7 @@ class NotificationInFlight(RetryableActionError):
     health_signal = False  # says nothing about the receiver's health
 
 
-@executors.register("NOTIFY_SALES")
+@register
 class NotifySales(ActionExecutor):
     name = "NOTIFY_SALES"
     queue = "webhooks"

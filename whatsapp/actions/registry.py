@@ -5,10 +5,21 @@ executor module, so the registry is complete whichever of the two a caller names
 """
 from __future__ import annotations
 
+from typing import TypeVar
+
 from whatsapp.actions.base import ActionExecutor
 from whatsapp.registry import Registry
 
 executors: Registry[ActionExecutor] = Registry[ActionExecutor]("action executor")
+
+E = TypeVar("E", bound=type[ActionExecutor])
+
+
+def register(cls: E) -> E:
+    """Class decorator: register an executor under its own `name`, so the name is written
+    once, in the class, and the saga step, the registry and the plans all read it there."""
+    executors.register(cls.name)(cls)
+    return cls
 
 
 def get(name: str) -> ActionExecutor:

@@ -8,10 +8,10 @@ from django.utils import timezone as django_timezone
 
 from leads.models import CallbackRequest
 from whatsapp.actions.base import ActionContext, ActionExecutor, PermanentActionError, create_effect
-from whatsapp.actions.registry import executors
+from whatsapp.actions.registry import register
 
 
-@executors.register("SCHEDULE_CALL")
+@register
 class ScheduleCall(ActionExecutor):
     name = "SCHEDULE_CALL"
 

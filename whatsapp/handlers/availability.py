@@ -2,6 +2,9 @@
 
 No action is planned because a stock question commits nobody; if the customer then orders,
 the order handler checks stock again at that point.
+
+Plan (requires entities.products): no action; reply per product
+"in stock (N available)", "out of stock" or not in our catalog; no escalation; lead -> CONTACTED.
 """
 from __future__ import annotations
 
@@ -10,6 +13,28 @@ from whatsapp.contract import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, resolve_product
 from whatsapp.handlers.registry import register
+
+
+REPLIES = replies.Replies({
+    "en": {
+        "availability_intro": "Here's what {business} has right now:",
+        "in_stock": "{name}: in stock ({count} available)",
+        "out_of_stock": "{name}: out of stock",
+        "not_in_catalog": "{name}: not in our catalog",
+    },
+    "es": {
+        "availability_intro": "Esto es lo que {business} tiene ahora mismo:",
+        "in_stock": "{name}: disponible ({count} en existencia)",
+        "out_of_stock": "{name}: agotado",
+        "not_in_catalog": "{name}: no está en nuestro catálogo",
+    },
+    "pt": {
+        "availability_intro": "Veja o que {business} tem agora:",
+        "in_stock": "{name}: disponível ({count} em estoque)",
+        "out_of_stock": "{name}: esgotado",
+        "not_in_catalog": "{name}: não está no nosso catálogo",
+    },
+})
 
 
 @register
@@ -23,17 +48,17 @@ class AvailabilityHandler(IntentHandler):
 
     def handle(self, context: MessageContext) -> HandlerResult:
         language = context.language
-        lines = [replies.render(language, "availability_intro", business=context.business.display_name)]
+        lines = [REPLIES.render(language, "availability_intro", business=context.business.display_name)]
         in_stock = 0
         for requested in context.event.entities.products:
             product = resolve_product(context.catalog, requested)
             if product is None:
-                lines.append(replies.render(language, "not_in_catalog", name=replies.echoed_name(requested.name)))
+                lines.append(REPLIES.render(language, "not_in_catalog", name=replies.echoed_name(requested.name)))
             elif product.stock > 0:
                 in_stock += 1
-                lines.append(replies.render(language, "in_stock", name=product.name, count=product.stock))
+                lines.append(REPLIES.render(language, "in_stock", name=product.name, count=product.stock))
             else:
-                lines.append(replies.render(language, "out_of_stock", name=product.name))
+                lines.append(REPLIES.render(language, "out_of_stock", name=product.name))
         requested_count = len(context.event.entities.products)
         return HandlerResult(
             handler=self.name,

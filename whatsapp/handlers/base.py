@@ -8,20 +8,34 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from leads.models import Business, Lead, Product
 from whatsapp import contract
+from whatsapp.actions.base import ActionExecutor
+from whatsapp.actions.registry import executors
 from whatsapp.contract import AIResultEvent, Intent
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class PlannedAction:
-    """One saga step: an executor name and the JSON-safe parameters it needs."""
+    """One saga step: the executor to run and the JSON-safe parameters it needs.
+
+    A handler names the executor by its class, so a misspelt action fails when the handler's
+    module is imported; a bare name (a plugin naming another's action) is accepted too. Either
+    way the name is checked against the registry here, when the plan is made: a step the saga
+    could not find would otherwise surface only when its task runs, after earlier steps acted.
+    """
 
     name: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any]
+
+    def __init__(self, action: type[ActionExecutor] | str, params: dict[str, Any] | None = None) -> None:
+        name = action if isinstance(action, str) else action.name
+        executors.get(name)  # LookupError: "no action executor registered as 'X'; known: ..."
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "params", {} if params is None else params)
 
 
 class Catalog(Mapping[str, Product]):

@@ -2,9 +2,14 @@
 
 The reply is a fixed acknowledgement and never repeats the customer's text, because this is
 exactly the path where we do not understand what they wrote.
+
+Plan (for UNKNOWN and review; requires nothing): FLAG_FOR_REVIEW
+{"reason": "unknown_intent" | "low_confidence" | "missing_entities", "intent": the event's
+intent}; reply: the fixed acknowledgement below; escalate; lead state left alone.
 """
 from __future__ import annotations
 
+from whatsapp.actions.flag_for_review import FlagForReview
 from whatsapp.contract import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
@@ -24,6 +29,19 @@ def review_reason(context: MessageContext) -> str:
     return MISSING_ENTITIES
 
 
+REPLIES = replies.Replies({
+    "en": {
+        "acknowledgement": "Thanks for your message! A member of our team will get back to you shortly.",
+    },
+    "es": {
+        "acknowledgement": "¡Gracias por tu mensaje! Una persona de nuestro equipo te responderá en breve.",
+    },
+    "pt": {
+        "acknowledgement": "Obrigado pela sua mensagem! Uma pessoa da nossa equipe responderá em breve.",
+    },
+})
+
+
 @register
 class FallbackHandler(IntentHandler):
     intent = Intent.UNKNOWN
@@ -39,8 +57,8 @@ class FallbackHandler(IntentHandler):
         threshold = context.business.threshold_for(intent)
         return HandlerResult(
             handler=self.name,
-            actions=[PlannedAction("FLAG_FOR_REVIEW", {"reason": reason, "intent": intent})],
-            reply_text=replies.render(context.language, "fallback"),
+            actions=[PlannedAction(FlagForReview, {"reason": reason, "intent": intent})],
+            reply_text=REPLIES.render(context.language, "acknowledgement"),
             should_escalate=True,
             lead_state=None,
             note=f"{reason}: {intent} at confidence {context.event.confidence:.2f} (threshold {threshold:.2f})",

@@ -2,12 +2,23 @@
 
 An order is the one plan that commits the business, so any doubt (a product we cannot find,
 not enough stock) sends the whole request to a person instead of creating a partial order.
+
+Plan (requires entities.products):
+
+- every product resolves and has stock >= its quantity (default 1): CREATE_ORDER
+  {"lines": [{"sku", "quantity"}]}, then NOTIFY_SALES {"kind": "order"}; reply: items, line
+  amounts, total + currency; no escalation; lead -> CONVERTED.
+- else: FLAG_FOR_REVIEW {"reason": "unknown_product" | "out_of_stock", "skus"}; reply: a
+  person will confirm; escalate; lead -> QUALIFIED; no order.
 """
 from __future__ import annotations
 
 from decimal import Decimal
 
 from leads.models import Lead, Product
+from whatsapp.actions.create_order import CreateOrder
+from whatsapp.actions.flag_for_review import FlagForReview
+from whatsapp.actions.notify_sales import NotifySales
 from whatsapp.contract import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction, resolve_product
@@ -15,6 +26,25 @@ from whatsapp.handlers.registry import register
 
 UNKNOWN_PRODUCT = "unknown_product"
 OUT_OF_STOCK = "out_of_stock"
+
+
+REPLIES = replies.Replies({
+    "en": {
+        "order_confirmed": "Thanks for your order with {business}!\n{lines}\nTotal: {total}\nWe'll let you know when it's ready.",
+        "order_line": "- {quantity} x {name}: {amount}",
+        "order_review": "Thanks for your order request with {business}! A member of our team will confirm your order with you shortly.",
+    },
+    "es": {
+        "order_confirmed": "¡Gracias por tu pedido en {business}!\n{lines}\nTotal: {total}\nTe avisaremos cuando esté listo.",
+        "order_line": "- {quantity} x {name}: {amount}",
+        "order_review": "¡Gracias por tu pedido en {business}! Una persona de nuestro equipo te confirmará el pedido en breve.",
+    },
+    "pt": {
+        "order_confirmed": "Obrigado pelo seu pedido em {business}!\n{lines}\nTotal: {total}\nAvisaremos quando estiver pronto.",
+        "order_line": "- {quantity} x {name}: {amount}",
+        "order_review": "Obrigado pelo seu pedido em {business}! Uma pessoa da nossa equipe vai confirmar o pedido com você em breve.",
+    },
+})
 
 
 @register
@@ -51,16 +81,16 @@ class OrderHandler(IntentHandler):
             product = products[sku]
             amount = product.price * quantity
             totals[product.currency] = totals.get(product.currency, Decimal("0")) + amount
-            lines.append(replies.render(context.language, "order_line", quantity=quantity, name=product.name,
+            lines.append(REPLIES.render(context.language, "order_line", quantity=quantity, name=product.name,
                                         amount=replies.money(amount, product.currency)))
         total = " + ".join(replies.money(amount, currency) for currency, amount in totals.items())
         return HandlerResult(
             handler=self.name,
             actions=[
-                PlannedAction("CREATE_ORDER", {"lines": [{"sku": sku, "quantity": n} for sku, n in quantities.items()]}),
-                PlannedAction("NOTIFY_SALES", {"kind": "order"}),
+                PlannedAction(CreateOrder, {"lines": [{"sku": sku, "quantity": n} for sku, n in quantities.items()]}),
+                PlannedAction(NotifySales, {"kind": "order"}),
             ],
-            reply_text=replies.render(context.language, "order_confirmed", business=context.business.display_name,
+            reply_text=REPLIES.render(context.language, "order_confirmed", business=context.business.display_name,
                                       lines="\n".join(lines), total=total),
             lead_state=Lead.State.CONVERTED.value,
             note=f"order of {len(quantities)} product(s), all in catalog and in stock; total {total}",
@@ -69,8 +99,8 @@ class OrderHandler(IntentHandler):
     def _review(self, context: MessageContext, reason: str, skus: list[str]) -> HandlerResult:
         return HandlerResult(
             handler=self.name,
-            actions=[PlannedAction("FLAG_FOR_REVIEW", {"reason": reason, "skus": skus})],
-            reply_text=replies.render(context.language, "order_review", business=context.business.display_name),
+            actions=[PlannedAction(FlagForReview, {"reason": reason, "skus": skus})],
+            reply_text=REPLIES.render(context.language, "order_review", business=context.business.display_name),
             should_escalate=True,
             lead_state=Lead.State.QUALIFIED.value,
             note=f"order not created: {reason} for {len(skus)} product(s)",

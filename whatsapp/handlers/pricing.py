@@ -2,14 +2,38 @@
 
 Prices come only from the catalog, never from the AI's entities, so a reply cannot quote a
 price the business did not set.
+
+Plan (requires entities.products): NOTIFY_SALES {"kind": "pricing"};
+reply: "name: 6.50 USD" per known product, "name: not in our catalog" otherwise; no
+escalation; lead -> CONTACTED.
 """
 from __future__ import annotations
 
 from leads.models import Lead
+from whatsapp.actions.notify_sales import NotifySales
 from whatsapp.contract import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction, resolve_product
 from whatsapp.handlers.registry import register
+
+
+REPLIES = replies.Replies({
+    "en": {
+        "pricing_intro": "Here are the prices at {business}:",
+        "price_line": "{name}: {price}",
+        "not_in_catalog": "{name}: not in our catalog",
+    },
+    "es": {
+        "pricing_intro": "Estos son los precios en {business}:",
+        "price_line": "{name}: {price}",
+        "not_in_catalog": "{name}: no está en nuestro catálogo",
+    },
+    "pt": {
+        "pricing_intro": "Estes são os preços de {business}:",
+        "price_line": "{name}: {price}",
+        "not_in_catalog": "{name}: não está no nosso catálogo",
+    },
+})
 
 
 @register
@@ -23,20 +47,20 @@ class PricingHandler(IntentHandler):
 
     def handle(self, context: MessageContext) -> HandlerResult:
         language = context.language
-        lines = [replies.render(language, "pricing_intro", business=context.business.display_name)]
+        lines = [REPLIES.render(language, "pricing_intro", business=context.business.display_name)]
         known = 0
         for requested in context.event.entities.products:
             product = resolve_product(context.catalog, requested)
             if product is None:
-                lines.append(replies.render(language, "not_in_catalog", name=replies.echoed_name(requested.name)))
+                lines.append(REPLIES.render(language, "not_in_catalog", name=replies.echoed_name(requested.name)))
                 continue
             known += 1
-            lines.append(replies.render(language, "price_line", name=product.name,
+            lines.append(REPLIES.render(language, "price_line", name=product.name,
                                         price=replies.money(product.price, product.currency)))
         requested_count = len(context.event.entities.products)
         return HandlerResult(
             handler=self.name,
-            actions=[PlannedAction("NOTIFY_SALES", {"kind": "pricing"})],
+            actions=[PlannedAction(NotifySales, {"kind": "pricing"})],
             reply_text="\n".join(lines),
             lead_state=Lead.State.CONTACTED.value,
             note=f"priced {known} of {requested_count} requested product(s)",

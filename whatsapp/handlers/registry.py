@@ -6,6 +6,8 @@ and cannot drift between handlers.
 """
 from __future__ import annotations
 
+from typing import TypeVar
+
 from whatsapp.contract import Intent
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext
 from whatsapp.registry import Registry
@@ -14,10 +16,13 @@ FALLBACK = "fallback"
 
 handlers: Registry[IntentHandler] = Registry("intent handler")
 
+H = TypeVar("H", bound=type[IntentHandler])
 
-def register(cls: type[IntentHandler]) -> type[IntentHandler]:
+
+def register(cls: H) -> H:
     """Class decorator: register a handler under its own `name`, so the name is written once."""
-    return handlers.register(cls.name)(cls)
+    handlers.register(cls.name)(cls)
+    return cls
 
 
 def candidates(intent: Intent) -> list[IntentHandler]:

@@ -2,14 +2,33 @@
 
 Without a time there is nothing to book, so such a message goes to review rather than to a
 reply that promises a call at no particular moment.
+
+Plan (requires entities.preferred_time): SCHEDULE_CALL
+{"preferred_time": ISO string}, then NOTIFY_SALES {"kind": "callback"}; reply: "on 2026-11-27
+at 15:00 (UTC+01:00)"; no escalation; lead -> QUALIFIED.
 """
 from __future__ import annotations
 
 from leads.models import Lead
+from whatsapp.actions.notify_sales import NotifySales
+from whatsapp.actions.schedule_call import ScheduleCall
 from whatsapp.contract import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import register
+
+
+REPLIES = replies.Replies({
+    "en": {
+        "call_scheduled": "Great! {business} will call you on {date} at {time} ({offset}).",
+    },
+    "es": {
+        "call_scheduled": "¡Perfecto! {business} te llamará el {date} a las {time} ({offset}).",
+    },
+    "pt": {
+        "call_scheduled": "Perfeito! {business} vai ligar para você em {date} às {time} ({offset}).",
+    },
+})
 
 
 @register
@@ -27,10 +46,10 @@ class ScheduleCallHandler(IntentHandler):
         return HandlerResult(
             handler=self.name,
             actions=[
-                PlannedAction("SCHEDULE_CALL", {"preferred_time": moment.isoformat()}),
-                PlannedAction("NOTIFY_SALES", {"kind": "callback"}),
+                PlannedAction(ScheduleCall, {"preferred_time": moment.isoformat()}),
+                PlannedAction(NotifySales, {"kind": "callback"}),
             ],
-            reply_text=replies.render(context.language, "call_scheduled", business=context.business.display_name,
+            reply_text=REPLIES.render(context.language, "call_scheduled", business=context.business.display_name,
                                       **replies.when(moment)),
             lead_state=Lead.State.QUALIFIED.value,
             note=f"callback requested for {moment.isoformat()}",
