@@ -85,7 +85,7 @@ def requeue(entry_id: int, *, by: str) -> DeadLetter:
             def send_again(pid: str = message.processing_id, run: int = saga_run,
                            trace_id: str = message.trace_id) -> None:
                 from whatsapp.tasks import reply_signature
-                from whatsapp.tracing import message_trace
+                from core.tracing import message_trace
 
                 with message_trace(trace_id, name="whatsapp.requeue", processing_id=pid):
                     reply_signature(pid, run).apply_async()

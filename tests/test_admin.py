@@ -34,7 +34,7 @@ from leads.models import (
     SupportTicket,
 )
 from tests.support.events import BUSINESS_ID, encode, event
-from whatsapp import breakers
+from core import breakers
 from whatsapp.intake import take_in
 from whatsapp.kafka import Record
 from whatsapp.models import DuplicateDelivery, OutboundMessage, ProcessedMessage, SagaStep

@@ -30,7 +30,8 @@ from dlq.models import DeadLetter
 from leads.models import Business, SalesNotification
 from tests.support.events import event
 from tests.support.processes import wait_until
-from whatsapp import breakers, metrics
+from core import breakers
+from whatsapp import metrics
 from whatsapp.models import OutboundMessage, ProcessedMessage, SagaStep
 
 PASSWORD, PATH_TOKEN, QUERY_TOKEN = "s3cret", "T0KEN", "QSECRET9"

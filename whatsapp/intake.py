@@ -29,14 +29,14 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.metrics import counters
 from dlq.models import DeadLetter
 from leads.models import Business
-from whatsapp import metrics
 from whatsapp.contract import AIResultEvent, ContractError, parse_event, to_payload
 from whatsapp.kafka import Record
 from whatsapp.models import DuplicateDelivery, ProcessedMessage
 from whatsapp.pipeline import hand_off
-from whatsapp.tracing import RecordTrace
+from core.tracing import RecordTrace
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
             if row["status"] == ProcessedMessage.Status.RECEIVED:
                 result.new.append((event.processing_id, row["saga_run"]))
                 result.rows[event.processing_id] = (row["business_id"], row["trace_id"])
-        metrics.received(created_by_business, source=source)
+        counters.received(created_by_business, source=source)
         if conflicts:
             _store_rejections(conflicts, traces, result, logged)
         if duplicates:
@@ -296,7 +296,7 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
             fresh = [d for d in duplicates if (d.kafka_topic, d.kafka_partition, d.kafka_offset) not in seen]
             DuplicateDelivery.objects.bulk_create(fresh, ignore_conflicts=True)
             result.duplicates = len(fresh)
-            metrics.duplicates(len(fresh))
+            counters.duplicates(len(fresh))
             for duplicate in fresh:
                 trace = traces[(duplicate.kafka_topic, duplicate.kafka_partition, duplicate.kafka_offset)]
                 logged.append((trace, logging.INFO, "ingest: duplicate of a message already taken in", ()))
@@ -312,7 +312,7 @@ def _store_rejections(rejected: list[Rejection], traces: dict[tuple[str, int, in
         ignore_conflicts=True)
     result.dead_lettered.update(r.reason for r in rejected)
     fresh = [r for r in rejected if r.record.coordinates not in already]
-    metrics.rejected(Counter(r.reason for r in fresh))
+    counters.rejected(Counter(r.reason for r in fresh))
     for r in fresh:
         level = logging.ERROR if r.reason == UNPROCESSABLE else logging.WARNING
         logged.append((traces[r.record.coordinates], level, "ingest: record %s[%s]@%s dead-lettered: %s (%s)",
@@ -419,7 +419,7 @@ def dead_letter_unprocessable(record: Record, exc: BaseException, *, stage: str)
         fresh = not _dead_lettered_before([record])
         DeadLetter.objects.bulk_create([entry], ignore_conflicts=True)
         if fresh:
-            metrics.rejected({UNPROCESSABLE: 1})
+            counters.rejected({UNPROCESSABLE: 1})
     if fresh:
         trace.log(log, logging.ERROR, "ingest: record %s[%s]@%s could not be %s (%s); dead-lettered as %s, the rest "
                   "of its batch goes on", record.topic, record.partition, record.offset, what, _class_name(exc),

@@ -330,7 +330,7 @@ class OutboundMessage(models.Model):
 
 class CircuitBreaker(models.Model):
     """A circuit breaker as the admin shows it. There is no table: the state lives
-    in Redis (whatsapp.breakers). The model exists so the admin has a page for
+    in Redis (core.breakers). The model exists so the admin has a page for
     breakers, permissions (view, change = force open / close / reset) guard it,
     and each forced change is a LogEntry naming the breaker."""
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from celery.canvas import Signature
     from kombu import Producer, Queue
 
-    from whatsapp.tracing import MessageTrace
+    from core.tracing import MessageTrace
 
 
 def hand_off(runs: Iterable[tuple[str, int]], traces: Mapping[str, MessageTrace] | None = None,
@@ -34,7 +34,7 @@ def hand_off(runs: Iterable[tuple[str, int]], traces: Mapping[str, MessageTrace]
     from whatsapp.fairness import lanes
     from whatsapp.models import ProcessedMessage
     from whatsapp.tasks import pipeline_steps
-    from whatsapp.tracing import MessageTrace
+    from core.tracing import MessageTrace
 
     runs = list(runs)
     if not runs:

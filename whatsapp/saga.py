@@ -21,10 +21,11 @@ from leads import directory, states
 from leads.models import Business, Lead, LeadActivity
 from whatsapp import actions as _actions  # noqa: F401  (registers the executors)
 from whatsapp import handlers as _handlers  # noqa: F401  (registers the handlers)
-from whatsapp import metrics, tracing
+from core import tracing
+from whatsapp import metrics
 from whatsapp.actions.base import ActionContext, RetryableActionError
 from whatsapp.actions.registry import executors
-from whatsapp.breakers import CircuitOpen
+from core.breakers import CircuitOpen
 from whatsapp.contract import AIResultEvent
 from whatsapp.handlers.base import Catalog, MessageContext
 from whatsapp.handlers.registry import plan as plan_for

@@ -36,7 +36,7 @@ def redrive(message: ProcessedMessage) -> str:
     """Start the message again from the point its saga rows show."""
     from whatsapp.pipeline import hand_off
     from whatsapp.tasks import resume_signature, start_compensation
-    from whatsapp.tracing import message_trace
+    from core.tracing import message_trace
 
     if message.status == ProcessedMessage.Status.RECEIVED:
         hand_off([(message.processing_id, message.saga_run)])

@@ -16,7 +16,8 @@ from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 from django.db import InterfaceError, OperationalError
 
 from config import logging as log_context
-from whatsapp import metrics, saga, tracing
+from core import tracing
+from whatsapp import metrics, saga
 from whatsapp.fairness import BULK_LANE, NEW_MESSAGE, NORMAL_LANE
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ executor module, so the registry is complete whichever of the two a caller names
 from __future__ import annotations
 
 from whatsapp.actions.base import ActionExecutor
-from whatsapp.registry import Registry
+from core.registry import Registry
 
 executors: Registry[ActionExecutor] = Registry[ActionExecutor]("action executor")
 

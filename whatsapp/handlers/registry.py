@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from whatsapp.contract import Intent
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext
-from whatsapp.registry import Registry
+from core.registry import Registry
 
 FALLBACK = "fallback"
 

@@ -51,7 +51,7 @@ TAGS = ("processing_id", "intent", "action")
 
 def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str | None,
                 release: str | None, service: str) -> None:
-    """Set up sentry-sdk for this process (called from settings, so web, workers and ingest alike)."""
+    """Set up sentry-sdk for this process (called from whatsapp's AppConfig.ready(), so web, workers and ingest alike)."""
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.django import DjangoIntegration
     from sentry_sdk.integrations.logging import LoggingIntegration
@@ -81,7 +81,7 @@ def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str 
         # 2.75), leaving a stale current span, and its trace id on later log lines, after any
         # Redis outage. Redis calls here are the broker's and the breakers', not worth a span.
         # Its span and breadcrumb for an http.client request carry the request's path and
-        # query, where a sales webhook URL may hold a token: whatsapp/clients/http.py makes
+        # query, where a sales webhook URL may hold a token: core/clients/http.py makes
         # the outbound call's span itself, named by the destination's origin only.
         disabled_integrations=[RedisIntegration(), StdlibIntegration()],
         # No PII by default (user, cookies, SQL parameters); and no local variables,
