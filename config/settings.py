@@ -318,6 +318,8 @@ DLQ_ADMIN_REQUEUE_SECONDS = env.float("DLQ_ADMIN_REQUEUE_SECONDS", 20.0, minimum
 # the locked entry and returning the new saga run): the DLQ app stays reusable, and the
 # app that wrote the entry decides how to run it again (dlq/requeue.py).
 DLQ_REQUEUE_HANDLER = "whatsapp.requeue.requeue_dead_letter"
+# The model of the rows dead letters come from ("app_label.Model"), linked from the DLQ's admin.
+DLQ_SOURCE_MODEL = "whatsapp.ProcessedMessage"
 
 # --- Observability ----------------------------------------------------------
 # Tracing with sentry-sdk (core/tracing.py). Without SENTRY_DSN nothing is

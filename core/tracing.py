@@ -31,14 +31,21 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import sentry_sdk
 
 from config.logging import bound
 
-if TYPE_CHECKING:
-    from whatsapp.kafka import Record
+
+class Record(Protocol):
+    """What tracing reads of a received Kafka record (whatsapp.kafka.Record)."""
+
+    topic: str
+    partition: int
+    offset: int
+    headers: list[tuple[str, bytes | None]]
+
 
 log = logging.getLogger(__name__)
 

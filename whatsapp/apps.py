@@ -5,6 +5,7 @@ from django.conf import settings
 
 from core import breakers, tracing
 from core.metrics import counters
+from whatsapp import signals
 
 
 class WhatsappConfig(AppConfig):
@@ -24,3 +25,7 @@ class WhatsappConfig(AppConfig):
         importlib.import_module("whatsapp.actions")
         for module in settings.WHATSAPP_PLUGINS:
             importlib.import_module(module)
+        # The tasks register by name (whatsapp.chains sends them by name), in every process
+        # that sends them, not only in the workers Celery's autodiscovery imports them in.
+        importlib.import_module("whatsapp.tasks")
+        signals.connect()

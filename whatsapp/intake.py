@@ -30,13 +30,13 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from core.metrics import counters
+from core.tracing import RecordTrace
 from dlq.models import DeadLetter
 from leads.models import Business
 from whatsapp.contract import AIResultEvent, ContractError, parse_event, to_payload
 from whatsapp.kafka import Record
 from whatsapp.models import DuplicateDelivery, ProcessedMessage
 from whatsapp.pipeline import hand_off
-from core.tracing import RecordTrace
 
 log = logging.getLogger(__name__)
 
@@ -131,25 +131,13 @@ def validate(records: list[Record],
 
 def dead_letter_from_rejection(rejection: Rejection, trace_id: str) -> DeadLetter:
     record, event = rejection.record, rejection.event
-    return DeadLetter(
-        raw_value=record.value,
-        payload=to_payload(event) if event is not None else None,
+    return DeadLetter.for_ingest(
+        record, reason=rejection.reason, error_class=storable_text(rejection.error_class),
+        error_message=storable_text(rejection.message), traceback=storable_text(rejection.traceback),
+        trace_id=trace_id, payload=to_payload(event) if event is not None else None,
         processing_id=event.processing_id if event is not None else "",
         business_id=event.business_id if event is not None else "",
         lead_id=event.lead_id if event is not None else "",
-        kafka_topic=record.topic,
-        kafka_partition=record.partition,
-        kafka_offset=record.offset,
-        kafka_timestamp=record.timestamp,
-        kafka_timestamp_ms=record.unconverted_millis,
-        kafka_key=record.key,
-        kafka_headers=record.headers_json(),
-        stage=DeadLetter.Stage.INGEST,
-        reason=rejection.reason,
-        error_class=storable_text(rejection.error_class)[:200],
-        error_message=storable_text(rejection.message),
-        traceback=storable_text(rejection.traceback),
-        trace_id=trace_id,
     )
 
 
@@ -334,8 +322,10 @@ def is_outage(exc: BaseException) -> bool:
     """A dependency is away (the database or the broker unreachable): retry the whole batch
     later. Anything else (an IntegrityError, a DataError, a bug) is the batch's own fault."""
     from django.db import InterfaceError, OperationalError
-    from kombu.exceptions import BatchPublishError, OperationalError as BrokerError
-    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
+    from kombu.exceptions import BatchPublishError
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
 
     if isinstance(exc, BatchPublishError) and exc.__cause__ is not None:
         # The hand-off's one Redis call for the batch failed (some of its messages may have
@@ -402,14 +392,10 @@ def dead_letter_unprocessable(record: Record, exc: BaseException, *, stage: str)
     except Exception:
         pass
     what = "stored" if stage == STORE else "handed to the pipeline"
-    entry = DeadLetter(
-        raw_value=record.value, processing_id=pid, business_id=business_id, lead_id=lead_id,
-        kafka_topic=record.topic, kafka_partition=record.partition, kafka_offset=record.offset,
-        kafka_timestamp=record.timestamp, kafka_timestamp_ms=record.unconverted_millis,
-        kafka_key=record.key, kafka_headers=record.headers_json(),
-        stage=DeadLetter.Stage.INGEST, reason=UNPROCESSABLE, error_class=storable_text(_class_name(exc))[:200],
+    entry = DeadLetter.for_ingest(
+        record, reason=UNPROCESSABLE, error_class=storable_text(_class_name(exc)),
         error_message=f"the record passed the contract but could not be {what}: {_class_name(exc)} {WITHHELD}",
-        traceback=_frames(exc), trace_id=trace.trace_id,
+        traceback=_frames(exc), trace_id=trace.trace_id, processing_id=pid, business_id=business_id, lead_id=lead_id,
     )
     with transaction.atomic():
         if stage == HAND_OFF:
