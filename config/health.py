@@ -17,6 +17,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from config.celery import app
+
 
 @require_GET
 @never_cache
@@ -48,8 +50,6 @@ def check_redis() -> None:
 
 def check_broker() -> None:
     """The Celery broker, through kombu, so any broker URL Celery accepts is checked the same way."""
-    from config.celery import app
-
     timeout = settings.READYZ_TIMEOUT_SECONDS
     with app.connection_for_write(url=settings.CELERY_BROKER_URL, connect_timeout=timeout,
                                   transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout}

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import sentry_sdk
 
-from config.logging import bound
+from config.logging import bind, bound, context
 
 
 class Record(Protocol):
@@ -354,8 +354,6 @@ def tag_task(**tags: str | int | None) -> None:
 def span(op: str, name: str, **tags: str | None) -> Iterator[Any]:
     """A span for one stage of a task, tagged with the message's ids (from the log context)
     and the given tags; outbound HTTP calls inside it become its children."""
-    from config.logging import context
-
     known = {**{k: v for k, v in context().items() if k in TAGS}, **{k: v for k, v in tags.items() if v}}
     with sentry_sdk.start_span(op=op, name=name) as current:
         for key, value in known.items():
@@ -366,8 +364,6 @@ def span(op: str, name: str, **tags: str | None) -> Iterator[Any]:
 def note_message(message: Any) -> None:
     """Inside that message's task, add its lead and intent to the log lines and its intent
     to the Sentry tags. Elsewhere (a test calling the saga directly) it does nothing."""
-    from config.logging import bind, context
-
     if context().get("processing_id") != message.processing_id:
         return
     bind(lead_id=message.lead_id, intent=message.intent)
