@@ -41,18 +41,6 @@ class _ThisProcess:
         return REGISTRY.collect()
 
 
-def exposition() -> tuple[bytes, str]:
-    """The /metrics body: every process's counts (or this one's) and the scrape-time gauges.
-    A registry per scrape, as prometheus_client advises for multiprocess mode."""
-    registry = CollectorRegistry(auto_describe=False)
-    if MULTIPROCESS_DIR:
-        multiprocess.MultiProcessCollector(registry, path=MULTIPROCESS_DIR)
-    else:
-        registry.register(_ThisProcess())
-    registry.register(ScrapeTimeCollector())
-    return generate_latest(registry), CONTENT_TYPE_LATEST
-
-
 @functools.cache
 def scrape_time_collectors() -> tuple[Any, ...]:
     """The collectors settings.METRICS_COLLECTORS names (dotted paths of classes), made once:

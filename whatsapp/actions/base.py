@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 from django.db import IntegrityError, connection, models, transaction
 
-from core.errors import ActionError, PermanentActionError, RetryableActionError, is_retryable
+# The errors live in core (clients and breakers raise and read them); executors import them from here.
+from core.errors import ActionError, PermanentActionError, RetryableActionError, is_retryable  # noqa: F401
 from leads.models import Business, Lead
 from whatsapp.contract import AIResultEvent
 
