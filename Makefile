@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Where `make up` keeps its data between runs.
 STACK_DIR ?= var/stack
 
-.PHONY: install demo up test bench clean
+.PHONY: install demo up lint test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 up: $(STAMP)
 	$(BIN)/python -m devtools.stack --data-dir $(STACK_DIR)
+
+# The import contracts in pyproject.toml ([tool.importlinter]): dependencies flow one way,
+# config <- core <- (leads | dlq) <- whatsapp, and no runtime package imports devtools.
+lint: $(STAMP)
+	$(BIN)/lint-imports
 
 # Most of the suite's time is spent waiting on real processes (retries,
 # redeliveries, breakers opening), so a few pytest workers share the machine well.

@@ -2,9 +2,8 @@
 
 Only what the command line cannot say: a worker that exits must be marked dead
 in Prometheus's multiprocess directory, or its live gauges linger."""
+from core.metrics.serving import mark_process_dead
 
 
 def child_exit(server, worker) -> None:
-    from whatsapp.metrics import mark_process_dead
-
     mark_process_dead(worker.pid)

@@ -1,24 +1,23 @@
-"""Health endpoints for load balancers and orchestrators, and the Prometheus scrape.
+"""Health endpoints for load balancers and orchestrators (the Prometheus scrape, /metrics,
+is core/metrics/views.py).
 
 - `/healthz`: the process is up and serving (liveness); it checks nothing else,
   so a database outage never gets healthy web processes restarted.
 - `/readyz`: the database, Redis and the Celery broker each answer (readiness);
   503 names the ones that failed. Errors are reported by class only, never a
   message that might carry a host's credentials.
-- `/metrics`: Prometheus exposition (whatsapp/metrics.py), for a scraper holding
-  METRICS_TOKEN or a logged-in staff user only: it names businesses, breakers
-  and queues, which are nobody else's business, and every scrape costs reads.
 """
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from config.celery import app
 
 
 @require_GET
@@ -51,8 +50,6 @@ def check_redis() -> None:
 
 def check_broker() -> None:
     """The Celery broker, through kombu, so any broker URL Celery accepts is checked the same way."""
-    from config.celery import app
-
     timeout = settings.READYZ_TIMEOUT_SECONDS
     with app.connection_for_write(url=settings.CELERY_BROKER_URL, connect_timeout=timeout,
                                   transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout}
@@ -79,31 +76,3 @@ def readyz(request: HttpRequest) -> JsonResponse:
     failed = [name for name, result in results.items() if not result["ok"]]
     body = {"status": "unavailable" if failed else "ok", "failed": failed, "checks": results}
     return JsonResponse(body, status=503 if failed else 200)
-
-
-def metrics_allowed(request: HttpRequest) -> bool:
-    """A bearer token equal to METRICS_TOKEN (compared in constant time), or a staff session."""
-    token = settings.METRICS_TOKEN
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if token and scheme.lower() == "bearer" and given.strip():
-        return hmac.compare_digest(given.strip().encode(), token.encode())
-    user = getattr(request, "user", None)
-    return bool(user is not None and user.is_active and user.is_staff)
-
-
-@require_GET
-@never_cache
-def metrics(request: HttpRequest) -> HttpResponse:
-    if not metrics_allowed(request):
-        user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated and "Authorization" not in request.headers:
-            return HttpResponse("metrics are for staff users and the Prometheus scraper\n", status=403,
-                                content_type="text/plain")
-        response = HttpResponse("metrics need Authorization: Bearer <METRICS_TOKEN> or a staff login\n",
-                                status=401, content_type="text/plain")
-        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        return response
-    from whatsapp.metrics import exposition
-
-    body, content_type = exposition()
-    return HttpResponse(body, content_type=content_type)

@@ -28,6 +28,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
+from config.redaction import configured_secrets, redact
+
 # What a message's log lines carry; bound by the pipeline, read by ContextFilter.
 CONTEXT_FIELDS = ("processing_id", "lead_id", "intent", "saga_run")
 FIELDS = ("timestamp", "level", "service", "logger", "message", "trace_id", "span_id",
@@ -120,8 +122,6 @@ class RedactFilter(logging.Filter):
     or a known secret, and a traceback only when there is one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from config.redaction import configured_secrets, redact
-
         secrets = configured_secrets()
         try:
             message = record.getMessage()

@@ -211,7 +211,7 @@ LOGGING = _logging.logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT, servic
 
 # --- Circuit breakers -------------------------------------------------------
 # One breaker per external service, its state shared through REDIS_URL (see
-# whatsapp/breakers). A breaker opens when BREAKER_FAILURE_RATE of at least
+# core/breakers). A breaker opens when BREAKER_FAILURE_RATE of at least
 # BREAKER_MIN_CALLS calls in BREAKER_WINDOW_SECONDS failed, or after
 # BREAKER_CONSECUTIVE_FAILURES failures in a row; stays open
 # BREAKER_OPEN_SECONDS; then lets BREAKER_HALF_OPEN_PROBES calls at a time
@@ -286,7 +286,7 @@ WHATSAPP_READ_TIMEOUT = env.float("WHATSAPP_READ_TIMEOUT", 10.0, minimum=0.1)
 # --- Outbound calls: the Cloud API and the sales webhooks ---------------------
 # Every call has a total deadline (connect, TLS, send, headers and body together, even
 # against a server that drips one byte a second) and reads at most so many bytes of
-# the answer (whatsapp/clients/http.py). A Cloud API send that passes its deadline
+# the answer (core/clients/http.py). A Cloud API send that passes its deadline
 # after the request went out is an unknown outcome, like a read timeout.
 WHATSAPP_DEADLINE_SECONDS = env.float("WHATSAPP_DEADLINE_SECONDS", 15.0, minimum=0.1)
 WHATSAPP_MAX_RESPONSE_BYTES = env.int("WHATSAPP_MAX_RESPONSE_BYTES", 1024 * 1024, minimum=1024)
@@ -294,7 +294,7 @@ SALES_WEBHOOK_CONNECT_TIMEOUT = env.float("SALES_WEBHOOK_CONNECT_TIMEOUT", 3.0, 
 SALES_WEBHOOK_DEADLINE_SECONDS = env.float("SALES_WEBHOOK_DEADLINE_SECONDS", 10.0, minimum=0.1)
 SALES_WEBHOOK_MAX_RESPONSE_BYTES = env.int("SALES_WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024, minimum=1024)
 # Sales webhook URLs must be https and reach public addresses only (no loopback,
-# private, link-local or cloud metadata address): whatsapp/clients/destinations.py.
+# private, link-local or cloud metadata address): core/clients/destinations.py.
 # For development, SALES_WEBHOOK_ALLOW_HTTP allows plain http, and
 # SALES_WEBHOOK_ALLOWED_HOSTS lists host names, addresses or networks allowed anyway
 # (e.g. "127.0.0.1,localhost,::1"; the demo and the tests set both).
@@ -314,9 +314,15 @@ DLQ_REQUEUE_RATE_PER_SECOND = env.float("DLQ_REQUEUE_RATE_PER_SECOND", 10.0, min
 # seconds (below gunicorn's 30 s worker timeout) and says what is left for
 # `manage.py dlq requeue`.
 DLQ_ADMIN_REQUEUE_SECONDS = env.float("DLQ_ADMIN_REQUEUE_SECONDS", 20.0, minimum=1.0)
+# What sends a dead letter's message through again (a dotted path to a callable taking
+# the locked entry and returning the new saga run): the DLQ app stays reusable, and the
+# app that wrote the entry decides how to run it again (dlq/requeue.py).
+DLQ_REQUEUE_HANDLER = "whatsapp.requeue.requeue_dead_letter"
+# The model of the rows dead letters come from ("app_label.Model"), linked from the DLQ's admin.
+DLQ_SOURCE_MODEL = "whatsapp.ProcessedMessage"
 
 # --- Observability ----------------------------------------------------------
-# Tracing with sentry-sdk (whatsapp/tracing.py). Without SENTRY_DSN nothing is
+# Tracing with sentry-sdk (core/tracing.py). Without SENTRY_DSN nothing is
 # sent, but traces still run, so trace and span ids reach every log line and
 # every task of a message.
 SENTRY_DSN = env.optional("SENTRY_DSN")
@@ -325,23 +331,22 @@ if SENTRY_TRACES_SAMPLE_RATE > 1:
     raise SettingError("SENTRY_TRACES_SAMPLE_RATE", f"must be a fraction <= 1, got {SENTRY_TRACES_SAMPLE_RATE}")
 SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", "production")
 SENTRY_RELEASE = env.optional("SENTRY_RELEASE")
-
-
-def _init_sentry() -> None:
-    from sentry_sdk.utils import BadDsn
-
-    from whatsapp.tracing import init_sentry
+if SENTRY_DSN:
+    from sentry_sdk.utils import BadDsn as _BadDsn
+    from sentry_sdk.utils import Dsn as _Dsn
 
     try:
-        init_sentry(dsn=SENTRY_DSN, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE, environment=SENTRY_ENVIRONMENT,
-                    release=SENTRY_RELEASE, service=SERVICE_NAME)
-    except BadDsn as exc:
-        raise SettingError("SENTRY_DSN", f"is not a valid Sentry DSN ({exc})") from None
+        _Dsn(SENTRY_DSN)
+    except _BadDsn as _exc:
+        raise SettingError("SENTRY_DSN", f"is not a valid Sentry DSN ({_exc})") from None
 
 
-_init_sentry()
+# Sentry starts when the apps are ready (whatsapp/apps.py), not while settings load:
+# web, workers and ingest all call django.setup(). The DSN is checked here, so a bad
+# one stops the process with the other settings' errors.
 
-# Prometheus (whatsapp/metrics.py). prometheus_client reads PROMETHEUS_MULTIPROC_DIR
+# Prometheus (core/metrics: counters and serving; whatsapp/collectors.py reads the
+# scrape-time gauges). prometheus_client reads PROMETHEUS_MULTIPROC_DIR
 # from the environment when imported: set it for every process (web, workers,
 # ingest) to add up their counts in the web process's /metrics; unset, each
 # process counts alone. It is created here if missing; empty it when the whole
@@ -376,5 +381,8 @@ if METRICS_TOKEN is not None and (len(METRICS_TOKEN) < 16 or not METRICS_TOKEN.i
 # breakers, consumer lag) is kept this long per process, so frequent or concurrent
 # scrapes cost Postgres, Redis and Kafka one read per window. 0: read every time.
 METRICS_CACHE_SECONDS = env.float("METRICS_CACHE_SECONDS", 5.0, minimum=0.0)
+# The collectors /metrics reads at scrape time (dotted paths of classes), so the
+# serving code (core.metrics.serving) never imports the apps that own the data.
+METRICS_COLLECTORS = ["whatsapp.collectors.ScrapeTimeCollector"]
 # /readyz gives each dependency this long to answer.
 READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", 2.0, minimum=0.1)

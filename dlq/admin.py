@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
+from django.apps import apps
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -262,13 +263,16 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     @admin.display(description="inbox message")
     def inbox_message(self, obj: DeadLetter):
-        from whatsapp.models import ProcessedMessage
-
-        row = ProcessedMessage.objects.filter(processing_id=obj.processing_id).only("pk", "status").first() \
-            if obj.processing_id else None
+        """A link to the message's row in the model settings.DLQ_SOURCE_MODEL names ("app_label.Model",
+        with processing_id and status fields), as AUTH_USER_MODEL names a model: this app imports none."""
+        source = getattr(settings, "DLQ_SOURCE_MODEL", None)
+        if not source or not obj.processing_id:
+            return "-"
+        model = apps.get_model(source)
+        row = model.objects.filter(processing_id=obj.processing_id).only("pk", "status").first()
         if row is None:
             return "-"
-        url = reverse("admin:whatsapp_processedmessage_change", args=[row.pk])
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[row.pk])
         return format_html('<a href="{}">{}</a> ({})', url, obj.processing_id, row.status)
 
     @admin.display(description="steps at failure")

@@ -23,7 +23,7 @@ from typing import Any
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from config.admin_display import PRE_STYLE
+from core.admin_display import PRE_STYLE
 
 # Characters of any one value shown on the page.
 PREVIEW_CHARS = 65_536

@@ -2,10 +2,25 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
+
+
+class KafkaRecord(Protocol):
+    """What an ingest dead letter keeps of the record it could not take in."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None
+    timestamp: datetime | None
+    unconverted_millis: int | None
+
+    def headers_json(self) -> list: ...
 
 
 class EntryNotOpen(Exception):
@@ -40,6 +55,11 @@ class DeadLetterQuerySet(models.QuerySet):
                            | Q(error_message__icontains=search) | Q(error_class__icontains=search))
         return qs
 
+    def open_for_run(self, processing_id: str, saga_run: int) -> DeadLetter | None:
+        """The run's open pipeline entry, if it has one (at most one: dlq_pipeline_unique_open_run)."""
+        return (self.filter(processing_id=processing_id, saga_run=saga_run, status=DeadLetter.Status.OPEN)
+                .exclude(stage=DeadLetter.Stage.INGEST).first())
+
     def purgeable(self, older_than_days: float, *, include_open: bool = False) -> DeadLetterQuerySet:
         """Entries created more than `older_than_days` ago; OPEN ones only with include_open,
         since an open entry is a message nobody has dealt with yet."""
@@ -55,7 +75,19 @@ class DeadLetter(models.Model):
         DISCARDED = "DISCARDED"
 
     class Stage(models.TextChoices):
+        """Where the message failed. An action that failed for good is its own stage,
+        named by the action (CREATE_ORDER, ...); the others are these."""
+
         INGEST = "ingest"
+        INTENT = "intent"
+        REPLY = "reply"
+        PIPELINE = "pipeline"
+
+    class Reason(models.TextChoices):
+        """Why a pipeline stage failed for good (ingest's reasons are the intake's own)."""
+
+        RETRIES_EXHAUSTED = "retries_exhausted"
+        NON_RETRYABLE = "non_retryable"
 
     # The raw record, byte for byte, even when it is not UTF-8.
     raw_value = models.BinaryField(null=True, blank=True)
@@ -124,6 +156,43 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.stage}/{self.reason} {self.processing_id or ''}".strip()
+
+    @classmethod
+    def for_ingest(cls, record: KafkaRecord, *, reason: str, error_class: str, error_message: str, traceback: str,
+                   trace_id: str, payload: dict | None = None, processing_id: str = "", business_id: str = "",
+                   lead_id: str = "") -> DeadLetter:
+        """The (unsaved) entry for a record ingest could not take in: the record whole, byte for
+        byte, so a requeue can take it in again. Unsaved, as ingest stores a batch's in one insert."""
+        return cls(
+            raw_value=record.value, payload=payload, processing_id=processing_id, business_id=business_id,
+            lead_id=lead_id, kafka_topic=record.topic, kafka_partition=record.partition, kafka_offset=record.offset,
+            kafka_timestamp=record.timestamp, kafka_timestamp_ms=record.unconverted_millis, kafka_key=record.key,
+            kafka_headers=record.headers_json(), stage=cls.Stage.INGEST, reason=reason,
+            error_class=error_class[:200], error_message=error_message, traceback=traceback, trace_id=trace_id,
+        )
+
+    @classmethod
+    def for_run(cls, *, processing_id: str, saga_run: int, stage: str, reason: str, error: str, traceback: str,
+                **fields: Any) -> DeadLetter:
+        """Write a failed pipeline run's entry, linked to the entry an earlier requeue of the
+        message closed (`previous`). The caller holds the message locked and has checked the
+        run has no open entry yet (DeadLetterQuerySet.open_for_run). `fields` are the
+        message's other columns."""
+        previous = (cls.objects.filter(processing_id=processing_id, status=cls.Status.REQUEUED)
+                    .order_by("-created_at").first())
+        return cls.objects.create(
+            processing_id=processing_id, saga_run=saga_run, stage=stage or cls.Stage.PIPELINE,
+            reason=reason or cls.Reason.NON_RETRYABLE, error_class=(error.split(":", 1)[0] if error else ""),
+            error_message=error, traceback=traceback, previous=previous, **fields,
+        )
+
+    def mark_requeued(self, *, by: str, saga_run: int | None, at: datetime | None = None) -> None:
+        """The entry's message was sent through again (a requeue, a forced replay), as run `saga_run`."""
+        at = at or timezone.now()
+        self.status = self.Status.REQUEUED
+        self.requeue_count += 1
+        self.requeue_history = [*self.requeue_history, {"by": by, "at": at.isoformat(), "saga_run": saga_run}]
+        self.save(update_fields=["status", "requeue_count", "requeue_history", "updated_at"])
 
     def resolve(self, note: str, *, by: str) -> None:
         """Close the entry as dealt with by hand (say, the order was entered in the CRM)."""

@@ -12,7 +12,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from config.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre_json
+from core.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre_json
 from config.redaction import origin
 from leads.models import (
     Business,

@@ -9,6 +9,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from core.clients.destinations import url_problem
+
 # Confidence below which an intent goes to human review instead of acting.
 DEFAULT_CONFIDENCE_THRESHOLDS: dict[str, float] = {
     "ORDER_REQUEST": 0.85,
@@ -29,9 +31,7 @@ validate_phone_number_id = RegexValidator(r"^[0-9]+\Z", "A WhatsApp phone-number
 def validate_sales_webhook_url(value: str) -> None:
     """https only (unless SALES_WEBHOOK_ALLOW_HTTP), no user:password@, and no loopback,
     private or metadata address (unless SALES_WEBHOOK_ALLOWED_HOSTS lists it). A host
-    name is resolved and checked again on every call (whatsapp.clients.destinations)."""
-    from whatsapp.clients.destinations import url_problem
-
+    name is resolved and checked again on every call (core.clients.destinations)."""
     problem = url_problem(value) if value else None
     if problem:
         raise ValidationError(f"The sales webhook URL {problem}.", code="invalid_sales_webhook_url")

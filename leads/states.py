@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from core.metrics import counters
 from leads.models import Lead, LeadActivity
 
 # Plain strings, not the enum members: lead.state comes back from the database as str.
@@ -54,9 +55,7 @@ def move(lead: Lead, to_state: str, *, processing_id: str, reason: str) -> LeadA
         return None
     lead.state = to_state
     lead.save(update_fields=["state", "updated_at"])
-    from whatsapp import metrics
-
-    metrics.lead_state_changed(from_state, to_state)
+    counters.lead_state_changed(from_state, to_state)
     return LeadActivity(lead=lead, kind="state_changed", from_state=from_state, to_state=to_state,
                         processing_id=processing_id, detail={"reason": reason})
 

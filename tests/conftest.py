@@ -51,7 +51,7 @@ def fresh_breakers():
     """Every test starts with every circuit breaker closed: the local HTTP
     server keeps its port for the whole run, so one test's failures would
     otherwise open the breaker for the next."""
-    from whatsapp.breakers import all_breakers, reset
+    from core.breakers import all_breakers, reset
 
     for snapshot in all_breakers():
         reset(snapshot["name"])
@@ -69,7 +69,7 @@ def child_env(transactional_db) -> dict[str, str]:
         LOG_LEVEL="INFO",
         # Tests run in parallel: no ingest may take the fixed metrics port (a test that reads it sets its own).
         INGEST_METRICS_PORT="0",
-        # The tests' sales webhooks are local servers (whatsapp/clients/destinations.py refuses them otherwise).
+        # The tests' sales webhooks are local servers (core/clients/destinations.py refuses them otherwise).
         SALES_WEBHOOK_ALLOW_HTTP="1",
         SALES_WEBHOOK_ALLOWED_HOSTS="127.0.0.1,localhost,::1",
     )

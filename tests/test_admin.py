@@ -9,9 +9,9 @@ import html
 import io
 import shlex
 import uuid
-from urllib.parse import urlencode
 from datetime import timedelta
 from decimal import Decimal
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib import admin
@@ -20,6 +20,7 @@ from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.utils import timezone
 
+from core import breakers
 from dlq.models import DeadLetter
 from leads.models import (
     Business,
@@ -34,7 +35,6 @@ from leads.models import (
     SupportTicket,
 )
 from tests.support.events import BUSINESS_ID, encode, event
-from whatsapp import breakers
 from whatsapp.intake import take_in
 from whatsapp.kafka import Record
 from whatsapp.models import DuplicateDelivery, OutboundMessage, ProcessedMessage, SagaStep
@@ -76,7 +76,7 @@ def ingest_dead_letter(value: bytes, offset: int) -> DeadLetter:
 
 @pytest.fixture
 def saga_entry(business) -> DeadLetter:
-    """A pipeline dead letter as saga.dead_letter writes it, with a hostile error text."""
+    """A pipeline dead letter as saga.write_dead_letter writes it, with a hostile error text."""
     payload = event("complaint-9", intent="COMPLAINT", entities={"severity": "high"})
     return DeadLetter.objects.create(
         payload=payload, processing_id="complaint-9", business_id=BUSINESS_ID, lead_id="lead-777",

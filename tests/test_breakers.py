@@ -25,8 +25,8 @@ import requests
 from django.conf import settings
 from werkzeug import Request, Response
 
-import whatsapp.breakers as breakers
-from whatsapp.breakers import (
+import core.breakers as breakers
+from core.breakers import (
     EVENTS_KEY,
     REGISTRY_KEY,
     BreakerConfig,
@@ -322,7 +322,7 @@ def test_consecutive_failures_trip_before_min_calls(new_name, backend):
 # --- 4. Redis outage --------------------------------------------------------
 
 def test_redis_outage_falls_back_locally_and_recovers(new_name, rdb, caplog):
-    caplog.set_level(logging.INFO, logger="whatsapp.breakers")
+    caplog.set_level(logging.INFO, logger="core.breakers")
     target = urlsplit(settings.REDIS_URL)
     proxy = FaultProxy(target.hostname, target.port or 6379)
     try:

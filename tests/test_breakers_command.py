@@ -8,7 +8,7 @@ import uuid
 import pytest
 from django.core.management import CommandError, call_command
 
-from whatsapp import breakers
+from core import breakers
 
 
 def run(*args: str) -> str:

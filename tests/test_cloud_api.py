@@ -20,8 +20,8 @@ from werkzeug import Response
 
 from leads.models import Lead, ReviewFlag
 from whatsapp.actions.base import PermanentActionError, RetryableActionError
-from whatsapp.clients import cloud_api
-from whatsapp.clients.cloud_api import CloudApiAuthError, CloudApiOutcomeUnknown, CloudApiPermanent, CloudApiRetryable
+from core.clients import cloud_api
+from core.clients.cloud_api import CloudApiAuthError, CloudApiOutcomeUnknown, CloudApiPermanent, CloudApiRetryable
 from whatsapp.models import OutboundMessage
 from whatsapp.outbound import ReplyInFlight, ReplyOutcomeUnknown, send_reply
 
@@ -39,7 +39,7 @@ Status = OutboundMessage.Status
 def closed_breaker():
     """Each test starts with the phone number's breaker closed: these tests send
     many failures in a row on purpose, which would (rightly) trip it."""
-    from whatsapp.breakers import reset
+    from core.breakers import reset
 
     reset(f"whatsapp:{PHONE_NUMBER_ID}")
     yield

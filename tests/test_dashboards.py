@@ -1,5 +1,5 @@
 """The Grafana dashboard and the Prometheus alert rules parse, have what Grafana and
-Prometheus require, and query only metrics whatsapp/metrics.py defines."""
+Prometheus require, and query only metrics core/metrics/counters.py defines."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from whatsapp import metrics
+from core.metrics import counters as metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "whatsapp.json"

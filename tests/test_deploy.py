@@ -85,7 +85,7 @@ def test_behind_the_proxy_cookies_are_secure_hsts_is_sent_and_trusted_origins_ma
 def test_ingest_metrics_listen_on_the_address_set(addr):
     """ingest_kafka serves its counters on INGEST_METRICS_ADDR:INGEST_METRICS_PORT (the default,
     127.0.0.1, is checked in test_settings.py)."""
-    from whatsapp.metrics import serve_ingest
+    from core.metrics.serving import serve_ingest
 
     port = free_port()
     server = serve_ingest(port, addr)

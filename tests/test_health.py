@@ -9,14 +9,14 @@ import threading
 import pytest
 import redis
 import sentry_sdk
-from django.conf import settings
 from django.db import connection, connections
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 
 from devtools.services import start_redis
+from core.metrics.serving import exposition
 from tests.support.observability import Scrape
-from whatsapp.metrics import ScrapeTimeCollector, exposition
+from whatsapp.collectors import ScrapeTimeCollector
 
 TOKEN = "metrics-scrape-token-0123456789"
 

@@ -9,8 +9,8 @@ from werkzeug import Response
 
 from leads.models import Order
 from tests.support.events import event
-from whatsapp.breakers import force_open
-from whatsapp.clients.webhook import breaker_name
+from core.breakers import force_open
+from core.clients.webhook import breaker_name
 from whatsapp.models import SagaStep
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,7 +54,7 @@ def test_four_worker_processes_share_one_breaker_through_a_redis_outage(
     from tests.support import kafka
     from tests.support.events import encode
     from tests.support.processes import wait_until
-    from whatsapp.breakers import EVENTS_KEY
+    from core.breakers import EVENTS_KEY
     from whatsapp.models import ProcessedMessage
 
     probes, open_seconds = 2, 4.0

@@ -24,7 +24,7 @@ STEPS = ("dedupe", "intent", "execute_action", "send_reply", "finish", "compensa
 @pytest.mark.django_db(transaction=True)
 def test_every_pipeline_task_for_a_purged_message_ends_quietly(start_worker, business):
     from dlq.models import DeadLetter
-    from whatsapp import tasks
+    from whatsapp import chains, tasks
     from whatsapp.models import ProcessedMessage, SagaStep
     from whatsapp.sweeper import sweep
 
@@ -49,7 +49,7 @@ def test_every_pipeline_task_for_a_purged_message_ends_quietly(start_worker, bus
         "finish": tasks.finish.si(ids["finish"], 1),
         "compensate": tasks.compensate.si(ids["compensate"], 1),
     }
-    task_ids = {step: tasks.task_id(ids[step], 1, step) for step in STEPS}
+    task_ids = {step: chains.task_id(ids[step], 1, step) for step in STEPS}
     for step, signature in signatures.items():
         signature.set(task_id=task_ids[step]).apply_async()
 

@@ -26,11 +26,12 @@ from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from core import breakers
+from core.metrics import serving as metrics
 from dlq.models import DeadLetter
 from leads.models import Business, SalesNotification
 from tests.support.events import event
 from tests.support.processes import wait_until
-from whatsapp import breakers, metrics
 from whatsapp.models import OutboundMessage, ProcessedMessage, SagaStep
 
 PASSWORD, PATH_TOKEN, QUERY_TOKEN = "s3cret", "T0KEN", "QSECRET9"
@@ -222,7 +223,12 @@ def test_redaction_keeps_only_each_urls_origin_and_replaces_known_secrets():
 def test_log_lines_lose_urls_secrets_at_every_level(settings):
     import io
 
-    from config.logging import ContextFilter, JsonFormatter, RedactFilter, logging_config
+    from config.logging import (
+        ContextFilter,
+        JsonFormatter,
+        RedactFilter,
+        logging_config,
+    )
 
     settings.WHATSAPP_ACCESS_TOKEN = ACCESS_TOKEN
     stream = io.StringIO()

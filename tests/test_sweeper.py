@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from leads.models import Order, Product
+from leads.models import Order
 from tests.support.events import encode, event
 from tests.support.processes import wait_until
 from whatsapp import saga
@@ -46,7 +46,7 @@ def test_lost_tasks_are_redriven_from_the_inbox(business, start_worker, child_en
     # One message got as far as its first action before its tasks vanished.
     take_in_directly(["half-done"])
     assert saga.claim("half-done", 1)
-    saga.plan("half-done", 1)
+    saga.plan_run("half-done", 1)
     assert saga.run_step("half-done", 1, 1).done  # CREATE_ORDER ran; NOTIFY_SALES never did
     assert Order.objects.count() == 1
     age(received + ["half-done"])
@@ -67,7 +67,7 @@ def test_recent_and_busy_rows_are_left_alone(business, child_env):
     take_in_directly(["fresh"])
     take_in_directly(["slow"])
     assert saga.claim("slow", 1)
-    saga.plan("slow", 1)
+    saga.plan_run("slow", 1)
     age(["slow"])
     SagaStep.objects.filter(message__processing_id="slow").update(updated_at=timezone.now())
     assert run_sweep(child_env)["stuck"] == 0

@@ -141,7 +141,7 @@ def dsn(request):
 
 def test_record_trace_continues_the_upstream_trace(dsn):
     from whatsapp.kafka import Record
-    from whatsapp.tracing import RecordTrace
+    from core.tracing import RecordTrace
 
     def trace(*headers: tuple[str, bytes]) -> RecordTrace:
         return RecordTrace(Record(topic="t", partition=0, offset=1, value=b"{}", headers=list(headers)))

@@ -26,9 +26,9 @@ from leads.models import SalesNotification, validate_sales_webhook_url
 from tests.support import kafka
 from tests.support.events import encode, event
 from tests.support.processes import wait_until
-from whatsapp import breakers
+from core import breakers
 from whatsapp.actions.base import PermanentActionError, RetryableActionError
-from whatsapp.clients import destinations, webhook
+from core.clients import destinations, webhook
 from whatsapp.models import ProcessedMessage, SagaStep
 
 SECRET = "whsec-receiver-check-5e4d3c"

@@ -2,7 +2,7 @@
 
 The inbox and replies are the pipeline's own records and are read-only. The
 breakers have no table (their state lives in Redis): their page lists
-whatsapp.breakers.all_breakers() and, for users with the change permission,
+core.breakers.all_breakers() and, for users with the change permission,
 forces one open, closed or back to a clean state, each a LogEntry.
 """
 from __future__ import annotations
@@ -17,9 +17,16 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from config.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre, pre_json
-from whatsapp import breakers
-from whatsapp.models import CircuitBreaker, DuplicateDelivery, OutboundMessage, ProcessedMessage, SagaStep
+from core import breakers
+from core.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre, pre_json
+from dlq.models import DeadLetter
+from whatsapp.models import (
+    CircuitBreaker,
+    DuplicateDelivery,
+    OutboundMessage,
+    ProcessedMessage,
+    SagaStep,
+)
 
 
 class SagaStepInline(ReadOnlyTabularInline):
@@ -69,8 +76,6 @@ class ProcessedMessageAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="dead letters")
     def dead_letters(self, obj: ProcessedMessage):
-        from dlq.models import DeadLetter
-
         count = DeadLetter.objects.filter(processing_id=obj.processing_id).count()
         if not count:
             return "none"

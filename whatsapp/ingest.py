@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from whatsapp import metrics
+from core.metrics import counters
 from whatsapp.intake import IntakeResult, is_outage, take_in_and_hand_off
 from whatsapp.kafka import Record, consumer_config
 
@@ -134,7 +134,7 @@ class Ingestor:
                     return
                 delay = min(delay * 2, settings.INGEST_MAX_BACKOFF_SECONDS) * random.uniform(0.8, 1.2)
                 continue
-            metrics.ingest_batch(time.perf_counter() - started)
+            counters.ingest_batch(time.perf_counter() - started)
             self.stats.result.merge(result)
             self.stats.result.new.clear()
             if settings.INGEST_DEBUG_COMMIT_DELAY_SECONDS:

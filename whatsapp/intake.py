@@ -29,14 +29,14 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.metrics import counters
+from core.tracing import RecordTrace
 from dlq.models import DeadLetter
 from leads.models import Business
-from whatsapp import metrics
 from whatsapp.contract import AIResultEvent, ContractError, parse_event, to_payload
 from whatsapp.kafka import Record
 from whatsapp.models import DuplicateDelivery, ProcessedMessage
 from whatsapp.pipeline import hand_off
-from whatsapp.tracing import RecordTrace
 
 log = logging.getLogger(__name__)
 
@@ -131,25 +131,13 @@ def validate(records: list[Record],
 
 def dead_letter_from_rejection(rejection: Rejection, trace_id: str) -> DeadLetter:
     record, event = rejection.record, rejection.event
-    return DeadLetter(
-        raw_value=record.value,
-        payload=to_payload(event) if event is not None else None,
+    return DeadLetter.for_ingest(
+        record, reason=rejection.reason, error_class=storable_text(rejection.error_class),
+        error_message=storable_text(rejection.message), traceback=storable_text(rejection.traceback),
+        trace_id=trace_id, payload=to_payload(event) if event is not None else None,
         processing_id=event.processing_id if event is not None else "",
         business_id=event.business_id if event is not None else "",
         lead_id=event.lead_id if event is not None else "",
-        kafka_topic=record.topic,
-        kafka_partition=record.partition,
-        kafka_offset=record.offset,
-        kafka_timestamp=record.timestamp,
-        kafka_timestamp_ms=record.unconverted_millis,
-        kafka_key=record.key,
-        kafka_headers=record.headers_json(),
-        stage=DeadLetter.Stage.INGEST,
-        reason=rejection.reason,
-        error_class=storable_text(rejection.error_class)[:200],
-        error_message=storable_text(rejection.message),
-        traceback=storable_text(rejection.traceback),
-        trace_id=trace_id,
     )
 
 
@@ -283,7 +271,7 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
             if row["status"] == ProcessedMessage.Status.RECEIVED:
                 result.new.append((event.processing_id, row["saga_run"]))
                 result.rows[event.processing_id] = (row["business_id"], row["trace_id"])
-        metrics.received(created_by_business, source=source)
+        counters.received(created_by_business, source=source)
         if conflicts:
             _store_rejections(conflicts, traces, result, logged)
         if duplicates:
@@ -296,7 +284,7 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
             fresh = [d for d in duplicates if (d.kafka_topic, d.kafka_partition, d.kafka_offset) not in seen]
             DuplicateDelivery.objects.bulk_create(fresh, ignore_conflicts=True)
             result.duplicates = len(fresh)
-            metrics.duplicates(len(fresh))
+            counters.duplicates(len(fresh))
             for duplicate in fresh:
                 trace = traces[(duplicate.kafka_topic, duplicate.kafka_partition, duplicate.kafka_offset)]
                 logged.append((trace, logging.INFO, "ingest: duplicate of a message already taken in", ()))
@@ -312,7 +300,7 @@ def _store_rejections(rejected: list[Rejection], traces: dict[tuple[str, int, in
         ignore_conflicts=True)
     result.dead_lettered.update(r.reason for r in rejected)
     fresh = [r for r in rejected if r.record.coordinates not in already]
-    metrics.rejected(Counter(r.reason for r in fresh))
+    counters.rejected(Counter(r.reason for r in fresh))
     for r in fresh:
         level = logging.ERROR if r.reason == UNPROCESSABLE else logging.WARNING
         logged.append((traces[r.record.coordinates], level, "ingest: record %s[%s]@%s dead-lettered: %s (%s)",
@@ -334,8 +322,10 @@ def is_outage(exc: BaseException) -> bool:
     """A dependency is away (the database or the broker unreachable): retry the whole batch
     later. Anything else (an IntegrityError, a DataError, a bug) is the batch's own fault."""
     from django.db import InterfaceError, OperationalError
-    from kombu.exceptions import BatchPublishError, OperationalError as BrokerError
-    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
+    from kombu.exceptions import BatchPublishError
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
 
     if isinstance(exc, BatchPublishError) and exc.__cause__ is not None:
         # The hand-off's one Redis call for the batch failed (some of its messages may have
@@ -402,14 +392,10 @@ def dead_letter_unprocessable(record: Record, exc: BaseException, *, stage: str)
     except Exception:
         pass
     what = "stored" if stage == STORE else "handed to the pipeline"
-    entry = DeadLetter(
-        raw_value=record.value, processing_id=pid, business_id=business_id, lead_id=lead_id,
-        kafka_topic=record.topic, kafka_partition=record.partition, kafka_offset=record.offset,
-        kafka_timestamp=record.timestamp, kafka_timestamp_ms=record.unconverted_millis,
-        kafka_key=record.key, kafka_headers=record.headers_json(),
-        stage=DeadLetter.Stage.INGEST, reason=UNPROCESSABLE, error_class=storable_text(_class_name(exc))[:200],
+    entry = DeadLetter.for_ingest(
+        record, reason=UNPROCESSABLE, error_class=storable_text(_class_name(exc)),
         error_message=f"the record passed the contract but could not be {what}: {_class_name(exc)} {WITHHELD}",
-        traceback=_frames(exc), trace_id=trace.trace_id,
+        traceback=_frames(exc), trace_id=trace.trace_id, processing_id=pid, business_id=business_id, lead_id=lead_id,
     )
     with transaction.atomic():
         if stage == HAND_OFF:
@@ -419,7 +405,7 @@ def dead_letter_unprocessable(record: Record, exc: BaseException, *, stage: str)
         fresh = not _dead_lettered_before([record])
         DeadLetter.objects.bulk_create([entry], ignore_conflicts=True)
         if fresh:
-            metrics.rejected({UNPROCESSABLE: 1})
+            counters.rejected({UNPROCESSABLE: 1})
     if fresh:
         trace.log(log, logging.ERROR, "ingest: record %s[%s]@%s could not be %s (%s); dead-lettered as %s, the rest "
                   "of its batch goes on", record.topic, record.partition, record.offset, what, _class_name(exc),

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import functools
+import json
 from datetime import datetime
 from typing import Any
 
 from django.db import connection, models
+from django.utils import timezone
+
+from config.redaction import configured_secrets, redact
+from leads.models import Lead
 
 
 class InboxQuerySet(models.QuerySet):
@@ -17,8 +22,6 @@ class InboxQuerySet(models.QuerySet):
 
         Written as SQL because every task reads its row: the ORM built this query (a join,
         a subquery, fifty columns) afresh each time, at more CPU than the query itself."""
-        from leads.models import Lead
-
         by, value = ("processing_id", processing_id) if processing_id is not None else ("id", pk)
         rows = list(self.raw(_row_sql(by, lock), [value]))
         if not rows:
@@ -91,8 +94,6 @@ class InboxQuerySet(models.QuerySet):
 
 @functools.cache
 def _lead_fields() -> list[models.Field]:
-    from leads.models import Lead
-
     return list(Lead._meta.concrete_fields)
 
 
@@ -163,6 +164,43 @@ class ProcessedMessage(models.Model):
     def __str__(self) -> str:
         return self.processing_id
 
+    @classmethod
+    def claim(cls, processing_id: str, saga_run: int) -> ProcessedMessage | None:
+        """RECEIVED -> PROCESSING, in one statement (InboxQuerySet.claim); the claimed row,
+        or None when the run is not there to claim."""
+        return cls.objects.claim(processing_id, saga_run, timezone.now())
+
+    @classmethod
+    def finish(cls, processing_id: str, saga_run: int) -> dict[str, Any] | None:
+        """PROCESSING -> PROCESSED with the lead's activity, in one statement
+        (InboxQuerySet.finish_run); None when the run is not finishable as it stands."""
+        return cls.objects.finish_run(processing_id, saga_run, timezone.now())
+
+    def fail(self, *, stage: str, reason: str, error: str, tb: str) -> None:
+        """Record why the run failed (the caller holds the row locked and has checked it is
+        the active run with no failure yet). Whoever passed them, error and traceback are
+        stored only without URLs' secrets and known secret values."""
+        secrets = configured_secrets()
+        self.failed_stage = stage
+        self.failure_reason = reason
+        self.last_error = redact(error, secrets)[:4000]
+        self.last_traceback = redact(tb, secrets)
+        self.save(update_fields=["failed_stage", "failure_reason", "last_error", "last_traceback", "updated_at"])
+
+    def mark_dead_lettered(self) -> None:
+        """The failed run's dead letter is written: the message is FAILED, and done."""
+        self.status = self.Status.FAILED
+        self.finished_at = timezone.now()
+        self.save(update_fields=["status", "finished_at", "updated_at"])
+
+    def reopen_for_reply(self) -> None:
+        """A dead-lettered reply is sent again in the same run (the actions stand):
+        FAILED -> PROCESSING, the failure forgotten."""
+        self.status = self.Status.PROCESSING
+        self.failed_stage = self.failure_reason = self.last_error = self.last_traceback = ""
+        self.finished_at = None
+        self.save()
+
     def start_new_run(self) -> None:
         """Make the message ready for its next saga run (the caller hands it to
         the pipeline once this is committed). Executors key their effects by
@@ -206,8 +244,6 @@ class SagaStepQuerySet(models.QuerySet):
         One UPDATE ... FROM ... RETURNING, because every action runs it: it checks the run,
         counts the attempt, logs when it started and reads the step, where four statements
         and a transaction did before."""
-        import json
-
         with connection.cursor() as cursor:
             cursor.execute(
                 """
@@ -330,7 +366,7 @@ class OutboundMessage(models.Model):
 
 class CircuitBreaker(models.Model):
     """A circuit breaker as the admin shows it. There is no table: the state lives
-    in Redis (whatsapp.breakers). The model exists so the admin has a page for
+    in Redis (core.breakers). The model exists so the admin has a page for
     breakers, permissions (view, change = force open / close / reset) guard it,
     and each forced change is a LogEntry naming the breaker."""
 

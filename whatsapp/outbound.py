@@ -27,11 +27,11 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from config.redaction import configured_secrets, redact
+from core.metrics import counters
 from leads.models import Business, Lead, ReviewFlag
-from whatsapp import metrics
 from whatsapp.actions.base import PermanentActionError, RetryableActionError, atomic_if_nested
-from whatsapp.breakers import breaker_for
-from whatsapp.clients import cloud_api
+from core.breakers import breaker_for
+from core.clients import cloud_api
 from whatsapp.models import OutboundMessage
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def _send(row: OutboundMessage, business: Business, processing_id: str) -> Outbo
     sent = dict(status=Status.SENT, wamid=result.wamid, http_status=result.http_status, sent_at=sent_at,
                 error_code=None, error_title="", fbtrace_id="", updated_at=sent_at)
     if OutboundMessage.objects.filter(pk=row.pk).update(**sent):
-        metrics.action(metrics.REPLY, "succeeded")
+        counters.action(counters.REPLY, "succeeded")
     for name, value in sent.items():
         setattr(row, name, value)
     log.info("reply for %s sent as %s (attempt %d)", processing_id, result.wamid, row.attempts)
@@ -234,7 +234,7 @@ def _record_failure(row: OutboundMessage, status: str, exc: cloud_api.CloudApiEr
 
 def _finish(row: OutboundMessage, status: str) -> OutboundMessage:
     if OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(status=status, updated_at=timezone.now()):
-        metrics.action(metrics.REPLY, "skipped")
+        counters.action(counters.REPLY, "skipped")
     row.refresh_from_db()
     return row
 
@@ -263,7 +263,7 @@ def _skip_window_closed(row: OutboundMessage, business: Business, lead: Lead, no
         Lead.objects.filter(pk=lead.pk).update(needs_review=True, updated_at=timezone.now())
         if OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(
                 status=Status.SKIPPED_WINDOW_CLOSED, updated_at=timezone.now()):
-            metrics.action(metrics.REPLY, "skipped")
+            counters.action(counters.REPLY, "skipped")
     lead.needs_review = True
     log.info("reply for %s skipped: the 24-hour window is closed; lead flagged for review", row.processing_id)
     row.refresh_from_db()

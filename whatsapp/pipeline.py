@@ -11,12 +11,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from config.celery import app
+from core.tracing import MessageTrace
+from whatsapp.chains import pipeline_steps
+from whatsapp.fairness import lanes
+from whatsapp.models import ProcessedMessage
 
 if TYPE_CHECKING:
     from celery.canvas import Signature
     from kombu import Producer, Queue
-
-    from whatsapp.tracing import MessageTrace
 
 
 def hand_off(runs: Iterable[tuple[str, int]], traces: Mapping[str, MessageTrace] | None = None,
@@ -31,11 +33,6 @@ def hand_off(runs: Iterable[tuple[str, int]], traces: Mapping[str, MessageTrace]
     stored on the inbox row (requeue, the sweeper, a record read again). `known` gives
     (business_id, stored trace id) of rows the caller has just read or written, which are
     then not looked up again."""
-    from whatsapp.fairness import lanes
-    from whatsapp.models import ProcessedMessage
-    from whatsapp.tasks import pipeline_steps
-    from whatsapp.tracing import MessageTrace
-
     runs = list(runs)
     if not runs:
         return 0

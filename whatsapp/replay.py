@@ -23,13 +23,24 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone as dj_timezone
 
 from dlq.models import DeadLetter
-from whatsapp.intake import PROCESSING_ID_CONFLICT, UNPROCESSABLE, take_in_and_hand_off, validate
+from whatsapp.intake import (
+    PROCESSING_ID_CONFLICT,
+    UNPROCESSABLE,
+    take_in_and_hand_off,
+    validate,
+)
 from whatsapp.kafka import Record, consumer_config
 from whatsapp.models import ProcessedMessage
 from whatsapp.pipeline import hand_off
@@ -288,11 +299,7 @@ def start_new_runs(processing_ids: set[str], *, by: str) -> list[tuple[str, int]
         for entry in DeadLetter.objects.select_for_update().filter(
             processing_id__in=new_run, status=DeadLetter.Status.OPEN
         ).exclude(stage=DeadLetter.Stage.INGEST):
-            entry.status = DeadLetter.Status.REQUEUED
-            entry.requeue_count += 1
-            entry.requeue_history = [*entry.requeue_history,
-                                     {"by": by, "at": now.isoformat(), "saga_run": new_run[entry.processing_id]}]
-            entry.save(update_fields=["status", "requeue_count", "requeue_history", "updated_at"])
+            entry.mark_requeued(by=by, saga_run=new_run[entry.processing_id], at=now)
         transaction.on_commit(lambda: hand_off(runs))
     if runs:
         log.info("replay: new saga run for %d messages (%s), by %s", len(runs),

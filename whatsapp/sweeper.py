@@ -17,7 +17,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.tracing import message_trace
+from whatsapp.chains import resume_signature, start_compensation
 from whatsapp.models import ProcessedMessage, SagaStep
+from whatsapp.pipeline import hand_off
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,6 @@ class SweepResult:
 
 def redrive(message: ProcessedMessage) -> str:
     """Start the message again from the point its saga rows show."""
-    from whatsapp.pipeline import hand_off
-    from whatsapp.tasks import resume_signature, start_compensation
-    from whatsapp.tracing import message_trace
-
     if message.status == ProcessedMessage.Status.RECEIVED:
         hand_off([(message.processing_id, message.saga_run)])
         return "restarted"

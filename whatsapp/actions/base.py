@@ -14,24 +14,10 @@ from typing import Any, ClassVar
 
 from django.db import IntegrityError, connection, models, transaction
 
+# The errors live in core (clients and breakers raise and read them); executors import them from here.
+from core.errors import ActionError, PermanentActionError, RetryableActionError, is_retryable  # noqa: F401
 from leads.models import Business, Lead
 from whatsapp.contract import AIResultEvent
-
-
-class ActionError(Exception):
-    """Base for failures an executor reports on purpose."""
-
-
-class RetryableActionError(ActionError):
-    """Worth trying again later: a timeout, a 5xx, a 429, a refused connection."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class PermanentActionError(ActionError):
-    """Trying again cannot help: a 4xx, a validation failure, missing data."""
 
 
 @dataclass
@@ -75,7 +61,7 @@ class ActionExecutor(ABC):
         """Undo the effect (idempotently), given what execute returned."""
 
     def is_retryable(self, exc: BaseException) -> bool:
-        return isinstance(exc, RetryableActionError) or isinstance(exc, self.retryable)
+        return is_retryable(exc, self.retryable)
 
 
 def atomic_if_nested() -> contextlib.AbstractContextManager:

@@ -34,7 +34,7 @@ from whatsapp.actions.base import (
     atomic_if_nested,
 )
 from whatsapp.actions.registry import register
-from whatsapp.clients import webhook
+from core.clients import webhook
 
 EVENT_NAME = "sales.notification"
 # Added to the webhook deadline: how long a SENDING row may legitimately be in flight.

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from whatsapp.actions.base import ActionExecutor
-from whatsapp.registry import Registry
+from core.registry import Registry
 
 executors: Registry[ActionExecutor] = Registry[ActionExecutor]("action executor")
 

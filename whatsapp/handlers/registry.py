@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from whatsapp.contract import Intent
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext
-from whatsapp.registry import Registry
+from core.registry import Registry
 
 FALLBACK = "fallback"
 

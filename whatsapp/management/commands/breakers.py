@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from config.commands import CommandWithExamples
-from whatsapp import breakers
+from core import breakers
 
 USAGE = 2
 UNKNOWN = 1

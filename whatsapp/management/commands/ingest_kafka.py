@@ -3,7 +3,7 @@ import os
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from whatsapp import metrics
+from core.metrics import serving
 from whatsapp.ingest import Ingestor
 
 
@@ -39,11 +39,11 @@ class Command(BaseCommand):
             idle_exit=options["idle_exit"],
         )
         ingestor.install_signal_handlers()
-        server = metrics.serve_ingest(settings.INGEST_METRICS_PORT, settings.INGEST_METRICS_ADDR)
+        server = serving.serve_ingest(settings.INGEST_METRICS_PORT, settings.INGEST_METRICS_ADDR)
         try:
             stats = ingestor.run()
         finally:
             if server is not None:
                 server.shutdown()
-            metrics.mark_process_dead(os.getpid())
+            serving.mark_process_dead(os.getpid())
         self.stdout.write(f"ingest: {stats.summary()}")

@@ -31,14 +31,21 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import sentry_sdk
 
-from config.logging import bound
+from config.logging import bind, bound, context
 
-if TYPE_CHECKING:
-    from whatsapp.kafka import Record
+
+class Record(Protocol):
+    """What tracing reads of a received Kafka record (whatsapp.kafka.Record)."""
+
+    topic: str
+    partition: int
+    offset: int
+    headers: list[tuple[str, bytes | None]]
+
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,7 @@ TAGS = ("processing_id", "intent", "action")
 
 def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str | None,
                 release: str | None, service: str) -> None:
-    """Set up sentry-sdk for this process (called from settings, so web, workers and ingest alike)."""
+    """Set up sentry-sdk for this process (called from whatsapp's AppConfig.ready(), so web, workers and ingest alike)."""
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.django import DjangoIntegration
     from sentry_sdk.integrations.logging import LoggingIntegration
@@ -81,7 +88,7 @@ def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str 
         # 2.75), leaving a stale current span, and its trace id on later log lines, after any
         # Redis outage. Redis calls here are the broker's and the breakers', not worth a span.
         # Its span and breadcrumb for an http.client request carry the request's path and
-        # query, where a sales webhook URL may hold a token: whatsapp/clients/http.py makes
+        # query, where a sales webhook URL may hold a token: core/clients/http.py makes
         # the outbound call's span itself, named by the destination's origin only.
         disabled_integrations=[RedisIntegration(), StdlibIntegration()],
         # No PII by default (user, cookies, SQL parameters); and no local variables,
@@ -347,8 +354,6 @@ def tag_task(**tags: str | int | None) -> None:
 def span(op: str, name: str, **tags: str | None) -> Iterator[Any]:
     """A span for one stage of a task, tagged with the message's ids (from the log context)
     and the given tags; outbound HTTP calls inside it become its children."""
-    from config.logging import context
-
     known = {**{k: v for k, v in context().items() if k in TAGS}, **{k: v for k, v in tags.items() if v}}
     with sentry_sdk.start_span(op=op, name=name) as current:
         for key, value in known.items():
@@ -359,8 +364,6 @@ def span(op: str, name: str, **tags: str | None) -> Iterator[Any]:
 def note_message(message: Any) -> None:
     """Inside that message's task, add its lead and intent to the log lines and its intent
     to the Sentry tags. Elsewhere (a test calling the saga directly) it does nothing."""
-    from config.logging import bind, context
-
     if context().get("processing_id") != message.processing_id:
         return
     bind(lead_id=message.lead_id, intent=message.intent)

@@ -18,12 +18,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from whatsapp.breakers.config import BreakerConfig
-from whatsapp.breakers.local import LocalState
-from whatsapp.breakers.scripts import SCRIPTS
-from whatsapp.breakers.types import CLOSED, Change, Decision, Outcome
+from core.breakers.config import BreakerConfig
+from core.breakers.local import LocalState
+from core.breakers.scripts import SCRIPTS
+from core.breakers.types import CLOSED, Change, Decision, Outcome
 
-logger = logging.getLogger("whatsapp.breakers")
+logger = logging.getLogger("core.breakers")
 
 EVENTS_KEY = "breaker:events"
 REGISTRY_KEY = "breaker:registry"

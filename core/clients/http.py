@@ -16,7 +16,7 @@ own (its timeouts are short); the sales webhook always pins one.
 The answer's body is read in chunks and never beyond `max_body` bytes: a larger one is
 ResponseTooLarge (a declared Content-Length over the cap is refused before reading).
 
-Pinning: the caller may pass the address it has checked (whatsapp.clients.destinations).
+Pinning: the caller may pass the address it has checked (core.clients.destinations).
 The TCP connection goes to that address while the Host header, TLS's server name and the
 certificate check still use the host name, so a DNS answer that changes between the
 check and the connect (DNS rebinding) cannot move the request elsewhere.
@@ -117,7 +117,7 @@ def post(url: str, body: bytes, headers: dict[str, str], limits: Limits, *, addr
     Redirects are not followed (a 3xx is returned like any other answer). Userinfo in
     the URL becomes an HTTP Basic Authorization header, as requests does. The call is a
     Sentry span named by the destination's origin (sentry-sdk's own http.client span,
-    which names the path and query, is turned off in whatsapp/tracing.py).
+    which names the path and query, is turned off in core/tracing.py).
     """
     where = origin(url)
     with sentry_sdk.start_span(op="http.client", name=f"POST {where}") as span:

@@ -1,10 +1,10 @@
 """Circuit breakers shared by every worker process through Redis.
 
 One breaker per external service, named "<kind>:<instance>" (``whatsapp:<phone_number_id>``,
-``webhook:<scheme>://<host>:<port>``, see whatsapp.clients.webhook.breaker_name: never more
+``webhook:<scheme>://<host>:<port>``, see core.clients.webhook.breaker_name: never more
 of a URL than its origin, since names are shown in the admin, the command and the metrics)::
 
-    from whatsapp.breakers import CircuitOpen, breaker_for
+    from core.breakers import CircuitOpen, breaker_for
 
     try:
         breaker_for("webhook:https://crm.example.com:443").call(post, url, payload)
@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-from whatsapp.breakers.breaker import (
+from core.breakers.breaker import (
     Breaker,
     CircuitOpen,
     Listener,
@@ -37,9 +37,9 @@ from whatsapp.breakers.breaker import (
     http_status,
     remove_listener,
 )
-from whatsapp.breakers.config import BreakerConfig, config_for
-from whatsapp.breakers.storage import EVENTS_KEY, REGISTRY_KEY, BreakerStorage, RedisLink, keys_for, make_client
-from whatsapp.breakers.types import CLOSED, HALF_OPEN, OPEN, Change
+from core.breakers.config import BreakerConfig, config_for
+from core.breakers.storage import EVENTS_KEY, REGISTRY_KEY, BreakerStorage, RedisLink, keys_for, make_client
+from core.breakers.types import CLOSED, HALF_OPEN, OPEN, Change
 
 __all__ = [
     "Breaker", "BreakerConfig", "Change", "CircuitOpen", "CLOSED", "EVENTS_KEY", "HALF_OPEN", "Listener", "OPEN",

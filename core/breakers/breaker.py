@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 
 import pybreaker
 
-from whatsapp.breakers.config import BreakerConfig
-from whatsapp.breakers.storage import BreakerStorage, RedisLink
-from whatsapp.breakers.types import OPEN, Change
+from core.breakers.config import BreakerConfig
+from core.breakers.storage import BreakerStorage, RedisLink
+from core.breakers.types import OPEN, Change
+from core.errors import PermanentActionError, Transient
 
-logger = logging.getLogger("whatsapp.breakers")
+logger = logging.getLogger("core.breakers")
 T = TypeVar("T")
 
 # A plain callable gets the Change; a pybreaker.CircuitBreakerListener gets state_change(cb, old, new).
@@ -28,7 +29,7 @@ Listener = Callable[[Change], None] | pybreaker.CircuitBreakerListener
 _global_listeners: list[Listener] = []
 
 
-class CircuitOpen(pybreaker.CircuitBreakerError):
+class CircuitOpen(pybreaker.CircuitBreakerError, Transient):
     """The breaker refused the call without making it.
 
     `remaining` is how long, in seconds, it will go on refusing (as far as anyone
@@ -62,8 +63,6 @@ def default_is_health_error(exc: BaseException) -> bool:
         return False
     # Our own classification: a permanent error means the request was wrong,
     # and some retryable ones (a reply already in flight) say nothing either.
-    from whatsapp.actions.base import PermanentActionError
-
     if isinstance(exc, PermanentActionError) or not getattr(exc, "health_signal", True):
         return False
     status = http_status(exc)

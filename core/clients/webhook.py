@@ -7,9 +7,9 @@ origin, scheme://host:port: not the error messages, not the breaker's name (and 
 not the metrics' labels), not the log lines. The secret and the response body are
 never quoted either.
 
-Each call is bounded (whatsapp.clients.http): a connect timeout, a total deadline
+Each call is bounded (core.clients.http): a connect timeout, a total deadline
 (SALES_WEBHOOK_DEADLINE_SECONDS) and at most SALES_WEBHOOK_MAX_RESPONSE_BYTES of the
-answer read. The destination is checked on every call (whatsapp.clients.destinations)
+answer read. The destination is checked on every call (core.clients.destinations)
 and the connection goes to the address that was checked.
 
 The signature (when the business has a secret) follows Stripe's scheme, so a captured
@@ -33,9 +33,9 @@ from typing import Any
 from django.conf import settings
 
 from config.redaction import origin
-from whatsapp.actions.base import PermanentActionError, RetryableActionError
-from whatsapp.breakers import breaker_for
-from whatsapp.clients import destinations, http
+from core.errors import PermanentActionError, RetryableActionError
+from core.breakers import breaker_for
+from core.clients import destinations, http
 
 SIGNATURE_HEADER = "X-Signature"
 SIGNATURE_VERSION = "v1"

@@ -11,8 +11,8 @@ import threading
 import time
 from collections import deque
 
-from whatsapp.breakers.config import BreakerConfig
-from whatsapp.breakers.types import CLOSED, HALF_OPEN, OPEN, Change, Decision, Outcome
+from core.breakers.config import BreakerConfig
+from core.breakers.types import CLOSED, HALF_OPEN, OPEN, Change, Decision, Outcome
 
 
 class LocalState:

@@ -15,7 +15,7 @@ localhost. So:
   SALES_WEBHOOK_ALLOWED_HOSTS (the demo and the tests list 127.0.0.1 and localhost).
 
 `resolve` returns the address that was checked, and the client connects to exactly that
-address (whatsapp.clients.http pins it), so the host cannot resolve to something else
+address (core.clients.http pins it), so the host cannot resolve to something else
 between the check and the connect (DNS rebinding).
 
 The checks on the URL's text (`url_problem`) also run when a business is saved, for a

@@ -22,7 +22,7 @@ exception message (and so a saga row or a dead letter) or the database. Failures
 call itself name no URL (WHATSAPP_GRAPH_BASE_URL may not carry credentials, and the
 phone-number id is digits only) and chain no exception of the HTTP library.
 
-Each call is bounded (whatsapp.clients.http): a connect timeout, a read timeout, a total
+Each call is bounded (core.clients.http): a connect timeout, a read timeout, a total
 deadline (WHATSAPP_DEADLINE_SECONDS) for the whole exchange, and at most
 WHATSAPP_MAX_RESPONSE_BYTES of the answer read. Passing the deadline after the request
 went out is an unknown outcome, like a read timeout.
@@ -37,8 +37,8 @@ from typing import Any
 
 from django.conf import settings
 
-from whatsapp.actions.base import ActionError, PermanentActionError, RetryableActionError
-from whatsapp.clients import http
+from core.errors import ActionError, PermanentActionError, RetryableActionError
+from core.clients import http
 
 log = logging.getLogger(__name__)
 

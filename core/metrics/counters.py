@@ -1,0 +1,167 @@
+"""The metric families the service counts where things happen, and the functions that
+count them. A count that mirrors a database change is made in transaction.on_commit,
+so it happens once per committed change (see core.metrics). The scrape-time gauges'
+names are here too (SCRAPE_TIME): the apps' collectors read them, the dashboards
+query them."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from prometheus_client import Counter, Histogram, disable_created_metrics
+
+from core.metrics import process  # noqa: F401  (multiprocess storage, before any metric is made)
+
+# The *_created series say nothing a dashboard needs and double the output.
+disable_created_metrics()
+
+# --- counted where it happens --------------------------------------------------------------
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+PIPELINE_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+CONFIDENCE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
+
+MESSAGES_RECEIVED = Counter(
+    "whatsapp_messages_received", "Inbox rows created (valid, first-seen messages), by business and source.",
+    ["business_id", "source"])
+MESSAGES_INVALID = Counter(
+    "whatsapp_messages_invalid", "Records rejected at ingest and dead-lettered, by reason.", ["reason"])
+DUPLICATES = Counter("message_duplicate", "Records whose processing_id had already been taken in.")
+DEAD_LETTERS = Counter("message_dlq", "Dead letters written, by stage and reason.", ["stage", "reason"])
+INTENT_DETECTED = Counter("ai_intent_detected", "Messages planned, by the intent the AI gave them.", ["intent"])
+INTENT_CONFIDENCE = Histogram(
+    "ai_intent_confidence", "The AI's confidence in the intent of each planned message.", ["intent"],
+    buckets=CONFIDENCE)
+AI_PROCESSING = Histogram(
+    "ai_processing_duration_seconds", "The upstream AI's processing time (the event's ai.processing_ms).",
+    ["intent"], buckets=SECONDS)
+PIPELINE_DURATION = Histogram(
+    "pipeline_duration_seconds", "From the Kafka record's timestamp to the message being processed.",
+    ["intent"], buckets=PIPELINE_SECONDS)
+STAGE_DURATION = Histogram(
+    "pipeline_stage_duration_seconds",
+    "Time spent in each stage: an ingest batch, or one run of a pipeline task.", ["stage"], buckets=SECONDS)
+ACTIONS = Counter(
+    "whatsapp_action_executed",
+    "Actions that reached an outcome: a saga step succeeded or failed for good, a reply sent, skipped or failed.",
+    ["action", "status"])
+COMPENSATIONS = Counter(
+    "action_compensation", "Succeeded actions undone (compensated) or that could not be undone.",
+    ["action", "status"])
+LEAD_STATES = Counter("lead_state_changed", "Lead state machine moves.", ["from", "to"])
+BREAKER_TRANSITIONS = Counter(
+    "circuit_breaker_transitions", "Circuit breaker state changes, by breaker and new state.", ["circuit", "to"])
+INGEST_BATCHES = Counter("kafka_ingest_batches", "Batches of Kafka records taken in (stored and handed off).")
+
+# --- read at scrape time by the web process ---------------------------------------------------
+SCRAPE_TIME: dict[str, str] = {
+    "circuit_breaker_state": "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+    "kafka_consumer_lag": "Records on the result topic not yet committed by the ingest consumer group.",
+    "celery_queue_length": "Tasks waiting in each Celery queue (all priority lists of the queue).",
+    "inbox_stuck_messages": "Inbox rows in RECEIVED or PROCESSING untouched for SWEEP_STUCK_AFTER_SECONDS.",
+    "dlq_open_entries": "Open dead letters, by reason.",
+}
+BREAKER_STATE_VALUE = {"closed": 0, "half-open": 1, "open": 2}
+# The reply to the customer, counted among the actions: whatsapp_action_executed_total{action="REPLY"}.
+REPLY = "REPLY"
+
+# Every metric family this module defines, for the dashboard and alert checks.
+COUNTED = (MESSAGES_RECEIVED, MESSAGES_INVALID, DUPLICATES, DEAD_LETTERS, INTENT_DETECTED, INTENT_CONFIDENCE,
+           AI_PROCESSING, PIPELINE_DURATION, STAGE_DURATION, ACTIONS, COMPENSATIONS, LEAD_STATES,
+           BREAKER_TRANSITIONS, INGEST_BATCHES)
+
+
+def sample_names() -> set[str]:
+    """The series names a query may use: name_total, name_bucket/_sum/_count, and the scrape-time gauges."""
+    names = set(SCRAPE_TIME)
+    for metric in COUNTED:
+        for family in metric.describe():
+            if family.type == "counter":
+                names.add(f"{family.name}_total")
+            elif family.type == "histogram":
+                names.update(f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+            else:
+                names.add(family.name)
+    return names
+
+
+# --- counting ------------------------------------------------------------------------------------
+def on_commit(count: Callable[[], None]) -> None:
+    """Count once the current transaction commits (at once outside one). Never raises into the caller."""
+    transaction.on_commit(count, robust=True)
+
+
+def received(by_business: dict[str, int], *, source: str) -> None:
+    def count() -> None:
+        for business_id, n in by_business.items():
+            MESSAGES_RECEIVED.labels(business_id, source).inc(n)
+
+    if by_business:
+        on_commit(count)
+
+
+def rejected(by_reason: dict[str, int]) -> None:
+    """Records dead-lettered at ingest: invalid, and a dead letter at stage ingest."""
+    def count() -> None:
+        for reason, n in by_reason.items():
+            MESSAGES_INVALID.labels(reason).inc(n)
+            DEAD_LETTERS.labels("ingest", reason).inc(n)
+
+    if by_reason:
+        on_commit(count)
+
+
+def duplicates(n: int) -> None:
+    if n:
+        on_commit(lambda: DUPLICATES.inc(n))
+
+
+def dead_lettered(stage: str, reason: str) -> None:
+    on_commit(lambda: DEAD_LETTERS.labels(stage, reason).inc())
+
+
+def planned(intent: str, confidence: float, processing_ms: int | None) -> None:
+    def count() -> None:
+        INTENT_DETECTED.labels(intent).inc()
+        INTENT_CONFIDENCE.labels(intent).observe(confidence)
+        if processing_ms is not None:
+            AI_PROCESSING.labels(intent).observe(processing_ms / 1000)
+
+    on_commit(count)
+
+
+def processed(intent: str, since: datetime | None) -> None:
+    """The message finished: observe its time from the Kafka record (or its arrival) to now."""
+    def count() -> None:
+        if since is not None:
+            PIPELINE_DURATION.labels(intent).observe(max(0.0, (timezone.now() - since).total_seconds()))
+
+    on_commit(count)
+
+
+def action(name: str, status: str) -> None:
+    on_commit(lambda: ACTIONS.labels(name, status).inc())
+
+
+def compensation(name: str, status: str) -> None:
+    on_commit(lambda: COMPENSATIONS.labels(name, status).inc())
+
+
+def lead_state_changed(from_state: str, to_state: str) -> None:
+    on_commit(lambda: LEAD_STATES.labels(from_state, to_state).inc())
+
+
+def observe_stage(stage: str, seconds: float) -> None:
+    STAGE_DURATION.labels(stage).observe(seconds)
+
+
+def ingest_batch(seconds: float) -> None:
+    INGEST_BATCHES.inc()
+    observe_stage("ingest", seconds)
+
+
+def breaker_changed(change: Any) -> None:
+    """A breaker listener (core.breakers.add_listener): the whatsapp app adds it when it starts."""
+    BREAKER_TRANSITIONS.labels(change.name, change.new).inc()

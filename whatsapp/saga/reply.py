@@ -1,0 +1,62 @@
+"""Stage 4: the reply to the customer. It is the saga's last step because it cannot be
+undone; for the same reason its final failure compensates nothing (the actions stand):
+the message is dead-lettered at stage "reply", and requeueing that entry sends only the
+reply again (whatsapp.requeue)."""
+from __future__ import annotations
+
+import logging
+
+from config.redaction import configured_secrets
+from core import tracing
+from core.breakers import CircuitOpen
+from core.errors import is_retryable
+from core.metrics import counters
+from dlq.models import DeadLetter
+from whatsapp import outbound
+from whatsapp.models import OutboundMessage
+from whatsapp.saga.dead_letter import write_dead_letter
+from whatsapp.saga.run import (
+    RETRY_DELAYS,
+    StepOutcome,
+    active_message,
+    business_of,
+    describe_failure,
+    fail,
+    lead_of,
+    load_event,
+    retry_delay,
+)
+
+log = logging.getLogger(__name__)
+
+
+def send_reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> StepOutcome:
+    """Send the handler's reply: done, a retry delay, or failed (then dead-lettered)."""
+    message = active_message(processing_id, saga_run)
+    if not message.reply_text or message.failed_stage:
+        return StepOutcome(done=True)
+    event = load_event(message)
+    business = business_of(message)
+    lead = lead_of(message, event, business)
+    try:
+        with tracing.span("whatsapp.reply", "reply to the customer", action=counters.REPLY):
+            outbound.send_reply(processing_id=processing_id, saga_run=saga_run, business=business, lead=lead,
+                                text=message.reply_text, context_message_id=event.message_id)
+        return StepOutcome(done=True)
+    except CircuitOpen as refused:
+        return StepOutcome(done=False, retry_in=refused.countdown())
+    except Exception as exc:
+        row = OutboundMessage.objects.filter(processing_id=processing_id, saga_run=saga_run).first()
+        attempt = row.attempts if row else 1
+        retryable = is_retryable(exc)
+        error, tb = describe_failure(exc, configured_secrets())
+        if retryable and attempt <= len(RETRY_DELAYS):
+            delay = retry_delay(attempt, exc, jitter)
+            log.warning("reply for %s failed (attempt %d), retrying in %.1fs: %s", processing_id, attempt, delay, error)
+            return StepOutcome(done=False, retry_in=delay)
+        reason = DeadLetter.Reason.RETRIES_EXHAUSTED if retryable else DeadLetter.Reason.NON_RETRYABLE
+        log.error("reply for %s failed for good (%s): %s", processing_id, reason, error)
+        if fail(processing_id, saga_run, stage=DeadLetter.Stage.REPLY, reason=reason, error=error, tb=tb):
+            counters.action(counters.REPLY, "failed")
+            write_dead_letter(processing_id, saga_run)
+        return StepOutcome(done=False, failed=True)
