@@ -211,8 +211,8 @@ class Processes:
         self.children.append(child)
         return child
 
-    def workers(self, app: str, count: int, concurrency: int, queues: str) -> list[Child]:
-        started = [self.spawn("worker", [sys.executable, "-m", "celery", "-A", app, "worker", "-P", "prefork",
+    def workers(self, app: str, count: int, concurrency: int, queues: str, pool: str = "prefork") -> list[Child]:
+        started = [self.spawn("worker", [sys.executable, "-m", "celery", "-A", app, "worker", "-P", pool,
                                          "-c", str(concurrency), "-Q", queues, "-n", f"bench{i}-{uuid.uuid4().hex[:4]}@%h",
                                          "--without-gossip", "--without-mingle", "--without-heartbeat",
                                          "-l", "INFO"]) for i in range(count)]
@@ -517,7 +517,7 @@ def run(args: argparse.Namespace) -> dict:
 def pipeline_phase(args, urls, observer, broker, processes, sampler, result) -> tuple[int, int, int]:
     """The pipeline at full load; returns (median chain length, messages finished, valid messages)."""
     topic = new_topic(urls["kafka"], args.partitions)
-    processes.workers("config", args.workers, args.concurrency, QUEUES)
+    processes.workers("config", args.workers, args.concurrency, QUEUES, args.pool)
     processes.ingest(topic, f"bench-{topic}")
     prefix = f"p{uuid.uuid4().hex[:6]}"
     items, valid = records(prefix, args.messages)
@@ -569,7 +569,7 @@ def steady_phase(args, urls, observer, processes, result) -> None:
     """Latency at half the maximum rate, on the pipeline's processes (or new ones)."""
     rate = args.steady_rate or max(1.0, result.get("pipeline", {}).get("messages_per_s", 2.0) / 2)
     if not any(c.role == "worker" for c in processes.children):
-        processes.workers("config", args.workers, args.concurrency, QUEUES)
+        processes.workers("config", args.workers, args.concurrency, QUEUES, args.pool)
     processes.stop([c for c in processes.children if c.role == "ingest"])
     # An ingest of its own whose fetches Tansu holds at most 10 ms: Apache Kafka answers a
     # fetch as soon as a record arrives, Tansu holds it for the whole wait (100 ms by
@@ -619,7 +619,7 @@ def baseline_phase(args, broker, processes, result, *, chains: int, chain_length
     """Bare Celery: chains of no-op tasks as long as the pipeline's median chain."""
     from tests.benchmarks import noop
 
-    noop_workers = processes.workers("tests.benchmarks.noop", args.workers, args.concurrency, "pipeline")
+    noop_workers = processes.workers("tests.benchmarks.noop", args.workers, args.concurrency, "pipeline", args.pool)
     broker.config_resetstat()
     print(f"bench: bare Celery, {chains} chains of {chain_length} no-op tasks ...", flush=True)
     cpu_before = processes.cpu.snapshot()
@@ -696,7 +696,8 @@ def table(result: dict) -> str:
     lines += [f"{label:<{width}}  {value:<{vwidth}}  {target}" for label, value, target in rows]
     m = result["machine"]
     lines.append(f"{m['cores']} cores, load average at start {m['loadavg_at_start']}; "
-                 f"{result['settings']['workers']} workers x -c {result['settings']['concurrency']}, git {result['git_rev']}")
+                 f"{result['settings']['workers']} workers x -c {result['settings']['concurrency']} "
+                 f"({result['settings'].get('pool', 'prefork')}), git {result['git_rev']}")
     return "\n".join(lines)
 
 
@@ -706,6 +707,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=5000, help="records produced for the pipeline (default 5000)")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (default 2)")
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker (default 2)")
+    parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"],
+                        help="Celery worker pool, for the pipeline and the baseline alike (default prefork)")
     parser.add_argument("--partitions", type=int, default=3, help="partitions of the bench topics (default 3)")
     parser.add_argument("--steady-seconds", type=float, default=30.0, help="length of the steady-rate phase")
     parser.add_argument("--ingest-records", type=int, default=None, help="records for ingest alone (default --messages)")
