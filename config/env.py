@@ -4,6 +4,7 @@ Every reader raises :class:`SettingError` naming the variable, so a bad
 deployment fails at start with one line that says what to fix instead of a
 traceback from deep inside a driver.
 """
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 Only what the command line cannot say: a worker that exits must be marked dead
 in Prometheus's multiprocess directory, or its live gauges linger."""
+
 from core.metrics.serving import mark_process_dead
 
 

@@ -23,6 +23,7 @@ customer text or phone number is put on a span or tag, local variables are
 not attached to errors, and our trace headers are not sent to Meta or the
 sales CRMs (trace_propagation_targets is empty).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,8 +57,9 @@ _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 TAGS = ("processing_id", "intent", "action")
 
 
-def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str | None,
-                release: str | None, service: str) -> None:
+def init_sentry(
+    *, dsn: str | None, traces_sample_rate: float, environment: str | None, release: str | None, service: str
+) -> None:
     """Set up sentry-sdk for this process (called from whatsapp's AppConfig.ready(), so web, workers and ingest alike)."""
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.django import DjangoIntegration
@@ -107,6 +109,7 @@ QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 def sampler(rate: float):
     """Sample at `rate`, follow the upstream decision when the trace came with one (so a
     message's trace is whole or absent), and never sample health checks or scrapes."""
+
     def decide(context: dict[str, Any]) -> float:
         environ = context.get("wsgi_environ") or {}
         if environ.get("PATH_INFO") in QUIET_PATHS:
@@ -281,8 +284,9 @@ class MessageTrace:
             with self.active():
                 logger.log(level, message, *args)
         elif logger.isEnabledFor(level):
-            logger.log(level, message, *args,
-                       extra={"trace_id": self.trace_id, "span_id": self.span_id, **self.log_fields})
+            logger.log(
+                level, message, *args, extra={"trace_id": self.trace_id, "span_id": self.span_id, **self.log_fields}
+            )
 
     @contextlib.contextmanager
     def sending(self, task_name: str) -> Iterator[dict[str, Any]]:
@@ -322,10 +326,15 @@ class RecordTrace(MessageTrace):
     it was stored as a duplicate or dead letter)."""
 
     def __init__(self, record: Record) -> None:
-        super().__init__(incoming_headers(record), op="queue.process", name="whatsapp.ingest", data={
-            "messaging.destination.name": record.topic,
-            "messaging.message.id": f"{record.topic}[{record.partition}]@{record.offset}",
-        })
+        super().__init__(
+            incoming_headers(record),
+            op="queue.process",
+            name="whatsapp.ingest",
+            data={
+                "messaging.destination.name": record.topic,
+                "messaging.message.id": f"{record.topic}[{record.partition}]@{record.offset}",
+            },
+        )
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ the change permission). Each is logged as a LogEntry per entry. A support agent
 with only the view (or view and change) permission can read everything without
 being able to requeue; a forged requeue POST is answered 403.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -43,9 +44,11 @@ JSON_FIELDS = ("payload", "saga_state", "kafka_headers", "requeue_history")
 # Left-over entries up to this many are named by id in the command the admin suggests.
 IDS_IN_COMMAND = 100
 # The changelist's filters that `manage.py dlq requeue` has an option for.
-FILTER_OPTIONS = {f"{field}{lookup}": option
-                  for field, option in (("stage", "--stage"), ("reason", "--reason"), ("business_id", "--business"))
-                  for lookup in ("", "__exact")}
+FILTER_OPTIONS = {
+    f"{field}{lookup}": option
+    for field, option in (("stage", "--stage"), ("reason", "--reason"), ("business_id", "--business"))
+    for lookup in ("", "__exact")
+}
 
 
 class CloseForm(forms.Form):
@@ -61,21 +64,56 @@ CLOSINGS = {
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
-    list_display = ["id", "created_at", "status", "stage", "reason", "business_id", "processing_id", "short_error",
-                    "requeues"]
+    list_display = [
+        "id",
+        "created_at",
+        "status",
+        "stage",
+        "reason",
+        "business_id",
+        "processing_id",
+        "short_error",
+        "requeues",
+    ]
     list_filter = ["status", "stage", "reason", "business_id", "created_at"]
     search_fields = ["processing_id", "lead_id", "error_message", "error_class"]
     date_hierarchy = "created_at"
     actions = ["requeue_selected", "resolve_selected", "discard_selected"]
     fieldsets = [
-        (None, {"fields": ["status", "stage", "reason", "processing_id", "inbox_message", "business_id", "lead_id",
-                           "trace_id", "created_at", "updated_at"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "status",
+                    "stage",
+                    "reason",
+                    "processing_id",
+                    "inbox_message",
+                    "business_id",
+                    "lead_id",
+                    "trace_id",
+                    "created_at",
+                    "updated_at",
+                ]
+            },
+        ),
         ("Error", {"fields": ["error_class", "error", "attempts", "traceback_text"]}),
         ("Payload", {"fields": ["payload_json", "raw_record"]}),
         ("Saga", {"fields": ["saga_run", "saga_steps"]}),
         ("Kafka", {"fields": ["kafka_coordinates", "kafka_timestamp", "record_key", "record_headers"]}),
-        ("Requeues and resolution", {"fields": ["requeue_count", "requeue_log", "resolution_note", "closed_by",
-                                                "closed_at", "related_entries"]}),
+        (
+            "Requeues and resolution",
+            {
+                "fields": [
+                    "requeue_count",
+                    "requeue_log",
+                    "resolution_note",
+                    "closed_by",
+                    "closed_at",
+                    "related_entries",
+                ]
+            },
+        ),
     ]
     readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
 
@@ -100,8 +138,11 @@ class DeadLetterAdmin(admin.ModelAdmin):
         for dlq.display to lay out within bounds."""
         entry = super().get_object(request, object_id, from_field)
         if entry is not None:
-            texts = (DeadLetter.objects.filter(pk=entry.pk)
-                     .values_list(*(Cast(name, output_field=TextField()) for name in JSON_FIELDS)).first())
+            texts = (
+                DeadLetter.objects.filter(pk=entry.pk)
+                .values_list(*(Cast(name, output_field=TextField()) for name in JSON_FIELDS))
+                .first()
+            )
             entry.json_text = dict(zip(JSON_FIELDS, texts or (None,) * len(JSON_FIELDS)))
         return entry
 
@@ -121,16 +162,20 @@ class DeadLetterAdmin(admin.ModelAdmin):
         if name in ours and name not in self.get_actions(request):
             raise PermissionDenied(f"you may not {name.removesuffix('_selected')} dead letters")
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict | None = None) -> HttpResponse:
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
         if request.method == "POST":
             raise PermissionDenied("dead letters change only through requeue, resolve or discard")
         entry = self.get_object(request, object_id)
         is_open = entry is not None and entry.status == DeadLetter.Status.OPEN
         context = {
             "title": "Dead letter",
-            "show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
-            "show_delete": False, "is_open": is_open,
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "show_delete": False,
+            "is_open": is_open,
             "can_requeue": is_open and self.has_requeue_permission(request),
             "can_close": is_open and self.has_change_permission(request, entry),
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
@@ -287,14 +332,24 @@ class DeadLetterAdmin(admin.ModelAdmin):
                 return "-"
             cell = display.table_cell
             rows = format_html_join(
-                "", "<tr><td>{}</td><td>{}</td><td><strong>{}</strong></td><td>{}</td><td>{}</td></tr>",
-                ((cell(s.get("order")), cell(s.get("action")), cell(s.get("status")), cell(s.get("attempts")),
-                  cell(s.get("error") or s.get("compensation_error") or "")) for s in steps),
+                "",
+                "<tr><td>{}</td><td>{}</td><td><strong>{}</strong></td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        cell(s.get("order")),
+                        cell(s.get("action")),
+                        cell(s.get("status")),
+                        cell(s.get("attempts")),
+                        cell(s.get("error") or s.get("compensation_error") or ""),
+                    )
+                    for s in steps
+                ),
             )
             return format_html(
                 '<p>handler: {}</p><table class="saga-steps"><thead><tr><th>#</th><th>action</th><th>state</th>'
                 "<th>attempts</th><th>error</th></tr></thead><tbody>{}</tbody></table>",
-                cell(state.get("handler") or "-"), rows,
+                cell(state.get("handler") or "-"),
+                rows,
             )
 
         return display.table_or_block(_json_text(obj, "saga_state"), table)
@@ -326,11 +381,16 @@ class DeadLetterAdmin(admin.ModelAdmin):
             if rows is None:
                 return None
             cell = display.table_cell
-            body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                                    ((cell(h.get("at")), cell(h.get("by")), cell(h.get("saga_run") or "-"))
-                                     for h in rows))
-            return format_html('<table class="requeue-history"><thead><tr><th>when</th><th>by</th>'
-                               "<th>saga run</th></tr></thead><tbody>{}</tbody></table>", body)
+            body = format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                ((cell(h.get("at")), cell(h.get("by")), cell(h.get("saga_run") or "-")) for h in rows),
+            )
+            return format_html(
+                '<table class="requeue-history"><thead><tr><th>when</th><th>by</th>'
+                "<th>saga run</th></tr></thead><tbody>{}</tbody></table>",
+                body,
+            )
 
         return display.table_or_block(_json_text(obj, "requeue_history"), table)
 
@@ -343,8 +403,9 @@ class DeadLetterAdmin(admin.ModelAdmin):
         if not others:
             return "no other entry"
         url = reverse("admin:dlq_deadletter_changelist") + "?" + urlencode({"processing_id": obj.processing_id})
-        return format_html('<a href="{}">{} other entr{} for {}</a>', url, others, "y" if others == 1 else "ies",
-                           obj.processing_id)
+        return format_html(
+            '<a href="{}">{} other entr{} for {}</a>', url, others, "y" if others == 1 else "ies", obj.processing_id
+        )
 
 
 def _json_text(obj: DeadLetter, name: str) -> str | None:

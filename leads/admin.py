@@ -5,6 +5,7 @@ pipeline under idempotency keys and state rules (leads move forward only, each
 move an activity), so it is shown read-only. A lead's activity log cannot be
 edited or deleted from anywhere: the database refuses it too.
 """
+
 from __future__ import annotations
 
 from django import forms
@@ -46,16 +47,23 @@ class BusinessForm(forms.ModelForm):
     """
 
     new_webhook_secret = forms.CharField(
-        required=False, strip=True, widget=forms.PasswordInput(render_value=False),
-        help_text="Signs sales webhooks (X-Signature: t=<unix time>,v1=<HMAC-SHA256 of \"t.body\">). "
-                  "Leave empty to keep the current one.",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        help_text='Signs sales webhooks (X-Signature: t=<unix time>,v1=<HMAC-SHA256 of "t.body">). '
+        "Leave empty to keep the current one.",
     )
     clear_webhook_secret = forms.BooleanField(required=False, help_text="Stop signing webhooks.")
     sales_webhook_url = forms.URLField(
-        required=False, assume_scheme="https", label="New sales webhook URL", widget=WriteOnlyURLInput,
-        help_text="Where NOTIFY_SALES posts (https, no user:password@). Leave empty to keep the current one.")
-    clear_sales_webhook_url = forms.BooleanField(required=False,
-                                                 help_text="No webhook: notifications are recorded, not sent.")
+        required=False,
+        assume_scheme="https",
+        label="New sales webhook URL",
+        widget=WriteOnlyURLInput,
+        help_text="Where NOTIFY_SALES posts (https, no user:password@). Leave empty to keep the current one.",
+    )
+    clear_sales_webhook_url = forms.BooleanField(
+        required=False, help_text="No webhook: notifications are recorded, not sent."
+    )
 
     class Meta:
         model = Business
@@ -64,7 +72,9 @@ class BusinessForm(forms.ModelForm):
     def clean_sales_webhook_url(self) -> str:
         if self.cleaned_data.get("sales_webhook_url"):
             return self.cleaned_data["sales_webhook_url"]
-        return "" if self.data.get(self.add_prefix("clear_sales_webhook_url")) else (self.instance.sales_webhook_url or "")
+        return (
+            "" if self.data.get(self.add_prefix("clear_sales_webhook_url")) else (self.instance.sales_webhook_url or "")
+        )
 
     def save(self, commit: bool = True) -> Business:
         business = super().save(commit=False)
@@ -87,14 +97,35 @@ class ProductInline(admin.TabularInline):
 @admin.register(Business)
 class BusinessAdmin(admin.ModelAdmin):
     form = BusinessForm
-    list_display = ["business_id", "display_name", "tenant_id", "phone_number_id", "replies_enabled", "is_active",
-                    "webhook_secret"]
+    list_display = [
+        "business_id",
+        "display_name",
+        "tenant_id",
+        "phone_number_id",
+        "replies_enabled",
+        "is_active",
+        "webhook_secret",
+    ]
     list_filter = ["tenant_id", "is_active", "replies_enabled"]
     search_fields = ["business_id", "display_name", "tenant_id"]
     readonly_fields = ["webhook", "webhook_secret", "created_at"]
-    fields = ["business_id", "tenant_id", "display_name", "is_active", "phone_number_id", "replies_enabled",
-              "default_language", "confidence_thresholds", "webhook", "sales_webhook_url", "clear_sales_webhook_url",
-              "webhook_secret", "new_webhook_secret", "clear_webhook_secret", "created_at"]
+    fields = [
+        "business_id",
+        "tenant_id",
+        "display_name",
+        "is_active",
+        "phone_number_id",
+        "replies_enabled",
+        "default_language",
+        "confidence_thresholds",
+        "webhook",
+        "sales_webhook_url",
+        "clear_sales_webhook_url",
+        "webhook_secret",
+        "new_webhook_secret",
+        "clear_webhook_secret",
+        "created_at",
+    ]
     inlines = [ProductInline]
 
     @admin.display(description="sales webhook")
@@ -166,8 +197,7 @@ class CallbackRequestAdmin(EffectAdmin):
 
 @admin.register(SalesNotification)
 class SalesNotificationAdmin(EffectAdmin):
-    list_display = ["__str__", "business", "lead", "kind", "status", "webhook", "http_status", "attempts",
-                    "created_at"]
+    list_display = ["__str__", "business", "lead", "kind", "status", "webhook", "http_status", "attempts", "created_at"]
     list_filter = ["status", "kind", "business"]
     readonly_fields = ["webhook", "sent_payload"]
     # The URL may hold a token in its path or query: only its origin is shown.

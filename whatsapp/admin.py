@@ -5,6 +5,7 @@ breakers have no table (their state lives in Redis): their page lists
 core.breakers.all_breakers() and, for users with the change permission,
 forces one open, closed or back to a clean state, each a LogEntry.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -38,16 +39,41 @@ class SagaStepInline(ReadOnlyTabularInline):
 
 @admin.register(ProcessedMessage)
 class ProcessedMessageAdmin(ReadOnlyModelAdmin):
-    list_display = ["processing_id", "status", "intent", "business_id", "lead_id", "saga_run", "received_at",
-                    "duration", "trace_id"]
+    list_display = [
+        "processing_id",
+        "status",
+        "intent",
+        "business_id",
+        "lead_id",
+        "saga_run",
+        "received_at",
+        "duration",
+        "trace_id",
+    ]
     # Indexed columns only: the inbox is the biggest table.
     list_filter = ["status", "intent", "business_id", "received_at"]
     search_fields = ["processing_id", "lead_id", "trace_id"]
     date_hierarchy = "received_at"
     show_full_result_count = False
     fieldsets = [
-        (None, {"fields": ["processing_id", "status", "dead_letters", "business_id", "lead_id", "intent", "handler",
-                           "saga_run", "planned_run", "attempts", "trace_id"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "processing_id",
+                    "status",
+                    "dead_letters",
+                    "business_id",
+                    "lead_id",
+                    "intent",
+                    "handler",
+                    "saga_run",
+                    "planned_run",
+                    "attempts",
+                    "trace_id",
+                ]
+            },
+        ),
         ("Timings", {"fields": ["received_at", "started_at", "finished_at", "duration", "updated_at"]}),
         ("Kafka", {"fields": ["kafka_coordinates", "kafka_timestamp"]}),
         ("Failure", {"fields": ["failed_stage", "failure_reason", "last_error", "traceback"]}),

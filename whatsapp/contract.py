@@ -87,9 +87,7 @@ def _storable_moment(value: datetime) -> datetime:
     """Refuse what would validate but then fail when stored in a timestamptz or compared in UTC."""
     offset = value.utcoffset()
     if offset is not None and (abs(offset) > _MAX_UTC_OFFSET or offset % timedelta(minutes=1)):
-        raise PydanticCustomError(
-            "timezone_offset", "time-zone offset must be whole minutes between -15:59 and +15:59"
-        )
+        raise PydanticCustomError("timezone_offset", "time-zone offset must be whole minutes between -15:59 and +15:59")
     try:
         value.astimezone(timezone.utc)
     except OverflowError:
@@ -181,8 +179,9 @@ class AIResultEvent(_Strict):
         if not isinstance(value, str):
             raise PydanticCustomError("string_type", "must be a string")
         if len(value) > _MAX_INTENT_CHARS:
-            raise PydanticCustomError("string_too_long", "must be at most {max_length} characters",
-                                      {"max_length": _MAX_INTENT_CHARS})
+            raise PydanticCustomError(
+                "string_too_long", "must be at most {max_length} characters", {"max_length": _MAX_INTENT_CHARS}
+            )
         try:
             return Intent(value)
         except ValueError:
@@ -317,8 +316,11 @@ def _scan(data: dict[str, Any]) -> tuple[list[str], list[str]]:
         for position, (key, item) in enumerate(items, 1):
             child_kept = kept if path else key in _KEPT_FIELDS
             if check_keys and (not _storable(key) or (extra and len(key) > _MAX_ENTITY_KEY_CHARS)):
-                problem = ("contains a NUL character or an unpaired surrogate" if not _storable(key)
-                           else f"is longer than {_MAX_ENTITY_KEY_CHARS} characters")
+                problem = (
+                    "contains a NUL character or an unpaired surrogate"
+                    if not _storable(key)
+                    else f"is longer than {_MAX_ENTITY_KEY_CHARS} characters"
+                )
                 unstorable.append(f"{_where(path)}: key {position} {problem}")
                 child_kept = False
             kind = type(item)
@@ -339,8 +341,10 @@ def _where(path: tuple[str | int, ...]) -> str:
     """A dotted path safe to log and store: keys nobody limited yet are escaped and shortened."""
     if not path:
         return "value"
-    return ".".join(str(part) if isinstance(part, int) or (len(part) <= _MAX_ECHOED_KEY and _storable(part))
-                    else _escaped(part) for part in path)
+    return ".".join(
+        str(part) if isinstance(part, int) or (len(part) <= _MAX_ECHOED_KEY and _storable(part)) else _escaped(part)
+        for part in path
+    )
 
 
 def _echo_key(key: str) -> str:

@@ -1,4 +1,5 @@
 """confluent-kafka configuration and record helpers shared by ingest, replay and tests."""
+
 from __future__ import annotations
 
 import base64

@@ -5,6 +5,7 @@ A batch of messages is sent through one producer in one Redis round trip
 (kombu's Producer.batch, which pipelines the LPUSHes): ingest hands off
 hundreds of messages a batch, and a round trip each was most of its time.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,8 +22,11 @@ if TYPE_CHECKING:
     from kombu import Producer, Queue
 
 
-def hand_off(runs: Iterable[tuple[str, int]], traces: Mapping[str, MessageTrace] | None = None,
-             known: Mapping[str, tuple[str, str]] | None = None) -> int:
+def hand_off(
+    runs: Iterable[tuple[str, int]],
+    traces: Mapping[str, MessageTrace] | None = None,
+    known: Mapping[str, tuple[str, str]] | None = None,
+) -> int:
     """Enqueue the pipeline for each (processing_id, saga_run), each on its
     business's lane (whatsapp.fairness), all in one Redis round trip; raises if
     the broker is unreachable (then none or some of them may have been sent:
@@ -40,8 +44,12 @@ def hand_off(runs: Iterable[tuple[str, int]], traces: Mapping[str, MessageTrace]
     rows = dict(known or {})
     missing = [pid for pid, _ in runs if pid not in rows]
     if missing:
-        rows.update((pid, (business_id, trace_id)) for pid, business_id, trace_id in ProcessedMessage.objects.filter(
-            processing_id__in=missing).values_list("processing_id", "business_id", "trace_id"))
+        rows.update(
+            (pid, (business_id, trace_id))
+            for pid, business_id, trace_id in ProcessedMessage.objects.filter(processing_id__in=missing).values_list(
+                "processing_id", "business_id", "trace_id"
+            )
+        )
     lane_of = lanes([rows.get(pid, ("", ""))[0] for pid, _ in runs])
     sent: list[MessageTrace] = []
     try:
@@ -49,7 +57,8 @@ def hand_off(runs: Iterable[tuple[str, int]], traces: Mapping[str, MessageTrace]
             publisher = Publisher(producer)
             for (processing_id, saga_run), lane in zip(runs, lane_of):
                 trace = traces.get(processing_id) or MessageTrace.stored(
-                    rows.get(processing_id, ("", ""))[1], name="whatsapp.hand_off", processing_id=processing_id)
+                    rows.get(processing_id, ("", ""))[1], name="whatsapp.hand_off", processing_id=processing_id
+                )
                 sent.append(trace)
                 steps = pipeline_steps(processing_id, saga_run, lane=lane)
                 with trace.sending(steps[0].task) as headers:
@@ -88,11 +97,26 @@ class Publisher:
         options = first.options
         queue = self._queue(options.get("queue"))
         message = app.amqp.create_task_message(
-            options["task_id"], first.task, first.args, first.kwargs, chain=rest or None,
-            ignore_result=first.type.ignore_result, reply_to=app.thread_oid,
-            argsrepr=repr(first.args), kwargsrepr=repr(first.kwargs))
-        app.amqp.send_task_message(self.producer, first.task, message, queue=queue, declare=[queue],
-                                   priority=options.get("priority"), headers=headers, retry=False)
+            options["task_id"],
+            first.task,
+            first.args,
+            first.kwargs,
+            chain=rest or None,
+            ignore_result=first.type.ignore_result,
+            reply_to=app.thread_oid,
+            argsrepr=repr(first.args),
+            kwargsrepr=repr(first.kwargs),
+        )
+        app.amqp.send_task_message(
+            self.producer,
+            first.task,
+            message,
+            queue=queue,
+            declare=[queue],
+            priority=options.get("priority"),
+            headers=headers,
+            retry=False,
+        )
 
     def _queue(self, name: str | None) -> Queue:
         """The queue, bound to the producer's channel once: kombu's declaration cache then

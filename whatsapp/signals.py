@@ -1,6 +1,7 @@
 """What runs around every pipeline task: its log context, Sentry tags and stage timing,
 and forgetting a worker child's metrics when it exits. Connected once, when the app
 starts (whatsapp.apps), not as a side effect of importing this module."""
+
 from __future__ import annotations
 
 import os

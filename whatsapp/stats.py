@@ -1,5 +1,6 @@
 """What became of the messages: one set of counts for the demo, the
 pipeline_stats command, and anyone checking the database."""
+
 from __future__ import annotations
 
 from django.db.models import Count

@@ -21,6 +21,7 @@ these per breaker name. Every change is appended to the Redis stream
 ``breaker:events`` and passed to the listeners by the one process that made it.
 If Redis is unreachable each process guards on its own (BREAKER_LOCAL_FALLBACK).
 """
+
 from __future__ import annotations
 
 import threading
@@ -42,10 +43,29 @@ from core.breakers.storage import EVENTS_KEY, REGISTRY_KEY, BreakerStorage, Redi
 from core.breakers.types import CLOSED, HALF_OPEN, OPEN, Change
 
 __all__ = [
-    "Breaker", "BreakerConfig", "Change", "CircuitOpen", "CLOSED", "EVENTS_KEY", "HALF_OPEN", "Listener", "OPEN",
-    "REGISTRY_KEY", "RedisLink", "add_listener", "all_breakers", "breaker_for", "config_for",
-    "default_is_health_error", "force_close", "force_open", "http_status", "keys_for", "make_breaker",
-    "remove_listener", "reset",
+    "Breaker",
+    "BreakerConfig",
+    "Change",
+    "CircuitOpen",
+    "CLOSED",
+    "EVENTS_KEY",
+    "HALF_OPEN",
+    "Listener",
+    "OPEN",
+    "REGISTRY_KEY",
+    "RedisLink",
+    "add_listener",
+    "all_breakers",
+    "breaker_for",
+    "config_for",
+    "default_is_health_error",
+    "force_close",
+    "force_open",
+    "http_status",
+    "keys_for",
+    "make_breaker",
+    "remove_listener",
+    "reset",
 ]
 
 _lock = threading.Lock()
@@ -64,8 +84,10 @@ def default_link() -> RedisLink:
     global _link
     with _lock:
         if _link is None:
-            client = make_client(_settings("BREAKER_REDIS_URL", None) or _settings("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                                 _settings("BREAKER_REDIS_TIMEOUT_SECONDS", 0.5))
+            client = make_client(
+                _settings("BREAKER_REDIS_URL", None) or _settings("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                _settings("BREAKER_REDIS_TIMEOUT_SECONDS", 0.5),
+            )
             _link = RedisLink(client, retry_seconds=_settings("BREAKER_REDIS_RETRY_SECONDS", 5.0))
         return _link
 

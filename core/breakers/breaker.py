@@ -6,6 +6,7 @@ processes sharing one breaker. `Breaker` keeps the API (call, calling, the
 decorator, listeners, exclude) and replaces the state machine with one atomic
 decision before the call and one after it.
 """
+
 from __future__ import annotations
 
 import contextlib

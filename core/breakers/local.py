@@ -5,6 +5,7 @@ when Redis goes away would hammer a failing service exactly when the system is
 already degraded, so each process keeps guarding on its own until Redis is back.
 It mirrors scripts.py rule for rule; change both together.
 """
+
 from __future__ import annotations
 
 import threading

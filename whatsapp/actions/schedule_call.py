@@ -1,4 +1,5 @@
 """SCHEDULE_CALL: record that the customer wants a call back at a given time."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone

@@ -22,7 +22,9 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, help="Records per batch (default: INGEST_BATCH_SIZE).")
         parser.add_argument("--max-messages", type=int, help="Exit after consuming this many records.")
         parser.add_argument(
-            "--idle-exit", type=float, metavar="SECONDS",
+            "--idle-exit",
+            type=float,
+            metavar="SECONDS",
             help="Exit after this many seconds with nothing to read (for scripts and tests).",
         )
 

@@ -13,8 +13,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--stuck-after", type=float, metavar="SECONDS",
-                            help="Treat rows untouched this long as stuck (default: SWEEP_STUCK_AFTER_SECONDS).")
+        parser.add_argument(
+            "--stuck-after",
+            type=float,
+            metavar="SECONDS",
+            help="Treat rows untouched this long as stuck (default: SWEEP_STUCK_AFTER_SECONDS).",
+        )
         parser.add_argument("--no-purge", action="store_true", help="Do not purge old finished rows.")
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
@@ -23,4 +27,6 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(result.as_dict(), sort_keys=True))
         else:
-            self.stdout.write(f"sweep: {result.stuck} stuck, re-driven {result.redriven or 'none'}, purged {result.purged}")
+            self.stdout.write(
+                f"sweep: {result.stuck} stuck, re-driven {result.redriven or 'none'}, purged {result.purged}"
+            )
