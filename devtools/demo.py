@@ -15,8 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from datetime import datetime, timedelta, timezone
 
 from devtools import ROOT, VAR
 from devtools.services import create_database, create_topic, ensure_services
@@ -136,11 +136,9 @@ def sample_stream() -> list[tuple[bytes | None, bytes]]:
         return body
 
     products = {"products": [{"sku": "SD-01", "name": "sourdough loaf", "quantity": 2}]}
-    received_at = datetime.now(timezone.utc).isoformat()
+    received_at = datetime.now(UTC).isoformat()
     # A callback three days ahead, on the hour.
-    call_at = (
-        (datetime.now(timezone.utc) + timedelta(days=3)).replace(hour=15, minute=0, second=0, microsecond=0).isoformat()
-    )
+    call_at = (datetime.now(UTC) + timedelta(days=3)).replace(hour=15, minute=0, second=0, microsecond=0).isoformat()
     events = []
     n = 0
     for _ in range(4):

@@ -11,8 +11,7 @@ being able to requeue; a forged requeue POST is answered 403.
 from __future__ import annotations
 
 import shlex
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -455,7 +454,7 @@ def command_filters(params: QueryDict) -> tuple[list[str], datetime | None, date
             return None
     if parts:
         try:
-            start = datetime(parts["year"], parts.get("month", 1), parts.get("day", 1), tzinfo=dt_timezone.utc)
+            start = datetime(parts["year"], parts.get("month", 1), parts.get("day", 1), tzinfo=UTC)
         except (KeyError, ValueError):
             return None
         if "day" in parts:
@@ -480,4 +479,4 @@ def _moment(value: str) -> datetime | None:
         return None
     if parsed is None:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt_timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

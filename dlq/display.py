@@ -43,7 +43,7 @@ NOTE_STYLE = "margin: 0 0 .3em; color: var(--body-quiet-color, #666); font-style
 _STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.S)
 _BRACKETS = re.compile(r"[\[\]{}]")
 # C0 controls (but tab, newline, carriage return) and DEL: shown as \xNN rather than sent raw to a browser.
-_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(0, 9), 11, 12, *range(14, 32), 127]}
+_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(9), 11, 12, *range(14, 32), 127]}
 
 
 class Unreadable:

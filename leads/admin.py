@@ -13,8 +13,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from core.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre_json
 from config.redaction import origin
+from core.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre_json
 from leads.models import (
     Business,
     CallbackRequest,

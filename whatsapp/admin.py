@@ -8,7 +8,7 @@ forces one open, closed or back to a clean state, each a LogEntry.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -147,7 +147,7 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
         snapshots = breakers.all_breakers()
         for snap in snapshots:
             opened = snap.get("opened_at")
-            snap["opened"] = datetime.fromtimestamp(opened, tz=timezone.utc) if opened else None
+            snap["opened"] = datetime.fromtimestamp(opened, tz=UTC) if opened else None
         context = {
             **self.admin_site.each_context(request),
             "title": "Circuit breakers",

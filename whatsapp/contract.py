@@ -12,7 +12,7 @@ import enum
 import json
 import math
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -89,7 +89,7 @@ def _storable_moment(value: datetime) -> datetime:
     if offset is not None and (abs(offset) > _MAX_UTC_OFFSET or offset % timedelta(minutes=1)):
         raise PydanticCustomError("timezone_offset", "time-zone offset must be whole minutes between -15:59 and +15:59")
     try:
-        value.astimezone(timezone.utc)
+        value.astimezone(UTC)
     except OverflowError:
         raise PydanticCustomError("datetime_range", "must be within the years 1-9999 in UTC") from None
     return value

@@ -28,11 +28,11 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from config.redaction import configured_secrets, redact
+from core.breakers import breaker_for
+from core.clients import cloud_api
 from core.metrics import counters
 from leads.models import Business, Lead, ReviewFlag
 from whatsapp.actions.base import PermanentActionError, RetryableActionError, atomic_if_nested
-from core.breakers import breaker_for
-from core.clients import cloud_api
 from whatsapp.models import OutboundMessage
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -222,7 +222,7 @@ def _start_offsets(consumer: Consumer, selection: Selection, partitions: list[in
     keeps the result exact on brokers whose answer is off; Tansu, the
     embedded broker, answers a time after the last record with offset 0
     instead of the log end, which costs a full read but loses nothing."""
-    starts = {p: selection.from_offset if selection.from_offset is not None else OFFSET_BEGINNING for p in partitions}
+    starts = dict.fromkeys(partitions, selection.from_offset if selection.from_offset is not None else OFFSET_BEGINNING)
     if selection.since is None or selection.from_offset is not None:
         return starts
     millis = int(selection.since.timestamp() * 1000)
@@ -363,9 +363,9 @@ def parse_when(value: str, *, now: datetime | None = None) -> datetime:
     text = value.strip()
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if len(text) > 1 and text[-1] in units and text[:-1].isdigit():
-        return (now or datetime.now(timezone.utc)) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+        return (now or datetime.now(UTC)) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{value!r} is neither an ISO-8601 time nor a span like 15m, 2h, 7d") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

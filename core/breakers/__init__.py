@@ -43,16 +43,16 @@ from core.breakers.storage import EVENTS_KEY, REGISTRY_KEY, BreakerStorage, Redi
 from core.breakers.types import CLOSED, HALF_OPEN, OPEN, Change
 
 __all__ = [
+    "CLOSED",
+    "EVENTS_KEY",
+    "HALF_OPEN",
+    "OPEN",
+    "REGISTRY_KEY",
     "Breaker",
     "BreakerConfig",
     "Change",
     "CircuitOpen",
-    "CLOSED",
-    "EVENTS_KEY",
-    "HALF_OPEN",
     "Listener",
-    "OPEN",
-    "REGISTRY_KEY",
     "RedisLink",
     "add_listener",
     "all_breakers",

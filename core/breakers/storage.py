@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pybreaker
 import redis
@@ -252,7 +252,7 @@ class BreakerStorage(pybreaker.CircuitBreakerStorage):
     @property
     def opened_at(self) -> datetime | None:
         opened = self.snapshot()["opened_at"]
-        return datetime.fromtimestamp(opened, timezone.utc) if opened else None
+        return datetime.fromtimestamp(opened, UTC) if opened else None
 
     @opened_at.setter
     def opened_at(self, value: datetime) -> None:

@@ -38,8 +38,8 @@ from typing import Any
 
 from django.conf import settings
 
-from core.errors import ActionError, PermanentActionError, RetryableActionError
 from core.clients import http
+from core.errors import ActionError, PermanentActionError, RetryableActionError
 
 log = logging.getLogger(__name__)
 

@@ -27,16 +27,16 @@ import json
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from django.conf import settings
 
 from config.redaction import origin
-from core.errors import PermanentActionError, RetryableActionError
 from core.breakers import breaker_for
 from core.clients import destinations, http
+from core.errors import PermanentActionError, RetryableActionError
 
 SIGNATURE_HEADER = "X-Signature"
 SIGNATURE_VERSION = "v1"
@@ -186,8 +186,8 @@ def _retry_after(value: str | None) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
     if seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)

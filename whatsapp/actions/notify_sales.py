@@ -26,6 +26,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.clients import webhook
 from leads.models import Order, SalesNotification
 from whatsapp.actions.base import (
     ActionContext,
@@ -35,7 +36,6 @@ from whatsapp.actions.base import (
     atomic_if_nested,
 )
 from whatsapp.actions.registry import register
-from core.clients import webhook
 
 EVENT_NAME = "sales.notification"
 # Added to the webhook deadline: how long a SENDING row may legitimately be in flight.

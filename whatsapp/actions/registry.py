@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from whatsapp.actions.base import ActionExecutor
 from core.registry import Registry
+from whatsapp.actions.base import ActionExecutor
 
 executors: Registry[ActionExecutor] = Registry[ActionExecutor]("action executor")
 

@@ -15,7 +15,6 @@ from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, resolve_product
 from whatsapp.handlers.registry import register
 
-
 REPLIES = replies.Replies(
     {
         "en": {

@@ -17,7 +17,6 @@ from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction, resolve_product
 from whatsapp.handlers.registry import register
 
-
 REPLIES = replies.Replies(
     {
         "en": {

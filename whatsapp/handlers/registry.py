@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from core.registry import Registry
 from whatsapp.contract import Intent
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext
-from core.registry import Registry
 
 FALLBACK = "fallback"
 

@@ -18,7 +18,6 @@ from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import register
 
-
 REPLIES = replies.Replies(
     {
         "en": {

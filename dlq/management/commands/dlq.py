@@ -6,7 +6,7 @@ import argparse
 import base64
 import getpass
 import json
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 from typing import Any
 
 from django.conf import settings
@@ -54,7 +54,7 @@ def when(value: str) -> datetime:
         if day is None:
             raise argparse.ArgumentTypeError(f"not an ISO date or date-time: {value!r}")
         parsed = datetime.combine(day, time.min)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def positive(kind: type) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
@@ -97,7 +97,7 @@ class Command(CommandWithExamples):
         )
         for s in snapshots:
             opened = (
-                datetime.fromtimestamp(s["opened_at"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+                datetime.fromtimestamp(s["opened_at"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
                 if s.get("opened_at")
                 else "-"
             )
