@@ -24,7 +24,8 @@ import contextvars
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
@@ -46,7 +47,10 @@ FIELDS = (
     "exc_info",
 )
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context", default={})
+# The default is read-only: a shared mutable default would leak fields between contexts.
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "log_context", default=MappingProxyType({})
+)
 
 
 def bind(**fields: Any) -> contextvars.Token:

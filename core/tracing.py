@@ -60,7 +60,9 @@ TAGS = ("processing_id", "intent", "action")
 def init_sentry(
     *, dsn: str | None, traces_sample_rate: float, environment: str | None, release: str | None, service: str
 ) -> None:
-    """Set up sentry-sdk for this process (called from whatsapp's AppConfig.ready(), so web, workers and ingest alike)."""
+    """Set up sentry-sdk for this process.
+
+    Called from whatsapp's AppConfig.ready(), so web, workers and ingest alike."""
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.django import DjangoIntegration
     from sentry_sdk.integrations.logging import LoggingIntegration

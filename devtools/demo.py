@@ -236,7 +236,8 @@ def print_table(sent: int, elapsed: float) -> None:
         print(f"{label:<{width}}  {value}")
     print("-" * (width + 30))
     print(
-        "Every record ended as processed, duplicate or dead-lettered; `python manage.py pipeline_stats --json` has the same counts."
+        "Every record ended as processed, duplicate or dead-lettered;"
+        " `python manage.py pipeline_stats --json` has the same counts."
     )
 
 
@@ -281,10 +282,13 @@ def main() -> int:
             ),
             ("ingest", [sys.executable, "manage.py", "ingest_kafka"]),
         ]:
-            log = open(logs / f"{name}.log", "wb")
-            children.append(
-                subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            )
+            # The child keeps its own copy of the log's descriptor; ours can close at once.
+            with open(logs / f"{name}.log", "wb") as log:
+                children.append(
+                    subprocess.Popen(
+                        argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                )
         records = sample_stream()
         begin = time.monotonic()
         produce(records)

@@ -142,7 +142,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
                 .values_list(*(Cast(name, output_field=TextField()) for name in JSON_FIELDS))
                 .first()
             )
-            entry.json_text = dict(zip(JSON_FIELDS, texts or (None,) * len(JSON_FIELDS)))
+            entry.json_text = dict(zip(JSON_FIELDS, texts or (None,) * len(JSON_FIELDS), strict=True))
         return entry
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
@@ -474,7 +474,7 @@ def _moment(value: str) -> datetime | None:
         parsed = parse_datetime(value)
         if parsed is None:
             day = parse_date(value)
-            parsed = datetime(day.year, day.month, day.day) if day else None
+            parsed = datetime(day.year, day.month, day.day, tzinfo=UTC) if day else None
     except ValueError:
         return None
     if parsed is None:

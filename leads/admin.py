@@ -67,7 +67,19 @@ class BusinessForm(forms.ModelForm):
 
     class Meta:
         model = Business
-        exclude = ["sales_webhook_secret"]
+        # An allow-list, so a field added to Business later (a secret, say) is not editable
+        # until someone lists it here; sales_webhook_secret is set only through the fields above.
+        fields = [
+            "business_id",
+            "tenant_id",
+            "display_name",
+            "is_active",
+            "phone_number_id",
+            "replies_enabled",
+            "default_language",
+            "confidence_thresholds",
+            "sales_webhook_url",
+        ]
 
     def clean_sales_webhook_url(self) -> str:
         if self.cleaned_data.get("sales_webhook_url"):

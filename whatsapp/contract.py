@@ -99,7 +99,9 @@ IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_datetime), AfterVali
 Identifier = Annotated[str, Field(min_length=1, pattern=_ID_PATTERN)]
 
 
-class Intent(str, enum.Enum):
+# Not StrEnum: str() and format() of a member give "Intent.X" here, and StrEnum would make
+# them give the value, changing whatever formats a member.
+class Intent(str, enum.Enum):  # noqa: UP042 - see above
     ORDER_REQUEST = "ORDER_REQUEST"
     PRICING_INQUIRY = "PRICING_INQUIRY"
     COMPLAINT = "COMPLAINT"

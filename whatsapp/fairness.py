@@ -81,7 +81,7 @@ def take(wanted: Mapping[str, int]) -> dict[str, int]:
         keys=[bucket_key(b) for b in businesses],
         args=[settings.BUSINESS_RATE_PER_SECOND, settings.BUSINESS_RATE_BURST, *(wanted[b] for b in businesses)],
     )
-    return {business: int(n) for business, n in zip(businesses, granted)}
+    return {business: int(n) for business, n in zip(businesses, granted, strict=True)}
 
 
 def lanes(business_ids: Sequence[str]) -> list[int]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -179,16 +180,16 @@ def _send(row: OutboundMessage, business: Business, processing_id: str) -> Outbo
         raise
 
     sent_at = timezone.now()
-    sent = dict(
-        status=Status.SENT,
-        wamid=result.wamid,
-        http_status=result.http_status,
-        sent_at=sent_at,
-        error_code=None,
-        error_title="",
-        fbtrace_id="",
-        updated_at=sent_at,
-    )
+    sent: dict[str, Any] = {
+        "status": Status.SENT,
+        "wamid": result.wamid,
+        "http_status": result.http_status,
+        "sent_at": sent_at,
+        "error_code": None,
+        "error_title": "",
+        "fbtrace_id": "",
+        "updated_at": sent_at,
+    }
     if OutboundMessage.objects.filter(pk=row.pk).update(**sent):
         counters.action(counters.REPLY, "succeeded")
     for name, value in sent.items():

@@ -55,7 +55,7 @@ def hand_off(
     try:
         with app.producer_or_acquire() as producer, producer.batch():
             publisher = Publisher(producer)
-            for (processing_id, saga_run), lane in zip(runs, lane_of):
+            for (processing_id, saga_run), lane in zip(runs, lane_of, strict=True):
                 trace = traces.get(processing_id) or MessageTrace.stored(
                     rows.get(processing_id, ("", ""))[1], name="whatsapp.hand_off", processing_id=processing_id
                 )

@@ -24,6 +24,7 @@ If Redis is unreachable each process guards on its own (BREAKER_LOCAL_FALLBACK).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -162,10 +163,8 @@ def all_breakers() -> list[dict]:
         snap = known.snapshot() if known else BreakerStorage(name, config_for(name), link).snapshot()
         if snap["backend"] == "redis" and not snap["exists"]:
             # Its keys expired: idle long enough to be forgotten.
-            try:
+            with contextlib.suppress(redis.RedisError, OSError):
                 link.client.zrem(REGISTRY_KEY, name)
-            except (redis.RedisError, OSError):
-                pass
             continue
         snapshots.append(snap)
     return snapshots

@@ -77,9 +77,8 @@ def url_problem(url: str, *, allow_credentials: bool = False) -> str | None:
         reason = forbidden(literal)
         if reason:
             return f"names {reason} ({literal}), which is not in SALES_WEBHOOK_ALLOWED_HOSTS"
-    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
-        if not allowed(host, None):
-            return "names localhost, which is not in SALES_WEBHOOK_ALLOWED_HOSTS"
+    if (host in ("localhost", "localhost.localdomain") or host.endswith(".localhost")) and not allowed(host, None):
+        return "names localhost, which is not in SALES_WEBHOOK_ALLOWED_HOSTS"
     return None
 
 

@@ -10,6 +10,7 @@ start servers before Django is set up.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import os
 import signal
@@ -115,20 +116,14 @@ class LocalService:
         with self._lock:
             try:
                 if self.process.poll() is None:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(self.process.pid, self.stop_signal)
-                    except ProcessLookupError:
-                        pass
-                    try:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
                         self.process.wait(timeout)
-                    except subprocess.TimeoutExpired:
-                        pass
                 # The server ran in its own session, so its pid is its process
                 # group id: kill whatever is left of it (e.g. postgres backends).
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.process.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
                 if self.process.poll() is None:
                     self.process.wait(5)
             finally:
@@ -151,10 +146,9 @@ def _stop_all() -> None:
     with _running_lock:
         services = list(_running)
     for service in services:
-        try:
+        # Best effort at interpreter exit: one service failing to stop must not keep the others running.
+        with contextlib.suppress(Exception):
             service.stop(timeout=5)
-        except Exception:  # pragma: no cover - best effort at interpreter exit
-            pass
 
 
 def spawn(
@@ -215,4 +209,4 @@ def package_dir(package: str) -> Path | None:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))

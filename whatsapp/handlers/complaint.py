@@ -26,16 +26,32 @@ DEFAULT_SEVERITY = "medium"
 REPLIES = replies.Replies(
     {
         "en": {
-            "complaint": "We're very sorry about this. We've opened a support ticket and the {business} team will look into it.",
-            "complaint_urgent": "We're very sorry about this. We've opened a support ticket marked as urgent, and the {business} team will contact you as soon as possible.",
+            "complaint": (
+                "We're very sorry about this. We've opened a support ticket and the {business} team will look into it."
+            ),
+            "complaint_urgent": (
+                "We're very sorry about this. We've opened a support ticket marked as urgent, and the {business} team "
+                "will contact you as soon as possible."
+            ),
         },
         "es": {
-            "complaint": "Sentimos mucho lo ocurrido. Hemos abierto un ticket de soporte y el equipo de {business} lo revisará.",
-            "complaint_urgent": "Sentimos mucho lo ocurrido. Hemos abierto un ticket de soporte marcado como urgente y el equipo de {business} se pondrá en contacto contigo lo antes posible.",
+            "complaint": (
+                "Sentimos mucho lo ocurrido. Hemos abierto un ticket de soporte y el equipo de {business} lo revisará."
+            ),
+            "complaint_urgent": (
+                "Sentimos mucho lo ocurrido. Hemos abierto un ticket de soporte marcado como urgente y el equipo de "
+                "{business} se pondrá en contacto contigo lo antes posible."
+            ),
         },
         "pt": {
-            "complaint": "Sentimos muito pelo ocorrido. Abrimos um chamado de suporte e a equipe de {business} vai analisar o caso.",
-            "complaint_urgent": "Sentimos muito pelo ocorrido. Abrimos um chamado de suporte marcado como urgente e a equipe de {business} entrará em contato com você o quanto antes.",
+            "complaint": (
+                "Sentimos muito pelo ocorrido. Abrimos um chamado de suporte e a equipe de {business} vai analisar o "
+                "caso."
+            ),
+            "complaint_urgent": (
+                "Sentimos muito pelo ocorrido. Abrimos um chamado de suporte marcado como urgente e a equipe de "
+                "{business} entrará em contato com você o quanto antes."
+            ),
         },
     }
 )

@@ -32,19 +32,33 @@ OUT_OF_STOCK = "out_of_stock"
 REPLIES = replies.Replies(
     {
         "en": {
-            "order_confirmed": "Thanks for your order with {business}!\n{lines}\nTotal: {total}\nWe'll let you know when it's ready.",
+            "order_confirmed": (
+                "Thanks for your order with {business}!\n{lines}\nTotal: {total}\nWe'll let you know when it's ready."
+            ),
             "order_line": "- {quantity} x {name}: {amount}",
-            "order_review": "Thanks for your order request with {business}! A member of our team will confirm your order with you shortly.",
+            "order_review": (
+                "Thanks for your order request with {business}! A member of our team will confirm your order with you "
+                "shortly."
+            ),
         },
         "es": {
-            "order_confirmed": "¡Gracias por tu pedido en {business}!\n{lines}\nTotal: {total}\nTe avisaremos cuando esté listo.",
+            "order_confirmed": (
+                "¡Gracias por tu pedido en {business}!\n{lines}\nTotal: {total}\nTe avisaremos cuando esté listo."
+            ),
             "order_line": "- {quantity} x {name}: {amount}",
-            "order_review": "¡Gracias por tu pedido en {business}! Una persona de nuestro equipo te confirmará el pedido en breve.",
+            "order_review": (
+                "¡Gracias por tu pedido en {business}! Una persona de nuestro equipo te confirmará el pedido en breve."
+            ),
         },
         "pt": {
-            "order_confirmed": "Obrigado pelo seu pedido em {business}!\n{lines}\nTotal: {total}\nAvisaremos quando estiver pronto.",
+            "order_confirmed": (
+                "Obrigado pelo seu pedido em {business}!\n{lines}\nTotal: {total}\nAvisaremos quando estiver pronto."
+            ),
             "order_line": "- {quantity} x {name}: {amount}",
-            "order_review": "Obrigado pelo seu pedido em {business}! Uma pessoa da nossa equipe vai confirmar o pedido com você em breve.",
+            "order_review": (
+                "Obrigado pelo seu pedido em {business}! Uma pessoa da nossa equipe vai confirmar o pedido com você em "
+                "breve."
+            ),
         },
     }
 )

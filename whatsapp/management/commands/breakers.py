@@ -34,8 +34,8 @@ examples:
 
 class Command(CommandWithExamples):
     help = (
-        "Show the circuit breakers (webhook:<scheme>://<host>:<port>, whatsapp:<phone_number_id>) with their state, or force "
-        "one open, closed, or back to a clean state. The state lives in Redis, so this acts on every worker."
+        "Show the circuit breakers (webhook:<scheme>://<host>:<port>, whatsapp:<phone_number_id>) with their state, "
+        "or force one open, closed, or back to a clean state. The state lives in Redis, so this acts on every worker."
     )
 
     epilog = EPILOG
