@@ -57,7 +57,13 @@ def check_broker() -> None:
         connect_timeout=timeout,
         transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout},
     ) as connection:
-        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+        # kombu takes any number of seconds here; celery-types narrows it to int.
+        connection.ensure_connection(
+            max_retries=1,
+            interval_start=0,
+            interval_step=0,
+            timeout=timeout,  # type: ignore[arg-type]
+        )
 
 
 CHECKS: dict[str, Callable[[], None]] = {"database": check_database, "redis": check_redis, "broker": check_broker}

@@ -31,7 +31,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import sentry_sdk
@@ -108,7 +108,7 @@ def init_sentry(
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def sampler(rate: float):
+def sampler(rate: float) -> Callable[[dict[str, Any]], float]:
     """Sample at `rate`, follow the upstream decision when the trace came with one (so a
     message's trace is whole or absent), and never sample health checks or scrapes."""
 
@@ -304,7 +304,7 @@ class MessageTrace:
         if self.transaction is None:
             # The ids and the upstream's sampling decision: its baggage is not passed on
             # unread (sentry-sdk refuses some values, see _transaction).
-            trace = {"sentry-trace": f"{self.trace_id}-{self.span_id}{self._sampled}"}
+            trace: dict[str, Any] = {"sentry-trace": f"{self.trace_id}-{self.span_id}{self._sampled}"}
             yield {**trace, "headers": dict(trace)}
             return
         with self.active(), self.child("queue.submit.celery", task_name) as span:

@@ -19,7 +19,15 @@ import sys
 from pathlib import Path
 
 from devtools import ROOT, VAR
-from devtools.services import HOST, ServiceError, create_database, create_topic, ensure_services, port_open
+from devtools.services import (
+    HOST,
+    LocalService,
+    ServiceError,
+    create_database,
+    create_topic,
+    ensure_services,
+    port_open,
+)
 from devtools.urls import database_name, with_path
 
 DEFAULT_DIR = VAR / "stack"
@@ -170,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Until honcho takes the signals over, a SIGTERM still stops the servers started here.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    started = []
+    started: list[LocalService] = []
     try:
         check_ports()
         urls, started = ensure_services(data_dir, persistent=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -154,7 +154,8 @@ def all_breakers() -> list[dict]:
     """
     link = default_link()
     try:
-        names = sorted(n.decode() for n in link.client.zrange(REGISTRY_KEY, 0, -1))
+        # The client returns bytes (decode_responses is off); redis-py's hints allow any reply.
+        names = sorted(n.decode() for n in cast("list[bytes]", link.client.zrange(REGISTRY_KEY, 0, -1)))
     except (redis.RedisError, OSError):
         names = sorted(_breakers)
     snapshots = []

@@ -123,7 +123,10 @@ class Breaker(pybreaker.CircuitBreaker):
     def storage(self) -> BreakerStorage:
         return self._state_storage  # type: ignore[return-value]
 
-    @property
+    # pybreaker's `state` is a read-write property holding a state object; here it is the
+    # cluster's state name, read from the storage, and every transition goes through the
+    # storage (open, close, reset, calling), so pybreaker's setter is never used.
+    @property  # type: ignore[misc]
     def state(self) -> str:  # type: ignore[override]
         """As the cluster sees it: closed, open or half-open. An open breaker whose
         time is up reads "open" until the next call takes it to half-open."""
@@ -154,7 +157,7 @@ class Breaker(pybreaker.CircuitBreaker):
         decision = self.storage.acquire()
         self._announce(decision.change)
         if decision.kind == "reject":
-            raise CircuitOpen(self.name, decision.remaining)
+            raise CircuitOpen(self.storage.name, decision.remaining)
         try:
             yield
         except BaseException as exc:
@@ -165,16 +168,16 @@ class Breaker(pybreaker.CircuitBreaker):
                     listener.failure(self, exc)
             self._announce(change)
             if change is not None and change.new == OPEN and self._throw_new_error_on_trip:
-                raise CircuitOpen(self.name, self.config.open_seconds) from exc
+                raise CircuitOpen(self.storage.name, self.config.open_seconds) from exc
             raise
         self._announce(self.storage.record(decision, "success"))
-        for listener in self.listeners:
-            listener.success(self)
+        for observer in self.listeners:
+            observer.success(self)
 
-    def call_async(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def call_async(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("Breaker does not support tornado coroutines")
 
-    def open(self, seconds: float | None = None) -> bool:  # type: ignore[override]
+    def open(self, seconds: float | None = None) -> bool:
         """Open it for every process: for `seconds`, or (None) until close() or reset()."""
         self._announce(self.storage.force("open", seconds))
         return self._throw_new_error_on_trip

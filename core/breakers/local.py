@@ -84,8 +84,8 @@ class LocalState:
         with self._lock:
             now = time.time()
             if target == "open":
-                forced = hold_seconds is None
-                return self._open(now, now + (config.open_seconds if forced else hold_seconds), forced=forced)
+                hold = config.open_seconds if hold_seconds is None else hold_seconds
+                return self._open(now, now + hold, forced=hold_seconds is None)
             return self._move(CLOSED, now)
 
     def snapshot(self, config: BreakerConfig) -> dict:

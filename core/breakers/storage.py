@@ -76,7 +76,7 @@ class RedisLink:
     def run(self, script: str, name: str, config: BreakerConfig, *extra: str) -> list:
         if self._down and time.monotonic() < self._retry_at:
             raise RedisUnavailable()
-        args = [
+        args: list[str | int | float] = [
             name,
             int(config.window_seconds * 1000),
             config.min_calls,

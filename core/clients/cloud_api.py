@@ -34,7 +34,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 
@@ -106,6 +106,16 @@ class CloudApiPermanent(CloudApiError, PermanentActionError):
 
 class CloudApiAuthError(CloudApiPermanent):
     """The access token, or its permissions, were refused."""
+
+
+class _ErrorFields(TypedDict):
+    """CloudApiError's keyword arguments, as classify() gathers them."""
+
+    code: int | None
+    title: str
+    http_status: int | None
+    fbtrace_id: str
+    details: str
 
 
 @dataclass(frozen=True)
@@ -238,15 +248,16 @@ def classify(
     http_status: int, data: Any, *, retry_after: float | None = None, token: str | None = None
 ) -> CloudApiError:
     """The exception for a non-2xx answer: by Graph error code first, by HTTP status otherwise."""
-    error = data.get("error") if isinstance(data, dict) else None
-    error = error if isinstance(error, dict) else {}
+    raw_error = data.get("error") if isinstance(data, dict) else None
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     code = error.get("code") if isinstance(error.get("code"), int) else None
     message = redact(str(error.get("message") or ""), token)
-    error_data = error.get("error_data") if isinstance(error.get("error_data"), dict) else {}
+    raw_error_data = error.get("error_data")
+    error_data: dict[str, Any] = raw_error_data if isinstance(raw_error_data, dict) else {}
     details = redact(str(error_data.get("details") or ""), token)[:1000]
     fbtrace_id = redact(str(error.get("fbtrace_id") or ""), token)[:64]
     title = (_TITLE_PREFIX.sub("", message) or f"HTTP {http_status}")[:MAX_TITLE_LENGTH]
-    fields = {"code": code, "title": title, "http_status": http_status, "fbtrace_id": fbtrace_id, "details": details}
+    fields = _ErrorFields(code=code, title=title, http_status=http_status, fbtrace_id=fbtrace_id, details=details)
     where = f"code {code}" if code is not None else "no error code"
     text = f"WhatsApp Cloud API answered HTTP {http_status} ({where}): {title}"
     if details and details != title:

@@ -38,6 +38,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import sentry_sdk
@@ -314,10 +315,17 @@ class _Watchdog:
                 duplicate.close()
 
 
-class _Pinned:
+if TYPE_CHECKING:
+    # What the mixin below is mixed into: it reads the connection's host, port and options.
+    _ConnectionBase = HTTPConnection
+else:
+    _ConnectionBase = object
+
+
+class _Pinned(_ConnectionBase):
     """Connects to `address` when given (else resolves the host), and hands the socket to the watchdog."""
 
-    def __init__(self, *args, address: str | None = None, watchdog: _Watchdog, **kwargs) -> None:
+    def __init__(self, *args: Any, address: str | None = None, watchdog: _Watchdog, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pinned_address = address
         self._watchdog = watchdog

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 
@@ -162,7 +163,7 @@ def spawn(
     ready: Callable[[], bool],
     timeout: float = START_TIMEOUT,
     stop_signal: int = signal.SIGTERM,
-    **popen_kwargs: object,
+    **popen_kwargs: Any,
 ) -> LocalService:
     """Start ``argv`` in its own session, logging to ``log_path``; wait until ``ready()``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
