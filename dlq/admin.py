@@ -20,6 +20,7 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import IGNORED_PARAMS
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet, TextField
@@ -114,7 +115,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
             },
         ),
     ]
-    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+    readonly_fields = flatten_fieldsets(fieldsets)
 
     # -- permissions ------------------------------------------------------------------
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -427,6 +428,8 @@ def command_filters(params: QueryDict) -> tuple[list[str], datetime | None, date
     until: datetime | None = None
     parts = {}
     for name, value in params.items():
+        if not isinstance(value, str):
+            return None  # a parameter with no value at all: no option says that
         if name != "q" and (name in IGNORED_PARAMS or name == "p"):
             continue  # ordering, page, facets, popup: not a filter
         if name in FILTER_OPTIONS:

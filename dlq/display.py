@@ -210,7 +210,7 @@ def rows_of(value: Any, limit: int = 200) -> list[dict] | None:
     return None
 
 
-def table_or_block(text: str | None, render: Callable[[Any], SafeString | None]) -> SafeString | str:
+def table_or_block(text: str | None, render: Callable[[Any], SafeString | str | None]) -> SafeString | str:
     """render(parsed JSON) when it parses and has the shape render lays out (render
     returns None otherwise); else the JSON, or the text, as it is."""
     if text is None:

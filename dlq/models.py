@@ -28,7 +28,7 @@ class EntryNotOpen(Exception):
     """The entry was already requeued, resolved or discarded; the message says which."""
 
 
-class DeadLetterQuerySet(models.QuerySet):
+class DeadLetterQuerySet(models.QuerySet["DeadLetter"]):
     """The filters the admin and `manage.py dlq` share, so both select the same entries."""
 
     def matching(

@@ -153,8 +153,8 @@ class BusinessAdmin(admin.ModelAdmin):
 
 class LeadActivityInline(ReadOnlyTabularInline):
     model = LeadActivity
-    fields = ["created_at", "kind", "from_state", "to_state", "processing_id", "detail"]
-    readonly_fields = fields
+    # Every column shown, none editable: one tuple serves as both.
+    fields = readonly_fields = ("created_at", "kind", "from_state", "to_state", "processing_id", "detail")
     ordering = ["created_at", "id"]
 
 
@@ -173,8 +173,8 @@ class LeadAdmin(ReadOnlyModelAdmin):
 
 class OrderLineInline(ReadOnlyTabularInline):
     model = OrderLine
-    fields = ["sku", "name", "quantity", "unit_price", "line_total"]
-    readonly_fields = fields
+    # Every column shown, none editable: one tuple serves as both.
+    fields = readonly_fields = ("sku", "name", "quantity", "unit_price", "line_total")
 
 
 class EffectAdmin(ReadOnlyModelAdmin):

@@ -92,7 +92,7 @@ class Product(models.Model):
         return f"{self.sku} {self.name}"
 
 
-class LeadQuerySet(models.QuerySet):
+class LeadQuerySet(models.QuerySet["Lead"]):
     def upsert(
         self, *, business: Business, lead_id: str, wa_id: str, customer_name: str, received_at: datetime
     ) -> Lead:

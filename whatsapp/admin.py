@@ -32,8 +32,17 @@ from whatsapp.models import (
 
 class SagaStepInline(ReadOnlyTabularInline):
     model = SagaStep
-    fields = ["saga_run", "order", "action", "status", "attempts", "error", "compensation_error", "updated_at"]
-    readonly_fields = fields
+    # Every column shown, none editable: one tuple serves as both.
+    fields = readonly_fields = (
+        "saga_run",
+        "order",
+        "action",
+        "status",
+        "attempts",
+        "error",
+        "compensation_error",
+        "updated_at",
+    )
     ordering = ["saga_run", "order"]
 
 

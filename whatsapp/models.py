@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection, models
 from django.utils import timezone
@@ -14,7 +14,7 @@ from config.redaction import configured_secrets, redact
 from leads.models import Lead
 
 
-class InboxQuerySet(models.QuerySet):
+class InboxQuerySet(models.QuerySet["ProcessedMessage"]):
     def row(
         self, *, processing_id: str | None = None, pk: int | None = None, lock: bool = False
     ) -> ProcessedMessage | None:
@@ -114,12 +114,17 @@ def _lead_fields() -> list[models.Field]:
     return list(Lead._meta.concrete_fields)
 
 
+def _columns(model: type[models.Model]) -> list[str]:
+    """The model's columns, in field order (a concrete field always has one; the stubs allow None)."""
+    return [cast(str, f.column) for f in model._meta.concrete_fields]
+
+
 @functools.cache
 def _row_sql(by: str, lock: bool) -> str:
     """InboxQuerySet.row's statement, built once per shape from the models' own columns."""
     quote = connection.ops.quote_name
-    columns = [f"m.{quote(f.column)}" for f in ProcessedMessage._meta.concrete_fields]
-    columns += [f"l.{quote(f.column)} AS {quote('lead__' + f.column)}" for f in _lead_fields()]
+    columns = [f"m.{quote(column)}" for column in _columns(ProcessedMessage)]
+    columns += [f"l.{quote(column)} AS {quote('lead__' + column)}" for column in _columns(Lead)]
     return (
         f"SELECT {', '.join(columns)}, (SELECT b.updated_at FROM leads_business b "
         f"WHERE b.business_id = m.business_id) AS business_version "
@@ -262,7 +267,7 @@ class DuplicateDelivery(models.Model):
         return f"{self.processing_id} @ {self.kafka_topic}[{self.kafka_partition}]:{self.kafka_offset}"
 
 
-class SagaStepQuerySet(models.QuerySet):
+class SagaStepQuerySet(models.QuerySet["SagaStep"]):
     def begin_attempt(self, processing_id: str, saga_run: int, order: int, now: datetime) -> SagaStep | None:
         """Count a new attempt of a PENDING step of an active run, committed at once (so a
         failure's rollback, or a killed worker, keeps it), and return the step; None when the

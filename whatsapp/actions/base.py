@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from django.db import IntegrityError, connection, models, transaction
 
@@ -71,7 +71,10 @@ def atomic_if_nested() -> contextlib.AbstractContextManager:
     return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
 
 
-def create_effect(model: type[models.Model], context: ActionContext, **fields: Any) -> Any:
+M = TypeVar("M", bound=models.Model)
+
+
+def create_effect(model: type[M], context: ActionContext, **fields: Any) -> M:
     """Create this step's effect row, or return the one a concurrent run of the same step
     created first: the unique idempotency_key decides the winner.
 
@@ -79,7 +82,7 @@ def create_effect(model: type[models.Model], context: ActionContext, **fields: A
     the step back; the saga then finds the step done by the winner. A savepoint here would
     cost two more statements on every action for a race that almost never happens."""
     try:
-        return model.objects.create(
+        return model._default_manager.create(
             processing_id=context.processing_id,
             saga_run=context.saga_run,
             idempotency_key=context.idempotency_key,
@@ -90,7 +93,7 @@ def create_effect(model: type[models.Model], context: ActionContext, **fields: A
     except IntegrityError:
         if connection.in_atomic_block:
             raise
-        existing = model.objects.filter(idempotency_key=context.idempotency_key).first()
+        existing = model._default_manager.filter(idempotency_key=context.idempotency_key).first()
         if existing is None:
             raise
         return existing
