@@ -53,12 +53,12 @@ _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 )
 
 
-def bind(**fields: Any) -> contextvars.Token:
+def bind(**fields: Any) -> contextvars.Token[Mapping[str, Any]]:
     """Add fields to every log line of this thread/task until `unbind(token)`."""
     return _context.set({**_context.get(), **{k: v for k, v in fields.items() if v not in (None, "")}})
 
 
-def unbind(token: contextvars.Token) -> None:
+def unbind(token: contextvars.Token[Mapping[str, Any]]) -> None:
     _context.reset(token)
 
 

@@ -31,7 +31,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import sentry_sdk
@@ -40,12 +40,17 @@ from config.logging import bind, bound, context
 
 
 class Record(Protocol):
-    """What tracing reads of a received Kafka record (whatsapp.kafka.Record)."""
+    """What tracing reads of a received Kafka record (whatsapp.kafka.Record, a frozen
+    dataclass: hence read-only members). A header may have no name."""
 
-    topic: str
-    partition: int
-    offset: int
-    headers: list[tuple[str, bytes | None]]
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def headers(self) -> Sequence[tuple[str | None, bytes | None]]: ...
 
 
 log = logging.getLogger(__name__)

@@ -11,17 +11,24 @@ from django.utils import timezone
 
 
 class KafkaRecord(Protocol):
-    """What an ingest dead letter keeps of the record it could not take in."""
+    """What an ingest dead letter keeps of the record it could not take in (read-only, as
+    the frozen whatsapp.kafka.Record has it)."""
 
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    key: bytes | None
-    timestamp: datetime | None
-    unconverted_millis: int | None
-
-    def headers_json(self) -> list: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> datetime | None: ...
+    @property
+    def unconverted_millis(self) -> int | None: ...
+    def headers_json(self) -> list[dict[str, Any]]: ...
 
 
 class EntryNotOpen(Exception):

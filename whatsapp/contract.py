@@ -295,7 +295,8 @@ def _scan(data: dict[str, Any]) -> tuple[list[str], list[str]]:
     # Only objects and arrays go on the stack; scalars are checked where they are found, and a
     # path is spelled out only for a problem. kept is False under top-level keys that are
     # dropped, and below a problem already reported, so one bad subtree gives one line.
-    stack: list[tuple[dict[str, Any] | list[Any], tuple[str | int, ...], bool]] = [(data, (), True)]
+    # dict[Any, Any]: walking objects and arrays alike, a key is a str or a list index.
+    stack: list[tuple[dict[Any, Any] | list[Any], tuple[str | int, ...], bool]] = [(data, (), True)]
     while stack:
         node, path, kept = stack.pop()
         if kept and len(path) > _MAX_DEPTH:

@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from django.conf import settings
@@ -167,7 +168,10 @@ class Ingestor:
             message = self.consumer.poll(0.2)
             if message is not None and not message.error():
                 # A partition assigned during the outage: rewind and hold it.
-                tp = TopicPartition(message.topic(), message.partition(), message.offset())
+                # A message without an error has its topic, partition and offset; the stubs allow None.
+                tp = TopicPartition(
+                    cast(str, message.topic()), cast(int, message.partition()), cast(int, message.offset())
+                )
                 self.consumer.pause([tp])
                 self.consumer.seek(tp)
         return True

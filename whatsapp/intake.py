@@ -25,7 +25,7 @@ import logging
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -201,7 +201,8 @@ def insert_inbox_rows(rows: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
     }
     document = json.dumps([{**defaults, **row} for row in rows], default=str)
     quote = connection.ops.quote_name
-    table, columns = quote(ProcessedMessage._meta.db_table), ", ".join(quote(f.column) for f in fields)
+    # A concrete field always has a column; the stubs allow None.
+    table, columns = quote(ProcessedMessage._meta.db_table), ", ".join(quote(cast(str, f.column)) for f in fields)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s) "
@@ -368,7 +369,7 @@ def _store_rejections(
         )
 
 
-def _dead_lettered_before(records: list[Record]) -> set[tuple[str, int, int]]:
+def _dead_lettered_before(records: list[Record]) -> set[tuple[str, int | None, int | None]]:
     return set(
         DeadLetter.objects.filter(
             stage=DeadLetter.Stage.INGEST,
@@ -383,7 +384,7 @@ def is_outage(exc: BaseException) -> bool:
     """A dependency is away (the database or the broker unreachable): retry the whole batch
     later. Anything else (an IntegrityError, a DataError, a bug) is the batch's own fault."""
     from django.db import InterfaceError, OperationalError
-    from kombu.exceptions import BatchPublishError
+    from kombu.exceptions import BatchPublishError  # type: ignore[attr-defined]  # new in kombu 5.7; its stubs predate it
     from kombu.exceptions import OperationalError as BrokerError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeout

@@ -9,7 +9,7 @@ hundreds of messages a batch, and a round trip each was most of its time.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from config.celery import app
 from core.tracing import MessageTrace
@@ -20,6 +20,7 @@ from whatsapp.models import ProcessedMessage
 if TYPE_CHECKING:
     from celery.canvas import Signature
     from kombu import Producer, Queue
+    from kombu.transport.base import StdChannel
 
 
 def hand_off(
@@ -61,7 +62,8 @@ def hand_off(
                 )
                 sent.append(trace)
                 steps = pipeline_steps(processing_id, saga_run, lane=lane)
-                with trace.sending(steps[0].task) as headers:
+                # A signature made from a task name always has one; the stubs allow None.
+                with trace.sending(cast(str, steps[0].task)) as headers:
                     publisher.send(steps, headers=headers)
     except BaseException:
         for trace in sent:
@@ -122,5 +124,7 @@ class Publisher:
         """The queue, bound to the producer's channel once: kombu's declaration cache then
         answers for every later message (given an unbound queue, it binds a copy each time)."""
         if name not in self._queues:
-            self._queues[name] = app.amqp.queues[name or app.amqp.default_queue.name].bind(self.producer.channel)
+            # The producer is acquired with its channel; kombu's stubs allow none.
+            channel = cast("StdChannel", self.producer.channel)
+            self._queues[name] = app.amqp.queues[name or app.amqp.default_queue.name].bind(channel)
         return self._queues[name]

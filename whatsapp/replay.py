@@ -287,6 +287,7 @@ def classify(records: list[Record], *, force: bool, seen: dict[str, str]) -> lis
 
 
 def _outcome(record: Record, processing_id: str, kind: str, detail: str) -> Outcome:
+    stamp: str | None
     if record.timestamp is not None:
         stamp = record.timestamp.isoformat()
     else:  # no datetime can hold it: the raw milliseconds, as Kafka has them

@@ -27,7 +27,7 @@ from whatsapp.fairness import BULK_LANE, NORMAL_LANE
 log = logging.getLogger(__name__)
 
 # A stage that cannot reach Postgres waits and tries again.
-DB_RETRY = {
+DB_RETRY: dict[str, Any] = {
     "autoretry_for": (OperationalError, InterfaceError),
     "retry_backoff": 2,
     "retry_backoff_max": 60,

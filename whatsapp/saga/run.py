@@ -91,7 +91,7 @@ def business_of(message: ProcessedMessage) -> Business:
 def lead_of(message: ProcessedMessage, event: AIResultEvent, business: Business) -> Lead:
     """The message's lead: the one its row links (read with it), else by its ids."""
     return (
-        message.lead_record
+        message.lead_record  # type: ignore[return-value]  # set whenever lead_record_id is
         if message.lead_record_id is not None
         else Lead.objects.get(business=business, lead_id=event.lead_id)
     )
