@@ -17,6 +17,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from devtools import ROOT, VAR
 from devtools.services import create_database, create_topic, ensure_services
@@ -53,7 +54,7 @@ class OutsideWorld(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args) -> None:
+    def log_message(self, *args: Any) -> None:
         pass
 
 
@@ -117,7 +118,9 @@ def sample_stream() -> list[tuple[bytes | None, bytes]]:
     """Every intent, a few low-confidence ones, duplicates, invalid records,
     and one message whose sales notification the CRM refuses."""
 
-    def ev(n: int, intent: str, business: str = "acme-bakery", tenant: str = "tenant-acme", **extra) -> dict:
+    def ev(
+        n: int, intent: str, business: str = "acme-bakery", tenant: str = "tenant-acme", **extra: Any
+    ) -> dict[str, Any]:
         body = {
             "schema_version": 1,
             "processing_id": f"demo-{n:03d}",

@@ -289,25 +289,25 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return text[:80] + ("…" if len(text) > 80 else "")
 
     @admin.display(description="error message")
-    def error(self, obj: DeadLetter):
+    def error(self, obj: DeadLetter) -> str:
         return display.text_block(obj.error_message) if obj.error_message else "-"
 
     @admin.display(description="traceback")
-    def traceback_text(self, obj: DeadLetter):
+    def traceback_text(self, obj: DeadLetter) -> str:
         if not obj.traceback:
             return "- (none: the record was refused by validation)"
         return display.text_block(obj.traceback, tail=True)
 
     @admin.display(description="payload")
-    def payload_json(self, obj: DeadLetter):
+    def payload_json(self, obj: DeadLetter) -> str:
         return display.json_block(_json_text(obj, "payload"))
 
     @admin.display(description="raw record")
-    def raw_record(self, obj: DeadLetter):
+    def raw_record(self, obj: DeadLetter) -> str:
         return display.bytes_block(obj.raw_value)
 
     @admin.display(description="inbox message")
-    def inbox_message(self, obj: DeadLetter):
+    def inbox_message(self, obj: DeadLetter) -> str:
         """A link to the message's row in the model settings.DLQ_SOURCE_MODEL names ("app_label.Model",
         with processing_id and status fields), as AUTH_USER_MODEL names a model: this app imports none."""
         source = getattr(settings, "DLQ_SOURCE_MODEL", None)
@@ -321,7 +321,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}</a> ({})', url, obj.processing_id, row.status)
 
     @admin.display(description="steps at failure")
-    def saga_steps(self, obj: DeadLetter):
+    def saga_steps(self, obj: DeadLetter) -> str:
         def table(state: Any) -> SafeString | str | None:
             if not isinstance(state, dict):
                 return None if state else "-"
@@ -369,11 +369,11 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return text + (f"… ({len(key):,} bytes)" if len(key) > 1024 else "")
 
     @admin.display(description="headers")
-    def record_headers(self, obj: DeadLetter):
+    def record_headers(self, obj: DeadLetter) -> str:
         return display.json_block(_json_text(obj, "kafka_headers"))
 
     @admin.display(description="requeue history")
-    def requeue_log(self, obj: DeadLetter):
+    def requeue_log(self, obj: DeadLetter) -> str:
         def table(history: Any) -> SafeString | str | None:
             if not history:
                 return "never requeued"
@@ -395,7 +395,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return display.table_or_block(_json_text(obj, "requeue_history"), table)
 
     @admin.display(description="same message")
-    def related_entries(self, obj: DeadLetter):
+    def related_entries(self, obj: DeadLetter) -> str:
         """The entry this one follows (a requeue that failed again) and the ones after it."""
         if not obj.processing_id:
             return "-"

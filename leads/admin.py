@@ -8,6 +8,8 @@ edited or deleted from anywhere: the database refuses it too.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -32,7 +34,7 @@ from leads.models import (
 class WriteOnlyURLInput(forms.URLInput):
     """Never renders a value, not even the one just typed when the form comes back with an error."""
 
-    def format_value(self, value) -> None:
+    def format_value(self, value: Any) -> None:
         return None
 
 
@@ -220,7 +222,7 @@ class SalesNotificationAdmin(EffectAdmin):
         return origin(obj.webhook_url) if obj.webhook_url else "-"
 
     @admin.display(description="payload sent")
-    def sent_payload(self, obj: SalesNotification):
+    def sent_payload(self, obj: SalesNotification) -> str:
         return pre_json(obj.payload)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, NoReturn
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -187,12 +188,12 @@ class LeadActivity(models.Model):
     def __str__(self) -> str:
         return f"{self.kind} on {self.lead_id}"
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None and not kwargs.get("force_insert"):
             raise ImmutableRecord("lead activities are append-only")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise ImmutableRecord("lead activities are append-only")
 
 

@@ -9,6 +9,7 @@ forces one open, closed or back to a clean state, each a LogEntry.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -102,15 +103,15 @@ class ProcessedMessageAdmin(ReadOnlyModelAdmin):
         return f"{obj.kafka_topic} [{obj.kafka_partition}] @ {obj.kafka_offset}" if obj.kafka_topic else "-"
 
     @admin.display(description="traceback")
-    def traceback(self, obj: ProcessedMessage):
+    def traceback(self, obj: ProcessedMessage) -> str:
         return pre(obj.last_traceback) if obj.last_traceback else "-"
 
     @admin.display(description="event")
-    def event(self, obj: ProcessedMessage):
+    def event(self, obj: ProcessedMessage) -> str:
         return pre_json(obj.payload)
 
     @admin.display(description="dead letters")
-    def dead_letters(self, obj: ProcessedMessage):
+    def dead_letters(self, obj: ProcessedMessage) -> str:
         count = DeadLetter.objects.filter(processing_id=obj.processing_id).count()
         if not count:
             return "none"
@@ -182,9 +183,13 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
             self.message_user(request, f"{done}: {name}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:whatsapp_circuitbreaker_changelist"))
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None) -> HttpResponse:
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         # There is no row to show (a LogEntry links here): the list has it all.
         return HttpResponseRedirect(reverse("admin:whatsapp_circuitbreaker_changelist"))
 
-    def history_view(self, request: HttpRequest, object_id: str, extra_context=None) -> HttpResponse:
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         return self.change_view(request, object_id)

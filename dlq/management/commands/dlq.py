@@ -14,7 +14,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.utils.dateparse import parse_date, parse_datetime
 
 from config.commands import CommandWithExamples
-from dlq.models import DeadLetter, EntryNotOpen
+from dlq.models import DeadLetter, DeadLetterQuerySet, EntryNotOpen
 from dlq.requeue import requeue_many
 
 USAGE = 2  # exit code of a usage error, as argparse uses
@@ -243,7 +243,7 @@ class Command(CommandWithExamples):
         self.stdout.write(f"deleted {deleted}")
 
     # -- helpers ----------------------------------------------------------------------
-    def _matching(self, options: dict, *, status: str | None):
+    def _matching(self, options: dict[str, Any], *, status: str | None) -> DeadLetterQuerySet:
         return DeadLetter.objects.matching(
             status=status,
             stage=options["stage"],

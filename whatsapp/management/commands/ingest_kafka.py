@@ -1,4 +1,5 @@
 import os
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
@@ -28,7 +29,7 @@ class Command(BaseCommand):
             help="Exit after this many seconds with nothing to read (for scripts and tests).",
         )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         for name in ("batch_size", "max_messages"):
             if options[name] is not None and options[name] < 1:
                 self.stderr.write(f"--{name.replace('_', '-')} must be at least 1")

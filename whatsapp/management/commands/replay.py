@@ -1,5 +1,6 @@
 import json
 import sys
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
@@ -64,7 +65,7 @@ class Command(CommandWithExamples):
             "--json", action="store_true", help="Print one JSON object (with --dry-run, it lists the records)."
         )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         selection = self.selection(options)
         if options["force"] and not options["dry_run"] and not options["yes"]:
             self.confirm_force()

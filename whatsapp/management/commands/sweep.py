@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -22,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-purge", action="store_true", help="Do not purge old finished rows.")
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         result = sweep(stuck_after=options["stuck_after"], purge=not options["no_purge"])
         if options["json"]:
             self.stdout.write(json.dumps(result.as_dict(), sort_keys=True))
