@@ -6,8 +6,10 @@ points at services on this machine, so a developer can start with nothing set.
 
 from __future__ import annotations
 
+import json as _json
 from pathlib import Path
 
+from config import logging as _logging
 from config.env import Env, SettingError
 
 env = Env()
@@ -211,8 +213,6 @@ WHATSAPP_PLUGINS = env.list("WHATSAPP_PLUGINS", [])
 # JSON lines by default (LOG_FORMAT=text to read them locally); each carries the
 # service, trace and span ids and the message's processing_id, lead_id and intent
 # (config/logging.py). SERVICE_NAME defaults to what the command line says.
-from config import logging as _logging  # noqa: E402
-
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = env.str("LOG_FORMAT", "json").lower()
 if LOG_FORMAT not in {"json", "text"}:
@@ -228,7 +228,6 @@ LOGGING = _logging.logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT, servic
 # BREAKER_OPEN_SECONDS; then lets BREAKER_HALF_OPEN_PROBES calls at a time
 # through (a probe slot frees itself after BREAKER_PROBE_TIMEOUT_SECONDS if its
 # worker dies) and closes after BREAKER_CLOSE_AFTER of them succeed.
-import json as _json  # noqa: E402
 
 # Where breaker state lives; REDIS_URL unless given.
 BREAKER_REDIS_URL = env.url("BREAKER_REDIS_URL", REDIS_URL, schemes=("redis", "rediss", "unix"))

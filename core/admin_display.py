@@ -32,6 +32,8 @@ class ReadOnlyMixin:
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Every field read-only, so no form field (and no widget) is built for any.
+        # A mixin: the ModelAdmin or inline it is mixed into has exclude, model and the super
+        # method, which mypy cannot see from here.
         declared = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
         excluded = set(self.exclude or ())  # type: ignore[attr-defined]
         return declared + [

@@ -102,6 +102,8 @@ class Breaker(pybreaker.CircuitBreaker):
         throw_new_error_on_trip: bool = False,
     ) -> None:
         storage = BreakerStorage(name, config, link, local_fallback=local_fallback)
+        # Kept with its own type: pybreaker's _state_storage holds the same object as its base class.
+        self._storage = storage
         self.config = config
         self._is_health_error = is_health_error
         super().__init__(
@@ -121,7 +123,7 @@ class Breaker(pybreaker.CircuitBreaker):
 
     @property
     def storage(self) -> BreakerStorage:
-        return self._state_storage  # type: ignore[return-value]
+        return self._storage
 
     # pybreaker's `state` is a read-write property holding a state object; here it is the
     # cluster's state name, read from the storage, and every transition goes through the
