@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Django's command-line utility, with configuration errors shown as one line."""
+
 import os
 import sys
 

@@ -1,5 +1,7 @@
 """The Celery app. Settings come from Django's settings under the CELERY_ prefix."""
+
 import os
+from typing import Any
 
 from celery import Celery, signals
 
@@ -11,7 +13,7 @@ app.autodiscover_tasks()
 
 
 @signals.task_postrun.connect
-def recycle_database_connections(**kwargs) -> None:
+def recycle_database_connections(**kwargs: Any) -> None:
     """Drop a connection that had errors or outlived DATABASE_CONN_MAX_AGE, as Django
     does after each request, and keep the healthy ones: Celery's own habit of closing
     the connection around every task (tamed by CELERY_DB_REUSE_MAX) costs a Postgres

@@ -5,6 +5,7 @@ settings object, each lookup (and each miss, as an exception) cost a measurable 
 a worker's time; a plain dict costs a dict lookup. Imported lazily, on Celery's first look
 at its configuration, so Django's settings are loaded by then as before.
 """
+
 from django.conf import settings
 
 SETTINGS = {name: getattr(settings, name) for name in dir(settings) if name.startswith("CELERY_")}

@@ -1,4 +1,5 @@
 """What our management commands share."""
+
 from __future__ import annotations
 
 import argparse

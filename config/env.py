@@ -4,13 +4,19 @@ Every reader raises :class:`SettingError` naming the variable, so a bad
 deployment fails at start with one line that says what to fix instead of a
 traceback from deep inside a driver.
 """
+
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from dj_database_url import DBConfig
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -25,6 +31,9 @@ class SettingError(ImproperlyConfigured):
 
 
 class Env:
+    # Its readers are named for the type they return (env.str, env.int, ...), which hides
+    # the builtins inside the class: annotations after them spell out builtins.str etc.
+
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self.environ = os.environ if environ is None else environ
 
@@ -40,10 +49,10 @@ class Env:
             return default
         return value
 
-    def optional(self, name: str) -> str | None:
+    def optional(self, name: builtins.str) -> builtins.str | None:
         return self.raw(name)
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool = False) -> builtins.bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -54,7 +63,7 @@ class Env:
             return False
         raise SettingError(name, f"must be a boolean (true/false/1/0), got {value!r}")
 
-    def int(self, name: str, default: int, *, minimum: int | None = None) -> int:
+    def int(self, name: builtins.str, default: builtins.int, *, minimum: builtins.int | None = None) -> builtins.int:
         value = self.raw(name)
         if value is None:
             return default
@@ -66,7 +75,9 @@ class Env:
             raise SettingError(name, f"must be >= {minimum}, got {number}")
         return number
 
-    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+    def float(
+        self, name: builtins.str, default: builtins.float, *, minimum: builtins.float | None = None
+    ) -> builtins.float:
         value = self.raw(name)
         if value is None:
             return default
@@ -78,13 +89,20 @@ class Env:
             raise SettingError(name, f"must be >= {minimum}, got {number}")
         return number
 
-    def list(self, name: str, default: list[str]) -> list[str]:
+    def list(self, name: builtins.str, default: builtins.list[builtins.str]) -> builtins.list[builtins.str]:
         value = self.raw(name)
         if value is None:
             return default
         return [item.strip() for item in value.split(",") if item.strip()]
 
-    def url(self, name: str, default: str, *, schemes: tuple[str, ...], credentials: bool = True) -> str:
+    def url(
+        self,
+        name: builtins.str,
+        default: builtins.str,
+        *,
+        schemes: tuple[builtins.str, ...],
+        credentials: builtins.bool = True,
+    ) -> builtins.str:
         """A URL with one of `schemes` and a host; with credentials=False, also without
         user:password@ (for URLs that get printed or put in error messages)."""
         value = self.str(name, default)
@@ -102,7 +120,7 @@ class Env:
             raise SettingError(name, "has no host")
         return value
 
-    def database(self, name: str, default: str, *, conn_max_age: int = 0) -> dict:
+    def database(self, name: builtins.str, default: builtins.str, *, conn_max_age: builtins.int = 0) -> DBConfig:
         import dj_database_url
 
         value = self.url(name, default, schemes=("postgres", "postgresql", "pgsql"))
@@ -116,7 +134,7 @@ class Env:
             raise SettingError(name, "names no database (expected postgres://user@host:port/dbname)")
         return config
 
-    def kafka_servers(self, name: str, default: str) -> str:
+    def kafka_servers(self, name: builtins.str, default: builtins.str) -> builtins.str:
         value = self.str(name, default)
         for server in value.split(","):
             host, _, port = server.strip().rpartition(":")

@@ -7,6 +7,7 @@ is core/metrics/views.py).
   503 names the ones that failed. Errors are reported by class only, never a
   message that might carry a host's credentials.
 """
+
 from __future__ import annotations
 
 import time
@@ -51,10 +52,18 @@ def check_redis() -> None:
 def check_broker() -> None:
     """The Celery broker, through kombu, so any broker URL Celery accepts is checked the same way."""
     timeout = settings.READYZ_TIMEOUT_SECONDS
-    with app.connection_for_write(url=settings.CELERY_BROKER_URL, connect_timeout=timeout,
-                                  transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout}
-                                  ) as connection:
-        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+    with app.connection_for_write(
+        url=settings.CELERY_BROKER_URL,
+        connect_timeout=timeout,
+        transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout},
+    ) as connection:
+        # kombu takes any number of seconds here; celery-types narrows it to int.
+        connection.ensure_connection(
+            max_retries=1,
+            interval_start=0,
+            interval_step=0,
+            timeout=timeout,  # type: ignore[arg-type]
+        )
 
 
 CHECKS: dict[str, Callable[[], None]] = {"database": check_database, "redis": check_redis, "broker": check_broker}

@@ -16,6 +16,7 @@ its traceback is cut down to scheme://host:port and the access token is replaced
 userinfo, path and query. urllib3, which logs whole request lines at DEBUG, is kept
 at WARNING.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,7 +24,8 @@ import contextvars
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
@@ -32,18 +34,31 @@ from config.redaction import configured_secrets, redact
 
 # What a message's log lines carry; bound by the pipeline, read by ContextFilter.
 CONTEXT_FIELDS = ("processing_id", "lead_id", "intent", "saga_run")
-FIELDS = ("timestamp", "level", "service", "logger", "message", "trace_id", "span_id",
-          *CONTEXT_FIELDS, "duration_ms", "exc_info")
+FIELDS = (
+    "timestamp",
+    "level",
+    "service",
+    "logger",
+    "message",
+    "trace_id",
+    "span_id",
+    *CONTEXT_FIELDS,
+    "duration_ms",
+    "exc_info",
+)
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context", default={})
+# The default is read-only: a shared mutable default would leak fields between contexts.
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "log_context", default=MappingProxyType({})
+)
 
 
-def bind(**fields: Any) -> contextvars.Token:
+def bind(**fields: Any) -> contextvars.Token[Mapping[str, Any]]:
     """Add fields to every log line of this thread/task until `unbind(token)`."""
     return _context.set({**_context.get(), **{k: v for k, v in fields.items() if v not in (None, "")}})
 
 
-def unbind(token: contextvars.Token) -> None:
+def unbind(token: contextvars.Token[Mapping[str, Any]]) -> None:
     _context.reset(token)
 
 
@@ -163,7 +178,9 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        tags = " ".join(str(v) for v in (getattr(record, "trace_id", None), getattr(record, "processing_id", None)) if v)
+        tags = " ".join(
+            str(v) for v in (getattr(record, "trace_id", None), getattr(record, "processing_id", None)) if v
+        )
         head = f"{self.formatTime(record)} {record.levelname} {getattr(record, 'service', '-')} {record.name}"
         duration = getattr(record, "duration_ms", None)
         tail = f" ({duration:.0f} ms)" if isinstance(duration, (int, float)) and "data" not in record.__dict__ else ""
@@ -175,8 +192,10 @@ def logging_config(*, level: str, log_format: str, service: str) -> dict[str, An
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": "config.logging.ContextFilter", "service": service},
-                    "redact": {"()": "config.logging.RedactFilter"}},
+        "filters": {
+            "context": {"()": "config.logging.ContextFilter", "service": service},
+            "redact": {"()": "config.logging.RedactFilter"},
+        },
         "formatters": {
             "json": {"()": "config.logging.JsonFormatter"},
             "text": {"()": "config.logging.TextFormatter", "format": "%(message)s"},

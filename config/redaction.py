@@ -9,6 +9,7 @@ access token, a business's webhook secret) are replaced wherever they appear.
 
 This module imports no app, so settings, logging and every app can use it.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,8 +17,18 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 REDACTED = "[redacted]"
-DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "redis": 6379, "rediss": 6379,
-                 "postgres": 5432, "postgresql": 5432, "amqp": 5672, "kafka": 9092}
+DEFAULT_PORTS = {
+    "http": 80,
+    "https": 443,
+    "ws": 80,
+    "wss": 443,
+    "redis": 6379,
+    "rediss": 6379,
+    "postgres": 5432,
+    "postgresql": 5432,
+    "amqp": 5672,
+    "kafka": 9092,
+}
 # A scheme, "://", then everything up to whitespace or a character that ends a URL in
 # prose, JSON, a repr or a traceback ("...", '...', <...>, `...`).
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]{1,15})://([^\s'\"<>`\\]*)")

@@ -3,10 +3,13 @@
 Only SECRET_KEY is mandatory outside DEBUG: everything else has a default that
 points at services on this machine, so a developer can start with nothing set.
 """
+
 from __future__ import annotations
 
+import json as _json
 from pathlib import Path
 
+from config import logging as _logging
 from config.env import Env, SettingError
 
 env = Env()
@@ -100,8 +103,13 @@ TEMPLATES = [
 # Connections are kept for DATABASE_CONN_MAX_AGE seconds and checked before
 # reuse: Celery closes a non-persistent connection after every task, and a new
 # Postgres connection per task costs more than most of our tasks do.
-DATABASES = {"default": env.database("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/whatsapp_handler",
-                                     conn_max_age=env.int("DATABASE_CONN_MAX_AGE", 300, minimum=0))}
+DATABASES = {
+    "default": env.database(
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/whatsapp_handler",
+        conn_max_age=env.int("DATABASE_CONN_MAX_AGE", 300, minimum=0),
+    )
+}
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -165,7 +173,12 @@ KAFKA_SECURITY = {
     }.items()
     if value is not None
 }
-if KAFKA_SECURITY.get("security.protocol", "PLAINTEXT").upper() not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
+if KAFKA_SECURITY.get("security.protocol", "PLAINTEXT").upper() not in {
+    "PLAINTEXT",
+    "SSL",
+    "SASL_PLAINTEXT",
+    "SASL_SSL",
+}:
     raise SettingError("KAFKA_SECURITY_PROTOCOL", "must be one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
 # How long the group waits for a silent consumer before moving its partitions.
 KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1_000)
@@ -200,8 +213,6 @@ WHATSAPP_PLUGINS = env.list("WHATSAPP_PLUGINS", [])
 # JSON lines by default (LOG_FORMAT=text to read them locally); each carries the
 # service, trace and span ids and the message's processing_id, lead_id and intent
 # (config/logging.py). SERVICE_NAME defaults to what the command line says.
-from config import logging as _logging  # noqa: E402
-
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = env.str("LOG_FORMAT", "json").lower()
 if LOG_FORMAT not in {"json", "text"}:
@@ -217,7 +228,6 @@ LOGGING = _logging.logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT, servic
 # BREAKER_OPEN_SECONDS; then lets BREAKER_HALF_OPEN_PROBES calls at a time
 # through (a probe slot frees itself after BREAKER_PROBE_TIMEOUT_SECONDS if its
 # worker dies) and closes after BREAKER_CLOSE_AFTER of them succeed.
-import json as _json  # noqa: E402
 
 # Where breaker state lives; REDIS_URL unless given.
 BREAKER_REDIS_URL = env.url("BREAKER_REDIS_URL", REDIS_URL, schemes=("redis", "rediss", "unix"))
@@ -243,8 +253,14 @@ def _breaker_overrides(raw: str | None) -> dict[str, dict[str, float]]:
     """BREAKER_OVERRIDES: {"webhook:https://crm.example.com:443": {"open_seconds": 60}, ...}.
     Checked here so a typo stops the deploy instead of silently leaving a default."""
     fields = {
-        "failure_rate": float, "min_calls": int, "window_seconds": float, "consecutive_failures": int,
-        "open_seconds": float, "half_open_probes": int, "close_after": int, "probe_timeout_seconds": float,
+        "failure_rate": float,
+        "min_calls": int,
+        "window_seconds": float,
+        "consecutive_failures": int,
+        "open_seconds": float,
+        "half_open_probes": int,
+        "close_after": int,
+        "probe_timeout_seconds": float,
     }
     if raw is None:
         return {}
@@ -259,7 +275,9 @@ def _breaker_overrides(raw: str | None) -> dict[str, dict[str, float]]:
             raise SettingError("BREAKER_OVERRIDES", f"{name!r} must map to an object of {{setting: number}}")
         for key, number in override.items():
             if key not in fields:
-                raise SettingError("BREAKER_OVERRIDES", f"{name!r}: unknown setting {key!r} (one of {', '.join(fields)})")
+                raise SettingError(
+                    "BREAKER_OVERRIDES", f"{name!r}: unknown setting {key!r} (one of {', '.join(fields)})"
+                )
             if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
                 raise SettingError("BREAKER_OVERRIDES", f"{name!r}: {key} must be a positive number, got {number!r}")
             if fields[key] is int and number != int(number):
@@ -276,8 +294,9 @@ BREAKER_OVERRIDES = _breaker_overrides(env.optional("BREAKER_OVERRIDES"))
 # Replies go to POST {base}/{version}/{phone_number_id}/messages. The token is a
 # bearer secret: Django's error pages hide settings named *TOKEN*, and the client
 # never logs it. Unset, replies fail with "WHATSAPP_ACCESS_TOKEN is not set".
-WHATSAPP_GRAPH_BASE_URL = env.url("WHATSAPP_GRAPH_BASE_URL", "https://graph.facebook.com", schemes=("https", "http"),
-                                  credentials=False).rstrip("/")
+WHATSAPP_GRAPH_BASE_URL = env.url(
+    "WHATSAPP_GRAPH_BASE_URL", "https://graph.facebook.com", schemes=("https", "http"), credentials=False
+).rstrip("/")
 WHATSAPP_GRAPH_VERSION = env.str("WHATSAPP_GRAPH_VERSION", "v21.0")
 WHATSAPP_ACCESS_TOKEN = env.optional("WHATSAPP_ACCESS_TOKEN")
 WHATSAPP_CONNECT_TIMEOUT = env.float("WHATSAPP_CONNECT_TIMEOUT", 3.0, minimum=0.1)
@@ -368,14 +387,17 @@ try:
 
     _ipaddress.ip_address(INGEST_METRICS_ADDR)
 except ValueError:
-    raise SettingError("INGEST_METRICS_ADDR", f"must be an IP address to listen on (127.0.0.1, 0.0.0.0, ::), "
-                                              f"got {INGEST_METRICS_ADDR!r}") from None
+    raise SettingError(
+        "INGEST_METRICS_ADDR",
+        f"must be an IP address to listen on (127.0.0.1, 0.0.0.0, ::), got {INGEST_METRICS_ADDR!r}",
+    ) from None
 # The web process's /metrics answers a request with "Authorization: Bearer
 # <METRICS_TOKEN>", or a logged-in staff user; anyone else gets 401/403. Unset:
 # staff only. Django's error pages hide settings named *TOKEN*.
 METRICS_TOKEN = env.optional("METRICS_TOKEN")
-if METRICS_TOKEN is not None and (len(METRICS_TOKEN) < 16 or not METRICS_TOKEN.isascii()
-                                  or any(c.isspace() for c in METRICS_TOKEN)):
+if METRICS_TOKEN is not None and (
+    len(METRICS_TOKEN) < 16 or not METRICS_TOKEN.isascii() or any(c.isspace() for c in METRICS_TOKEN)
+):
     raise SettingError("METRICS_TOKEN", "must be at least 16 printable ASCII characters, without spaces")
 # What /metrics reads at scrape time (queue lengths, stuck rows, open dead letters,
 # breakers, consumer lag) is kept this long per process, so frequent or concurrent

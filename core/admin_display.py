@@ -1,5 +1,6 @@
 """Pieces the apps' admin modules share: read-only admins for records the
 pipeline writes, and readable renderings of JSON and tracebacks."""
+
 from __future__ import annotations
 
 import json
@@ -31,10 +32,15 @@ class ReadOnlyMixin:
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Every field read-only, so no form field (and no widget) is built for any.
+        # A mixin: the ModelAdmin or inline it is mixed into has exclude, model and the super
+        # method, which mypy cannot see from here.
         declared = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
         excluded = set(self.exclude or ())  # type: ignore[attr-defined]
-        return declared + [f.name for f in self.model._meta.fields  # type: ignore[attr-defined]
-                           if f.name not in excluded and f.name not in declared]
+        return declared + [
+            f.name
+            for f in self.model._meta.fields  # type: ignore[attr-defined]
+            if f.name not in excluded and f.name not in declared
+        ]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -5,6 +5,7 @@ Clients (core.clients) and breakers (core.breakers) raise and read these, so the
 live below the apps: an HTTP client says "try again later" or "this can never
 work" without knowing which action called it.
 """
+
 from __future__ import annotations
 
 from django.db import InterfaceError, OperationalError

@@ -1,5 +1,6 @@
 """A small name -> plugin registry, so adding a handler or an executor is one
 module and one registration line, never another branch in an if-chain."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -26,7 +27,9 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise LookupError(f"no {self.kind} registered as {name!r}; known: {', '.join(sorted(self._items))}") from None
+            raise LookupError(
+                f"no {self.kind} registered as {name!r}; known: {', '.join(sorted(self._items))}"
+            ) from None
 
     def unregister(self, name: str) -> T:
         """Remove a plugin, so a test can put a stand-in in place and take it out again."""

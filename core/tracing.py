@@ -23,6 +23,7 @@ customer text or phone number is put on a span or tag, local variables are
 not attached to errors, and our trace headers are not sent to Meta or the
 sales CRMs (trace_propagation_targets is empty).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,7 +31,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import sentry_sdk
@@ -39,12 +40,17 @@ from config.logging import bind, bound, context
 
 
 class Record(Protocol):
-    """What tracing reads of a received Kafka record (whatsapp.kafka.Record)."""
+    """What tracing reads of a received Kafka record (whatsapp.kafka.Record, a frozen
+    dataclass: hence read-only members). A header may have no name."""
 
-    topic: str
-    partition: int
-    offset: int
-    headers: list[tuple[str, bytes | None]]
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def headers(self) -> Sequence[tuple[str | None, bytes | None]]: ...
 
 
 log = logging.getLogger(__name__)
@@ -56,9 +62,12 @@ _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 TAGS = ("processing_id", "intent", "action")
 
 
-def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str | None,
-                release: str | None, service: str) -> None:
-    """Set up sentry-sdk for this process (called from whatsapp's AppConfig.ready(), so web, workers and ingest alike)."""
+def init_sentry(
+    *, dsn: str | None, traces_sample_rate: float, environment: str | None, release: str | None, service: str
+) -> None:
+    """Set up sentry-sdk for this process.
+
+    Called from whatsapp's AppConfig.ready(), so web, workers and ingest alike."""
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.django import DjangoIntegration
     from sentry_sdk.integrations.logging import LoggingIntegration
@@ -104,9 +113,10 @@ def init_sentry(*, dsn: str | None, traces_sample_rate: float, environment: str 
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def sampler(rate: float):
+def sampler(rate: float) -> Callable[[dict[str, Any]], float]:
     """Sample at `rate`, follow the upstream decision when the trace came with one (so a
     message's trace is whole or absent), and never sample health checks or scrapes."""
+
     def decide(context: dict[str, Any]) -> float:
         environ = context.get("wsgi_environ") or {}
         if environ.get("PATH_INFO") in QUIET_PATHS:
@@ -281,8 +291,9 @@ class MessageTrace:
             with self.active():
                 logger.log(level, message, *args)
         elif logger.isEnabledFor(level):
-            logger.log(level, message, *args,
-                       extra={"trace_id": self.trace_id, "span_id": self.span_id, **self.log_fields})
+            logger.log(
+                level, message, *args, extra={"trace_id": self.trace_id, "span_id": self.span_id, **self.log_fields}
+            )
 
     @contextlib.contextmanager
     def sending(self, task_name: str) -> Iterator[dict[str, Any]]:
@@ -298,7 +309,7 @@ class MessageTrace:
         if self.transaction is None:
             # The ids and the upstream's sampling decision: its baggage is not passed on
             # unread (sentry-sdk refuses some values, see _transaction).
-            trace = {"sentry-trace": f"{self.trace_id}-{self.span_id}{self._sampled}"}
+            trace: dict[str, Any] = {"sentry-trace": f"{self.trace_id}-{self.span_id}{self._sampled}"}
             yield {**trace, "headers": dict(trace)}
             return
         with self.active(), self.child("queue.submit.celery", task_name) as span:
@@ -322,10 +333,15 @@ class RecordTrace(MessageTrace):
     it was stored as a duplicate or dead letter)."""
 
     def __init__(self, record: Record) -> None:
-        super().__init__(incoming_headers(record), op="queue.process", name="whatsapp.ingest", data={
-            "messaging.destination.name": record.topic,
-            "messaging.message.id": f"{record.topic}[{record.partition}]@{record.offset}",
-        })
+        super().__init__(
+            incoming_headers(record),
+            op="queue.process",
+            name="whatsapp.ingest",
+            data={
+                "messaging.destination.name": record.topic,
+                "messaging.message.id": f"{record.topic}[{record.partition}]@{record.offset}",
+            },
+        )
 
 
 @contextlib.contextmanager

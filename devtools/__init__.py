@@ -4,6 +4,7 @@ Nothing in the service imports this package (an import-linter contract in
 pyproject.toml says so), and the Docker image leaves it out: the servers it
 starts come from pip packages that a deployment never needs.
 """
+
 from pathlib import Path
 
 #: The checkout: the Procfile, manage.py and ./var live here.

@@ -5,6 +5,7 @@ packages under ./var, uses a fresh database and topic so the table shows this
 run only, runs a real Celery worker and the real ingest command, then stops
 everything it started. Run as `python -m devtools.demo`.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from devtools import ROOT, VAR
 from devtools.services import create_database, create_topic, ensure_services
@@ -36,9 +38,13 @@ class OutsideWorld(BaseHTTPRequestHandler):
         if self.path.endswith("/messages"):
             OutsideWorld.sent += 1
             status = 200
-            body = json.dumps({"messaging_product": "whatsapp",
-                               "contacts": [{"input": request.get("to"), "wa_id": request.get("to")}],
-                               "messages": [{"id": f"wamid.demo{OutsideWorld.sent:04d}"}]}).encode()
+            body = json.dumps(
+                {
+                    "messaging_product": "whatsapp",
+                    "contacts": [{"input": request.get("to"), "wa_id": request.get("to")}],
+                    "messages": [{"id": f"wamid.demo{OutsideWorld.sent:04d}"}],
+                }
+            ).encode()
         else:
             status = 200 if self.path.startswith("/acme") else 422
             body = b'{"ok": true}' if status == 200 else b'{"error": "unknown account"}'
@@ -48,7 +54,7 @@ class OutsideWorld(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args) -> None:
+    def log_message(self, *args: Any) -> None:
         pass
 
 
@@ -74,14 +80,26 @@ def prepare_environment() -> list:
 def load_businesses(webhook_base: str) -> None:
     from leads.models import Business, Product
 
-    acme = Business.objects.create(business_id="acme-bakery", tenant_id="tenant-acme", display_name="Acme Bakery",
-                                   phone_number_id="106540352242922",
-                                   sales_webhook_url=f"{webhook_base}/acme", sales_webhook_secret="demo-secret")
-    for sku, name, price, stock in [("SD-01", "sourdough loaf", "6.50", 40), ("CR-02", "croissant", "2.20", 120),
-                                    ("BG-03", "baguette", "3.10", 0)]:
+    acme = Business.objects.create(
+        business_id="acme-bakery",
+        tenant_id="tenant-acme",
+        display_name="Acme Bakery",
+        phone_number_id="106540352242922",
+        sales_webhook_url=f"{webhook_base}/acme",
+        sales_webhook_secret="demo-secret",
+    )
+    for sku, name, price, stock in [
+        ("SD-01", "sourdough loaf", "6.50", 40),
+        ("CR-02", "croissant", "2.20", 120),
+        ("BG-03", "baguette", "3.10", 0),
+    ]:
         Product.objects.create(business=acme, sku=sku, name=name, price=price, stock=stock)
-    corner = Business.objects.create(business_id="corner-cafe", tenant_id="tenant-corner", display_name="Corner Cafe",
-                                     sales_webhook_url=f"{webhook_base}/corner")
+    corner = Business.objects.create(
+        business_id="corner-cafe",
+        tenant_id="tenant-corner",
+        display_name="Corner Cafe",
+        sales_webhook_url=f"{webhook_base}/corner",
+    )
     Product.objects.create(business=corner, sku="ES-01", name="espresso beans", price="14.00", stock=30)
 
 
@@ -99,27 +117,41 @@ DEMO_TEXTS = {
 def sample_stream() -> list[tuple[bytes | None, bytes]]:
     """Every intent, a few low-confidence ones, duplicates, invalid records,
     and one message whose sales notification the CRM refuses."""
-    def ev(n: int, intent: str, business: str = "acme-bakery", tenant: str = "tenant-acme", **extra) -> dict:
+
+    def ev(
+        n: int, intent: str, business: str = "acme-bakery", tenant: str = "tenant-acme", **extra: Any
+    ) -> dict[str, Any]:
         body = {
-            "schema_version": 1, "processing_id": f"demo-{n:03d}", "lead_id": f"lead-{n % 9}",
-            "business_id": business, "tenant_id": tenant, "message_id": f"wamid.demo{n:03d}",
+            "schema_version": 1,
+            "processing_id": f"demo-{n:03d}",
+            "lead_id": f"lead-{n % 9}",
+            "business_id": business,
+            "tenant_id": tenant,
+            "message_id": f"wamid.demo{n:03d}",
             "customer": {"wa_id": f"1555010{n:04d}", "name": "Demo Customer"},
             "message": {"text": f"{DEMO_TEXTS.get(intent, 'Hello?')} (message {n})", "received_at": received_at},
-            "intent": intent, "confidence": 0.93, "entities": {}, "ai": {"model": "intent-v3", "processing_ms": 120 + n},
+            "intent": intent,
+            "confidence": 0.93,
+            "entities": {},
+            "ai": {"model": "intent-v3", "processing_ms": 120 + n},
         }
         body.update(extra)
         return body
 
     products = {"products": [{"sku": "SD-01", "name": "sourdough loaf", "quantity": 2}]}
-    received_at = datetime.now(timezone.utc).isoformat()
+    received_at = datetime.now(UTC).isoformat()
     # A callback three days ahead, on the hour.
-    call_at = (datetime.now(timezone.utc) + timedelta(days=3)).replace(hour=15, minute=0, second=0, microsecond=0).isoformat()
+    call_at = (datetime.now(UTC) + timedelta(days=3)).replace(hour=15, minute=0, second=0, microsecond=0).isoformat()
     events = []
     n = 0
     for _ in range(4):
         events += [
             ev(n + 1, "ORDER_REQUEST", entities=products),
-            ev(n + 2, "PRICING_INQUIRY", entities={"products": [{"sku": "CR-02", "name": "croissant"}], "language": "es"}),
+            ev(
+                n + 2,
+                "PRICING_INQUIRY",
+                entities={"products": [{"sku": "CR-02", "name": "croissant"}], "language": "es"},
+            ),
             ev(n + 3, "AVAILABILITY_INQUIRY", entities={"products": [{"sku": "BG-03", "name": "baguette"}]}),
             ev(n + 4, "COMPLAINT", entities={"severity": "medium", "language": "pt-BR"}),
             ev(n + 5, "SCHEDULE_CALL", entities={"preferred_time": call_at}),
@@ -129,8 +161,15 @@ def sample_stream() -> list[tuple[bytes | None, bytes]]:
         ]
         n += 8
     events.append(ev(n + 1, "COMPLAINT", entities={"severity": "high"}))
-    events.append(ev(n + 2, "PRICING_INQUIRY", business="corner-cafe", tenant="tenant-corner",
-                     entities={"products": [{"sku": "ES-01", "name": "espresso beans"}]}))
+    events.append(
+        ev(
+            n + 2,
+            "PRICING_INQUIRY",
+            business="corner-cafe",
+            tenant="tenant-corner",
+            entities={"products": [{"sku": "ES-01", "name": "espresso beans"}]},
+        )
+    )
     records = [(e["lead_id"].encode(), json.dumps(e).encode()) for e in events]
     records += records[:3]  # the upstream service sent three twice
     records += [
@@ -158,8 +197,11 @@ def accounted() -> tuple[int, int]:
     from dlq.models import DeadLetter
     from whatsapp.models import DuplicateDelivery, ProcessedMessage
 
-    done = (ProcessedMessage.objects.count() + DuplicateDelivery.objects.count()
-            + DeadLetter.objects.filter(stage="ingest").count())
+    done = (
+        ProcessedMessage.objects.count()
+        + DuplicateDelivery.objects.count()
+        + DeadLetter.objects.filter(stage="ingest").count()
+    )
     busy = ProcessedMessage.objects.filter(status__in=["RECEIVED", "PROCESSING"]).count()
     return done, busy
 
@@ -169,14 +211,23 @@ def print_table(sent: int, elapsed: float) -> None:
     from whatsapp.stats import pipeline_stats
 
     stats = pipeline_stats()
-    rows = [("records sent to Kafka", sent), ("processed", stats["processed"]), ("duplicates", stats["duplicates"]),
-            ("dead-lettered", stats["dead_letters"]["total"])]
+    rows = [
+        ("records sent to Kafka", sent),
+        ("processed", stats["processed"]),
+        ("duplicates", stats["duplicates"]),
+        ("dead-lettered", stats["dead_letters"]["total"]),
+    ]
     for entry in DeadLetter.objects.order_by("stage", "reason").values("stage", "reason").distinct():
         count = DeadLetter.objects.filter(**entry).count()
         rows.append((f"  {entry['reason']} (at {entry['stage']})", count))
-    for label, key in [("orders", "orders"), ("support tickets", "tickets"), ("sales notifications", "sales_notifications"),
-                       ("review flags", "review_flags"), ("callbacks", "callbacks"),
-                       ("replies to customers", "replies")]:
+    for label, key in [
+        ("orders", "orders"),
+        ("support tickets", "tickets"),
+        ("sales notifications", "sales_notifications"),
+        ("review flags", "review_flags"),
+        ("callbacks", "callbacks"),
+        ("replies to customers", "replies"),
+    ]:
         by_status = stats[key]
         detail = ", ".join(f"{v} {k.lower()}" for k, v in sorted(by_status.items()))
         rows.append((label, f"{sum(by_status.values())}" + (f"  ({detail})" if detail else "")))
@@ -187,7 +238,10 @@ def print_table(sent: int, elapsed: float) -> None:
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
     print("-" * (width + 30))
-    print("Every record ended as processed, duplicate or dead-lettered; `python manage.py pipeline_stats --json` has the same counts.")
+    print(
+        "Every record ended as processed, duplicate or dead-lettered;"
+        " `python manage.py pipeline_stats --json` has the same counts."
+    )
 
 
 def main() -> int:
@@ -210,13 +264,34 @@ def main() -> int:
         create_topic({"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"]}, os.environ["KAFKA_RESULT_TOPIC"], 3)
         env = dict(os.environ)
         for name, argv in [
-            ("worker", [sys.executable, "-m", "celery", "-A", "config", "worker", "-c", "2", "-Q", "pipeline,webhooks,whatsapp",
-                        "--without-gossip", "--without-mingle", "-l", "WARNING"]),
+            (
+                "worker",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "-c",
+                    "2",
+                    "-Q",
+                    "pipeline,webhooks,whatsapp",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "WARNING",
+                ],
+            ),
             ("ingest", [sys.executable, "manage.py", "ingest_kafka"]),
         ]:
-            log = open(logs / f"{name}.log", "wb")
-            children.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                             start_new_session=True))
+            # The child keeps its own copy of the log's descriptor; ours can close at once.
+            with open(logs / f"{name}.log", "wb") as log:
+                children.append(
+                    subprocess.Popen(
+                        argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                )
         records = sample_stream()
         begin = time.monotonic()
         produce(records)

@@ -7,6 +7,7 @@ run, then runs the Procfile's processes under honcho: web (gunicorn, the admin
 on :8000), ingest, worker, beat and Flower (:5555). Ctrl-C stops them all and
 whatever servers this started. Run as `python -m devtools.stack`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,15 @@ import sys
 from pathlib import Path
 
 from devtools import ROOT, VAR
-from devtools.services import HOST, ServiceError, create_database, create_topic, ensure_services, port_open
+from devtools.services import (
+    HOST,
+    LocalService,
+    ServiceError,
+    create_database,
+    create_topic,
+    ensure_services,
+    port_open,
+)
 from devtools.urls import database_name, with_path
 
 DEFAULT_DIR = VAR / "stack"
@@ -41,8 +50,10 @@ def check_ports() -> None:
     """The ports are fixed (docs and bookmarks point at them): fail clearly if taken."""
     for name, port in PORTS.items():
         if port_open(HOST, port, timeout=0.3):
-            raise StackError(f"port {port} ({name}) is already in use; stop whatever listens there "
-                             f"(another `make up`?) and try again")
+            raise StackError(
+                f"port {port} ({name}) is already in use; stop whatever listens there "
+                f"(another `make up`?) and try again"
+            )
 
 
 def configure_environment(urls: dict[str, str], data_dir: Path) -> None:
@@ -144,17 +155,21 @@ def banner(password: str | None, data_dir: Path) -> None:
     else:
         print(f"  admin login: {ADMIN_USERNAME} (its password was printed on the first run)", flush=True)
     print("  Flower  http://127.0.0.1:5555/", flush=True)
-    print(f"  data    {data_dir} (database {db['NAME']} on {db['HOST']}:{db['PORT']}, "
-          f"Redis {redact_url(settings.REDIS_URL)}, Kafka {settings.KAFKA_BOOTSTRAP_SERVERS}, "
-          f"topic {settings.KAFKA_RESULT_TOPIC})", flush=True)
+    print(
+        f"  data    {data_dir} (database {db['NAME']} on {db['HOST']}:{db['PORT']}, "
+        f"Redis {redact_url(settings.REDIS_URL)}, Kafka {settings.KAFKA_BOOTSTRAP_SERVERS}, "
+        f"topic {settings.KAFKA_RESULT_TOPIC})",
+        flush=True,
+    )
     print("  Ctrl-C stops everything.", flush=True)
     print(flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make up", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(DEFAULT_DIR),
-                        help="where the stack keeps its data between runs (default: var/stack)")
+    parser.add_argument(
+        "--data-dir", default=str(DEFAULT_DIR), help="where the stack keeps its data between runs (default: var/stack)"
+    )
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Until honcho takes the signals over, a SIGTERM still stops the servers started here.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    started = []
+    started: list[LocalService] = []
     try:
         check_ports()
         urls, started = ensure_services(data_dir, persistent=True)

@@ -1,4 +1,5 @@
 """Small edits of service URLs: the dev tools point one server URL at another database."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit

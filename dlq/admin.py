@@ -7,11 +7,11 @@ the change permission). Each is logged as a LogEntry per entry. A support agent
 with only the view (or view and change) permission can read everything without
 being able to requeue; a forged requeue POST is answered 403.
 """
+
 from __future__ import annotations
 
 import shlex
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +20,7 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import IGNORED_PARAMS
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet, TextField
@@ -43,9 +44,11 @@ JSON_FIELDS = ("payload", "saga_state", "kafka_headers", "requeue_history")
 # Left-over entries up to this many are named by id in the command the admin suggests.
 IDS_IN_COMMAND = 100
 # The changelist's filters that `manage.py dlq requeue` has an option for.
-FILTER_OPTIONS = {f"{field}{lookup}": option
-                  for field, option in (("stage", "--stage"), ("reason", "--reason"), ("business_id", "--business"))
-                  for lookup in ("", "__exact")}
+FILTER_OPTIONS = {
+    f"{field}{lookup}": option
+    for field, option in (("stage", "--stage"), ("reason", "--reason"), ("business_id", "--business"))
+    for lookup in ("", "__exact")
+}
 
 
 class CloseForm(forms.Form):
@@ -61,23 +64,58 @@ CLOSINGS = {
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
-    list_display = ["id", "created_at", "status", "stage", "reason", "business_id", "processing_id", "short_error",
-                    "requeues"]
+    list_display = [
+        "id",
+        "created_at",
+        "status",
+        "stage",
+        "reason",
+        "business_id",
+        "processing_id",
+        "short_error",
+        "requeues",
+    ]
     list_filter = ["status", "stage", "reason", "business_id", "created_at"]
     search_fields = ["processing_id", "lead_id", "error_message", "error_class"]
     date_hierarchy = "created_at"
     actions = ["requeue_selected", "resolve_selected", "discard_selected"]
     fieldsets = [
-        (None, {"fields": ["status", "stage", "reason", "processing_id", "inbox_message", "business_id", "lead_id",
-                           "trace_id", "created_at", "updated_at"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "status",
+                    "stage",
+                    "reason",
+                    "processing_id",
+                    "inbox_message",
+                    "business_id",
+                    "lead_id",
+                    "trace_id",
+                    "created_at",
+                    "updated_at",
+                ]
+            },
+        ),
         ("Error", {"fields": ["error_class", "error", "attempts", "traceback_text"]}),
         ("Payload", {"fields": ["payload_json", "raw_record"]}),
         ("Saga", {"fields": ["saga_run", "saga_steps"]}),
         ("Kafka", {"fields": ["kafka_coordinates", "kafka_timestamp", "record_key", "record_headers"]}),
-        ("Requeues and resolution", {"fields": ["requeue_count", "requeue_log", "resolution_note", "closed_by",
-                                                "closed_at", "related_entries"]}),
+        (
+            "Requeues and resolution",
+            {
+                "fields": [
+                    "requeue_count",
+                    "requeue_log",
+                    "resolution_note",
+                    "closed_by",
+                    "closed_at",
+                    "related_entries",
+                ]
+            },
+        ),
     ]
-    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+    readonly_fields = flatten_fieldsets(fieldsets)
 
     # -- permissions ------------------------------------------------------------------
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -100,9 +138,12 @@ class DeadLetterAdmin(admin.ModelAdmin):
         for dlq.display to lay out within bounds."""
         entry = super().get_object(request, object_id, from_field)
         if entry is not None:
-            texts = (DeadLetter.objects.filter(pk=entry.pk)
-                     .values_list(*(Cast(name, output_field=TextField()) for name in JSON_FIELDS)).first())
-            entry.json_text = dict(zip(JSON_FIELDS, texts or (None,) * len(JSON_FIELDS)))
+            texts = (
+                DeadLetter.objects.filter(pk=entry.pk)
+                .values_list(*(Cast(name, output_field=TextField()) for name in JSON_FIELDS))
+                .first()
+            )
+            entry.json_text = dict(zip(JSON_FIELDS, texts or (None,) * len(JSON_FIELDS), strict=True))
         return entry
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
@@ -121,16 +162,20 @@ class DeadLetterAdmin(admin.ModelAdmin):
         if name in ours and name not in self.get_actions(request):
             raise PermissionDenied(f"you may not {name.removesuffix('_selected')} dead letters")
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict | None = None) -> HttpResponse:
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
         if request.method == "POST":
             raise PermissionDenied("dead letters change only through requeue, resolve or discard")
         entry = self.get_object(request, object_id)
         is_open = entry is not None and entry.status == DeadLetter.Status.OPEN
         context = {
             "title": "Dead letter",
-            "show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
-            "show_delete": False, "is_open": is_open,
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "show_delete": False,
+            "is_open": is_open,
             "can_requeue": is_open and self.has_requeue_permission(request),
             "can_close": is_open and self.has_change_permission(request, entry),
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
@@ -244,25 +289,25 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return text[:80] + ("…" if len(text) > 80 else "")
 
     @admin.display(description="error message")
-    def error(self, obj: DeadLetter):
+    def error(self, obj: DeadLetter) -> str:
         return display.text_block(obj.error_message) if obj.error_message else "-"
 
     @admin.display(description="traceback")
-    def traceback_text(self, obj: DeadLetter):
+    def traceback_text(self, obj: DeadLetter) -> str:
         if not obj.traceback:
             return "- (none: the record was refused by validation)"
         return display.text_block(obj.traceback, tail=True)
 
     @admin.display(description="payload")
-    def payload_json(self, obj: DeadLetter):
+    def payload_json(self, obj: DeadLetter) -> str:
         return display.json_block(_json_text(obj, "payload"))
 
     @admin.display(description="raw record")
-    def raw_record(self, obj: DeadLetter):
+    def raw_record(self, obj: DeadLetter) -> str:
         return display.bytes_block(obj.raw_value)
 
     @admin.display(description="inbox message")
-    def inbox_message(self, obj: DeadLetter):
+    def inbox_message(self, obj: DeadLetter) -> str:
         """A link to the message's row in the model settings.DLQ_SOURCE_MODEL names ("app_label.Model",
         with processing_id and status fields), as AUTH_USER_MODEL names a model: this app imports none."""
         source = getattr(settings, "DLQ_SOURCE_MODEL", None)
@@ -276,7 +321,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}</a> ({})', url, obj.processing_id, row.status)
 
     @admin.display(description="steps at failure")
-    def saga_steps(self, obj: DeadLetter):
+    def saga_steps(self, obj: DeadLetter) -> str:
         def table(state: Any) -> SafeString | str | None:
             if not isinstance(state, dict):
                 return None if state else "-"
@@ -287,14 +332,24 @@ class DeadLetterAdmin(admin.ModelAdmin):
                 return "-"
             cell = display.table_cell
             rows = format_html_join(
-                "", "<tr><td>{}</td><td>{}</td><td><strong>{}</strong></td><td>{}</td><td>{}</td></tr>",
-                ((cell(s.get("order")), cell(s.get("action")), cell(s.get("status")), cell(s.get("attempts")),
-                  cell(s.get("error") or s.get("compensation_error") or "")) for s in steps),
+                "",
+                "<tr><td>{}</td><td>{}</td><td><strong>{}</strong></td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        cell(s.get("order")),
+                        cell(s.get("action")),
+                        cell(s.get("status")),
+                        cell(s.get("attempts")),
+                        cell(s.get("error") or s.get("compensation_error") or ""),
+                    )
+                    for s in steps
+                ),
             )
             return format_html(
                 '<p>handler: {}</p><table class="saga-steps"><thead><tr><th>#</th><th>action</th><th>state</th>'
                 "<th>attempts</th><th>error</th></tr></thead><tbody>{}</tbody></table>",
-                cell(state.get("handler") or "-"), rows,
+                cell(state.get("handler") or "-"),
+                rows,
             )
 
         return display.table_or_block(_json_text(obj, "saga_state"), table)
@@ -314,11 +369,11 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return text + (f"… ({len(key):,} bytes)" if len(key) > 1024 else "")
 
     @admin.display(description="headers")
-    def record_headers(self, obj: DeadLetter):
+    def record_headers(self, obj: DeadLetter) -> str:
         return display.json_block(_json_text(obj, "kafka_headers"))
 
     @admin.display(description="requeue history")
-    def requeue_log(self, obj: DeadLetter):
+    def requeue_log(self, obj: DeadLetter) -> str:
         def table(history: Any) -> SafeString | str | None:
             if not history:
                 return "never requeued"
@@ -326,16 +381,21 @@ class DeadLetterAdmin(admin.ModelAdmin):
             if rows is None:
                 return None
             cell = display.table_cell
-            body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                                    ((cell(h.get("at")), cell(h.get("by")), cell(h.get("saga_run") or "-"))
-                                     for h in rows))
-            return format_html('<table class="requeue-history"><thead><tr><th>when</th><th>by</th>'
-                               "<th>saga run</th></tr></thead><tbody>{}</tbody></table>", body)
+            body = format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                ((cell(h.get("at")), cell(h.get("by")), cell(h.get("saga_run") or "-")) for h in rows),
+            )
+            return format_html(
+                '<table class="requeue-history"><thead><tr><th>when</th><th>by</th>'
+                "<th>saga run</th></tr></thead><tbody>{}</tbody></table>",
+                body,
+            )
 
         return display.table_or_block(_json_text(obj, "requeue_history"), table)
 
     @admin.display(description="same message")
-    def related_entries(self, obj: DeadLetter):
+    def related_entries(self, obj: DeadLetter) -> str:
         """The entry this one follows (a requeue that failed again) and the ones after it."""
         if not obj.processing_id:
             return "-"
@@ -343,8 +403,9 @@ class DeadLetterAdmin(admin.ModelAdmin):
         if not others:
             return "no other entry"
         url = reverse("admin:dlq_deadletter_changelist") + "?" + urlencode({"processing_id": obj.processing_id})
-        return format_html('<a href="{}">{} other entr{} for {}</a>', url, others, "y" if others == 1 else "ies",
-                           obj.processing_id)
+        return format_html(
+            '<a href="{}">{} other entr{} for {}</a>', url, others, "y" if others == 1 else "ies", obj.processing_id
+        )
 
 
 def _json_text(obj: DeadLetter, name: str) -> str | None:
@@ -367,6 +428,8 @@ def command_filters(params: QueryDict) -> tuple[list[str], datetime | None, date
     until: datetime | None = None
     parts = {}
     for name, value in params.items():
+        if not isinstance(value, str):
+            return None  # a parameter with no value at all: no option says that
         if name != "q" and (name in IGNORED_PARAMS or name == "p"):
             continue  # ordering, page, facets, popup: not a filter
         if name in FILTER_OPTIONS:
@@ -394,7 +457,7 @@ def command_filters(params: QueryDict) -> tuple[list[str], datetime | None, date
             return None
     if parts:
         try:
-            start = datetime(parts["year"], parts.get("month", 1), parts.get("day", 1), tzinfo=dt_timezone.utc)
+            start = datetime(parts["year"], parts.get("month", 1), parts.get("day", 1), tzinfo=UTC)
         except (KeyError, ValueError):
             return None
         if "day" in parts:
@@ -414,9 +477,9 @@ def _moment(value: str) -> datetime | None:
         parsed = parse_datetime(value)
         if parsed is None:
             day = parse_date(value)
-            parsed = datetime(day.year, day.month, day.day) if day else None
+            parsed = datetime(day.year, day.month, day.day, tzinfo=UTC) if day else None
     except ValueError:
         return None
     if parsed is None:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt_timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

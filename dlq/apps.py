@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.apps import AppConfig
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -11,7 +13,7 @@ class DlqConfig(AppConfig):
         checks.register(requeue_handler_check)
 
 
-def requeue_handler_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
+def requeue_handler_check(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
     """`manage.py check` (and every runserver) says when DLQ_REQUEUE_HANDLER names no
     handler, before an operator's first requeue finds out."""
     from dlq.requeue import requeue_handler  # Django's app loading: dlq.requeue imports the models

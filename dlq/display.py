@@ -13,6 +13,7 @@ here: Django's JSONField would json.loads them as the row is loaded, before any
 of this could help. Nothing in the standard library or Django renders untrusted
 JSON with such bounds, hence this module.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,7 @@ NOTE_STYLE = "margin: 0 0 .3em; color: var(--body-quiet-color, #666); font-style
 _STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.S)
 _BRACKETS = re.compile(r"[\[\]{}]")
 # C0 controls (but tab, newline, carriage return) and DEL: shown as \xNN rather than sent raw to a browser.
-_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(0, 9), 11, 12, *range(14, 32), 127]}
+_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(9), 11, 12, *range(14, 32), 127]}
 
 
 class Unreadable:
@@ -167,7 +168,7 @@ def hex_dump(data: bytes) -> str:
     """Offset, 16 bytes in hex, and those bytes as ASCII (dots for the rest), as `xxd` shows them."""
     lines = []
     for offset in range(0, len(data), 16):
-        chunk = data[offset:offset + 16]
+        chunk = data[offset : offset + 16]
         ascii_ = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
         lines.append(f"{offset:08x}  {chunk.hex(' '):<47}  {ascii_}")
     return "\n".join(lines)
@@ -184,8 +185,10 @@ def bytes_block(raw: bytes | memoryview | None) -> SafeString | str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         shown = raw[:BINARY_BYTES]
-        note = (f"Not UTF-8 text ({exc.reason} at byte {exc.start}): {len(raw):,} bytes, "
-                f"{'the first ' + format(len(shown), ',') if len(shown) < len(raw) else 'all'} shown as hex")
+        note = (
+            f"Not UTF-8 text ({exc.reason} at byte {exc.start}): {len(raw):,} bytes, "
+            f"{'the first ' + format(len(shown), ',') if len(shown) < len(raw) else 'all'} shown as hex"
+        )
         return block(hex_dump(shown), note)
     return json_block(text, label=f"{len(raw):,} bytes; ")
 
@@ -207,7 +210,7 @@ def rows_of(value: Any, limit: int = 200) -> list[dict] | None:
     return None
 
 
-def table_or_block(text: str | None, render: Callable[[Any], SafeString | None]) -> SafeString | str:
+def table_or_block(text: str | None, render: Callable[[Any], SafeString | str | None]) -> SafeString | str:
     """render(parsed JSON) when it parses and has the shape render lays out (render
     returns None otherwise); else the JSON, or the text, as it is."""
     if text is None:

@@ -1,4 +1,5 @@
 """Dead letters: what could not be processed, kept whole so it can be requeued."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -10,24 +11,31 @@ from django.utils import timezone
 
 
 class KafkaRecord(Protocol):
-    """What an ingest dead letter keeps of the record it could not take in."""
+    """What an ingest dead letter keeps of the record it could not take in (read-only, as
+    the frozen whatsapp.kafka.Record has it)."""
 
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    key: bytes | None
-    timestamp: datetime | None
-    unconverted_millis: int | None
-
-    def headers_json(self) -> list: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> datetime | None: ...
+    @property
+    def unconverted_millis(self) -> int | None: ...
+    def headers_json(self) -> list[dict[str, Any]]: ...
 
 
 class EntryNotOpen(Exception):
     """The entry was already requeued, resolved or discarded; the message says which."""
 
 
-class DeadLetterQuerySet(models.QuerySet):
+class DeadLetterQuerySet(models.QuerySet["DeadLetter"]):
     """The filters the admin and `manage.py dlq` share, so both select the same entries."""
 
     def matching(
@@ -51,14 +59,21 @@ class DeadLetterQuerySet(models.QuerySet):
             qs = qs.filter(created_at__lt=until)
         if search:
             # The admin's search fields: ids exactly or in part, and the error text.
-            qs = qs.filter(Q(processing_id__icontains=search) | Q(lead_id__icontains=search)
-                           | Q(error_message__icontains=search) | Q(error_class__icontains=search))
+            qs = qs.filter(
+                Q(processing_id__icontains=search)
+                | Q(lead_id__icontains=search)
+                | Q(error_message__icontains=search)
+                | Q(error_class__icontains=search)
+            )
         return qs
 
     def open_for_run(self, processing_id: str, saga_run: int) -> DeadLetter | None:
         """The run's open pipeline entry, if it has one (at most one: dlq_pipeline_unique_open_run)."""
-        return (self.filter(processing_id=processing_id, saga_run=saga_run, status=DeadLetter.Status.OPEN)
-                .exclude(stage=DeadLetter.Stage.INGEST).first())
+        return (
+            self.filter(processing_id=processing_id, saga_run=saga_run, status=DeadLetter.Status.OPEN)
+            .exclude(stage=DeadLetter.Stage.INGEST)
+            .first()
+        )
 
     def purgeable(self, older_than_days: float, *, include_open: bool = False) -> DeadLetterQuerySet:
         """Entries created more than `older_than_days` ago; OPEN ones only with include_open,
@@ -100,9 +115,11 @@ class DeadLetter(models.Model):
     kafka_offset = models.BigIntegerField(null=True, blank=True)
     kafka_timestamp = models.DateTimeField(null=True, blank=True)
     kafka_timestamp_ms = models.BigIntegerField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text="The record's timestamp in raw milliseconds, kept when it is no date a datetime can hold "
-                  "(before 1970, past the year 9999).")
+        "(before 1970, past the year 9999).",
+    )
     kafka_key = models.BinaryField(null=True, blank=True)
     kafka_headers = models.JSONField(default=list, blank=True)
     stage = models.CharField(max_length=64, db_index=True)
@@ -121,7 +138,11 @@ class DeadLetter(models.Model):
     closed_by = models.CharField(max_length=150, blank=True, help_text="Who resolved or discarded it.")
     closed_at = models.DateTimeField(null=True, blank=True)
     previous = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="followups",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="followups",
         help_text="The earlier entry for the same message, when a requeue failed again.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -158,32 +179,64 @@ class DeadLetter(models.Model):
         return f"#{self.pk} {self.stage}/{self.reason} {self.processing_id or ''}".strip()
 
     @classmethod
-    def for_ingest(cls, record: KafkaRecord, *, reason: str, error_class: str, error_message: str, traceback: str,
-                   trace_id: str, payload: dict | None = None, processing_id: str = "", business_id: str = "",
-                   lead_id: str = "") -> DeadLetter:
+    def for_ingest(
+        cls,
+        record: KafkaRecord,
+        *,
+        reason: str,
+        error_class: str,
+        error_message: str,
+        traceback: str,
+        trace_id: str,
+        payload: dict | None = None,
+        processing_id: str = "",
+        business_id: str = "",
+        lead_id: str = "",
+    ) -> DeadLetter:
         """The (unsaved) entry for a record ingest could not take in: the record whole, byte for
         byte, so a requeue can take it in again. Unsaved, as ingest stores a batch's in one insert."""
         return cls(
-            raw_value=record.value, payload=payload, processing_id=processing_id, business_id=business_id,
-            lead_id=lead_id, kafka_topic=record.topic, kafka_partition=record.partition, kafka_offset=record.offset,
-            kafka_timestamp=record.timestamp, kafka_timestamp_ms=record.unconverted_millis, kafka_key=record.key,
-            kafka_headers=record.headers_json(), stage=cls.Stage.INGEST, reason=reason,
-            error_class=error_class[:200], error_message=error_message, traceback=traceback, trace_id=trace_id,
+            raw_value=record.value,
+            payload=payload,
+            processing_id=processing_id,
+            business_id=business_id,
+            lead_id=lead_id,
+            kafka_topic=record.topic,
+            kafka_partition=record.partition,
+            kafka_offset=record.offset,
+            kafka_timestamp=record.timestamp,
+            kafka_timestamp_ms=record.unconverted_millis,
+            kafka_key=record.key,
+            kafka_headers=record.headers_json(),
+            stage=cls.Stage.INGEST,
+            reason=reason,
+            error_class=error_class[:200],
+            error_message=error_message,
+            traceback=traceback,
+            trace_id=trace_id,
         )
 
     @classmethod
-    def for_run(cls, *, processing_id: str, saga_run: int, stage: str, reason: str, error: str, traceback: str,
-                **fields: Any) -> DeadLetter:
+    def for_run(
+        cls, *, processing_id: str, saga_run: int, stage: str, reason: str, error: str, traceback: str, **fields: Any
+    ) -> DeadLetter:
         """Write a failed pipeline run's entry, linked to the entry an earlier requeue of the
         message closed (`previous`). The caller holds the message locked and has checked the
         run has no open entry yet (DeadLetterQuerySet.open_for_run). `fields` are the
         message's other columns."""
-        previous = (cls.objects.filter(processing_id=processing_id, status=cls.Status.REQUEUED)
-                    .order_by("-created_at").first())
+        previous = (
+            cls.objects.filter(processing_id=processing_id, status=cls.Status.REQUEUED).order_by("-created_at").first()
+        )
         return cls.objects.create(
-            processing_id=processing_id, saga_run=saga_run, stage=stage or cls.Stage.PIPELINE,
-            reason=reason or cls.Reason.NON_RETRYABLE, error_class=(error.split(":", 1)[0] if error else ""),
-            error_message=error, traceback=traceback, previous=previous, **fields,
+            processing_id=processing_id,
+            saga_run=saga_run,
+            stage=stage or cls.Stage.PIPELINE,
+            reason=reason or cls.Reason.NON_RETRYABLE,
+            error_class=(error.split(":", 1)[0] if error else ""),
+            error_message=error,
+            traceback=traceback,
+            previous=previous,
+            **fields,
         )
 
     def mark_requeued(self, *, by: str, saga_run: int | None, at: datetime | None = None) -> None:
@@ -211,7 +264,9 @@ class DeadLetter(models.Model):
             current = DeadLetter.objects.select_for_update().get(pk=self.pk)
             if current.status != self.Status.OPEN:
                 self.status = current.status
-                raise EntryNotOpen(f"dead letter #{self.pk} is {current.status}, only OPEN entries can be "
-                                   f"{'resolved' if status == self.Status.RESOLVED else 'discarded'}")
+                raise EntryNotOpen(
+                    f"dead letter #{self.pk} is {current.status}, only OPEN entries can be "
+                    f"{'resolved' if status == self.Status.RESOLVED else 'discarded'}"
+                )
             self.status, self.resolution_note, self.closed_by, self.closed_at = status, note, by, timezone.now()
             self.save(update_fields=["status", "resolution_note", "closed_by", "closed_at", "updated_at"])

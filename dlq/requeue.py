@@ -4,6 +4,7 @@ commands send a message through the pipeline again.
 The DLQ does not know how: the app that wrote the entry does. settings.DLQ_REQUEUE_HANDLER
 names its handler (a dotted path, loaded with import_string, as Django's sessions load
 their backend), so this app imports none of the apps that use it."""
+
 from __future__ import annotations
 
 import functools
@@ -36,8 +37,10 @@ def requeue_handler() -> RequeueHandler:
 @functools.cache
 def _load(path: str | None) -> RequeueHandler:
     if not path:
-        raise ImproperlyConfigured("DLQ_REQUEUE_HANDLER is not set: name the function that sends a dead letter's "
-                                   "message through again (say, whatsapp.requeue.requeue_dead_letter)")
+        raise ImproperlyConfigured(
+            "DLQ_REQUEUE_HANDLER is not set: name the function that sends a dead letter's "
+            "message through again (say, whatsapp.requeue.requeue_dead_letter)"
+        )
     try:
         handler = import_string(path)
     except ImportError as exc:

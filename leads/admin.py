@@ -5,15 +5,18 @@ pipeline under idempotency keys and state rules (leads move forward only, each
 move an activity), so it is shown read-only. A lead's activity log cannot be
 edited or deleted from anywhere: the database refuses it too.
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from core.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre_json
 from config.redaction import origin
+from core.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre_json
 from leads.models import (
     Business,
     CallbackRequest,
@@ -31,7 +34,7 @@ from leads.models import (
 class WriteOnlyURLInput(forms.URLInput):
     """Never renders a value, not even the one just typed when the form comes back with an error."""
 
-    def format_value(self, value) -> None:
+    def format_value(self, value: Any) -> None:
         return None
 
 
@@ -46,25 +49,46 @@ class BusinessForm(forms.ModelForm):
     """
 
     new_webhook_secret = forms.CharField(
-        required=False, strip=True, widget=forms.PasswordInput(render_value=False),
-        help_text="Signs sales webhooks (X-Signature: t=<unix time>,v1=<HMAC-SHA256 of \"t.body\">). "
-                  "Leave empty to keep the current one.",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        help_text='Signs sales webhooks (X-Signature: t=<unix time>,v1=<HMAC-SHA256 of "t.body">). '
+        "Leave empty to keep the current one.",
     )
     clear_webhook_secret = forms.BooleanField(required=False, help_text="Stop signing webhooks.")
     sales_webhook_url = forms.URLField(
-        required=False, assume_scheme="https", label="New sales webhook URL", widget=WriteOnlyURLInput,
-        help_text="Where NOTIFY_SALES posts (https, no user:password@). Leave empty to keep the current one.")
-    clear_sales_webhook_url = forms.BooleanField(required=False,
-                                                 help_text="No webhook: notifications are recorded, not sent.")
+        required=False,
+        assume_scheme="https",
+        label="New sales webhook URL",
+        widget=WriteOnlyURLInput,
+        help_text="Where NOTIFY_SALES posts (https, no user:password@). Leave empty to keep the current one.",
+    )
+    clear_sales_webhook_url = forms.BooleanField(
+        required=False, help_text="No webhook: notifications are recorded, not sent."
+    )
 
     class Meta:
         model = Business
-        exclude = ["sales_webhook_secret"]
+        # An allow-list, so a field added to Business later (a secret, say) is not editable
+        # until someone lists it here; sales_webhook_secret is set only through the fields above.
+        fields = [
+            "business_id",
+            "tenant_id",
+            "display_name",
+            "is_active",
+            "phone_number_id",
+            "replies_enabled",
+            "default_language",
+            "confidence_thresholds",
+            "sales_webhook_url",
+        ]
 
     def clean_sales_webhook_url(self) -> str:
         if self.cleaned_data.get("sales_webhook_url"):
             return self.cleaned_data["sales_webhook_url"]
-        return "" if self.data.get(self.add_prefix("clear_sales_webhook_url")) else (self.instance.sales_webhook_url or "")
+        return (
+            "" if self.data.get(self.add_prefix("clear_sales_webhook_url")) else (self.instance.sales_webhook_url or "")
+        )
 
     def save(self, commit: bool = True) -> Business:
         business = super().save(commit=False)
@@ -87,14 +111,35 @@ class ProductInline(admin.TabularInline):
 @admin.register(Business)
 class BusinessAdmin(admin.ModelAdmin):
     form = BusinessForm
-    list_display = ["business_id", "display_name", "tenant_id", "phone_number_id", "replies_enabled", "is_active",
-                    "webhook_secret"]
+    list_display = [
+        "business_id",
+        "display_name",
+        "tenant_id",
+        "phone_number_id",
+        "replies_enabled",
+        "is_active",
+        "webhook_secret",
+    ]
     list_filter = ["tenant_id", "is_active", "replies_enabled"]
     search_fields = ["business_id", "display_name", "tenant_id"]
     readonly_fields = ["webhook", "webhook_secret", "created_at"]
-    fields = ["business_id", "tenant_id", "display_name", "is_active", "phone_number_id", "replies_enabled",
-              "default_language", "confidence_thresholds", "webhook", "sales_webhook_url", "clear_sales_webhook_url",
-              "webhook_secret", "new_webhook_secret", "clear_webhook_secret", "created_at"]
+    fields = [
+        "business_id",
+        "tenant_id",
+        "display_name",
+        "is_active",
+        "phone_number_id",
+        "replies_enabled",
+        "default_language",
+        "confidence_thresholds",
+        "webhook",
+        "sales_webhook_url",
+        "clear_sales_webhook_url",
+        "webhook_secret",
+        "new_webhook_secret",
+        "clear_webhook_secret",
+        "created_at",
+    ]
     inlines = [ProductInline]
 
     @admin.display(description="sales webhook")
@@ -110,8 +155,8 @@ class BusinessAdmin(admin.ModelAdmin):
 
 class LeadActivityInline(ReadOnlyTabularInline):
     model = LeadActivity
-    fields = ["created_at", "kind", "from_state", "to_state", "processing_id", "detail"]
-    readonly_fields = fields
+    # Every column shown, none editable: one tuple serves as both.
+    fields = readonly_fields = ("created_at", "kind", "from_state", "to_state", "processing_id", "detail")
     ordering = ["created_at", "id"]
 
 
@@ -130,8 +175,8 @@ class LeadAdmin(ReadOnlyModelAdmin):
 
 class OrderLineInline(ReadOnlyTabularInline):
     model = OrderLine
-    fields = ["sku", "name", "quantity", "unit_price", "line_total"]
-    readonly_fields = fields
+    # Every column shown, none editable: one tuple serves as both.
+    fields = readonly_fields = ("sku", "name", "quantity", "unit_price", "line_total")
 
 
 class EffectAdmin(ReadOnlyModelAdmin):
@@ -166,8 +211,7 @@ class CallbackRequestAdmin(EffectAdmin):
 
 @admin.register(SalesNotification)
 class SalesNotificationAdmin(EffectAdmin):
-    list_display = ["__str__", "business", "lead", "kind", "status", "webhook", "http_status", "attempts",
-                    "created_at"]
+    list_display = ["__str__", "business", "lead", "kind", "status", "webhook", "http_status", "attempts", "created_at"]
     list_filter = ["status", "kind", "business"]
     readonly_fields = ["webhook", "sent_payload"]
     # The URL may hold a token in its path or query: only its origin is shown.
@@ -178,7 +222,7 @@ class SalesNotificationAdmin(EffectAdmin):
         return origin(obj.webhook_url) if obj.webhook_url else "-"
 
     @admin.display(description="payload sent")
-    def sent_payload(self, obj: SalesNotification):
+    def sent_payload(self, obj: SalesNotification) -> str:
         return pre_json(obj.payload)
 
 

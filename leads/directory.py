@@ -8,6 +8,7 @@ seen by the next task in every process, and an unchanged business costs no query
 The catalog is not kept here: stock changes with every order, and the handlers that
 need the catalog read it when they first look (whatsapp.handlers.base.Catalog).
 """
+
 from __future__ import annotations
 
 import threading

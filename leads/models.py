@@ -1,8 +1,10 @@
 """Tenants, their catalogs, and the leads who write to them."""
+
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, NoReturn
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -24,8 +26,9 @@ DEFAULT_CONFIDENCE_THRESHOLDS: dict[str, float] = {
 
 # Meta's phone-number ids are numbers; the id goes into the Graph API's URL path, so
 # anything else (a slash, "..", a query) is refused rather than sent.
-validate_phone_number_id = RegexValidator(r"^[0-9]+\Z", "A WhatsApp phone-number id is digits only.",
-                                          code="invalid_phone_number_id")
+validate_phone_number_id = RegexValidator(
+    r"^[0-9]+\Z", "A WhatsApp phone-number id is digits only.", code="invalid_phone_number_id"
+)
 
 
 def validate_sales_webhook_url(value: str) -> None:
@@ -43,12 +46,13 @@ class Business(models.Model):
     business_id = models.CharField(max_length=64, unique=True)
     tenant_id = models.CharField(max_length=64, db_index=True)
     display_name = models.CharField(max_length=200)
-    phone_number_id = models.CharField("WhatsApp phone-number id", max_length=64, blank=True,
-                                       validators=[validate_phone_number_id])
+    phone_number_id = models.CharField(
+        "WhatsApp phone-number id", max_length=64, blank=True, validators=[validate_phone_number_id]
+    )
     replies_enabled = models.BooleanField(default=True)
     default_language = models.CharField(max_length=16, default="en")
     confidence_thresholds = models.JSONField(
-        default=dict, blank=True, help_text="Per-intent overrides, e.g. {\"ORDER_REQUEST\": 0.9}."
+        default=dict, blank=True, help_text='Per-intent overrides, e.g. {"ORDER_REQUEST": 0.9}.'
     )
     sales_webhook_url = models.URLField(blank=True, validators=[validate_sales_webhook_url])
     sales_webhook_secret = models.CharField(max_length=200, blank=True)
@@ -89,9 +93,10 @@ class Product(models.Model):
         return f"{self.sku} {self.name}"
 
 
-class LeadQuerySet(models.QuerySet):
-    def upsert(self, *, business: Business, lead_id: str, wa_id: str, customer_name: str,
-               received_at: datetime) -> Lead:
+class LeadQuerySet(models.QuerySet["Lead"]):
+    def upsert(
+        self, *, business: Business, lead_id: str, wa_id: str, customer_name: str, received_at: datetime
+    ) -> Lead:
         """The lead, created or brought up to date with one inbound message, and locked until
         the transaction ends: its latest inbound time only moves forward (messages arrive in
         any order), a name is kept until a new one is given, the number follows the message.
@@ -99,8 +104,10 @@ class LeadQuerySet(models.QuerySet):
         One INSERT ... ON CONFLICT DO UPDATE: every message upserts its lead, and the
         statement also takes the row lock that orders two messages of one lead."""
         now = timezone.now()
-        return next(iter(self.raw(
-            """
+        return next(
+            iter(
+                self.raw(
+                    """
             INSERT INTO leads_lead (lead_id, business_id, wa_id, customer_name, state, needs_review,
                                     last_inbound_at, created_at, updated_at)
             VALUES (%(lead_id)s, %(business)s, %(wa_id)s, %(name)s, %(state)s, false, %(received)s, %(now)s, %(now)s)
@@ -112,8 +119,18 @@ class LeadQuerySet(models.QuerySet):
                 updated_at = EXCLUDED.updated_at
             RETURNING *
             """,
-            {"lead_id": lead_id, "business": business.pk, "wa_id": wa_id, "name": customer_name or "",
-             "state": Lead.State.NEW, "received": received_at, "now": now})))
+                    {
+                        "lead_id": lead_id,
+                        "business": business.pk,
+                        "wa_id": wa_id,
+                        "name": customer_name or "",
+                        "state": Lead.State.NEW,
+                        "received": received_at,
+                        "now": now,
+                    },
+                )
+            )
+        )
 
 
 class Lead(models.Model):
@@ -171,12 +188,12 @@ class LeadActivity(models.Model):
     def __str__(self) -> str:
         return f"{self.kind} on {self.lead_id}"
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None and not kwargs.get("force_insert"):
             raise ImmutableRecord("lead activities are append-only")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise ImmutableRecord("lead activities are append-only")
 
 

@@ -14,6 +14,7 @@ redelivered message must not move a lead twice. So an unreachable target is not 
 just nothing to do. A state name that does not exist at all is a bug in the caller, and that
 raises InvalidTransition.
 """
+
 from __future__ import annotations
 
 from django.db import transaction
@@ -56,8 +57,14 @@ def move(lead: Lead, to_state: str, *, processing_id: str, reason: str) -> LeadA
     lead.state = to_state
     lead.save(update_fields=["state", "updated_at"])
     counters.lead_state_changed(from_state, to_state)
-    return LeadActivity(lead=lead, kind="state_changed", from_state=from_state, to_state=to_state,
-                        processing_id=processing_id, detail={"reason": reason})
+    return LeadActivity(
+        lead=lead,
+        kind="state_changed",
+        from_state=from_state,
+        to_state=to_state,
+        processing_id=processing_id,
+        detail={"reason": reason},
+    )
 
 
 def advance(lead_pk: int, to_state: str, *, processing_id: str, reason: str) -> bool:

@@ -5,9 +5,11 @@ breakers have no table (their state lives in Redis): their page lists
 core.breakers.all_breakers() and, for users with the change permission,
 forces one open, closed or back to a clean state, each a LogEntry.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -31,23 +33,57 @@ from whatsapp.models import (
 
 class SagaStepInline(ReadOnlyTabularInline):
     model = SagaStep
-    fields = ["saga_run", "order", "action", "status", "attempts", "error", "compensation_error", "updated_at"]
-    readonly_fields = fields
+    # Every column shown, none editable: one tuple serves as both.
+    fields = readonly_fields = (
+        "saga_run",
+        "order",
+        "action",
+        "status",
+        "attempts",
+        "error",
+        "compensation_error",
+        "updated_at",
+    )
     ordering = ["saga_run", "order"]
 
 
 @admin.register(ProcessedMessage)
 class ProcessedMessageAdmin(ReadOnlyModelAdmin):
-    list_display = ["processing_id", "status", "intent", "business_id", "lead_id", "saga_run", "received_at",
-                    "duration", "trace_id"]
+    list_display = [
+        "processing_id",
+        "status",
+        "intent",
+        "business_id",
+        "lead_id",
+        "saga_run",
+        "received_at",
+        "duration",
+        "trace_id",
+    ]
     # Indexed columns only: the inbox is the biggest table.
     list_filter = ["status", "intent", "business_id", "received_at"]
     search_fields = ["processing_id", "lead_id", "trace_id"]
     date_hierarchy = "received_at"
     show_full_result_count = False
     fieldsets = [
-        (None, {"fields": ["processing_id", "status", "dead_letters", "business_id", "lead_id", "intent", "handler",
-                           "saga_run", "planned_run", "attempts", "trace_id"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "processing_id",
+                    "status",
+                    "dead_letters",
+                    "business_id",
+                    "lead_id",
+                    "intent",
+                    "handler",
+                    "saga_run",
+                    "planned_run",
+                    "attempts",
+                    "trace_id",
+                ]
+            },
+        ),
         ("Timings", {"fields": ["received_at", "started_at", "finished_at", "duration", "updated_at"]}),
         ("Kafka", {"fields": ["kafka_coordinates", "kafka_timestamp"]}),
         ("Failure", {"fields": ["failed_stage", "failure_reason", "last_error", "traceback"]}),
@@ -67,15 +103,15 @@ class ProcessedMessageAdmin(ReadOnlyModelAdmin):
         return f"{obj.kafka_topic} [{obj.kafka_partition}] @ {obj.kafka_offset}" if obj.kafka_topic else "-"
 
     @admin.display(description="traceback")
-    def traceback(self, obj: ProcessedMessage):
+    def traceback(self, obj: ProcessedMessage) -> str:
         return pre(obj.last_traceback) if obj.last_traceback else "-"
 
     @admin.display(description="event")
-    def event(self, obj: ProcessedMessage):
+    def event(self, obj: ProcessedMessage) -> str:
         return pre_json(obj.payload)
 
     @admin.display(description="dead letters")
-    def dead_letters(self, obj: ProcessedMessage):
+    def dead_letters(self, obj: ProcessedMessage) -> str:
         count = DeadLetter.objects.filter(processing_id=obj.processing_id).count()
         if not count:
             return "none"
@@ -121,7 +157,7 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
         snapshots = breakers.all_breakers()
         for snap in snapshots:
             opened = snap.get("opened_at")
-            snap["opened"] = datetime.fromtimestamp(opened, tz=timezone.utc) if opened else None
+            snap["opened"] = datetime.fromtimestamp(opened, tz=UTC) if opened else None
         context = {
             **self.admin_site.each_context(request),
             "title": "Circuit breakers",
@@ -147,9 +183,13 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
             self.message_user(request, f"{done}: {name}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:whatsapp_circuitbreaker_changelist"))
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None) -> HttpResponse:
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         # There is no row to show (a LogEntry links here): the list has it all.
         return HttpResponseRedirect(reverse("admin:whatsapp_circuitbreaker_changelist"))
 
-    def history_view(self, request: HttpRequest, object_id: str, extra_context=None) -> HttpResponse:
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         return self.change_view(request, object_id)

@@ -16,9 +16,13 @@ class WhatsappConfig(AppConfig):
     def ready(self) -> None:
         # Here, not in settings: every process (web, workers, ingest, commands) calls
         # django.setup(), and nothing starts as a side effect of reading settings.
-        tracing.init_sentry(dsn=settings.SENTRY_DSN, traces_sample_rate=settings.SENTRY_TRACES_SAMPLE_RATE,
-                            environment=settings.SENTRY_ENVIRONMENT, release=settings.SENTRY_RELEASE,
-                            service=settings.SERVICE_NAME)
+        tracing.init_sentry(
+            dsn=settings.SENTRY_DSN,
+            traces_sample_rate=settings.SENTRY_TRACES_SAMPLE_RATE,
+            environment=settings.SENTRY_ENVIRONMENT,
+            release=settings.SENTRY_RELEASE,
+            service=settings.SERVICE_NAME,
+        )
         breakers.add_listener(counters.breaker_changed)
         # Handlers and executors register on import; extra ones come from
         # WHATSAPP_PLUGINS so a deployment can add its own without a code change.

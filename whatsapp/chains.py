@@ -5,6 +5,7 @@ importing the task bodies, and the task bodies build the next chain without a cy
 
 Task ids are "<processing_id>:<run>:<step>", deterministic per message, run and step.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -47,8 +48,9 @@ def pipeline_steps(processing_id: str, saga_run: int, *, lane: int = NORMAL_LANE
     The chain as its list of tasks: whatsapp.pipeline sends it from the list,
     since building a Celery chain object costs more than sending it."""
     return [
-        _task(DEDUPE, processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "dedupe"),
-                                                   priority=lane + NEW_MESSAGE),
+        _task(DEDUPE, processing_id, saga_run).set(
+            task_id=task_id(processing_id, saga_run, "dedupe"), priority=lane + NEW_MESSAGE
+        ),
         _task(INTENT, processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "intent"), priority=lane),
     ]
 
@@ -58,27 +60,35 @@ def pipeline_signature(processing_id: str, saga_run: int, *, lane: int = NORMAL_
     return chain(*pipeline_steps(processing_id, saga_run, lane=lane))
 
 
-def actions_signature(processing_id: str, saga_run: int, steps: Iterable[SagaStep], *,
-                      lane: int = NORMAL_LANE) -> Signature:
+def actions_signature(
+    processing_id: str, saga_run: int, steps: Iterable[SagaStep], *, lane: int = NORMAL_LANE
+) -> Signature:
     """The planned actions in order, each on its executor's queue, then the reply and finish."""
     rest = [
         _task(EXECUTE_ACTION, processing_id, saga_run, step.order).set(
             task_id=task_id(processing_id, saga_run, f"action{step.order}-{step.action}"),
-            queue=executors.get(step.action).queue, priority=lane)
+            queue=executors.get(step.action).queue,
+            priority=lane,
+        )
         for step in steps
     ]
-    rest.append(_task(SEND_REPLY, processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "reply"),
-                                                               queue=REPLY_QUEUE, priority=lane))
-    rest.append(_task(FINISH, processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "finish"),
-                                                           priority=lane))
+    rest.append(
+        _task(SEND_REPLY, processing_id, saga_run).set(
+            task_id=task_id(processing_id, saga_run, "reply"), queue=REPLY_QUEUE, priority=lane
+        )
+    )
+    rest.append(
+        _task(FINISH, processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "finish"), priority=lane)
+    )
     return chain(*rest)
 
 
 def reply_signature(processing_id: str, saga_run: int) -> Signature:
     """For requeueing a failed reply: send it again, then finish."""
     return chain(
-        _task(SEND_REPLY, processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "reply"),
-                                                       queue=REPLY_QUEUE),
+        _task(SEND_REPLY, processing_id, saga_run).set(
+            task_id=task_id(processing_id, saga_run, "reply"), queue=REPLY_QUEUE
+        ),
         _task(FINISH, processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "finish")),
     )
 
@@ -95,4 +105,5 @@ def resume_signature(processing_id: str, saga_run: int, *, planned: bool) -> Sig
 def start_compensation(processing_id: str, saga_run: int, countdown: float = 0) -> None:
     """Send the run's compensate task (it undoes what the run did, then dead-letters it)."""
     app.signature(COMPENSATE, args=(processing_id, saga_run)).apply_async(
-        countdown=countdown, task_id=task_id(processing_id, saga_run, "compensate"))
+        countdown=countdown, task_id=task_id(processing_id, saga_run, "compensate")
+    )

@@ -2,6 +2,7 @@
 lengths (Redis LLEN, summed over kombu's priority lists), stuck inbox rows and open
 dead letters (Postgres), breaker states (Redis), consumer lag (Kafka). Named in
 settings.METRICS_COLLECTORS, so core.metrics.serving serves them without importing them."""
+
 from __future__ import annotations
 
 import logging
@@ -62,11 +63,13 @@ class ScrapeTimeCollector:
             cls._read_at, cls._families = None, []
 
     def read(self) -> Iterable[Metric]:
-        for name, read in (("circuit_breaker_state", self.breaker_states),
-                           ("celery_queue_length", self.queue_lengths),
-                           ("inbox_stuck_messages", self.stuck_messages),
-                           ("dlq_open_entries", self.open_dead_letters),
-                           ("kafka_consumer_lag", self.consumer_lag)):
+        for name, read in (
+            ("circuit_breaker_state", self.breaker_states),
+            ("celery_queue_length", self.queue_lengths),
+            ("inbox_stuck_messages", self.stuck_messages),
+            ("dlq_open_entries", self.open_dead_letters),
+            ("kafka_consumer_lag", self.consumer_lag),
+        ):
             try:
                 yield read()
             except Exception as exc:
@@ -95,22 +98,27 @@ class ScrapeTimeCollector:
             client.close()
         steps = len(PRIORITY_STEPS)
         for index, queue in enumerate(queues):
-            family.add_metric([queue], sum(lengths[index * steps:(index + 1) * steps]))
+            family.add_metric([queue], sum(lengths[index * steps : (index + 1) * steps]))
         return family
 
     @staticmethod
     def stuck_messages() -> Metric:
         cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_STUCK_AFTER_SECONDS)
         stuck = ProcessedMessage.objects.filter(
-            status__in=[ProcessedMessage.Status.RECEIVED, ProcessedMessage.Status.PROCESSING], updated_at__lt=cutoff,
+            status__in=[ProcessedMessage.Status.RECEIVED, ProcessedMessage.Status.PROCESSING],
+            updated_at__lt=cutoff,
         ).count()
         return GaugeMetricFamily("inbox_stuck_messages", SCRAPE_TIME["inbox_stuck_messages"], value=stuck)
 
     @staticmethod
     def open_dead_letters() -> Metric:
         family = GaugeMetricFamily("dlq_open_entries", SCRAPE_TIME["dlq_open_entries"], labels=["reason"])
-        rows = (DeadLetter.objects.filter(status=DeadLetter.Status.OPEN).values("reason")
-                .annotate(n=Count("id")).order_by("reason"))
+        rows = (
+            DeadLetter.objects.filter(status=DeadLetter.Status.OPEN)
+            .values("reason")
+            .annotate(n=Count("id"))
+            .order_by("reason")
+        )
         for row in rows:
             family.add_metric([row["reason"]], row["n"])
         return family
@@ -120,7 +128,9 @@ class ScrapeTimeCollector:
         """Per partition: the high watermark minus the group's committed offset (the low
         watermark when it has committed nothing yet), as kafka-consumer-groups shows it."""
         topic = settings.KAFKA_RESULT_TOPIC
-        family = GaugeMetricFamily("kafka_consumer_lag", SCRAPE_TIME["kafka_consumer_lag"], labels=["topic", "partition"])
+        family = GaugeMetricFamily(
+            "kafka_consumer_lag", SCRAPE_TIME["kafka_consumer_lag"], labels=["topic", "partition"]
+        )
         consumer = Consumer(consumer_config(settings.KAFKA_GROUP_ID, **{"socket.timeout.ms": 2000}))
         try:
             metadata = consumer.list_topics(topic, timeout=2)
@@ -141,5 +151,3 @@ class ScrapeTimeCollector:
 def celery_queues() -> list[str]:
     """The queues the pipeline uses: the default one, the executors' own, and the replies'."""
     return sorted({settings.CELERY_TASK_DEFAULT_QUEUE, "whatsapp", *(e.queue for e in executors)})
-
-

@@ -12,7 +12,7 @@ import enum
 import json
 import math
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -87,11 +87,9 @@ def _storable_moment(value: datetime) -> datetime:
     """Refuse what would validate but then fail when stored in a timestamptz or compared in UTC."""
     offset = value.utcoffset()
     if offset is not None and (abs(offset) > _MAX_UTC_OFFSET or offset % timedelta(minutes=1)):
-        raise PydanticCustomError(
-            "timezone_offset", "time-zone offset must be whole minutes between -15:59 and +15:59"
-        )
+        raise PydanticCustomError("timezone_offset", "time-zone offset must be whole minutes between -15:59 and +15:59")
     try:
-        value.astimezone(timezone.utc)
+        value.astimezone(UTC)
     except OverflowError:
         raise PydanticCustomError("datetime_range", "must be within the years 1-9999 in UTC") from None
     return value
@@ -101,7 +99,9 @@ IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_datetime), AfterVali
 Identifier = Annotated[str, Field(min_length=1, pattern=_ID_PATTERN)]
 
 
-class Intent(str, enum.Enum):
+# Not StrEnum: str() and format() of a member give "Intent.X" here, and StrEnum would make
+# them give the value, changing whatever formats a member.
+class Intent(str, enum.Enum):  # noqa: UP042 - see above
     ORDER_REQUEST = "ORDER_REQUEST"
     PRICING_INQUIRY = "PRICING_INQUIRY"
     COMPLAINT = "COMPLAINT"
@@ -181,8 +181,9 @@ class AIResultEvent(_Strict):
         if not isinstance(value, str):
             raise PydanticCustomError("string_type", "must be a string")
         if len(value) > _MAX_INTENT_CHARS:
-            raise PydanticCustomError("string_too_long", "must be at most {max_length} characters",
-                                      {"max_length": _MAX_INTENT_CHARS})
+            raise PydanticCustomError(
+                "string_too_long", "must be at most {max_length} characters", {"max_length": _MAX_INTENT_CHARS}
+            )
         try:
             return Intent(value)
         except ValueError:
@@ -294,7 +295,8 @@ def _scan(data: dict[str, Any]) -> tuple[list[str], list[str]]:
     # Only objects and arrays go on the stack; scalars are checked where they are found, and a
     # path is spelled out only for a problem. kept is False under top-level keys that are
     # dropped, and below a problem already reported, so one bad subtree gives one line.
-    stack: list[tuple[dict[str, Any] | list[Any], tuple[str | int, ...], bool]] = [(data, (), True)]
+    # dict[Any, Any]: walking objects and arrays alike, a key is a str or a list index.
+    stack: list[tuple[dict[Any, Any] | list[Any], tuple[str | int, ...], bool]] = [(data, (), True)]
     while stack:
         node, path, kept = stack.pop()
         if kept and len(path) > _MAX_DEPTH:
@@ -317,8 +319,11 @@ def _scan(data: dict[str, Any]) -> tuple[list[str], list[str]]:
         for position, (key, item) in enumerate(items, 1):
             child_kept = kept if path else key in _KEPT_FIELDS
             if check_keys and (not _storable(key) or (extra and len(key) > _MAX_ENTITY_KEY_CHARS)):
-                problem = ("contains a NUL character or an unpaired surrogate" if not _storable(key)
-                           else f"is longer than {_MAX_ENTITY_KEY_CHARS} characters")
+                problem = (
+                    "contains a NUL character or an unpaired surrogate"
+                    if not _storable(key)
+                    else f"is longer than {_MAX_ENTITY_KEY_CHARS} characters"
+                )
                 unstorable.append(f"{_where(path)}: key {position} {problem}")
                 child_kept = False
             kind = type(item)
@@ -339,8 +344,10 @@ def _where(path: tuple[str | int, ...]) -> str:
     """A dotted path safe to log and store: keys nobody limited yet are escaped and shortened."""
     if not path:
         return "value"
-    return ".".join(str(part) if isinstance(part, int) or (len(part) <= _MAX_ECHOED_KEY and _storable(part))
-                    else _escaped(part) for part in path)
+    return ".".join(
+        str(part) if isinstance(part, int) or (len(part) <= _MAX_ECHOED_KEY and _storable(part)) else _escaped(part)
+        for part in path
+    )
 
 
 def _echo_key(key: str) -> str:

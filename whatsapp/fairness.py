@@ -12,6 +12,7 @@ business alone on the pipeline still runs at full speed.
 A FIFO queue could not give this: 5,000 queued messages of one business would
 sit in front of everyone else's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,10 +77,11 @@ def bucket_key(business_id: str) -> str:
 def take(wanted: Mapping[str, int]) -> dict[str, int]:
     """How many of each business's wanted messages are within its rate."""
     businesses = list(wanted)
-    granted = _script()(keys=[bucket_key(b) for b in businesses],
-                        args=[settings.BUSINESS_RATE_PER_SECOND, settings.BUSINESS_RATE_BURST,
-                              *(wanted[b] for b in businesses)])
-    return {business: int(n) for business, n in zip(businesses, granted)}
+    granted = _script()(
+        keys=[bucket_key(b) for b in businesses],
+        args=[settings.BUSINESS_RATE_PER_SECOND, settings.BUSINESS_RATE_BURST, *(wanted[b] for b in businesses)],
+    )
+    return {business: int(n) for business, n in zip(businesses, granted, strict=True)}
 
 
 def lanes(business_ids: Sequence[str]) -> list[int]:

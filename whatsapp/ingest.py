@@ -10,6 +10,7 @@ Only an outage pauses ingest. Any other error in taking in a batch is a record's
 fault: that record is isolated and dead-lettered as unprocessable, and the rest
 of the batch is taken in and committed as usual (intake.take_in_and_hand_off).
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,6 +19,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from django.conf import settings
@@ -46,8 +48,7 @@ class IngestStats:
         return (
             f"consumed {self.consumed} records in {self.batches} batches: "
             f"{self.result.created} new, {self.result.redelivered} re-read, "
-            f"{self.result.duplicates} duplicates, {dead} dead-lettered"
-            + (f" ({reasons})" if reasons else "")
+            f"{self.result.duplicates} duplicates, {dead} dead-lettered" + (f" ({reasons})" if reasons else "")
         )
 
 
@@ -121,7 +122,9 @@ class Ingestor:
                 self.stats.outages += 1 if not paused else 0
                 log.warning(
                     "ingest: cannot hand off batch (%s: %s); partitions paused, retrying in %.1fs",
-                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", delay,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "",
+                    delay,
                     exc_info=not _is_outage(exc),
                 )
                 connection.close()
@@ -165,7 +168,10 @@ class Ingestor:
             message = self.consumer.poll(0.2)
             if message is not None and not message.error():
                 # A partition assigned during the outage: rewind and hold it.
-                tp = TopicPartition(message.topic(), message.partition(), message.offset())
+                # A message without an error has its topic, partition and offset; the stubs allow None.
+                tp = TopicPartition(
+                    cast(str, message.topic()), cast(int, message.partition()), cast(int, message.offset())
+                )
                 self.consumer.pause([tp])
                 self.consumer.seek(tp)
         return True

@@ -17,6 +17,7 @@ caused: it splits the batch in halves until the record is alone, dead-letters
 that record as `unprocessable` (its raw bytes, key and headers kept, the error
 class recorded), and takes in the rest as usual. So no record can stop ingest.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ import logging
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -84,9 +85,10 @@ class IntakeResult:
             trace.finish(status)
 
 
-def validate(records: list[Record],
-             traces: dict[tuple[str, int, int], RecordTrace] | None = None,
-             ) -> tuple[list[tuple[Record, AIResultEvent]], list[Rejection]]:
+def validate(
+    records: list[Record],
+    traces: dict[tuple[str, int, int], RecordTrace] | None = None,
+) -> tuple[list[tuple[Record, AIResultEvent]], list[Rejection]]:
     """Check each record against the contract and the known businesses."""
     traces = traces if traces is not None else {r.coordinates: RecordTrace(r) for r in records}
     valid: list[tuple[Record, AIResultEvent]] = []
@@ -101,13 +103,21 @@ def validate(records: list[Record],
         except ContractError as exc:
             rejected.append(Rejection(record, exc.reason, "ContractError", str(exc)))
         except Exception as exc:  # a bug in validation must not lose the record (logged at ERROR when stored)
-            rejected.append(Rejection(record, UNPROCESSABLE, _class_name(exc),
-                                      f"validation failed unexpectedly: {_class_name(exc)} {WITHHELD}",
-                                      traceback=_frames(exc)))
+            rejected.append(
+                Rejection(
+                    record,
+                    UNPROCESSABLE,
+                    _class_name(exc),
+                    f"validation failed unexpectedly: {_class_name(exc)} {WITHHELD}",
+                    traceback=_frames(exc),
+                )
+            )
 
     # Tenant resolution is one query for the batch: each record's span covers it and its own check.
-    spans = {record.coordinates: traces[record.coordinates].child("whatsapp.tenant", "resolve the business and tenant")
-             for record, _ in valid}
+    spans = {
+        record.coordinates: traces[record.coordinates].child("whatsapp.tenant", "resolve the business and tenant")
+        for record, _ in valid
+    }
     business_ids = {event.business_id for _, event in valid}
     businesses = {b.business_id: b for b in Business.objects.filter(business_id__in=business_ids, is_active=True)}
     accepted: list[tuple[Record, AIResultEvent]] = []
@@ -116,13 +126,23 @@ def validate(records: list[Record],
         business = businesses.get(event.business_id)
         if business is None:
             rejected.append(
-                Rejection(record, "unknown_business", "ContractError",
-                          f"business_id: no active business {event.business_id!r}", event)
+                Rejection(
+                    record,
+                    "unknown_business",
+                    "ContractError",
+                    f"business_id: no active business {event.business_id!r}",
+                    event,
+                )
             )
         elif event.tenant_id is not None and event.tenant_id != business.tenant_id:
             rejected.append(
-                Rejection(record, "tenant_mismatch", "ContractError",
-                          f"tenant_id: {event.tenant_id!r} is not the tenant of business {event.business_id!r}", event)
+                Rejection(
+                    record,
+                    "tenant_mismatch",
+                    "ContractError",
+                    f"tenant_id: {event.tenant_id!r} is not the tenant of business {event.business_id!r}",
+                    event,
+                )
             )
         else:
             accepted.append((record, event))
@@ -132,9 +152,13 @@ def validate(records: list[Record],
 def dead_letter_from_rejection(rejection: Rejection, trace_id: str) -> DeadLetter:
     record, event = rejection.record, rejection.event
     return DeadLetter.for_ingest(
-        record, reason=rejection.reason, error_class=storable_text(rejection.error_class),
-        error_message=storable_text(rejection.message), traceback=storable_text(rejection.traceback),
-        trace_id=trace_id, payload=to_payload(event) if event is not None else None,
+        record,
+        reason=rejection.reason,
+        error_class=storable_text(rejection.error_class),
+        error_message=storable_text(rejection.message),
+        traceback=storable_text(rejection.traceback),
+        trace_id=trace_id,
+        payload=to_payload(event) if event is not None else None,
         processing_id=event.processing_id if event is not None else "",
         business_id=event.business_id if event is not None else "",
         lead_id=event.lead_id if event is not None else "",
@@ -171,16 +195,21 @@ def insert_inbox_rows(rows: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
     rows are keyed by column (ProcessedMessage's columns are its fields' names)."""
     fields = [f for f in ProcessedMessage._meta.local_concrete_fields if not f.primary_key]
     now = timezone.now()
-    defaults = {f.column: now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
-                else f.get_default() for f in fields}
+    defaults = {
+        f.column: now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) else f.get_default()
+        for f in fields
+    }
     document = json.dumps([{**defaults, **row} for row in rows], default=str)
     quote = connection.ops.quote_name
-    table, columns = quote(ProcessedMessage._meta.db_table), ", ".join(quote(f.column) for f in fields)
+    # A concrete field always has a column; the stubs allow None.
+    table, columns = quote(ProcessedMessage._meta.db_table), ", ".join(quote(cast(str, f.column)) for f in fields)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s) "
             f"ON CONFLICT ({quote('processing_id')}) DO NOTHING "
-            f"RETURNING {quote('kafka_topic')}, {quote('kafka_partition')}, {quote('kafka_offset')}", [document])
+            f"RETURNING {quote('kafka_topic')}, {quote('kafka_partition')}, {quote('kafka_offset')}",
+            [document],
+        )
         return {tuple(row) for row in cursor.fetchall()}
 
 
@@ -206,8 +235,9 @@ def take_in(records: list[Record], *, source: str = "kafka") -> IntakeResult:
     return result
 
 
-def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTrace],
-             source: str) -> tuple[IntakeResult, list[tuple[RecordTrace, int, str, tuple]]]:
+def _take_in(
+    records: list[Record], traces: dict[tuple[str, int, int], RecordTrace], source: str
+) -> tuple[IntakeResult, list[tuple[RecordTrace, int, str, tuple]]]:
     result = IntakeResult()
     logged: list[tuple[RecordTrace, int, str, tuple]] = []
     accepted, rejected = validate(records, traces)
@@ -225,13 +255,23 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
             span.set_data("batch_size", len(accepted))
             span.finish()
         there_before = {e.processing_id for r, e in accepted if r.coordinates not in inserted}
-        stored = {
-            row["processing_id"]: row
-            for row in ProcessedMessage.objects.filter(processing_id__in=there_before).values(
-                "processing_id", "business_id", "kafka_topic", "kafka_partition", "kafka_offset", "status",
-                "saga_run", "trace_id"
-            )
-        } if there_before else {}
+        stored = (
+            {
+                row["processing_id"]: row
+                for row in ProcessedMessage.objects.filter(processing_id__in=there_before).values(
+                    "processing_id",
+                    "business_id",
+                    "kafka_topic",
+                    "kafka_partition",
+                    "kafka_offset",
+                    "status",
+                    "saga_run",
+                    "trace_id",
+                )
+            }
+            if there_before
+            else {}
+        )
         duplicates: list[DuplicateDelivery] = []
         conflicts: list[Rejection] = []
         created_by_business: Counter[str] = Counter()
@@ -240,8 +280,14 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
             if record.coordinates in inserted:
                 result.created += 1
                 created_by_business[event.business_id] += 1
-                logged.append((trace, logging.INFO, "ingest: taken in (%s, confidence %.2f)",
-                               (event.intent.value, event.confidence)))
+                logged.append(
+                    (
+                        trace,
+                        logging.INFO,
+                        "ingest: taken in (%s, confidence %.2f)",
+                        (event.intent.value, event.confidence),
+                    )
+                )
                 result.new.append((event.processing_id, 1))
                 result.rows[event.processing_id] = (event.business_id, trace.trace_id)
                 result.traces[event.processing_id] = trace
@@ -250,11 +296,17 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
             if (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) != record.coordinates:
                 if row["business_id"] != event.business_id:
                     # Someone else's message: not a redelivery of this one.
-                    conflicts.append(Rejection(
-                        record, PROCESSING_ID_CONFLICT, "ProcessingIdConflict",
-                        "processing_id: already taken in for another business's message (from "
-                        f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}); "
-                        "a processing_id must be unique across businesses", event))
+                    conflicts.append(
+                        Rejection(
+                            record,
+                            PROCESSING_ID_CONFLICT,
+                            "ProcessingIdConflict",
+                            "processing_id: already taken in for another business's message (from "
+                            f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}); "
+                            "a processing_id must be unique across businesses",
+                            event,
+                        )
+                    )
                     continue
                 duplicates.append(
                     DuplicateDelivery(
@@ -291,23 +343,33 @@ def _take_in(records: list[Record], traces: dict[tuple[str, int, int], RecordTra
     return result, logged
 
 
-def _store_rejections(rejected: list[Rejection], traces: dict[tuple[str, int, int], RecordTrace],
-                      result: IntakeResult, logged: list[tuple[RecordTrace, int, str, tuple]]) -> None:
+def _store_rejections(
+    rejected: list[Rejection],
+    traces: dict[tuple[str, int, int], RecordTrace],
+    result: IntakeResult,
+    logged: list[tuple[RecordTrace, int, str, tuple]],
+) -> None:
     # A record read again after a crash finds its dead letter already there: not counted twice.
     already = _dead_lettered_before([r.record for r in rejected])
     DeadLetter.objects.bulk_create(
-        [dead_letter_from_rejection(r, traces[r.record.coordinates].trace_id) for r in rejected],
-        ignore_conflicts=True)
+        [dead_letter_from_rejection(r, traces[r.record.coordinates].trace_id) for r in rejected], ignore_conflicts=True
+    )
     result.dead_lettered.update(r.reason for r in rejected)
     fresh = [r for r in rejected if r.record.coordinates not in already]
     counters.rejected(Counter(r.reason for r in fresh))
     for r in fresh:
         level = logging.ERROR if r.reason == UNPROCESSABLE else logging.WARNING
-        logged.append((traces[r.record.coordinates], level, "ingest: record %s[%s]@%s dead-lettered: %s (%s)",
-                       (r.record.topic, r.record.partition, r.record.offset, r.reason, r.error_class)))
+        logged.append(
+            (
+                traces[r.record.coordinates],
+                level,
+                "ingest: record %s[%s]@%s dead-lettered: %s (%s)",
+                (r.record.topic, r.record.partition, r.record.offset, r.reason, r.error_class),
+            )
+        )
 
 
-def _dead_lettered_before(records: list[Record]) -> set[tuple[str, int, int]]:
+def _dead_lettered_before(records: list[Record]) -> set[tuple[str, int | None, int | None]]:
     return set(
         DeadLetter.objects.filter(
             stage=DeadLetter.Stage.INGEST,
@@ -322,7 +384,7 @@ def is_outage(exc: BaseException) -> bool:
     """A dependency is away (the database or the broker unreachable): retry the whole batch
     later. Anything else (an IntegrityError, a DataError, a bug) is the batch's own fault."""
     from django.db import InterfaceError, OperationalError
-    from kombu.exceptions import BatchPublishError
+    from kombu.exceptions import BatchPublishError  # type: ignore[attr-defined]  # new in kombu 5.7; its stubs predate it
     from kombu.exceptions import OperationalError as BrokerError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeout
@@ -393,23 +455,42 @@ def dead_letter_unprocessable(record: Record, exc: BaseException, *, stage: str)
         pass
     what = "stored" if stage == STORE else "handed to the pipeline"
     entry = DeadLetter.for_ingest(
-        record, reason=UNPROCESSABLE, error_class=storable_text(_class_name(exc)),
+        record,
+        reason=UNPROCESSABLE,
+        error_class=storable_text(_class_name(exc)),
         error_message=f"the record passed the contract but could not be {what}: {_class_name(exc)} {WITHHELD}",
-        traceback=_frames(exc), trace_id=trace.trace_id, processing_id=pid, business_id=business_id, lead_id=lead_id,
+        traceback=_frames(exc),
+        trace_id=trace.trace_id,
+        processing_id=pid,
+        business_id=business_id,
+        lead_id=lead_id,
     )
     with transaction.atomic():
         if stage == HAND_OFF:
             ProcessedMessage.objects.filter(
-                kafka_topic=record.topic, kafka_partition=record.partition, kafka_offset=record.offset,
-                status=ProcessedMessage.Status.RECEIVED, saga_run=1, started_at__isnull=True).delete()
+                kafka_topic=record.topic,
+                kafka_partition=record.partition,
+                kafka_offset=record.offset,
+                status=ProcessedMessage.Status.RECEIVED,
+                saga_run=1,
+                started_at__isnull=True,
+            ).delete()
         fresh = not _dead_lettered_before([record])
         DeadLetter.objects.bulk_create([entry], ignore_conflicts=True)
         if fresh:
             counters.rejected({UNPROCESSABLE: 1})
     if fresh:
-        trace.log(log, logging.ERROR, "ingest: record %s[%s]@%s could not be %s (%s); dead-lettered as %s, the rest "
-                  "of its batch goes on", record.topic, record.partition, record.offset, what, _class_name(exc),
-                  UNPROCESSABLE)
+        trace.log(
+            log,
+            logging.ERROR,
+            "ingest: record %s[%s]@%s could not be %s (%s); dead-lettered as %s, the rest of its batch goes on",
+            record.topic,
+            record.partition,
+            record.offset,
+            what,
+            _class_name(exc),
+            UNPROCESSABLE,
+        )
     trace.finish("internal_error")
     result = IntakeResult()
     result.dead_lettered[UNPROCESSABLE] += 1

@@ -1,11 +1,12 @@
 """confluent-kafka configuration and record helpers shared by ingest, replay and tests."""
+
 from __future__ import annotations
 
 import base64
 import gc
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
@@ -162,7 +163,7 @@ def headers_from_json(items: list[dict[str, Any]]) -> list[tuple[str | None, byt
     return headers
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def datetime_from_millis(millis: int | None) -> datetime | None:

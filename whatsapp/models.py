@@ -1,10 +1,11 @@
 """The inbox: one row per analysed message taken in from Kafka."""
+
 from __future__ import annotations
 
 import functools
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection, models
 from django.utils import timezone
@@ -13,9 +14,10 @@ from config.redaction import configured_secrets, redact
 from leads.models import Lead
 
 
-class InboxQuerySet(models.QuerySet):
-    def row(self, *, processing_id: str | None = None, pk: int | None = None,
-            lock: bool = False) -> ProcessedMessage | None:
+class InboxQuerySet(models.QuerySet["ProcessedMessage"]):
+    def row(
+        self, *, processing_id: str | None = None, pk: int | None = None, lock: bool = False
+    ) -> ProcessedMessage | None:
         """The inbox row by processing_id or pk, with its lead and its business's updated_at
         (`business_version`, which the per-process business cache checks: leads.directory),
         in one SELECT; FOR UPDATE of the row with `lock`.
@@ -29,8 +31,10 @@ class InboxQuerySet(models.QuerySet):
         message = rows[0]
         if message.lead_record_id is not None:
             message.lead_record = Lead.from_db(
-                self.db, [f.attname for f in _lead_fields()],
-                [getattr(message, f"lead__{f.column}") for f in _lead_fields()])
+                self.db,
+                [f.attname for f in _lead_fields()],
+                [getattr(message, f"lead__{f.column}") for f in _lead_fields()],
+            )
         return message
 
     def claim(self, processing_id: str, saga_run: int, now: datetime) -> ProcessedMessage | None:
@@ -42,12 +46,19 @@ class InboxQuerySet(models.QuerySet):
                 "UPDATE whatsapp_processedmessage SET status = 'PROCESSING', started_at = %s, updated_at = %s, "
                 "attempts = attempts + 1 WHERE processing_id = %s AND saga_run = %s AND status = 'RECEIVED' "
                 "RETURNING id, lead_id, intent",
-                [now, now, processing_id, saga_run])
+                [now, now, processing_id, saga_run],
+            )
             row = cursor.fetchone()
         if row is None:
             return None
-        return ProcessedMessage(pk=row[0], processing_id=processing_id, saga_run=saga_run, lead_id=row[1],
-                                intent=row[2], status=ProcessedMessage.Status.PROCESSING)
+        return ProcessedMessage(
+            pk=row[0],
+            processing_id=processing_id,
+            saga_run=saga_run,
+            lead_id=row[1],
+            intent=row[2],
+            status=ProcessedMessage.Status.PROCESSING,
+        )
 
     def finish_run(self, processing_id: str, saga_run: int, now: datetime) -> dict[str, Any] | None:
         """PROCESSING -> PROCESSED, with the lead's "message_processed" activity, in one
@@ -84,12 +95,18 @@ class InboxQuerySet(models.QuerySet):
                 )
                 SELECT intent, kafka_timestamp, received_at, lead_id FROM done
                 """,
-                {"now": now, "pid": processing_id, "run": saga_run})
+                {"now": now, "pid": processing_id, "run": saga_run},
+            )
             row = cursor.fetchone()
         if row is None:
             return None
-        return {"intent": row[0], "kafka_timestamp": row[1], "received_at": row[2], "lead_id": row[3],
-                "finished_at": now}
+        return {
+            "intent": row[0],
+            "kafka_timestamp": row[1],
+            "received_at": row[2],
+            "lead_id": row[3],
+            "finished_at": now,
+        }
 
 
 @functools.cache
@@ -97,16 +114,23 @@ def _lead_fields() -> list[models.Field]:
     return list(Lead._meta.concrete_fields)
 
 
+def _columns(model: type[models.Model]) -> list[str]:
+    """The model's columns, in field order (a concrete field always has one; the stubs allow None)."""
+    return [cast(str, f.column) for f in model._meta.concrete_fields]
+
+
 @functools.cache
 def _row_sql(by: str, lock: bool) -> str:
     """InboxQuerySet.row's statement, built once per shape from the models' own columns."""
     quote = connection.ops.quote_name
-    columns = [f"m.{quote(f.column)}" for f in ProcessedMessage._meta.concrete_fields]
-    columns += [f"l.{quote(f.column)} AS {quote('lead__' + f.column)}" for f in _lead_fields()]
-    return (f"SELECT {', '.join(columns)}, (SELECT b.updated_at FROM leads_business b "
-            f"WHERE b.business_id = m.business_id) AS business_version "
-            f"FROM whatsapp_processedmessage m LEFT JOIN leads_lead l ON l.id = m.lead_record_id "
-            f"WHERE m.{quote(by)} = %s" + (" FOR UPDATE OF m" if lock else ""))
+    columns = [f"m.{quote(column)}" for column in _columns(ProcessedMessage)]
+    columns += [f"l.{quote(column)} AS {quote('lead__' + column)}" for column in _columns(Lead)]
+    return (
+        f"SELECT {', '.join(columns)}, (SELECT b.updated_at FROM leads_business b "
+        f"WHERE b.business_id = m.business_id) AS business_version "
+        f"FROM whatsapp_processedmessage m LEFT JOIN leads_lead l ON l.id = m.lead_record_id "
+        f"WHERE m.{quote(by)} = %s" + (" FOR UPDATE OF m" if lock else "")
+    )
 
 
 class ProcessedMessage(models.Model):
@@ -130,9 +154,11 @@ class ProcessedMessage(models.Model):
     kafka_offset = models.BigIntegerField(null=True, blank=True)
     kafka_timestamp = models.DateTimeField(null=True, blank=True)
     kafka_timestamp_ms = models.BigIntegerField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text="The record's timestamp in raw milliseconds, kept when it is no date a datetime can hold "
-                  "(before 1970, past the year 9999).")
+        "(before 1970, past the year 9999).",
+    )
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)
     saga_run = models.PositiveIntegerField(default=1)
     attempts = models.PositiveIntegerField(default=0)
@@ -144,8 +170,14 @@ class ProcessedMessage(models.Model):
     last_error = models.TextField(blank=True)
     last_traceback = models.TextField(blank=True)
     lead_record = models.ForeignKey(
-        "leads.Lead", null=True, blank=True, on_delete=models.SET_NULL, related_name="inbox_messages",
-        verbose_name="lead", help_text="The lead, once the intent stage has created or updated it.")
+        "leads.Lead",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="inbox_messages",
+        verbose_name="lead",
+        help_text="The lead, once the intent stage has created or updated it.",
+    )
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -235,7 +267,7 @@ class DuplicateDelivery(models.Model):
         return f"{self.processing_id} @ {self.kafka_topic}[{self.kafka_partition}]:{self.kafka_offset}"
 
 
-class SagaStepQuerySet(models.QuerySet):
+class SagaStepQuerySet(models.QuerySet["SagaStep"]):
     def begin_attempt(self, processing_id: str, saga_run: int, order: int, now: datetime) -> SagaStep | None:
         """Count a new attempt of a PENDING step of an active run, committed at once (so a
         failure's rollback, or a killed worker, keeps it), and return the step; None when the
@@ -257,13 +289,22 @@ class SagaStepQuerySet(models.QuerySet):
                   AND s.status = 'PENDING'
                 RETURNING s.id, s.message_id, s.action, s.params, s.attempts
                 """,
-                {"now": now, "at": now.isoformat(), "pid": processing_id, "run": saga_run, "order": order})
+                {"now": now, "at": now.isoformat(), "pid": processing_id, "run": saga_run, "order": order},
+            )
             row = cursor.fetchone()
         if row is None:
             return None
         params = json.loads(row[3]) if isinstance(row[3], str) else row[3]
-        return SagaStep(pk=row[0], message_id=row[1], saga_run=saga_run, order=order, action=row[2], params=params,
-                        attempts=row[4], status=SagaStep.Status.PENDING)
+        return SagaStep(
+            pk=row[0],
+            message_id=row[1],
+            saga_run=saga_run,
+            order=order,
+            action=row[2],
+            params=params,
+            attempts=row[4],
+            status=SagaStep.Status.PENDING,
+        )
 
 
 class SagaStep(models.Model):

@@ -18,20 +18,22 @@ operator can look at the conversation (or a later status webhook carrying our
 biz_opaque_callback_data) and decide. A row found still SENDING long after any request
 could have finished means a worker died mid-call: same uncertainty, same treatment.
 """
+
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from config.redaction import configured_secrets, redact
+from core.breakers import breaker_for
+from core.clients import cloud_api
 from core.metrics import counters
 from leads.models import Business, Lead, ReviewFlag
 from whatsapp.actions.base import PermanentActionError, RetryableActionError, atomic_if_nested
-from core.breakers import breaker_for
-from core.clients import cloud_api
 from whatsapp.models import OutboundMessage
 
 log = logging.getLogger(__name__)
@@ -165,8 +167,7 @@ def _send(row: OutboundMessage, business: Business, processing_id: str) -> Outbo
         )
     except cloud_api.CloudApiOutcomeUnknown as exc:
         _record_failure(row, Status.UNKNOWN, exc)
-        log.error("reply for %s: outcome unknown (%s); it will not be re-sent automatically",
-                  processing_id, exc.title)
+        log.error("reply for %s: outcome unknown (%s); it will not be re-sent automatically", processing_id, exc.title)
         raise
     except cloud_api.CloudApiError as exc:
         _record_failure(row, Status.FAILED, exc)
@@ -174,12 +175,21 @@ def _send(row: OutboundMessage, business: Business, processing_id: str) -> Outbo
     except BaseException:
         # A bug or a kill between the POST and here: whether it went out is not known.
         OutboundMessage.objects.filter(pk=row.pk).update(
-            status=Status.UNKNOWN, error_title="unexpected error during send", updated_at=timezone.now())
+            status=Status.UNKNOWN, error_title="unexpected error during send", updated_at=timezone.now()
+        )
         raise
 
     sent_at = timezone.now()
-    sent = dict(status=Status.SENT, wamid=result.wamid, http_status=result.http_status, sent_at=sent_at,
-                error_code=None, error_title="", fbtrace_id="", updated_at=sent_at)
+    sent: dict[str, Any] = {
+        "status": Status.SENT,
+        "wamid": result.wamid,
+        "http_status": result.http_status,
+        "sent_at": sent_at,
+        "error_code": None,
+        "error_title": "",
+        "fbtrace_id": "",
+        "updated_at": sent_at,
+    }
     if OutboundMessage.objects.filter(pk=row.pk).update(**sent):
         counters.action(counters.REPLY, "succeeded")
     for name, value in sent.items():
@@ -202,8 +212,10 @@ def _claim(pk: int) -> OutboundMessage:
             raise ReplyOutcomeUnknown("reply outcome unknown; not re-sent to avoid a duplicate")
         if row.status == Status.SENDING:
             if timezone.now() - row.updated_at < _in_flight_limit():
-                raise ReplyInFlight(f"reply {row.idempotency_key} is being sent by another worker",
-                                    retry_after=_in_flight_limit().total_seconds())
+                raise ReplyInFlight(
+                    f"reply {row.idempotency_key} is being sent by another worker",
+                    retry_after=_in_flight_limit().total_seconds(),
+                )
             # Nobody finished it: a worker died with the request possibly out. Commit that first.
             row.status = Status.UNKNOWN
             row.error_title = "worker stopped while sending"
@@ -227,8 +239,12 @@ def _in_flight_limit() -> timedelta:
 def _record_failure(row: OutboundMessage, status: str, exc: cloud_api.CloudApiError) -> None:
     secrets = configured_secrets()
     OutboundMessage.objects.filter(pk=row.pk).update(
-        status=status, error_code=exc.code, error_title=redact(exc.title or str(exc), secrets)[:300],
-        fbtrace_id=redact(exc.fbtrace_id, secrets)[:64], http_status=exc.http_status, updated_at=timezone.now(),
+        status=status,
+        error_code=exc.code,
+        error_title=redact(exc.title or str(exc), secrets)[:300],
+        fbtrace_id=redact(exc.fbtrace_id, secrets)[:64],
+        http_status=exc.http_status,
+        updated_at=timezone.now(),
     )
 
 
@@ -262,7 +278,8 @@ def _skip_window_closed(row: OutboundMessage, business: Business, lead: Lead, no
         )
         Lead.objects.filter(pk=lead.pk).update(needs_review=True, updated_at=timezone.now())
         if OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(
-                status=Status.SKIPPED_WINDOW_CLOSED, updated_at=timezone.now()):
+            status=Status.SKIPPED_WINDOW_CLOSED, updated_at=timezone.now()
+        ):
             counters.action(counters.REPLY, "skipped")
     lead.needs_review = True
     log.info("reply for %s skipped: the 24-hour window is closed; lead flagged for review", row.processing_id)

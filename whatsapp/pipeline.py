@@ -5,10 +5,11 @@ A batch of messages is sent through one producer in one Redis round trip
 (kombu's Producer.batch, which pipelines the LPUSHes): ingest hands off
 hundreds of messages a batch, and a round trip each was most of its time.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from config.celery import app
 from core.tracing import MessageTrace
@@ -19,10 +20,14 @@ from whatsapp.models import ProcessedMessage
 if TYPE_CHECKING:
     from celery.canvas import Signature
     from kombu import Producer, Queue
+    from kombu.transport.base import StdChannel
 
 
-def hand_off(runs: Iterable[tuple[str, int]], traces: Mapping[str, MessageTrace] | None = None,
-             known: Mapping[str, tuple[str, str]] | None = None) -> int:
+def hand_off(
+    runs: Iterable[tuple[str, int]],
+    traces: Mapping[str, MessageTrace] | None = None,
+    known: Mapping[str, tuple[str, str]] | None = None,
+) -> int:
     """Enqueue the pipeline for each (processing_id, saga_run), each on its
     business's lane (whatsapp.fairness), all in one Redis round trip; raises if
     the broker is unreachable (then none or some of them may have been sent:
@@ -40,19 +45,25 @@ def hand_off(runs: Iterable[tuple[str, int]], traces: Mapping[str, MessageTrace]
     rows = dict(known or {})
     missing = [pid for pid, _ in runs if pid not in rows]
     if missing:
-        rows.update((pid, (business_id, trace_id)) for pid, business_id, trace_id in ProcessedMessage.objects.filter(
-            processing_id__in=missing).values_list("processing_id", "business_id", "trace_id"))
+        rows.update(
+            (pid, (business_id, trace_id))
+            for pid, business_id, trace_id in ProcessedMessage.objects.filter(processing_id__in=missing).values_list(
+                "processing_id", "business_id", "trace_id"
+            )
+        )
     lane_of = lanes([rows.get(pid, ("", ""))[0] for pid, _ in runs])
     sent: list[MessageTrace] = []
     try:
         with app.producer_or_acquire() as producer, producer.batch():
             publisher = Publisher(producer)
-            for (processing_id, saga_run), lane in zip(runs, lane_of):
+            for (processing_id, saga_run), lane in zip(runs, lane_of, strict=True):
                 trace = traces.get(processing_id) or MessageTrace.stored(
-                    rows.get(processing_id, ("", ""))[1], name="whatsapp.hand_off", processing_id=processing_id)
+                    rows.get(processing_id, ("", ""))[1], name="whatsapp.hand_off", processing_id=processing_id
+                )
                 sent.append(trace)
                 steps = pipeline_steps(processing_id, saga_run, lane=lane)
-                with trace.sending(steps[0].task) as headers:
+                # A signature made from a task name always has one; the stubs allow None.
+                with trace.sending(cast(str, steps[0].task)) as headers:
                     publisher.send(steps, headers=headers)
     except BaseException:
         for trace in sent:
@@ -88,15 +99,32 @@ class Publisher:
         options = first.options
         queue = self._queue(options.get("queue"))
         message = app.amqp.create_task_message(
-            options["task_id"], first.task, first.args, first.kwargs, chain=rest or None,
-            ignore_result=first.type.ignore_result, reply_to=app.thread_oid,
-            argsrepr=repr(first.args), kwargsrepr=repr(first.kwargs))
-        app.amqp.send_task_message(self.producer, first.task, message, queue=queue, declare=[queue],
-                                   priority=options.get("priority"), headers=headers, retry=False)
+            options["task_id"],
+            first.task,
+            first.args,
+            first.kwargs,
+            chain=rest or None,
+            ignore_result=first.type.ignore_result,
+            reply_to=app.thread_oid,
+            argsrepr=repr(first.args),
+            kwargsrepr=repr(first.kwargs),
+        )
+        app.amqp.send_task_message(
+            self.producer,
+            first.task,
+            message,
+            queue=queue,
+            declare=[queue],
+            priority=options.get("priority"),
+            headers=headers,
+            retry=False,
+        )
 
     def _queue(self, name: str | None) -> Queue:
         """The queue, bound to the producer's channel once: kombu's declaration cache then
         answers for every later message (given an unbound queue, it binds a copy each time)."""
         if name not in self._queues:
-            self._queues[name] = app.amqp.queues[name or app.amqp.default_queue.name].bind(self.producer.channel)
+            # The producer is acquired with its channel; kombu's stubs allow none.
+            channel = cast("StdChannel", self.producer.channel)
+            self._queues[name] = app.amqp.queues[name or app.amqp.default_queue.name].bind(channel)
         return self._queues[name]

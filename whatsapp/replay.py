@@ -14,6 +14,7 @@ more, never twice within a run.
 Records are read with a consumer of their own that is assigned partitions and
 never commits, so the ingest group's offsets are untouched.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,7 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -110,7 +111,7 @@ OUTCOMES = {
     "in_flight": "already taken in and its run has not ended: left to that run",
     "rerun": "already processed, re-run as a new saga run (--force)",
     "invalid": "dead-lettered at ingest (fails the contract, its processing_id is another business's, or it "
-               "cannot be taken in): its dead letter is kept once, by its coordinates",
+    "cannot be taken in): its dead letter is kept once, by its coordinates",
 }
 
 
@@ -137,15 +138,18 @@ class ReplayResult:
 
 
 # --- reading ------------------------------------------------------------------
-def read_range(selection: Selection, *, batch_size: int | None = None,
-               stall_seconds: float = READ_STALL_SECONDS) -> Iterator[list[Record]]:
+def read_range(
+    selection: Selection, *, batch_size: int | None = None, stall_seconds: float = READ_STALL_SECONDS
+) -> Iterator[list[Record]]:
     """Yield the selected records in batches, reading each selected partition
     from its start point to its end as it stands (or to --to-offset)."""
     batch_size = batch_size or settings.INGEST_BATCH_SIZE
-    consumer = Consumer(consumer_config(
-        f"{settings.KAFKA_GROUP_ID}.replay.{uuid.uuid4().hex[:8]}",
-        **{"enable.partition.eof": True, "error_cb": _on_error},
-    ))
+    consumer = Consumer(
+        consumer_config(
+            f"{settings.KAFKA_GROUP_ID}.replay.{uuid.uuid4().hex[:8]}",
+            **{"enable.partition.eof": True, "error_cb": _on_error},
+        )
+    )
     try:
         partitions = _partitions(consumer, selection)
         starts = _start_offsets(consumer, selection, partitions)
@@ -160,8 +164,10 @@ def read_range(selection: Selection, *, batch_size: int | None = None,
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         pending.discard(message.partition())
-                    elif error.fatal() or error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART,
-                                                           KafkaError._UNKNOWN_PARTITION):
+                    elif error.fatal() or error.code() in (
+                        KafkaError.UNKNOWN_TOPIC_OR_PART,
+                        KafkaError._UNKNOWN_PARTITION,
+                    ):
                         raise ReplayError(f"reading {selection.topic}[{message.partition()}]: {error.str()}")
                     else:
                         log.warning("replay: kafka: %s", error.str())
@@ -177,8 +183,10 @@ def read_range(selection: Selection, *, batch_size: int | None = None,
                 last_progress = _now()
             elif _now() - last_progress > stall_seconds:
                 left = ", ".join(str(p) for p in sorted(pending))
-                raise ReplayError(f"no records from the broker for {stall_seconds:.0f}s; "
-                                  f"partitions {left} of {selection.topic} not read to their end")
+                raise ReplayError(
+                    f"no records from the broker for {stall_seconds:.0f}s; "
+                    f"partitions {left} of {selection.topic} not read to their end"
+                )
             if batch:
                 yield batch
     finally:
@@ -198,8 +206,10 @@ def _partitions(consumer: Consumer, selection: Selection) -> list[int]:
         return existing
     missing = sorted(set(selection.partitions) - set(existing))
     if missing:
-        raise ReplayError(f"topic {selection.topic!r} has partitions {existing[0]}..{existing[-1]}; "
-                          f"no partition {', '.join(map(str, missing))}")
+        raise ReplayError(
+            f"topic {selection.topic!r} has partitions {existing[0]}..{existing[-1]}; "
+            f"no partition {', '.join(map(str, missing))}"
+        )
     return sorted(set(selection.partitions))
 
 
@@ -212,7 +222,7 @@ def _start_offsets(consumer: Consumer, selection: Selection, partitions: list[in
     keeps the result exact on brokers whose answer is off; Tansu, the
     embedded broker, answers a time after the last record with offset 0
     instead of the log end, which costs a full read but loses nothing."""
-    starts = {p: selection.from_offset if selection.from_offset is not None else OFFSET_BEGINNING for p in partitions}
+    starts = dict.fromkeys(partitions, selection.from_offset if selection.from_offset is not None else OFFSET_BEGINNING)
     if selection.since is None or selection.from_offset is not None:
         return starts
     millis = int(selection.since.timestamp() * 1000)
@@ -249,8 +259,12 @@ def classify(records: list[Record], *, force: bool, seen: dict[str, str]) -> lis
         outcomes[record.coordinates] = _outcome(record, pid, "invalid", rejection.reason)
 
     pids = {event.processing_id for _, event in accepted}
-    stored = {pid: (status, business) for pid, status, business in ProcessedMessage.objects.filter(
-        processing_id__in=pids).values_list("processing_id", "status", "business_id")}
+    stored = {
+        pid: (status, business)
+        for pid, status, business in ProcessedMessage.objects.filter(processing_id__in=pids).values_list(
+            "processing_id", "status", "business_id"
+        )
+    }
     for record, event in accepted:
         pid = event.processing_id
         owner = seen.get(pid, stored.get(pid, (None, event.business_id))[1])
@@ -273,6 +287,7 @@ def classify(records: list[Record], *, force: bool, seen: dict[str, str]) -> lis
 
 
 def _outcome(record: Record, processing_id: str, kind: str, detail: str) -> Outcome:
+    stamp: str | None
     if record.timestamp is not None:
         stamp = record.timestamp.isoformat()
     else:  # no datetime can hold it: the raw milliseconds, as Kafka has them
@@ -289,26 +304,35 @@ def start_new_runs(processing_ids: set[str], *, by: str) -> list[tuple[str, int]
     now = dj_timezone.now()
     runs: list[tuple[str, int]] = []
     with transaction.atomic():
-        messages = ProcessedMessage.objects.select_for_update().filter(
-            processing_id__in=processing_ids, status__in=FINISHED
-        ).order_by("processing_id")
+        messages = (
+            ProcessedMessage.objects.select_for_update()
+            .filter(processing_id__in=processing_ids, status__in=FINISHED)
+            .order_by("processing_id")
+        )
         for message in messages:
             message.start_new_run()
             runs.append((message.processing_id, message.saga_run))
         new_run = dict(runs)
-        for entry in DeadLetter.objects.select_for_update().filter(
-            processing_id__in=new_run, status=DeadLetter.Status.OPEN
-        ).exclude(stage=DeadLetter.Stage.INGEST):
+        for entry in (
+            DeadLetter.objects.select_for_update()
+            .filter(processing_id__in=new_run, status=DeadLetter.Status.OPEN)
+            .exclude(stage=DeadLetter.Stage.INGEST)
+        ):
             entry.mark_requeued(by=by, saga_run=new_run[entry.processing_id], at=now)
         transaction.on_commit(lambda: hand_off(runs))
     if runs:
-        log.info("replay: new saga run for %d messages (%s), by %s", len(runs),
-                 ", ".join(f"{pid} run {run}" for pid, run in runs[:20]) + (" ..." if len(runs) > 20 else ""), by)
+        log.info(
+            "replay: new saga run for %d messages (%s), by %s",
+            len(runs),
+            ", ".join(f"{pid} run {run}" for pid, run in runs[:20]) + (" ..." if len(runs) > 20 else ""),
+            by,
+        )
     return runs
 
 
-def replay(selection: Selection, *, force: bool = False, dry_run: bool = False, keep_records: bool = False,
-           by: str = "replay") -> ReplayResult:
+def replay(
+    selection: Selection, *, force: bool = False, dry_run: bool = False, keep_records: bool = False, by: str = "replay"
+) -> ReplayResult:
     """Replay the selected records; see the module docstring for what each one becomes."""
     result = ReplayResult()
     seen: dict[str, str] = {}
@@ -340,9 +364,9 @@ def parse_when(value: str, *, now: datetime | None = None) -> datetime:
     text = value.strip()
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if len(text) > 1 and text[-1] in units and text[:-1].isdigit():
-        return (now or datetime.now(timezone.utc)) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+        return (now or datetime.now(UTC)) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{value!r} is neither an ISO-8601 time nor a span like 15m, 2h, 7d") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

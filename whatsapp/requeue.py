@@ -8,6 +8,7 @@ again in the same run (the actions stand). An ingest failure (say, an unknown
 business since created) is validated again from the raw record and taken in like a
 new one; one whose processing_id belongs to another business's message
 (processing_id_conflict) is refused as long as that message holds it."""
+
 from __future__ import annotations
 
 import uuid
@@ -34,12 +35,14 @@ def requeue_dead_letter(entry: DeadLetter) -> int | None:
     if entry.stage == DeadLetter.Stage.REPLY:
         # The actions stand; only the reply is sent again, in the same run.
         if message.status != ProcessedMessage.Status.FAILED or message.saga_run != entry.saga_run:
-            raise RequeueRefused(f"{message.processing_id} has moved on since this entry (now {message.status}, "
-                                 f"run {message.saga_run})")
+            raise RequeueRefused(
+                f"{message.processing_id} has moved on since this entry (now {message.status}, run {message.saga_run})"
+            )
         message.reopen_for_reply()
 
-        def send_again(pid: str = message.processing_id, run: int = message.saga_run,
-                       trace_id: str = message.trace_id) -> None:
+        def send_again(
+            pid: str = message.processing_id, run: int = message.saga_run, trace_id: str = message.trace_id
+        ) -> None:
             with message_trace(trace_id, name="whatsapp.requeue", processing_id=pid):
                 reply_signature(pid, run).apply_async()
 
@@ -65,10 +68,14 @@ def _take_in_again(entry: DeadLetter) -> int | None:
         # Carry on the trace the dead letter was written in.
         headers.append(("sentry-trace", f"{entry.trace_id}-{uuid.uuid4().hex[:16]}".encode()))
     record = Record(
-        topic=entry.kafka_topic, partition=entry.kafka_partition if entry.kafka_partition is not None else -1,
+        topic=entry.kafka_topic,
+        partition=entry.kafka_partition if entry.kafka_partition is not None else -1,
         offset=entry.kafka_offset if entry.kafka_offset is not None else -entry.pk,
-        value=raw, key=bytes(entry.kafka_key) if entry.kafka_key is not None else None,
-        timestamp=entry.kafka_timestamp, timestamp_ms=entry.kafka_timestamp_ms, headers=headers,
+        value=raw,
+        key=bytes(entry.kafka_key) if entry.kafka_key is not None else None,
+        timestamp=entry.kafka_timestamp,
+        timestamp_ms=entry.kafka_timestamp_ms,
+        headers=headers,
     )
     try:
         result = take_in([record], source="requeue")
@@ -78,8 +85,10 @@ def _take_in_again(entry: DeadLetter) -> int | None:
         # Still unprocessable (say, what broke it is not fixed yet); the entry stays OPEN.
         raise RequeueRefused(f"the record still cannot be taken in ({type(exc).__name__})") from None
     if result.dead_lettered.get(PROCESSING_ID_CONFLICT):
-        raise RequeueRefused(f"the record is still refused: {PROCESSING_ID_CONFLICT} (its processing_id "
-                             f"{entry.processing_id} belongs to another business's message)")
+        raise RequeueRefused(
+            f"the record is still refused: {PROCESSING_ID_CONFLICT} (its processing_id "
+            f"{entry.processing_id} belongs to another business's message)"
+        )
     if result.dead_lettered:
         raise RequeueRefused(f"the record is still refused: {', '.join(result.dead_lettered)}")
     runs, traces = result.new, result.traces
@@ -92,5 +101,7 @@ def _inbox_row(processing_id: str) -> ProcessedMessage:
     try:
         return ProcessedMessage.objects.select_for_update().get(processing_id=processing_id)
     except ProcessedMessage.DoesNotExist:
-        raise RequeueRefused(f"{processing_id} has no inbox row any more (finished rows are purged after "
-                             "INBOX_RETENTION_DAYS), so its saga cannot be run again") from None
+        raise RequeueRefused(
+            f"{processing_id} has no inbox row any more (finished rows are purged after "
+            "INBOX_RETENTION_DAYS), so its saga cannot be run again"
+        ) from None

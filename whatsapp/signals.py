@@ -1,10 +1,13 @@
 """What runs around every pipeline task: its log context, Sentry tags and stage timing,
 and forgetting a worker child's metrics when it exits. Connected once, when the app
 starts (whatsapp.apps), not as a side effect of importing this module."""
+
 from __future__ import annotations
 
+import contextvars
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from celery.signals import task_postrun, task_prerun, worker_process_shutdown
@@ -13,7 +16,7 @@ from config import logging as log_context
 from core import tracing
 from core.metrics import counters, serving
 
-_running: dict[str, tuple[float, object | None]] = {}
+_running: dict[str, tuple[float, contextvars.Token[Mapping[str, Any]] | None]] = {}
 
 
 def task_started(task_id: str | None = None, task: Any = None, args: Any = None, **_: Any) -> None:

@@ -1,15 +1,18 @@
 """What became of the messages: one set of counts for the demo, the
 pipeline_stats command, and anyone checking the database."""
+
 from __future__ import annotations
 
-from django.db.models import Count
+from typing import Any
+
+from django.db.models import Count, Manager, QuerySet
 
 from dlq.models import DeadLetter
 from leads.models import CallbackRequest, Order, ReviewFlag, SalesNotification, SupportTicket
 from whatsapp.models import DuplicateDelivery, OutboundMessage, ProcessedMessage
 
 
-def _by(queryset, field: str) -> dict[str, int]:
+def _by(queryset: Manager[Any] | QuerySet[Any], field: str) -> dict[str, int]:
     return {row[field]: row["n"] for row in queryset.values(field).annotate(n=Count("id")).order_by(field)}
 
 

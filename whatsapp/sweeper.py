@@ -7,6 +7,7 @@ they have done; every step is idempotent, so re-driving one that was merely
 slow costs a no-op. Rows are claimed with FOR UPDATE SKIP LOCKED, so several
 sweepers never re-drive the same row at once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,28 +46,33 @@ def redrive(message: ProcessedMessage) -> str:
         if message.failed_stage:
             start_compensation(message.processing_id, message.saga_run)
             return "compensating"
-        resume_signature(message.processing_id, message.saga_run,
-                         planned=message.planned_run == message.saga_run).apply_async()
+        resume_signature(
+            message.processing_id, message.saga_run, planned=message.planned_run == message.saga_run
+        ).apply_async()
     return "resumed"
 
 
-def sweep(*, stuck_after: float | None = None, purge: bool = True, limit: int = 1000,
-          now: datetime | None = None) -> SweepResult:
+def sweep(
+    *, stuck_after: float | None = None, purge: bool = True, limit: int = 1000, now: datetime | None = None
+) -> SweepResult:
     now = now or timezone.now()
     stuck_after = settings.SWEEP_STUCK_AFTER_SECONDS if stuck_after is None else stuck_after
     result = SweepResult()
     with transaction.atomic():
         rows = list(
             ProcessedMessage.objects.select_for_update(skip_locked=True)
-            .filter(status__in=[ProcessedMessage.Status.RECEIVED, ProcessedMessage.Status.PROCESSING],
-                    updated_at__lt=now - timedelta(seconds=stuck_after))
+            .filter(
+                status__in=[ProcessedMessage.Status.RECEIVED, ProcessedMessage.Status.PROCESSING],
+                updated_at__lt=now - timedelta(seconds=stuck_after),
+            )
             .order_by("updated_at")[:limit]
         )
         result.stuck = len(rows)
         # A step that moved recently means the message is alive, only slow.
         busy = set(
-            SagaStep.objects.filter(message__in=rows, updated_at__gte=now - timedelta(seconds=stuck_after))
-            .values_list("message_id", flat=True)
+            SagaStep.objects.filter(message__in=rows, updated_at__gte=now - timedelta(seconds=stuck_after)).values_list(
+                "message_id", flat=True
+            )
         )
         todo = [row for row in rows if row.pk not in busy]
         result.stuck = len(todo)
@@ -77,13 +83,19 @@ def sweep(*, stuck_after: float | None = None, purge: bool = True, limit: int = 
             for row in todo:
                 how = redrive(row)
                 result.redriven[how] = result.redriven.get(how, 0) + 1
-                log.warning("sweeper: %s stuck in %s since %s; %s", row.processing_id, row.status,
-                            row.updated_at.isoformat(), how)
+                log.warning(
+                    "sweeper: %s stuck in %s since %s; %s",
+                    row.processing_id,
+                    row.status,
+                    row.updated_at.isoformat(),
+                    how,
+                )
 
         transaction.on_commit(enqueue)
     if purge:
         cutoff = now - timedelta(days=settings.INBOX_RETENTION_DAYS)
         old = ProcessedMessage.objects.filter(
-            status__in=[ProcessedMessage.Status.PROCESSED, ProcessedMessage.Status.FAILED], finished_at__lt=cutoff)
+            status__in=[ProcessedMessage.Status.PROCESSED, ProcessedMessage.Status.FAILED], finished_at__lt=cutoff
+        )
         result.purged, _ = old.delete()
     return result

@@ -5,6 +5,7 @@ copy always acts on the current state in Postgres. Which tasks follow which,
 and their ids, is whatsapp.chains; what runs around every task (log context,
 tags, timing) is whatsapp.signals.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,13 @@ from whatsapp.fairness import BULK_LANE, NORMAL_LANE
 log = logging.getLogger(__name__)
 
 # A stage that cannot reach Postgres waits and tries again.
-DB_RETRY = {"autoretry_for": (OperationalError, InterfaceError), "retry_backoff": 2, "retry_backoff_max": 60,
-            "retry_jitter": True, "max_retries": 20}
+DB_RETRY: dict[str, Any] = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 20,
+}
 # The stages that retry on their own schedule (follow) for as long as it takes.
 DB_RETRY_UNBOUNDED = {k: v for k, v in DB_RETRY.items() if k != "max_retries"}
 
@@ -59,8 +65,14 @@ def intent(self, processing_id: str, saga_run: int):
     except (OperationalError, InterfaceError):
         raise
     except Exception as exc:
-        saga.fail(processing_id, saga_run, stage=DeadLetter.Stage.INTENT, reason=DeadLetter.Reason.NON_RETRYABLE,
-                  error=f"{type(exc).__name__}: {exc}"[:4000], tb=traceback.format_exc())
+        saga.fail(
+            processing_id,
+            saga_run,
+            stage=DeadLetter.Stage.INTENT,
+            reason=DeadLetter.Reason.NON_RETRYABLE,
+            error=f"{type(exc).__name__}: {exc}"[:4000],
+            tb=traceback.format_exc(),
+        )
         start_compensation(processing_id, saga_run)
         raise Ignore()
     # The planned actions go out as a chain of their own, sent from here: intent is the last
@@ -83,12 +95,17 @@ def sweep() -> dict:
 
 @shared_task(name="whatsapp.execute_action", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
 def execute_action(self, processing_id: str, saga_run: int, order: int) -> None:
-    follow(self, "action", lambda jitter: saga.run_step(processing_id, saga_run, order, jitter=jitter),
-           on_failure=lambda: start_compensation(processing_id, saga_run))
+    follow(
+        self,
+        "action",
+        lambda jitter: saga.run_step(processing_id, saga_run, order, jitter=jitter),
+        on_failure=lambda: start_compensation(processing_id, saga_run),
+    )
 
 
-def follow(task: Any, stage: str, step: Callable[[float], saga.StepOutcome],
-           on_failure: Callable[[], None] | None = None) -> None:
+def follow(
+    task: Any, stage: str, step: Callable[[float], saga.StepOutcome], on_failure: Callable[[], None] | None = None
+) -> None:
     """Run a saga step and do what its outcome says: carry on, retry later,
     or stop the chain (after on_failure) when the run failed or moved on."""
     try:
@@ -118,8 +135,14 @@ def compensate(self, processing_id: str, saga_run: int) -> None:
         log.info("compensate: %s", purged)
         raise Ignore()
     if entry is not None:
-        log.warning("dead-lettered %s run %s at %s (%s) as DLQ #%s",
-                    processing_id, saga_run, entry.stage, entry.reason, entry.pk)
+        log.warning(
+            "dead-lettered %s run %s at %s (%s) as DLQ #%s",
+            processing_id,
+            saga_run,
+            entry.stage,
+            entry.reason,
+            entry.pk,
+        )
 
 
 @shared_task(name="whatsapp.finish", bind=True, **DB_RETRY)

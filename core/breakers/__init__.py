@@ -21,10 +21,12 @@ these per breaker name. Every change is appended to the Redis stream
 ``breaker:events`` and passed to the listeners by the one process that made it.
 If Redis is unreachable each process guards on its own (BREAKER_LOCAL_FALLBACK).
 """
+
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -42,10 +44,29 @@ from core.breakers.storage import EVENTS_KEY, REGISTRY_KEY, BreakerStorage, Redi
 from core.breakers.types import CLOSED, HALF_OPEN, OPEN, Change
 
 __all__ = [
-    "Breaker", "BreakerConfig", "Change", "CircuitOpen", "CLOSED", "EVENTS_KEY", "HALF_OPEN", "Listener", "OPEN",
-    "REGISTRY_KEY", "RedisLink", "add_listener", "all_breakers", "breaker_for", "config_for",
-    "default_is_health_error", "force_close", "force_open", "http_status", "keys_for", "make_breaker",
-    "remove_listener", "reset",
+    "CLOSED",
+    "EVENTS_KEY",
+    "HALF_OPEN",
+    "OPEN",
+    "REGISTRY_KEY",
+    "Breaker",
+    "BreakerConfig",
+    "Change",
+    "CircuitOpen",
+    "Listener",
+    "RedisLink",
+    "add_listener",
+    "all_breakers",
+    "breaker_for",
+    "config_for",
+    "default_is_health_error",
+    "force_close",
+    "force_open",
+    "http_status",
+    "keys_for",
+    "make_breaker",
+    "remove_listener",
+    "reset",
 ]
 
 _lock = threading.Lock()
@@ -64,8 +85,10 @@ def default_link() -> RedisLink:
     global _link
     with _lock:
         if _link is None:
-            client = make_client(_settings("BREAKER_REDIS_URL", None) or _settings("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                                 _settings("BREAKER_REDIS_TIMEOUT_SECONDS", 0.5))
+            client = make_client(
+                _settings("BREAKER_REDIS_URL", None) or _settings("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                _settings("BREAKER_REDIS_TIMEOUT_SECONDS", 0.5),
+            )
             _link = RedisLink(client, retry_seconds=_settings("BREAKER_REDIS_RETRY_SECONDS", 5.0))
         return _link
 
@@ -131,7 +154,8 @@ def all_breakers() -> list[dict]:
     """
     link = default_link()
     try:
-        names = sorted(n.decode() for n in link.client.zrange(REGISTRY_KEY, 0, -1))
+        # The client returns bytes (decode_responses is off); redis-py's hints allow any reply.
+        names = sorted(n.decode() for n in cast("list[bytes]", link.client.zrange(REGISTRY_KEY, 0, -1)))
     except (redis.RedisError, OSError):
         names = sorted(_breakers)
     snapshots = []
@@ -140,10 +164,8 @@ def all_breakers() -> list[dict]:
         snap = known.snapshot() if known else BreakerStorage(name, config_for(name), link).snapshot()
         if snap["backend"] == "redis" and not snap["exists"]:
             # Its keys expired: idle long enough to be forgotten.
-            try:
+            with contextlib.suppress(redis.RedisError, OSError):
                 link.client.zrem(REGISTRY_KEY, name)
-            except (redis.RedisError, OSError):
-                pass
             continue
         snapshots.append(snap)
     return snapshots

@@ -6,6 +6,7 @@ processes sharing one breaker. `Breaker` keeps the API (call, calling, the
 decorator, listeners, exclude) and replaces the state machine with one atomic
 decision before the call and one after it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -101,6 +102,8 @@ class Breaker(pybreaker.CircuitBreaker):
         throw_new_error_on_trip: bool = False,
     ) -> None:
         storage = BreakerStorage(name, config, link, local_fallback=local_fallback)
+        # Kept with its own type: pybreaker's _state_storage holds the same object as its base class.
+        self._storage = storage
         self.config = config
         self._is_health_error = is_health_error
         super().__init__(
@@ -120,9 +123,12 @@ class Breaker(pybreaker.CircuitBreaker):
 
     @property
     def storage(self) -> BreakerStorage:
-        return self._state_storage  # type: ignore[return-value]
+        return self._storage
 
-    @property
+    # pybreaker's `state` is a read-write property holding a state object; here it is the
+    # cluster's state name, read from the storage, and every transition goes through the
+    # storage (open, close, reset, calling), so pybreaker's setter is never used.
+    @property  # type: ignore[misc]
     def state(self) -> str:  # type: ignore[override]
         """As the cluster sees it: closed, open or half-open. An open breaker whose
         time is up reads "open" until the next call takes it to half-open."""
@@ -153,7 +159,7 @@ class Breaker(pybreaker.CircuitBreaker):
         decision = self.storage.acquire()
         self._announce(decision.change)
         if decision.kind == "reject":
-            raise CircuitOpen(self.name, decision.remaining)
+            raise CircuitOpen(self.storage.name, decision.remaining)
         try:
             yield
         except BaseException as exc:
@@ -164,16 +170,16 @@ class Breaker(pybreaker.CircuitBreaker):
                     listener.failure(self, exc)
             self._announce(change)
             if change is not None and change.new == OPEN and self._throw_new_error_on_trip:
-                raise CircuitOpen(self.name, self.config.open_seconds) from exc
+                raise CircuitOpen(self.storage.name, self.config.open_seconds) from exc
             raise
         self._announce(self.storage.record(decision, "success"))
-        for listener in self.listeners:
-            listener.success(self)
+        for observer in self.listeners:
+            observer.success(self)
 
-    def call_async(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def call_async(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("Breaker does not support tornado coroutines")
 
-    def open(self, seconds: float | None = None) -> bool:  # type: ignore[override]
+    def open(self, seconds: float | None = None) -> bool:
         """Open it for every process: for `seconds`, or (None) until close() or reset()."""
         self._announce(self.storage.force("open", seconds))
         return self._throw_new_error_on_trip

@@ -3,6 +3,7 @@
 Read per breaker (not once at import) so a test's settings override, or a
 per-service override, applies to the breaker it names and to no other.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
@@ -27,13 +28,13 @@ IDLE_TTL_SECONDS = 3600.0
 
 @dataclass(frozen=True)
 class BreakerConfig:
-    failure_rate: float = 0.5          # trip when failures / calls in the window reaches this ...
-    min_calls: int = 10                # ... and the window holds at least this many calls
+    failure_rate: float = 0.5  # trip when failures / calls in the window reaches this ...
+    min_calls: int = 10  # ... and the window holds at least this many calls
     window_seconds: float = 60.0
-    consecutive_failures: int = 5      # or on this many failures in a row
-    open_seconds: float = 30.0         # refuse calls this long, then probe
-    half_open_probes: int = 1          # probes in flight at once, across every process
-    close_after: int = 2               # successful probes that close it again
+    consecutive_failures: int = 5  # or on this many failures in a row
+    open_seconds: float = 30.0  # refuse calls this long, then probe
+    half_open_probes: int = 1  # probes in flight at once, across every process
+    close_after: int = 2  # successful probes that close it again
     probe_timeout_seconds: float = 30.0  # a probe slot whose holder died frees itself after this
 
     @property
@@ -47,7 +48,8 @@ def config_for(name: str) -> BreakerConfig:
 
     base = BreakerConfig()
     values: dict[str, Any] = {
-        field.name: getattr(settings, SETTINGS[field.name], getattr(base, field.name)) for field in fields(BreakerConfig)
+        field.name: getattr(settings, SETTINGS[field.name], getattr(base, field.name))
+        for field in fields(BreakerConfig)
     }
     overrides = getattr(settings, "BREAKER_OVERRIDES", {}) or {}
     values.update(overrides.get(name, {}))

@@ -5,6 +5,7 @@ when Redis goes away would hammer a failing service exactly when the system is
 already degraded, so each process keeps guarding on its own until Redis is back.
 It mirrors scripts.py rule for rule; change both together.
 """
+
 from __future__ import annotations
 
 import threading
@@ -83,8 +84,8 @@ class LocalState:
         with self._lock:
             now = time.time()
             if target == "open":
-                forced = hold_seconds is None
-                return self._open(now, now + (config.open_seconds if forced else hold_seconds), forced=forced)
+                hold = config.open_seconds if hold_seconds is None else hold_seconds
+                return self._open(now, now + hold, forced=hold_seconds is None)
             return self._move(CLOSED, now)
 
     def snapshot(self, config: BreakerConfig) -> dict:

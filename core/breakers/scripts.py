@@ -83,7 +83,9 @@ end
 """
 
 # ARGV[12] = a fresh token, used as the probe slot if this call gets one.
-ACQUIRE = PRELUDE + r"""
+ACQUIRE = (
+    PRELUDE
+    + r"""
 local token = ARGV[12]
 local s = load()
 local from, to = '', ''
@@ -107,9 +109,12 @@ if s.state == 'half-open' then
 end
 return {'allow', 0, '', ''}
 """
+)
 
 # ARGV[12] = success | failure | ignored, ARGV[13] = probe token or '', ARGV[14] = unique call id.
-RECORD = PRELUDE + r"""
+RECORD = (
+    PRELUDE
+    + r"""
 local outcome, token, member = ARGV[12], ARGV[13], ARGV[14]
 local s = load()
 if token ~= '' then
@@ -155,9 +160,12 @@ redis.call('HSET', state_key, 'state', 'closed', 'consecutive', s.consecutive)
 touch(s)
 return {'ok', 0, '', ''}
 """
+)
 
 # ARGV[12] = open | closed | reset, ARGV[13] = ms to stay open, or '' to hold open until closed.
-FORCE = PRELUDE + r"""
+FORCE = (
+    PRELUDE
+    + r"""
 local target, hold = ARGV[12], ARGV[13]
 local s = load()
 local from = s.state
@@ -181,10 +189,13 @@ touch(s)
 if from == s.state then return {'ok', 0, '', ''} end
 return {'ok', 0, from, s.state}
 """
+)
 
 # Read-only. Returns {state, open_until, consecutive, successes, opened_at, forced,
 # calls in window, failures in window, probes in flight, now, keys that exist}.
-SNAPSHOT = PRELUDE + r"""
+SNAPSHOT = (
+    PRELUDE
+    + r"""
 local s = load()
 local floor = string.format('(%d', now - window_ms)
 local calls = redis.call('ZCOUNT', calls_key, floor, '+inf')
@@ -194,5 +205,6 @@ local exists = redis.call('EXISTS', state_key, calls_key, fails_key, probes_key)
 return {s.state, s.open_until, s.consecutive, s.successes, s.opened_at, s.forced and 1 or 0,
         calls, fails, probes, now, exists}
 """
+)
 
 SCRIPTS = {"acquire": ACQUIRE, "record": RECORD, "force": FORCE, "snapshot": SNAPSHOT}

@@ -5,13 +5,14 @@ it (state, counter, success_counter, opened_at), but the breaker itself never
 uses pybreaker's read-then-write primitives: it asks `acquire` before a call and
 `record` after, each one Lua script, so the decisions hold across processes.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pybreaker
 import redis
@@ -43,8 +44,13 @@ class RedisUnavailable(Exception):
 def make_client(url: str, timeout: float) -> redis.Redis:
     """A client that fails fast: a breaker that waits seconds on a dead Redis slows every guarded call.
     redis-py's default retries (with backoff) are switched off for the same reason."""
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                retry=Retry(NoBackoff(), 0), health_check_interval=0)
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
 
 
 class RedisLink:
@@ -70,7 +76,7 @@ class RedisLink:
     def run(self, script: str, name: str, config: BreakerConfig, *extra: str) -> list:
         if self._down and time.monotonic() < self._retry_at:
             raise RedisUnavailable()
-        args = [
+        args: list[str | int | float] = [
             name,
             int(config.window_seconds * 1000),
             config.min_calls,
@@ -99,8 +105,12 @@ class RedisLink:
             if self._down:
                 return
             self._down = True
-        logger.warning("circuit breakers: Redis unreachable (%s: %s); each process keeps its own breaker state "
-                       "until it answers again", type(exc).__name__, exc)
+        logger.warning(
+            "circuit breakers: Redis unreachable (%s: %s); each process keeps its own breaker state "
+            "until it answers again",
+            type(exc).__name__,
+            exc,
+        )
 
     def _came_back(self) -> None:
         with self._lock:
@@ -144,8 +154,9 @@ class BreakerStorage(pybreaker.CircuitBreakerStorage):
             return None
         if decision.backend == "redis":
             try:
-                _, _, old, new = self.link.run("record", self.name, self.config, outcome, decision.token or "",
-                                               uuid.uuid4().hex)
+                _, _, old, new = self.link.run(
+                    "record", self.name, self.config, outcome, decision.token or "", uuid.uuid4().hex
+                )
                 return self._change(old, new)
             except RedisUnavailable:
                 # Redis went away during the call: the outcome still counts, here.
@@ -166,12 +177,20 @@ class BreakerStorage(pybreaker.CircuitBreakerStorage):
 
     def snapshot(self) -> dict:
         try:
-            (state, open_until, consecutive, successes, opened_at, forced,
-             calls, failures, probes, now, exists) = self.link.run("snapshot", self.name, self.config)
+            (state, open_until, consecutive, successes, opened_at, forced, calls, failures, probes, now, exists) = (
+                self.link.run("snapshot", self.name, self.config)
+            )
             raw = {
-                "state": state, "open_until": open_until / 1000, "consecutive_failures": consecutive,
-                "half_open_successes": successes, "opened_at": opened_at / 1000, "forced": bool(forced),
-                "calls": calls, "failures": failures, "probes_in_flight": probes, "now": now / 1000,
+                "state": state,
+                "open_until": open_until / 1000,
+                "consecutive_failures": consecutive,
+                "half_open_successes": successes,
+                "opened_at": opened_at / 1000,
+                "forced": bool(forced),
+                "calls": calls,
+                "failures": failures,
+                "probes_in_flight": probes,
+                "now": now / 1000,
             }
             backend, known = "redis", bool(exists)
         except RedisUnavailable:
@@ -233,7 +252,7 @@ class BreakerStorage(pybreaker.CircuitBreakerStorage):
     @property
     def opened_at(self) -> datetime | None:
         opened = self.snapshot()["opened_at"]
-        return datetime.fromtimestamp(opened, timezone.utc) if opened else None
+        return datetime.fromtimestamp(opened, UTC) if opened else None
 
     @opened_at.setter
     def opened_at(self, value: datetime) -> None:

@@ -1,4 +1,5 @@
 """Small values passed between the breaker, its storage and the two state backends."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

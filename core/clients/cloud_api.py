@@ -27,18 +27,19 @@ deadline (WHATSAPP_DEADLINE_SECONDS) for the whole exchange, and at most
 WHATSAPP_MAX_RESPONSE_BYTES of the answer read. Passing the deadline after the request
 went out is an unknown outcome, like a read timeout.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 
-from core.errors import ActionError, PermanentActionError, RetryableActionError
 from core.clients import http
+from core.errors import ActionError, PermanentActionError, RetryableActionError
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,16 @@ class CloudApiAuthError(CloudApiPermanent):
     """The access token, or its permissions, were refused."""
 
 
+class _ErrorFields(TypedDict):
+    """CloudApiError's keyword arguments, as classify() gathers them."""
+
+    code: int | None
+    title: str
+    http_status: int | None
+    fbtrace_id: str
+    details: str
+
+
 @dataclass(frozen=True)
 class SendResult:
     wamid: str
@@ -134,25 +145,33 @@ def send_text(
         raise CloudApiPermanent("business has no WhatsApp phone_number_id", title="no phone_number_id")
     if not phone_number_id.isascii() or not phone_number_id.isdigit():
         # It goes into the URL's path: anything but digits could point the call elsewhere.
-        raise CloudApiPermanent("the business's WhatsApp phone_number_id is not digits only",
-                                title="invalid phone_number_id")
+        raise CloudApiPermanent(
+            "the business's WhatsApp phone_number_id is not digits only", title="invalid phone_number_id"
+        )
     if not to:
         raise CloudApiPermanent("recipient wa_id is empty", title="no recipient")
     if not body or not body.strip():
         raise CloudApiPermanent("reply text is empty", title="empty text")
     if len(body) > MAX_TEXT_LENGTH:
-        raise CloudApiPermanent(f"reply text is {len(body)} characters, the limit is {MAX_TEXT_LENGTH}",
-                                title="text too long")
+        raise CloudApiPermanent(
+            f"reply text is {len(body)} characters, the limit is {MAX_TEXT_LENGTH}", title="text too long"
+        )
 
-    payload = build_payload(to=to, body=body, context_message_id=context_message_id,
-                            biz_opaque_callback_data=biz_opaque_callback_data)
+    payload = build_payload(
+        to=to, body=body, context_message_id=context_message_id, biz_opaque_callback_data=biz_opaque_callback_data
+    )
     url = messages_url(phone_number_id)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     limits = _limits()
     failure: CloudApiError | None = None
     try:
-        answer = http.post(url, json.dumps(payload, ensure_ascii=False).encode("utf-8"), headers, limits,
-                           ca_bundle=getattr(settings, "OUTBOUND_CA_BUNDLE", None))
+        answer = http.post(
+            url,
+            json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+            headers,
+            limits,
+            ca_bundle=getattr(settings, "OUTBOUND_CA_BUNDLE", None),
+        )
     except http.HttpError as exc:
         failure = _transport_failure(exc, limits, token)
     if failure is not None:
@@ -171,30 +190,39 @@ def _transport_failure(exc: http.HttpError, limits: http.Limits, token: str) -> 
         return CloudApiRetryable("WhatsApp Cloud API connect timed out", title="connect timeout")
     if isinstance(exc, http.InvalidURL):
         # Configuration, not a passing fault.
-        return CloudApiPermanent("WhatsApp Cloud API request could not be made (invalid URL)",
-                                 title="bad request configuration")
+        return CloudApiPermanent(
+            "WhatsApp Cloud API request could not be made (invalid URL)", title="bad request configuration"
+        )
     if not exc.sent:
         return CloudApiRetryable("WhatsApp Cloud API could not be reached", title="connection failed")
     if isinstance(exc, http.ReadTimedOut):
-        return CloudApiOutcomeUnknown("WhatsApp Cloud API read timed out; the message may have been sent",
-                                      title="read timeout")
+        return CloudApiOutcomeUnknown(
+            "WhatsApp Cloud API read timed out; the message may have been sent", title="read timeout"
+        )
     if isinstance(exc, http.DeadlineExceeded):
-        return CloudApiOutcomeUnknown(f"WhatsApp Cloud API gave no complete answer within {limits.deadline:g} s; "
-                                      "the message may have been sent", title="deadline exceeded")
+        return CloudApiOutcomeUnknown(
+            f"WhatsApp Cloud API gave no complete answer within {limits.deadline:g} s; the message may have been sent",
+            title="deadline exceeded",
+        )
     if isinstance(exc, http.ResponseTooLarge):
         status = exc.status or 0
         if 200 <= status < 300:
-            return CloudApiOutcomeUnknown(f"WhatsApp Cloud API answered HTTP {status} with more than "
-                                          f"{limits.max_body} bytes; the message may have been sent",
-                                          title="response too large", http_status=status)
+            return CloudApiOutcomeUnknown(
+                f"WhatsApp Cloud API answered HTTP {status} with more than "
+                f"{limits.max_body} bytes; the message may have been sent",
+                title="response too large",
+                http_status=status,
+            )
         # Not read: the HTTP status alone decides, as for a body without an error code.
         return classify(status, None, token=token)
-    return CloudApiOutcomeUnknown("WhatsApp Cloud API connection dropped; the message may have been sent",
-                                  title="connection dropped")
+    return CloudApiOutcomeUnknown(
+        "WhatsApp Cloud API connection dropped; the message may have been sent", title="connection dropped"
+    )
 
 
-def build_payload(*, to: str, body: str, context_message_id: str | None = None,
-                  biz_opaque_callback_data: str | None = None) -> dict[str, Any]:
+def build_payload(
+    *, to: str, body: str, context_message_id: str | None = None, biz_opaque_callback_data: str | None = None
+) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
@@ -216,18 +244,20 @@ def messages_url(phone_number_id: str) -> str:
     return f"{base}/{version}/{phone_number_id}/messages"
 
 
-def classify(http_status: int, data: Any, *, retry_after: float | None = None,
-             token: str | None = None) -> CloudApiError:
+def classify(
+    http_status: int, data: Any, *, retry_after: float | None = None, token: str | None = None
+) -> CloudApiError:
     """The exception for a non-2xx answer: by Graph error code first, by HTTP status otherwise."""
-    error = data.get("error") if isinstance(data, dict) else None
-    error = error if isinstance(error, dict) else {}
+    raw_error = data.get("error") if isinstance(data, dict) else None
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     code = error.get("code") if isinstance(error.get("code"), int) else None
     message = redact(str(error.get("message") or ""), token)
-    error_data = error.get("error_data") if isinstance(error.get("error_data"), dict) else {}
+    raw_error_data = error.get("error_data")
+    error_data: dict[str, Any] = raw_error_data if isinstance(raw_error_data, dict) else {}
     details = redact(str(error_data.get("details") or ""), token)[:1000]
     fbtrace_id = redact(str(error.get("fbtrace_id") or ""), token)[:64]
     title = (_TITLE_PREFIX.sub("", message) or f"HTTP {http_status}")[:MAX_TITLE_LENGTH]
-    fields = {"code": code, "title": title, "http_status": http_status, "fbtrace_id": fbtrace_id, "details": details}
+    fields = _ErrorFields(code=code, title=title, http_status=http_status, fbtrace_id=fbtrace_id, details=details)
     where = f"code {code}" if code is not None else "no error code"
     text = f"WhatsApp Cloud API answered HTTP {http_status} ({where}): {title}"
     if details and details != title:
@@ -236,8 +266,13 @@ def classify(http_status: int, data: Any, *, retry_after: float | None = None,
         text += f" [fbtrace_id {fbtrace_id}]"
 
     if code is not None and code in AUTH_CODES:
-        log.critical("WhatsApp access token rejected by the Graph API (HTTP %s, code %s, fbtrace_id %s): %s",
-                     http_status, code, fbtrace_id or "-", title)
+        log.critical(
+            "WhatsApp access token rejected by the Graph API (HTTP %s, code %s, fbtrace_id %s): %s",
+            http_status,
+            code,
+            fbtrace_id or "-",
+            title,
+        )
         return CloudApiAuthError(text, **fields)
     if code == PAIR_RATE_LIMIT_CODE:
         wait = max(PAIR_RATE_BACKOFF_SECONDS, retry_after or 0.0)
@@ -266,8 +301,11 @@ def _success(status: int, data: Any) -> SendResult:
     wamid = messages[0].get("id") if isinstance(messages, list) and messages and isinstance(messages[0], dict) else None
     if not isinstance(wamid, str) or not wamid:
         # Accepted, apparently, but with nothing to prove it: do not let a retry send it again.
-        raise CloudApiOutcomeUnknown(f"WhatsApp Cloud API answered HTTP {status} without a message id",
-                                     title="no message id in response", http_status=status)
+        raise CloudApiOutcomeUnknown(
+            f"WhatsApp Cloud API answered HTTP {status} without a message id",
+            title="no message id in response",
+            http_status=status,
+        )
     contacts = data.get("contacts")
     wa_id = ""
     if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict):

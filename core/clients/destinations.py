@@ -21,6 +21,7 @@ between the check and the connect (DNS rebinding).
 The checks on the URL's text (`url_problem`) also run when a business is saved, for a
 clear message in the admin; the resolution runs on every call, since DNS can change.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -36,13 +37,16 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Cloud metadata services. Most are link-local or private anyway; listed so the
 # refusal says what they are, and so an allow-list entry for a whole private network
 # never lets them through.
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean...
-    "169.254.170.2",  # AWS ECS task metadata
-    "fd00:ec2::254",  # AWS over IPv6
-    "100.100.100.200",  # Alibaba Cloud
-    "192.0.0.192",  # Oracle Cloud (classic)
-))
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean...
+        "169.254.170.2",  # AWS ECS task metadata
+        "fd00:ec2::254",  # AWS over IPv6
+        "100.100.100.200",  # Alibaba Cloud
+        "192.0.0.192",  # Oracle Cloud (classic)
+    )
+)
 
 
 class DestinationRefused(Exception):
@@ -62,8 +66,10 @@ def url_problem(url: str, *, allow_credentials: bool = False) -> str | None:
     if parts.scheme == "http" and not getattr(settings, "SALES_WEBHOOK_ALLOW_HTTP", False):
         return "must be https (plain http is allowed only with SALES_WEBHOOK_ALLOW_HTTP, for development)"
     if not allow_credentials and (parts.username is not None or "@" in parts.netloc):
-        return ("must not carry credentials (user:password@); sign requests with the webhook secret, "
-                "or put a token the receiver checks in the path")
+        return (
+            "must not carry credentials (user:password@); sign requests with the webhook secret, "
+            "or put a token the receiver checks in the path"
+        )
     if not host:
         return "has no host"
     literal = _ip(host)
@@ -71,9 +77,8 @@ def url_problem(url: str, *, allow_credentials: bool = False) -> str | None:
         reason = forbidden(literal)
         if reason:
             return f"names {reason} ({literal}), which is not in SALES_WEBHOOK_ALLOWED_HOSTS"
-    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
-        if not allowed(host, None):
-            return "names localhost, which is not in SALES_WEBHOOK_ALLOWED_HOSTS"
+    if (host in ("localhost", "localhost.localdomain") or host.endswith(".localhost")) and not allowed(host, None):
+        return "names localhost, which is not in SALES_WEBHOOK_ALLOWED_HOSTS"
     return None
 
 
@@ -97,8 +102,10 @@ def resolve(url: str) -> str:
         if not allowed(host, address):
             reason = forbidden(address)
             if reason:
-                raise DestinationRefused(f"sales webhook URL {where} resolves to {address}, {reason}; "
-                                         f"list the host in SALES_WEBHOOK_ALLOWED_HOSTS to allow it")
+                raise DestinationRefused(
+                    f"sales webhook URL {where} resolves to {address}, {reason}; "
+                    f"list the host in SALES_WEBHOOK_ALLOWED_HOSTS to allow it"
+                )
         addresses.append(str(sockaddr[0]))
     if not addresses:
         raise socket.gaierror(socket.EAI_NONAME, "no address")

@@ -26,6 +26,7 @@ destination's origin (scheme://host:port), and it is raised outside the `except`
 that caught the library's exception, so nothing from urllib3 or http.client (whose text
 can carry the request path and query) is chained into a traceback that gets stored.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,6 +38,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import sentry_sdk
@@ -110,8 +112,15 @@ class ResponseTooLarge(HttpError):
     """The answer's body is larger than the cap; `status` is the status line's code."""
 
 
-def post(url: str, body: bytes, headers: dict[str, str], limits: Limits, *, address: str | None = None,
-         ca_bundle: str | None = None) -> Answer:
+def post(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    limits: Limits,
+    *,
+    address: str | None = None,
+    ca_bundle: str | None = None,
+) -> Answer:
     """POST body to url and return the whole answer, or raise an HttpError.
 
     Redirects are not followed (a 3xx is returned like any other answer). Userinfo in
@@ -127,8 +136,15 @@ def post(url: str, body: bytes, headers: dict[str, str], limits: Limits, *, addr
         return answer
 
 
-def _post(url: str, where: str, body: bytes, headers: dict[str, str], limits: Limits, address: str | None,
-          ca_bundle: str | None) -> Answer:
+def _post(
+    url: str,
+    where: str,
+    body: bytes,
+    headers: dict[str, str],
+    limits: Limits,
+    address: str | None,
+    ca_bundle: str | None,
+) -> Answer:
     try:
         parts = urlsplit(url)
         scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
@@ -146,8 +162,9 @@ def _post(url: str, where: str, body: bytes, headers: dict[str, str], limits: Li
     watchdog = _Watchdog(limits.deadline)
     options: dict = {"ssl_context": _tls_context(ca_bundle)} if scheme == "https" else {}
     connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
-    connection = connection_class(host, port, timeout=min(limits.connect_timeout, limits.deadline),
-                                  address=address, watchdog=watchdog, **options)
+    connection = connection_class(
+        host, port, timeout=min(limits.connect_timeout, limits.deadline), address=address, watchdog=watchdog, **options
+    )
     phase = "connect"
     failure: HttpError | None = None
     watchdog.start()
@@ -155,15 +172,17 @@ def _post(url: str, where: str, body: bytes, headers: dict[str, str], limits: Li
         connection.connect()
         phase = "send"
         connection.timeout = max(0.001, min(limits.read_timeout, deadline_at - time.monotonic()))
-        connection.request("POST", target, body=body, headers=headers, preload_content=False,
-                           decode_content=False)
+        connection.request("POST", target, body=body, headers=headers, preload_content=False, decode_content=False)
         phase = "answer"
         response = connection.getresponse()
         status = response.status
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limits.max_body:
-            raise ResponseTooLarge(f"{where} answered HTTP {status} with a body of {declared} bytes, "
-                                   f"more than the {limits.max_body} read at most", status=status)
+            raise ResponseTooLarge(
+                f"{where} answered HTTP {status} with a body of {declared} bytes, "
+                f"more than the {limits.max_body} read at most",
+                status=status,
+            )
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -173,18 +192,17 @@ def _post(url: str, where: str, body: bytes, headers: dict[str, str], limits: Li
             chunks.append(chunk)
             size += len(chunk)
             if size > limits.max_body:
-                raise ResponseTooLarge(f"{where} answered HTTP {status} with a body of more than "
-                                       f"{limits.max_body} bytes", status=status)
+                raise ResponseTooLarge(
+                    f"{where} answered HTTP {status} with a body of more than {limits.max_body} bytes", status=status
+                )
             if time.monotonic() >= deadline_at:
-                raise DeadlineExceeded(f"{where} did not finish answering within {limits.deadline:g} s",
-                                       status=status)
+                raise DeadlineExceeded(f"{where} did not finish answering within {limits.deadline:g} s", status=status)
         watchdog.cancel()
         if watchdog.fired:
             # The shutdown reads as an end of file, so a cut-off answer can look whole
             # (http.client takes EOF for the end of the headers, or of an unsized body).
             raise DeadlineExceeded(f"{where} did not answer within {limits.deadline:g} s")
-        return Answer(status=status, headers={k.lower(): v for k, v in response.headers.items()},
-                      body=b"".join(chunks))
+        return Answer(status=status, headers={k.lower(): v for k, v in response.headers.items()}, body=b"".join(chunks))
     except HttpError as exc:
         failure = exc
     except Exception as exc:  # classified below, outside this block, so the library's exception is not chained
@@ -210,7 +228,9 @@ def _classify(exc: BaseException, phase: str, deadline_passed: bool, where: str,
         if isinstance(exc, socket.gaierror):
             return NotConnected(f"{where}: the host name could not be resolved")
         if isinstance(exc, (socket.timeout, TimeoutError)):
-            return ConnectTimedOut(f"{where}: connect timed out after {min(limits.connect_timeout, limits.deadline):g} s")
+            return ConnectTimedOut(
+                f"{where}: connect timed out after {min(limits.connect_timeout, limits.deadline):g} s"
+            )
         if isinstance(exc, (ssl.SSLError, ssl.CertificateError, Urllib3SSLError)):
             return NotConnected(f"{where}: the TLS handshake failed ({kind})")
         return NotConnected(f"{where}: could not connect ({kind})")
@@ -295,18 +315,27 @@ class _Watchdog:
                 duplicate.close()
 
 
-class _Pinned:
+if TYPE_CHECKING:
+    # What the mixin below is mixed into: it reads the connection's host, port and options.
+    _ConnectionBase = HTTPConnection
+else:
+    _ConnectionBase = object
+
+
+class _Pinned(_ConnectionBase):
     """Connects to `address` when given (else resolves the host), and hands the socket to the watchdog."""
 
-    def __init__(self, *args, address: str | None = None, watchdog: _Watchdog, **kwargs) -> None:
+    def __init__(self, *args: Any, address: str | None = None, watchdog: _Watchdog, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pinned_address = address
         self._watchdog = watchdog
 
     def _new_conn(self) -> socket.socket:
         sock = urllib3_connection.create_connection(
-            (self._pinned_address or self._dns_host, self.port), self.timeout,
-            source_address=self.source_address, socket_options=self.socket_options,
+            (self._pinned_address or self._dns_host, self.port),
+            self.timeout,
+            source_address=self.source_address,
+            socket_options=self.socket_options,
         )
         self._watchdog.attach(sock)
         return sock

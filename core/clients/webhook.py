@@ -18,6 +18,7 @@ is HMAC-SHA256(secret, "<t>.<raw body>"). A receiver recomputes it over the raw 
 compares in constant time, and refuses a t more than a few minutes from its clock
 (`verify` below does exactly that).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,16 +27,16 @@ import json
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from django.conf import settings
 
 from config.redaction import origin
-from core.errors import PermanentActionError, RetryableActionError
 from core.breakers import breaker_for
 from core.clients import destinations, http
+from core.errors import PermanentActionError, RetryableActionError
 
 SIGNATURE_HEADER = "X-Signature"
 SIGNATURE_VERSION = "v1"
@@ -64,8 +65,9 @@ def sign(body: bytes, secret: str, timestamp: int) -> str:
     return f"t={timestamp},{SIGNATURE_VERSION}={digest}"
 
 
-def verify(header: str, body: bytes, secret: str, *, tolerance: float = SIGNATURE_TOLERANCE_SECONDS,
-           now: float | None = None) -> bool:
+def verify(
+    header: str, body: bytes, secret: str, *, tolerance: float = SIGNATURE_TOLERANCE_SECONDS, now: float | None = None
+) -> bool:
     """What a receiver does: True when header signs body with secret and its t is within tolerance of now."""
     fields: dict[str, list[str]] = {}
     for item in header.split(","):
@@ -118,15 +120,18 @@ def _post(url: str, body: bytes, headers: dict[str, str], secret: str, where: st
         # Signed at the moment of sending, so t says when this attempt went out.
         headers = {**headers, SIGNATURE_HEADER: sign(body, secret, int(time.time()))}
     try:
-        answer = http.post(url, body, headers, _limits(), address=address,
-                           ca_bundle=getattr(settings, "OUTBOUND_CA_BUNDLE", None))
+        answer = http.post(
+            url, body, headers, _limits(), address=address, ca_bundle=getattr(settings, "OUTBOUND_CA_BUNDLE", None)
+        )
     except http.ResponseTooLarge:
         # A receiver that answers a webhook with that much is broken; asking again will not shrink it.
-        failure = PermanentActionError(f"sales webhook at {where} answered with more than "
-                                       f"{_limits().max_body} bytes; not read")
+        failure = PermanentActionError(
+            f"sales webhook at {where} answered with more than {_limits().max_body} bytes; not read"
+        )
     except http.DeadlineExceeded:
-        failure = RetryableActionError(f"sales webhook at {where} timed out: no complete answer within "
-                                       f"{_limits().deadline:g} s")
+        failure = RetryableActionError(
+            f"sales webhook at {where} timed out: no complete answer within {_limits().deadline:g} s"
+        )
     except (http.ConnectTimedOut, http.ReadTimedOut):
         failure = RetryableActionError(f"sales webhook at {where} timed out")
     except http.InvalidURL:
@@ -134,8 +139,9 @@ def _post(url: str, body: bytes, headers: dict[str, str], secret: str, where: st
     except http.NotConnected as exc:
         failure = RetryableActionError(f"sales webhook at {where} could not be reached ({_detail(exc)})")
     except http.HttpError:
-        failure = RetryableActionError(f"sales webhook at {where} dropped the connection or answered "
-                                       "with something that is not HTTP")
+        failure = RetryableActionError(
+            f"sales webhook at {where} dropped the connection or answered with something that is not HTTP"
+        )
     if failure is not None:
         raise failure  # outside the except blocks: nothing is chained to it
 
@@ -180,8 +186,8 @@ def _retry_after(value: str | None) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
     if seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)

@@ -3,6 +3,7 @@ count them. A count that mirrors a database change is made in transaction.on_com
 so it happens once per committed change (see core.metrics). The scrape-time gauges'
 names are here too (SCRAPE_TIME): the apps' collectors read them, the dashboards
 query them."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -24,35 +25,49 @@ PIPELINE_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0
 CONFIDENCE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
 
 MESSAGES_RECEIVED = Counter(
-    "whatsapp_messages_received", "Inbox rows created (valid, first-seen messages), by business and source.",
-    ["business_id", "source"])
+    "whatsapp_messages_received",
+    "Inbox rows created (valid, first-seen messages), by business and source.",
+    ["business_id", "source"],
+)
 MESSAGES_INVALID = Counter(
-    "whatsapp_messages_invalid", "Records rejected at ingest and dead-lettered, by reason.", ["reason"])
+    "whatsapp_messages_invalid", "Records rejected at ingest and dead-lettered, by reason.", ["reason"]
+)
 DUPLICATES = Counter("message_duplicate", "Records whose processing_id had already been taken in.")
 DEAD_LETTERS = Counter("message_dlq", "Dead letters written, by stage and reason.", ["stage", "reason"])
 INTENT_DETECTED = Counter("ai_intent_detected", "Messages planned, by the intent the AI gave them.", ["intent"])
 INTENT_CONFIDENCE = Histogram(
-    "ai_intent_confidence", "The AI's confidence in the intent of each planned message.", ["intent"],
-    buckets=CONFIDENCE)
+    "ai_intent_confidence", "The AI's confidence in the intent of each planned message.", ["intent"], buckets=CONFIDENCE
+)
 AI_PROCESSING = Histogram(
-    "ai_processing_duration_seconds", "The upstream AI's processing time (the event's ai.processing_ms).",
-    ["intent"], buckets=SECONDS)
+    "ai_processing_duration_seconds",
+    "The upstream AI's processing time (the event's ai.processing_ms).",
+    ["intent"],
+    buckets=SECONDS,
+)
 PIPELINE_DURATION = Histogram(
-    "pipeline_duration_seconds", "From the Kafka record's timestamp to the message being processed.",
-    ["intent"], buckets=PIPELINE_SECONDS)
+    "pipeline_duration_seconds",
+    "From the Kafka record's timestamp to the message being processed.",
+    ["intent"],
+    buckets=PIPELINE_SECONDS,
+)
 STAGE_DURATION = Histogram(
     "pipeline_stage_duration_seconds",
-    "Time spent in each stage: an ingest batch, or one run of a pipeline task.", ["stage"], buckets=SECONDS)
+    "Time spent in each stage: an ingest batch, or one run of a pipeline task.",
+    ["stage"],
+    buckets=SECONDS,
+)
 ACTIONS = Counter(
     "whatsapp_action_executed",
     "Actions that reached an outcome: a saga step succeeded or failed for good, a reply sent, skipped or failed.",
-    ["action", "status"])
+    ["action", "status"],
+)
 COMPENSATIONS = Counter(
-    "action_compensation", "Succeeded actions undone (compensated) or that could not be undone.",
-    ["action", "status"])
+    "action_compensation", "Succeeded actions undone (compensated) or that could not be undone.", ["action", "status"]
+)
 LEAD_STATES = Counter("lead_state_changed", "Lead state machine moves.", ["from", "to"])
 BREAKER_TRANSITIONS = Counter(
-    "circuit_breaker_transitions", "Circuit breaker state changes, by breaker and new state.", ["circuit", "to"])
+    "circuit_breaker_transitions", "Circuit breaker state changes, by breaker and new state.", ["circuit", "to"]
+)
 INGEST_BATCHES = Counter("kafka_ingest_batches", "Batches of Kafka records taken in (stored and handed off).")
 
 # --- read at scrape time by the web process ---------------------------------------------------
@@ -68,9 +83,22 @@ BREAKER_STATE_VALUE = {"closed": 0, "half-open": 1, "open": 2}
 REPLY = "REPLY"
 
 # Every metric family this module defines, for the dashboard and alert checks.
-COUNTED = (MESSAGES_RECEIVED, MESSAGES_INVALID, DUPLICATES, DEAD_LETTERS, INTENT_DETECTED, INTENT_CONFIDENCE,
-           AI_PROCESSING, PIPELINE_DURATION, STAGE_DURATION, ACTIONS, COMPENSATIONS, LEAD_STATES,
-           BREAKER_TRANSITIONS, INGEST_BATCHES)
+COUNTED = (
+    MESSAGES_RECEIVED,
+    MESSAGES_INVALID,
+    DUPLICATES,
+    DEAD_LETTERS,
+    INTENT_DETECTED,
+    INTENT_CONFIDENCE,
+    AI_PROCESSING,
+    PIPELINE_DURATION,
+    STAGE_DURATION,
+    ACTIONS,
+    COMPENSATIONS,
+    LEAD_STATES,
+    BREAKER_TRANSITIONS,
+    INGEST_BATCHES,
+)
 
 
 def sample_names() -> set[str]:
@@ -104,6 +132,7 @@ def received(by_business: dict[str, int], *, source: str) -> None:
 
 def rejected(by_reason: dict[str, int]) -> None:
     """Records dead-lettered at ingest: invalid, and a dead letter at stage ingest."""
+
     def count() -> None:
         for reason, n in by_reason.items():
             MESSAGES_INVALID.labels(reason).inc(n)
@@ -134,6 +163,7 @@ def planned(intent: str, confidence: float, processing_ms: int | None) -> None:
 
 def processed(intent: str, since: datetime | None) -> None:
     """The message finished: observe its time from the Kafka record (or its arrival) to now."""
+
     def count() -> None:
         if since is not None:
             PIPELINE_DURATION.labels(intent).observe(max(0.0, (timezone.now() - since).total_seconds()))

@@ -1,6 +1,7 @@
 """Which process is counting: prometheus_client's multiprocess mode, set up before any
 metric exists (each takes its storage from ValueClass when created), so
 core.metrics.counters imports this first."""
+
 from __future__ import annotations
 
 import os

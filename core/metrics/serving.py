@@ -1,5 +1,6 @@
 """Serving the metrics: the /metrics body (every process's counts and the apps'
 scrape-time gauges), ingest's own port, and forgetting a process that ended."""
+
 from __future__ import annotations
 
 import functools

@@ -1,6 +1,7 @@
 """/metrics: Prometheus exposition (core.metrics.serving), for a scraper holding
 METRICS_TOKEN or a logged-in staff user only: it names businesses, breakers and
 queues, which are nobody else's business, and every scrape costs reads."""
+
 from __future__ import annotations
 
 import hmac
@@ -29,10 +30,14 @@ def metrics(request: HttpRequest) -> HttpResponse:
     if not metrics_allowed(request):
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and "Authorization" not in request.headers:
-            return HttpResponse("metrics are for staff users and the Prometheus scraper\n", status=403,
-                                content_type="text/plain")
-        response = HttpResponse("metrics need Authorization: Bearer <METRICS_TOKEN> or a staff login\n",
-                                status=401, content_type="text/plain")
+            return HttpResponse(
+                "metrics are for staff users and the Prometheus scraper\n", status=403, content_type="text/plain"
+            )
+        response = HttpResponse(
+            "metrics need Authorization: Bearer <METRICS_TOKEN> or a staff login\n",
+            status=401,
+            content_type="text/plain",
+        )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     body, content_type = exposition()

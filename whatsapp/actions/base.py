@@ -5,12 +5,13 @@ Every effect is keyed by (processing_id, saga run, action), so running an
 executor twice for the same key changes nothing the second time: Celery may
 redeliver a task, and the sweeper may re-drive a message.
 """
+
 from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from django.db import IntegrityError, connection, models, transaction
 
@@ -70,7 +71,10 @@ def atomic_if_nested() -> contextlib.AbstractContextManager:
     return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
 
 
-def create_effect(model: type[models.Model], context: ActionContext, **fields: Any) -> Any:
+M = TypeVar("M", bound=models.Model)
+
+
+def create_effect(model: type[M], context: ActionContext, **fields: Any) -> M:
     """Create this step's effect row, or return the one a concurrent run of the same step
     created first: the unique idempotency_key decides the winner.
 
@@ -78,14 +82,18 @@ def create_effect(model: type[models.Model], context: ActionContext, **fields: A
     the step back; the saga then finds the step done by the winner. A savepoint here would
     cost two more statements on every action for a race that almost never happens."""
     try:
-        return model.objects.create(
-            processing_id=context.processing_id, saga_run=context.saga_run,
-            idempotency_key=context.idempotency_key, business=context.business, lead=context.lead, **fields,
+        return model._default_manager.create(
+            processing_id=context.processing_id,
+            saga_run=context.saga_run,
+            idempotency_key=context.idempotency_key,
+            business=context.business,
+            lead=context.lead,
+            **fields,
         )
     except IntegrityError:
         if connection.in_atomic_block:
             raise
-        existing = model.objects.filter(idempotency_key=context.idempotency_key).first()
+        existing = model._default_manager.filter(idempotency_key=context.idempotency_key).first()
         if existing is None:
             raise
         return existing

@@ -1,4 +1,5 @@
 """CREATE_ORDER: price the requested lines from the catalog, take the stock, write the order."""
+
 from __future__ import annotations
 
 from decimal import Decimal

@@ -1,4 +1,5 @@
 """CREATE_SUPPORT_TICKET: open a ticket for a complaint, linked to the order it names if we know it."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,8 +37,9 @@ class CreateSupportTicket(ActionExecutor):
         if reference:
             # Only this business's orders: a reference must never link across tenants.
             order = Order.objects.filter(business=context.business, reference__iexact=reference).first()
-        ticket = create_effect(SupportTicket, context, priority=PRIORITY_BY_SEVERITY[severity],
-                               order_reference=reference, order=order)
+        ticket = create_effect(
+            SupportTicket, context, priority=PRIORITY_BY_SEVERITY[severity], order_reference=reference, order=order
+        )
         return _result(ticket)
 
     def compensate(self, context: ActionContext, result: dict[str, Any]) -> dict[str, Any]:

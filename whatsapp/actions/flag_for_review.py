@@ -1,4 +1,5 @@
 """FLAG_FOR_REVIEW: ask a human to look at the lead, and keep lead.needs_review true while any flag is open."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -15,6 +15,7 @@ repeat that happens when we crash after the POST but before our commit. A row st
 SENDING means another worker is posting right now (wait), or one died mid-POST long
 ago (post again: the receiver drops the repeat by its key).
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.clients import webhook
 from leads.models import Order, SalesNotification
 from whatsapp.actions.base import (
     ActionContext,
@@ -34,7 +36,6 @@ from whatsapp.actions.base import (
     atomic_if_nested,
 )
 from whatsapp.actions.registry import register
-from core.clients import webhook
 
 EVENT_NAME = "sales.notification"
 # Added to the webhook deadline: how long a SENDING row may legitimately be in flight.
@@ -77,7 +78,8 @@ class NotifySales(ActionExecutor):
         notification.status = Status.SENT
         notification.http_status = response.status_code
         SalesNotification.objects.filter(pk=notification.pk).update(
-            status=Status.SENT, http_status=response.status_code, updated_at=timezone.now())
+            status=Status.SENT, http_status=response.status_code, updated_at=timezone.now()
+        )
         return _result(notification)
 
     def compensate(self, context: ActionContext, result: dict[str, Any]) -> dict[str, Any]:
@@ -103,11 +105,15 @@ class NotifySales(ActionExecutor):
         except PermanentActionError:
             # Kept so an operator can see which retractions need a human.
             SalesNotification.objects.filter(pk=notification.pk).update(
-                status=Status.RETRACTION_FAILED, attempts=F("attempts") + 1, updated_at=timezone.now())
+                status=Status.RETRACTION_FAILED, attempts=F("attempts") + 1, updated_at=timezone.now()
+            )
             raise
         SalesNotification.objects.filter(pk=notification.pk).update(
-            status=Status.RETRACTED, http_status=response.status_code, attempts=F("attempts") + 1,
-            updated_at=timezone.now())
+            status=Status.RETRACTED,
+            http_status=response.status_code,
+            attempts=F("attempts") + 1,
+            updated_at=timezone.now(),
+        )
         notification.status = Status.RETRACTED
         return _retraction_result(notification)
 
@@ -137,8 +143,10 @@ def _claim(context: ActionContext, kind: str) -> SalesNotification:
         notification = SalesNotification.objects.select_for_update().get(idempotency_key=context.idempotency_key)
         if notification.status == Status.SENDING:
             if now - notification.updated_at < _in_flight_limit():
-                raise NotificationInFlight(f"notification {context.idempotency_key} is being sent by another worker",
-                                           retry_after=_in_flight_limit().total_seconds())
+                raise NotificationInFlight(
+                    f"notification {context.idempotency_key} is being sent by another worker",
+                    retry_after=_in_flight_limit().total_seconds(),
+                )
         elif notification.status != Status.PENDING:
             return notification
         notification.status = Status.SENDING

@@ -3,12 +3,13 @@
 Importing this module imports whatsapp.actions first, and that package imports every
 executor module, so the registry is complete whichever of the two a caller names.
 """
+
 from __future__ import annotations
 
 from typing import TypeVar
 
-from whatsapp.actions.base import ActionExecutor
 from core.registry import Registry
+from whatsapp.actions.base import ActionExecutor
 
 executors: Registry[ActionExecutor] = Registry[ActionExecutor]("action executor")
 

@@ -1,7 +1,8 @@
 """SCHEDULE_CALL: record that the customer wants a call back at a given time."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.utils import timezone as django_timezone
@@ -48,4 +49,4 @@ def _parse_time(value: Any) -> datetime:
 
 def _result(callback: CallbackRequest) -> dict[str, Any]:
     # In UTC, so a repeat (read back from the database) returns exactly what the first run did.
-    return {"callback_id": callback.pk, "preferred_time": callback.preferred_time.astimezone(timezone.utc).isoformat()}
+    return {"callback_id": callback.pk, "preferred_time": callback.preferred_time.astimezone(UTC).isoformat()}

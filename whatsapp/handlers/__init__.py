@@ -31,4 +31,5 @@ name, plan and reply texts live in that module), plus its line in the import bel
 name actions by executor class (PlannedAction(CreateOrder, {...})), checked when the plan is
 made. A deployment adds its own through the WHATSAPP_PLUGINS setting instead (whatsapp/apps.py).
 """
+
 from whatsapp.handlers import availability, complaint, fallback, order, pricing, schedule_call  # noqa: F401

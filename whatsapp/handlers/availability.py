@@ -6,6 +6,7 @@ the order handler checks stock again at that point.
 Plan (requires entities.products): no action; reply per product
 "in stock (N available)", "out of stock" or not in our catalog; no escalation; lead -> CONTACTED.
 """
+
 from __future__ import annotations
 
 from leads.models import Lead
@@ -14,27 +15,28 @@ from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, resolve_product
 from whatsapp.handlers.registry import register
 
-
-REPLIES = replies.Replies({
-    "en": {
-        "availability_intro": "Here's what {business} has right now:",
-        "in_stock": "{name}: in stock ({count} available)",
-        "out_of_stock": "{name}: out of stock",
-        "not_in_catalog": "{name}: not in our catalog",
-    },
-    "es": {
-        "availability_intro": "Esto es lo que {business} tiene ahora mismo:",
-        "in_stock": "{name}: disponible ({count} en existencia)",
-        "out_of_stock": "{name}: agotado",
-        "not_in_catalog": "{name}: no está en nuestro catálogo",
-    },
-    "pt": {
-        "availability_intro": "Veja o que {business} tem agora:",
-        "in_stock": "{name}: disponível ({count} em estoque)",
-        "out_of_stock": "{name}: esgotado",
-        "not_in_catalog": "{name}: não está no nosso catálogo",
-    },
-})
+REPLIES = replies.Replies(
+    {
+        "en": {
+            "availability_intro": "Here's what {business} has right now:",
+            "in_stock": "{name}: in stock ({count} available)",
+            "out_of_stock": "{name}: out of stock",
+            "not_in_catalog": "{name}: not in our catalog",
+        },
+        "es": {
+            "availability_intro": "Esto es lo que {business} tiene ahora mismo:",
+            "in_stock": "{name}: disponible ({count} en existencia)",
+            "out_of_stock": "{name}: agotado",
+            "not_in_catalog": "{name}: no está en nuestro catálogo",
+        },
+        "pt": {
+            "availability_intro": "Veja o que {business} tem agora:",
+            "in_stock": "{name}: disponível ({count} em estoque)",
+            "out_of_stock": "{name}: esgotado",
+            "not_in_catalog": "{name}: não está no nosso catálogo",
+        },
+    }
+)
 
 
 @register

@@ -4,6 +4,7 @@ Handlers decide; they do not act. A handler turns one message into a plan
 (actions, a reply, whether to escalate, where the lead should move) and the
 saga carries the plan out, so deciding stays pure and easy to test.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -74,7 +75,7 @@ class MessageContext:
 
     @property
     def language(self) -> str:
-        return (self.event.entities.language or self.business.default_language or "en")
+        return self.event.entities.language or self.business.default_language or "en"
 
     @property
     def below_threshold(self) -> bool:

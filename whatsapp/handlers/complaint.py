@@ -9,6 +9,7 @@ Plan (requires nothing): CREATE_SUPPORT_TICKET {"severity": severity or
 "high_severity_complaint"}, then NOTIFY_SALES {"kind": "complaint"}, and escalates; reply:
 apology + ticket acknowledgement; lead state left alone.
 """
+
 from __future__ import annotations
 
 from whatsapp.actions.create_support_ticket import CreateSupportTicket
@@ -22,20 +23,38 @@ from whatsapp.handlers.registry import register
 DEFAULT_SEVERITY = "medium"
 
 
-REPLIES = replies.Replies({
-    "en": {
-        "complaint": "We're very sorry about this. We've opened a support ticket and the {business} team will look into it.",
-        "complaint_urgent": "We're very sorry about this. We've opened a support ticket marked as urgent, and the {business} team will contact you as soon as possible.",
-    },
-    "es": {
-        "complaint": "Sentimos mucho lo ocurrido. Hemos abierto un ticket de soporte y el equipo de {business} lo revisará.",
-        "complaint_urgent": "Sentimos mucho lo ocurrido. Hemos abierto un ticket de soporte marcado como urgente y el equipo de {business} se pondrá en contacto contigo lo antes posible.",
-    },
-    "pt": {
-        "complaint": "Sentimos muito pelo ocorrido. Abrimos um chamado de suporte e a equipe de {business} vai analisar o caso.",
-        "complaint_urgent": "Sentimos muito pelo ocorrido. Abrimos um chamado de suporte marcado como urgente e a equipe de {business} entrará em contato com você o quanto antes.",
-    },
-})
+REPLIES = replies.Replies(
+    {
+        "en": {
+            "complaint": (
+                "We're very sorry about this. We've opened a support ticket and the {business} team will look into it."
+            ),
+            "complaint_urgent": (
+                "We're very sorry about this. We've opened a support ticket marked as urgent, and the {business} team "
+                "will contact you as soon as possible."
+            ),
+        },
+        "es": {
+            "complaint": (
+                "Sentimos mucho lo ocurrido. Hemos abierto un ticket de soporte y el equipo de {business} lo revisará."
+            ),
+            "complaint_urgent": (
+                "Sentimos mucho lo ocurrido. Hemos abierto un ticket de soporte marcado como urgente y el equipo de "
+                "{business} se pondrá en contacto contigo lo antes posible."
+            ),
+        },
+        "pt": {
+            "complaint": (
+                "Sentimos muito pelo ocorrido. Abrimos um chamado de suporte e a equipe de {business} vai analisar o "
+                "caso."
+            ),
+            "complaint_urgent": (
+                "Sentimos muito pelo ocorrido. Abrimos um chamado de suporte marcado como urgente e a equipe de "
+                "{business} entrará em contato com você o quanto antes."
+            ),
+        },
+    }
+)
 
 
 @register
@@ -61,10 +80,11 @@ class ComplaintHandler(IntentHandler):
         return HandlerResult(
             handler=self.name,
             actions=actions,
-            reply_text=REPLIES.render(context.language, "complaint_urgent" if urgent else "complaint",
-                                      business=context.business.display_name),
+            reply_text=REPLIES.render(
+                context.language, "complaint_urgent" if urgent else "complaint", business=context.business.display_name
+            ),
             should_escalate=urgent,
             lead_state=None,
             note=f"{severity}-severity complaint, "
-                 f"{'with' if entities.order_reference else 'without'} an order reference",
+            f"{'with' if entities.order_reference else 'without'} an order reference",
         )

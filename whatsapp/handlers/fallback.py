@@ -7,6 +7,7 @@ Plan (for UNKNOWN and review; requires nothing): FLAG_FOR_REVIEW
 {"reason": "unknown_intent" | "low_confidence" | "missing_entities", "intent": the event's
 intent}; reply: the fixed acknowledgement below; escalate; lead state left alone.
 """
+
 from __future__ import annotations
 
 from whatsapp.actions.flag_for_review import FlagForReview
@@ -29,17 +30,19 @@ def review_reason(context: MessageContext) -> str:
     return MISSING_ENTITIES
 
 
-REPLIES = replies.Replies({
-    "en": {
-        "acknowledgement": "Thanks for your message! A member of our team will get back to you shortly.",
-    },
-    "es": {
-        "acknowledgement": "¡Gracias por tu mensaje! Una persona de nuestro equipo te responderá en breve.",
-    },
-    "pt": {
-        "acknowledgement": "Obrigado pela sua mensagem! Uma pessoa da nossa equipe responderá em breve.",
-    },
-})
+REPLIES = replies.Replies(
+    {
+        "en": {
+            "acknowledgement": "Thanks for your message! A member of our team will get back to you shortly.",
+        },
+        "es": {
+            "acknowledgement": "¡Gracias por tu mensaje! Una persona de nuestro equipo te responderá en breve.",
+        },
+        "pt": {
+            "acknowledgement": "Obrigado pela sua mensagem! Uma pessoa da nossa equipe responderá em breve.",
+        },
+    }
+)
 
 
 @register

@@ -11,6 +11,7 @@ Plan (requires entities.products):
 - else: FLAG_FOR_REVIEW {"reason": "unknown_product" | "out_of_stock", "skus"}; reply: a
   person will confirm; escalate; lead -> QUALIFIED; no order.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -28,23 +29,39 @@ UNKNOWN_PRODUCT = "unknown_product"
 OUT_OF_STOCK = "out_of_stock"
 
 
-REPLIES = replies.Replies({
-    "en": {
-        "order_confirmed": "Thanks for your order with {business}!\n{lines}\nTotal: {total}\nWe'll let you know when it's ready.",
-        "order_line": "- {quantity} x {name}: {amount}",
-        "order_review": "Thanks for your order request with {business}! A member of our team will confirm your order with you shortly.",
-    },
-    "es": {
-        "order_confirmed": "¡Gracias por tu pedido en {business}!\n{lines}\nTotal: {total}\nTe avisaremos cuando esté listo.",
-        "order_line": "- {quantity} x {name}: {amount}",
-        "order_review": "¡Gracias por tu pedido en {business}! Una persona de nuestro equipo te confirmará el pedido en breve.",
-    },
-    "pt": {
-        "order_confirmed": "Obrigado pelo seu pedido em {business}!\n{lines}\nTotal: {total}\nAvisaremos quando estiver pronto.",
-        "order_line": "- {quantity} x {name}: {amount}",
-        "order_review": "Obrigado pelo seu pedido em {business}! Uma pessoa da nossa equipe vai confirmar o pedido com você em breve.",
-    },
-})
+REPLIES = replies.Replies(
+    {
+        "en": {
+            "order_confirmed": (
+                "Thanks for your order with {business}!\n{lines}\nTotal: {total}\nWe'll let you know when it's ready."
+            ),
+            "order_line": "- {quantity} x {name}: {amount}",
+            "order_review": (
+                "Thanks for your order request with {business}! A member of our team will confirm your order with you "
+                "shortly."
+            ),
+        },
+        "es": {
+            "order_confirmed": (
+                "¡Gracias por tu pedido en {business}!\n{lines}\nTotal: {total}\nTe avisaremos cuando esté listo."
+            ),
+            "order_line": "- {quantity} x {name}: {amount}",
+            "order_review": (
+                "¡Gracias por tu pedido en {business}! Una persona de nuestro equipo te confirmará el pedido en breve."
+            ),
+        },
+        "pt": {
+            "order_confirmed": (
+                "Obrigado pelo seu pedido em {business}!\n{lines}\nTotal: {total}\nAvisaremos quando estiver pronto."
+            ),
+            "order_line": "- {quantity} x {name}: {amount}",
+            "order_review": (
+                "Obrigado pelo seu pedido em {business}! Uma pessoa da nossa equipe vai confirmar o pedido com você em "
+                "breve."
+            ),
+        },
+    }
+)
 
 
 @register
@@ -81,8 +98,15 @@ class OrderHandler(IntentHandler):
             product = products[sku]
             amount = product.price * quantity
             totals[product.currency] = totals.get(product.currency, Decimal("0")) + amount
-            lines.append(REPLIES.render(context.language, "order_line", quantity=quantity, name=product.name,
-                                        amount=replies.money(amount, product.currency)))
+            lines.append(
+                REPLIES.render(
+                    context.language,
+                    "order_line",
+                    quantity=quantity,
+                    name=product.name,
+                    amount=replies.money(amount, product.currency),
+                )
+            )
         total = " + ".join(replies.money(amount, currency) for currency, amount in totals.items())
         return HandlerResult(
             handler=self.name,
@@ -90,8 +114,13 @@ class OrderHandler(IntentHandler):
                 PlannedAction(CreateOrder, {"lines": [{"sku": sku, "quantity": n} for sku, n in quantities.items()]}),
                 PlannedAction(NotifySales, {"kind": "order"}),
             ],
-            reply_text=REPLIES.render(context.language, "order_confirmed", business=context.business.display_name,
-                                      lines="\n".join(lines), total=total),
+            reply_text=REPLIES.render(
+                context.language,
+                "order_confirmed",
+                business=context.business.display_name,
+                lines="\n".join(lines),
+                total=total,
+            ),
             lead_state=Lead.State.CONVERTED.value,
             note=f"order of {len(quantities)} product(s), all in catalog and in stock; total {total}",
         )

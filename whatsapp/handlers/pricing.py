@@ -7,6 +7,7 @@ Plan (requires entities.products): NOTIFY_SALES {"kind": "pricing"};
 reply: "name: 6.50 USD" per known product, "name: not in our catalog" otherwise; no
 escalation; lead -> CONTACTED.
 """
+
 from __future__ import annotations
 
 from leads.models import Lead
@@ -16,24 +17,25 @@ from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction, resolve_product
 from whatsapp.handlers.registry import register
 
-
-REPLIES = replies.Replies({
-    "en": {
-        "pricing_intro": "Here are the prices at {business}:",
-        "price_line": "{name}: {price}",
-        "not_in_catalog": "{name}: not in our catalog",
-    },
-    "es": {
-        "pricing_intro": "Estos son los precios en {business}:",
-        "price_line": "{name}: {price}",
-        "not_in_catalog": "{name}: no está en nuestro catálogo",
-    },
-    "pt": {
-        "pricing_intro": "Estes são os preços de {business}:",
-        "price_line": "{name}: {price}",
-        "not_in_catalog": "{name}: não está no nosso catálogo",
-    },
-})
+REPLIES = replies.Replies(
+    {
+        "en": {
+            "pricing_intro": "Here are the prices at {business}:",
+            "price_line": "{name}: {price}",
+            "not_in_catalog": "{name}: not in our catalog",
+        },
+        "es": {
+            "pricing_intro": "Estos son los precios en {business}:",
+            "price_line": "{name}: {price}",
+            "not_in_catalog": "{name}: no está en nuestro catálogo",
+        },
+        "pt": {
+            "pricing_intro": "Estes são os preços de {business}:",
+            "price_line": "{name}: {price}",
+            "not_in_catalog": "{name}: não está no nosso catálogo",
+        },
+    }
+)
 
 
 @register
@@ -55,8 +57,11 @@ class PricingHandler(IntentHandler):
                 lines.append(REPLIES.render(language, "not_in_catalog", name=replies.echoed_name(requested.name)))
                 continue
             known += 1
-            lines.append(REPLIES.render(language, "price_line", name=product.name,
-                                        price=replies.money(product.price, product.currency)))
+            lines.append(
+                REPLIES.render(
+                    language, "price_line", name=product.name, price=replies.money(product.price, product.currency)
+                )
+            )
         requested_count = len(context.event.entities.products)
         return HandlerResult(
             handler=self.name,

@@ -4,13 +4,14 @@ Routing lives here rather than in each handler so that the rules for sending a m
 human review (unknown intent, low confidence, nothing able to handle it) are stated once
 and cannot drift between handlers.
 """
+
 from __future__ import annotations
 
 from typing import TypeVar
 
+from core.registry import Registry
 from whatsapp.contract import Intent
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext
-from core.registry import Registry
 
 FALLBACK = "fallback"
 

@@ -6,6 +6,7 @@ business's name, catalog data, numbers and dates, never with the customer's own 
 language must define English's keys, checked when the handler module is imported; a language
 a handler does not speak gets English.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -24,8 +25,9 @@ class Replies:
         keys = set(templates[DEFAULT_LANGUAGE])
         for language, texts in templates.items():
             if set(texts) != keys:
-                raise ValueError(f"replies in {language!r} define {sorted(texts)}, "
-                                 f"{DEFAULT_LANGUAGE!r} defines {sorted(keys)}")
+                raise ValueError(
+                    f"replies in {language!r} define {sorted(texts)}, {DEFAULT_LANGUAGE!r} defines {sorted(keys)}"
+                )
         self.templates = templates
 
     def languages(self) -> set[str]:
@@ -63,4 +65,8 @@ def when(moment: datetime) -> dict[str, str]:
     minutes = int(offset.total_seconds() // 60) if offset is not None else 0
     sign = "+" if minutes >= 0 else "-"
     hours, mins = divmod(abs(minutes), 60)
-    return {"date": moment.date().isoformat(), "time": moment.strftime("%H:%M"), "offset": f"UTC{sign}{hours:02d}:{mins:02d}"}
+    return {
+        "date": moment.date().isoformat(),
+        "time": moment.strftime("%H:%M"),
+        "offset": f"UTC{sign}{hours:02d}:{mins:02d}",
+    }

@@ -7,6 +7,7 @@ Plan (requires entities.preferred_time): SCHEDULE_CALL
 {"preferred_time": ISO string}, then NOTIFY_SALES {"kind": "callback"}; reply: "on 2026-11-27
 at 15:00 (UTC+01:00)"; no escalation; lead -> QUALIFIED.
 """
+
 from __future__ import annotations
 
 from leads.models import Lead
@@ -17,18 +18,19 @@ from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import register
 
-
-REPLIES = replies.Replies({
-    "en": {
-        "call_scheduled": "Great! {business} will call you on {date} at {time} ({offset}).",
-    },
-    "es": {
-        "call_scheduled": "¡Perfecto! {business} te llamará el {date} a las {time} ({offset}).",
-    },
-    "pt": {
-        "call_scheduled": "Perfeito! {business} vai ligar para você em {date} às {time} ({offset}).",
-    },
-})
+REPLIES = replies.Replies(
+    {
+        "en": {
+            "call_scheduled": "Great! {business} will call you on {date} at {time} ({offset}).",
+        },
+        "es": {
+            "call_scheduled": "¡Perfecto! {business} te llamará el {date} a las {time} ({offset}).",
+        },
+        "pt": {
+            "call_scheduled": "Perfeito! {business} vai ligar para você em {date} às {time} ({offset}).",
+        },
+    }
+)
 
 
 @register
@@ -49,8 +51,9 @@ class ScheduleCallHandler(IntentHandler):
                 PlannedAction(ScheduleCall, {"preferred_time": moment.isoformat()}),
                 PlannedAction(NotifySales, {"kind": "callback"}),
             ],
-            reply_text=REPLIES.render(context.language, "call_scheduled", business=context.business.display_name,
-                                      **replies.when(moment)),
+            reply_text=REPLIES.render(
+                context.language, "call_scheduled", business=context.business.display_name, **replies.when(moment)
+            ),
             lead_state=Lead.State.QUALIFIED.value,
             note=f"callback requested for {moment.isoformat()}",
         )

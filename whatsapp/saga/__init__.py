@@ -13,6 +13,7 @@ at most once:
 - reply: the reply to the customer, the last step since it cannot be undone;
 - finish: the message processed.
 """
+
 from whatsapp.saga.compensation import compensate_steps
 from whatsapp.saga.dead_letter import write_dead_letter
 from whatsapp.saga.finish import finish_run
@@ -31,7 +32,19 @@ from whatsapp.saga.run import (
 from whatsapp.saga.steps import run_step
 
 __all__ = [
-    "RETRY_DELAYS", "MessagePurged", "PermanentStageError", "SagaStopped", "StepOutcome", "claim",
-    "compensate_steps", "fail", "finish_run", "load_event", "plan_run", "run_step", "send_reply", "upsert_lead",
+    "RETRY_DELAYS",
+    "MessagePurged",
+    "PermanentStageError",
+    "SagaStopped",
+    "StepOutcome",
+    "claim",
+    "compensate_steps",
+    "fail",
+    "finish_run",
+    "load_event",
+    "plan_run",
+    "run_step",
+    "send_reply",
+    "upsert_lead",
     "write_dead_letter",
 ]

@@ -1,4 +1,5 @@
 """Undoing a failed run: its succeeded actions, in reverse order, each at most once."""
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,10 @@ def compensate_steps(processing_id: str, saga_run: int) -> bool:
                 with tracing.span("whatsapp.compensate", step.action, action=step.action):
                     executor.compensate(context, step.result or {})
                 if SagaStep.objects.filter(pk=step.pk, status=SagaStep.Status.SUCCEEDED).update(
-                        status=SagaStep.Status.COMPENSATED, compensation_attempts=F("compensation_attempts") + 1,
-                        updated_at=timezone.now()):
+                    status=SagaStep.Status.COMPENSATED,
+                    compensation_attempts=F("compensation_attempts") + 1,
+                    updated_at=timezone.now(),
+                ):
                     counters.compensation(step.action, "compensated")
         except Exception as exc:
             error, _ = describe_failure(exc, secrets_of(context))

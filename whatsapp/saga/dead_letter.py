@@ -1,4 +1,5 @@
 """The failed run's DLQ entry, written once, and the inbox row marked FAILED with it."""
+
 from __future__ import annotations
 
 from django.db import transaction
@@ -22,14 +23,20 @@ def write_dead_letter(processing_id: str, saga_run: int) -> DeadLetter | None:
         steps = list(SagaStep.objects.filter(message=message, saga_run=saga_run).order_by("order"))
         failed = next((s for s in steps if s.status == SagaStep.Status.FAILED), None)
         entry = DeadLetter.for_run(
-            processing_id=processing_id, saga_run=saga_run, stage=message.failed_stage,
+            processing_id=processing_id,
+            saga_run=saga_run,
+            stage=message.failed_stage,
             reason=message.failure_reason,
             # Redacted when stored on the message; again here for rows an older version wrote.
             error=redact(message.last_error, configured_secrets()),
             traceback=redact(message.last_traceback, configured_secrets()),
-            payload=message.payload, business_id=message.business_id, lead_id=message.lead_id,
-            kafka_topic=message.kafka_topic, kafka_partition=message.kafka_partition,
-            kafka_offset=message.kafka_offset, kafka_timestamp=message.kafka_timestamp,
+            payload=message.payload,
+            business_id=message.business_id,
+            lead_id=message.lead_id,
+            kafka_topic=message.kafka_topic,
+            kafka_partition=message.kafka_partition,
+            kafka_offset=message.kafka_offset,
+            kafka_timestamp=message.kafka_timestamp,
             attempts=failed.attempts if failed else message.attempts,
             saga_state={"run": saga_run, "handler": message.handler, "steps": [s.as_state() for s in steps]},
             trace_id=message.trace_id,

@@ -1,4 +1,5 @@
 """Stage 5: the message processed, with its lead's activity, in one statement."""
+
 from __future__ import annotations
 
 import logging
@@ -24,6 +25,9 @@ def finish_run(processing_id: str, saga_run: int) -> bool:
     since = done["kafka_timestamp"] or done["received_at"]
     counters.processed(done["intent"], since)
     elapsed = (done["finished_at"] - since).total_seconds() if since else None
-    log.info("finish: processed (%s)", done["intent"],
-             extra={"duration_ms": round(elapsed * 1000, 1) if elapsed is not None else None})
+    log.info(
+        "finish: processed (%s)",
+        done["intent"],
+        extra={"duration_ms": round(elapsed * 1000, 1) if elapsed is not None else None},
+    )
     return True

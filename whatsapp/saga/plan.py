@@ -1,5 +1,6 @@
 """Stages 1 and 2: dedupe claims the inbox row, then intent resolves the tenant,
 upserts the lead, picks the handler and writes the plan."""
+
 from __future__ import annotations
 
 import logging
@@ -50,29 +51,43 @@ def plan_run(processing_id: str, saga_run: int) -> list[SagaStep]:
             decision = plan_for(context)
             handler_span.set_data("handler", decision.handler)
             handler_span.set_data("actions", [a.name for a in decision.actions])
-        steps = SagaStep.objects.bulk_create([
-            SagaStep(message=message, saga_run=saga_run, order=index, action=action.name, params=action.params)
-            for index, action in enumerate(decision.actions, start=1)
-        ])
+        steps = SagaStep.objects.bulk_create(
+            [
+                SagaStep(message=message, saga_run=saga_run, order=index, action=action.name, params=action.params)
+                for index, action in enumerate(decision.actions, start=1)
+            ]
+        )
         message.handler = decision.handler
         message.reply_text = decision.reply_text or ""
         message.planned_run = saga_run
         message.lead_record = lead
         message.save(update_fields=["handler", "reply_text", "planned_run", "lead_record", "updated_at"])
-        activities = [LeadActivity(
-            lead=lead, kind="message_received", processing_id=processing_id,
-            detail={
-                "intent": event.intent.value, "confidence": event.confidence, "handler": decision.handler,
-                "actions": [a.name for a in decision.actions], "escalate": decision.should_escalate,
-                "saga_run": saga_run, "note": decision.note,
-            },
-        )]
+        activities = [
+            LeadActivity(
+                lead=lead,
+                kind="message_received",
+                processing_id=processing_id,
+                detail={
+                    "intent": event.intent.value,
+                    "confidence": event.confidence,
+                    "handler": decision.handler,
+                    "actions": [a.name for a in decision.actions],
+                    "escalate": decision.should_escalate,
+                    "saga_run": saga_run,
+                    "note": decision.note,
+                },
+            )
+        ]
         if decision.lead_state:
             moved = states.move(lead, decision.lead_state, processing_id=processing_id, reason=decision.handler)
             if moved is not None:
                 activities.append(moved)
         LeadActivity.objects.bulk_create(activities)
         counters.planned(event.intent.value, event.confidence, event.ai.processing_ms if event.ai else None)
-        log.info("intent: %s planned %s with handler %s", event.intent.value,
-                 ", ".join(a.name for a in decision.actions) or "no action", decision.handler)
+        log.info(
+            "intent: %s planned %s with handler %s",
+            event.intent.value,
+            ", ".join(a.name for a in decision.actions) or "no action",
+            decision.handler,
+        )
         return steps

@@ -2,6 +2,7 @@
 undone; for the same reason its final failure compensates nothing (the actions stand):
 the message is dead-lettered at stage "reply", and requeueing that entry sends only the
 reply again (whatsapp.requeue)."""
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,14 @@ def send_reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> Ste
     lead = lead_of(message, event, business)
     try:
         with tracing.span("whatsapp.reply", "reply to the customer", action=counters.REPLY):
-            outbound.send_reply(processing_id=processing_id, saga_run=saga_run, business=business, lead=lead,
-                                text=message.reply_text, context_message_id=event.message_id)
+            outbound.send_reply(
+                processing_id=processing_id,
+                saga_run=saga_run,
+                business=business,
+                lead=lead,
+                text=message.reply_text,
+                context_message_id=event.message_id,
+            )
         return StepOutcome(done=True)
     except CircuitOpen as refused:
         return StepOutcome(done=False, retry_in=refused.countdown())

@@ -1,5 +1,6 @@
 """A saga run's inbox row and what every stage shares: whether the row is still this
 run's, the retry schedule, how a failure is described, and recording it."""
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,9 @@ class MessagePurged(SagaStopped):
     a task still queued for one (a late redelivery, a re-driven chain) has nothing to do."""
 
     def __init__(self, processing_id: str) -> None:
-        super().__init__(f"{processing_id} has no inbox row (finished rows are purged after INBOX_RETENTION_DAYS); "
-                         "nothing to do")
+        super().__init__(
+            f"{processing_id} has no inbox row (finished rows are purged after INBOX_RETENTION_DAYS); nothing to do"
+        )
 
 
 class PermanentStageError(Exception):
@@ -64,14 +66,21 @@ def active_message(processing_id: str, saga_run: int, *, lock: bool = False) -> 
     message = inbox_row(processing_id, lock=lock)
     tracing.note_message(message)
     if message.status != ProcessedMessage.Status.PROCESSING or message.saga_run != saga_run:
-        raise SagaStopped(f"{processing_id} is {message.status} in run {message.saga_run}, not PROCESSING in run {saga_run}")
+        raise SagaStopped(
+            f"{processing_id} is {message.status} in run {message.saga_run}, not PROCESSING in run {saga_run}"
+        )
     return message
 
 
 def upsert_lead(event: AIResultEvent, business: Business) -> Lead:
     """The message's lead, created or brought up to date, and locked until the transaction ends."""
-    return Lead.objects.upsert(business=business, lead_id=event.lead_id, wa_id=event.customer.wa_id,
-                               customer_name=event.customer.name or "", received_at=event.message.received_at)
+    return Lead.objects.upsert(
+        business=business,
+        lead_id=event.lead_id,
+        wa_id=event.customer.wa_id,
+        customer_name=event.customer.name or "",
+        received_at=event.message.received_at,
+    )
 
 
 def business_of(message: ProcessedMessage) -> Business:
@@ -81,16 +90,25 @@ def business_of(message: ProcessedMessage) -> Business:
 
 def lead_of(message: ProcessedMessage, event: AIResultEvent, business: Business) -> Lead:
     """The message's lead: the one its row links (read with it), else by its ids."""
-    return message.lead_record if message.lead_record_id is not None else \
-        Lead.objects.get(business=business, lead_id=event.lead_id)
+    return (
+        message.lead_record  # type: ignore[return-value]  # set whenever lead_record_id is
+        if message.lead_record_id is not None
+        else Lead.objects.get(business=business, lead_id=event.lead_id)
+    )
 
 
 def action_context(message: ProcessedMessage, step: SagaStep) -> ActionContext:
     event = load_event(message)
     business = business_of(message)
     return ActionContext(
-        processing_id=message.processing_id, saga_run=step.saga_run, action=step.action, step_order=step.order,
-        params=step.params, event=event, business=business, lead=lead_of(message, event, business),
+        processing_id=message.processing_id,
+        saga_run=step.saga_run,
+        action=step.action,
+        step_order=step.order,
+        params=step.params,
+        event=event,
+        business=business,
+        lead=lead_of(message, event, business),
     )
 
 
@@ -114,8 +132,9 @@ def retry_delay(attempt: int, exc: BaseException, jitter: float) -> float:
     return max(delay, retry_after) if retry_after else delay
 
 
-def fail(processing_id: str, saga_run: int, *, stage: str, reason: str, error: str, tb: str,
-         failed_step: int | None = None) -> bool:
+def fail(
+    processing_id: str, saga_run: int, *, stage: str, reason: str, error: str, tb: str, failed_step: int | None = None
+) -> bool:
     """Record why the run failed; the compensate task takes it from there.
     Returns False if another delivery already recorded a failure."""
     with transaction.atomic():

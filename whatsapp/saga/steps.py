@@ -1,4 +1,5 @@
 """Stage 3: one planned action, executed once per run however often its task is delivered."""
+
 from __future__ import annotations
 
 import logging
@@ -80,7 +81,9 @@ def run_step(processing_id: str, saga_run: int, order: int, *, jitter: float = 1
     except CircuitOpen as refused:
         # The service was not called: give the attempt back and wait out the open time.
         _give_back_attempt(step.pk)
-        log.info("action %s of %s waits %.1fs for breaker %s", step.action, processing_id, refused.remaining, refused.name)
+        log.info(
+            "action %s of %s waits %.1fs for breaker %s", step.action, processing_id, refused.remaining, refused.name
+        )
         return StepOutcome(done=False, retry_in=refused.countdown())
     except IntegrityError:
         # A concurrent delivery of this step stored the effect first (its unique key).
@@ -93,7 +96,8 @@ def run_step(processing_id: str, saga_run: int, order: int, *, jitter: float = 1
 
 def _mark_succeeded(step: SagaStep, result: dict) -> bool:
     updated = SagaStep.objects.filter(pk=step.pk, status=SagaStep.Status.PENDING).update(
-        status=SagaStep.Status.SUCCEEDED, result=result, error="", updated_at=timezone.now())
+        status=SagaStep.Status.SUCCEEDED, result=result, error="", updated_at=timezone.now()
+    )
     if updated:
         counters.action(step.action, "succeeded")
     return bool(updated)
@@ -102,15 +106,25 @@ def _mark_succeeded(step: SagaStep, result: dict) -> bool:
 def _not_runnable(processing_id: str, saga_run: int, order: int) -> StepOutcome:
     """Why begin_attempt found nothing to run: the step is done, or the run has stopped."""
     message = active_message(processing_id, saga_run)  # SagaStopped / MessagePurged if the run is over
-    status = SagaStep.objects.filter(message=message, saga_run=saga_run, order=order).values_list(
-        "status", flat=True).first()
+    status = (
+        SagaStep.objects.filter(message=message, saga_run=saga_run, order=order)
+        .values_list("status", flat=True)
+        .first()
+    )
     if status == SagaStep.Status.SUCCEEDED:
         return StepOutcome(done=True)
     raise SagaStopped(f"step {order} of {processing_id} is {status or 'missing'}")
 
 
-def _failed_attempt(step: SagaStep, executor: ActionExecutor, context: ActionContext | None, attempt: int, jitter: float,
-                    processing_id: str, saga_run: int) -> StepOutcome:
+def _failed_attempt(
+    step: SagaStep,
+    executor: ActionExecutor,
+    context: ActionContext | None,
+    attempt: int,
+    jitter: float,
+    processing_id: str,
+    saga_run: int,
+) -> StepOutcome:
     exc = sys.exc_info()[1]
     assert exc is not None
     # The executor's decision (core.errors.is_retryable, with its own retryable errors); a lost
@@ -120,11 +134,19 @@ def _failed_attempt(step: SagaStep, executor: ActionExecutor, context: ActionCon
     SagaStep.objects.filter(pk=step.pk).update(error=error, traceback=tb, updated_at=timezone.now())
     if retryable and attempt <= len(RETRY_DELAYS):
         delay = retry_delay(attempt, exc, jitter)
-        log.warning("action %s of %s failed (attempt %d), retrying in %.1fs: %s",
-                    step.action, processing_id, attempt, delay, error)
+        log.warning(
+            "action %s of %s failed (attempt %d), retrying in %.1fs: %s",
+            step.action,
+            processing_id,
+            attempt,
+            delay,
+            error,
+        )
         return StepOutcome(done=False, retry_in=delay)
     reason = DeadLetter.Reason.RETRIES_EXHAUSTED if retryable else DeadLetter.Reason.NON_RETRYABLE
-    log.error("action %s of %s failed for good (%s, attempt %d): %s", step.action, processing_id, reason, attempt, error)
+    log.error(
+        "action %s of %s failed for good (%s, attempt %d): %s", step.action, processing_id, reason, attempt, error
+    )
     fail(processing_id, saga_run, stage=step.action, reason=reason, error=error, tb=tb, failed_step=step.pk)
     return StepOutcome(done=False, failed=True)
 

@@ -1,11 +1,12 @@
 """`manage.py dlq`: the DLQ review of the admin, from a shell or a script."""
+
 from __future__ import annotations
 
 import argparse
 import base64
 import getpass
 import json
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 from typing import Any
 
 from django.conf import settings
@@ -13,7 +14,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.utils.dateparse import parse_date, parse_datetime
 
 from config.commands import CommandWithExamples
-from dlq.models import DeadLetter, EntryNotOpen
+from dlq.models import DeadLetter, DeadLetterQuerySet, EntryNotOpen
 from dlq.requeue import requeue_many
 
 USAGE = 2  # exit code of a usage error, as argparse uses
@@ -53,7 +54,7 @@ def when(value: str) -> datetime:
         if day is None:
             raise argparse.ArgumentTypeError(f"not an ISO date or date-time: {value!r}")
         parsed = datetime.combine(day, time.min)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def positive(kind: type) -> Any:
@@ -91,30 +92,42 @@ class Command(CommandWithExamples):
         show.add_argument("--json", action="store_true", help="One JSON object with every field.")
 
         requeue = actions.add_parser(
-            "requeue", help="Send OPEN entries through the pipeline again (by id, by filter, or --all-open).",
+            "requeue",
+            help="Send OPEN entries through the pipeline again (by id, by filter, or --all-open).",
             description="Requeue OPEN entries through dlq.requeue, paced so a large batch does not flood the "
-                        "pipeline. Oldest first. Each requeue is recorded in the entry's history with --by and "
-                        "the time. Exit 1 if any entry was refused (not OPEN, still invalid, run not ended).",
+            "pipeline. Oldest first. Each requeue is recorded in the entry's history with --by and "
+            "the time. Exit 1 if any entry was refused (not OPEN, still invalid, run not ended).",
         )
         self._selection(requeue)
         requeue.add_argument("--limit", type=positive(int), help="Requeue at most this many (oldest first).")
-        requeue.add_argument("--rate", type=positive(float), metavar="PER_SECOND",
-                             help="Pace (default DLQ_REQUEUE_RATE_PER_SECOND, "
-                                  f"now {settings.DLQ_REQUEUE_RATE_PER_SECOND:g}).")
+        requeue.add_argument(
+            "--rate",
+            type=positive(float),
+            metavar="PER_SECOND",
+            help=f"Pace (default DLQ_REQUEUE_RATE_PER_SECOND, now {settings.DLQ_REQUEUE_RATE_PER_SECOND:g}).",
+        )
         requeue.add_argument("--dry-run", action="store_true", help="Only list what would be requeued.")
 
-        for name, verb in (("resolve", "Resolve: mark as dealt with by hand"), ("discard", "Discard: not worth processing")):
+        for name, verb in (
+            ("resolve", "Resolve: mark as dealt with by hand"),
+            ("discard", "Discard: not worth processing"),
+        ):
             close = actions.add_parser(name, help=f"{verb}. Needs --note; OPEN entries only.")
             self._selection(close)
-            close.add_argument("--note", required=True,
-                               help="Why (kept on the entry with --by and the time)." if name == "resolve"
-                               else "The reason for discarding (kept on the entry with --by and the time).")
+            close.add_argument(
+                "--note",
+                required=True,
+                help="Why (kept on the entry with --by and the time)."
+                if name == "resolve"
+                else "The reason for discarding (kept on the entry with --by and the time).",
+            )
             close.add_argument("--dry-run", action="store_true", help="Only list what would be changed.")
 
         purge = actions.add_parser(
-            "purge", help="Delete entries older than --older-than DAYS; only closed ones unless --include-open.",
+            "purge",
+            help="Delete entries older than --older-than DAYS; only closed ones unless --include-open.",
             description="Delete REQUEUED, RESOLVED and DISCARDED entries created more than DAYS days ago. OPEN "
-                        "entries are kept (nobody has dealt with them yet) unless --include-open is given.",
+            "entries are kept (nobody has dealt with them yet) unless --include-open is given.",
         )
         purge.add_argument("--older-than", type=positive(float), required=True, metavar="DAYS")
         purge.add_argument("--include-open", action="store_true", help="Delete OPEN entries that old too.")
@@ -128,7 +141,9 @@ class Command(CommandWithExamples):
         group.add_argument("--stage", help="e.g. ingest, NOTIFY_SALES, reply")
         group.add_argument("--reason", help="e.g. unknown_business, invalid_payload, non_retryable")
         group.add_argument("--business", metavar="BUSINESS_ID")
-        group.add_argument("--since", type=when, metavar="DATE", help="Created at or after (ISO date or date-time, UTC).")
+        group.add_argument(
+            "--since", type=when, metavar="DATE", help="Created at or after (ISO date or date-time, UTC)."
+        )
         group.add_argument("--until", type=when, metavar="DATE", help="Created before.")
         group.add_argument("--search", metavar="TEXT", help="In processing_id, lead_id and the error.")
 
@@ -143,7 +158,9 @@ class Command(CommandWithExamples):
         getattr(self, f"do_{options['action']}")(options)
 
     def do_list(self, options: dict) -> None:
-        entries = list(self._matching(options, status=options["status"]).order_by("-created_at", "-pk")[: options["limit"]])
+        entries = list(
+            self._matching(options, status=options["status"]).order_by("-created_at", "-pk")[: options["limit"]]
+        )
         if options["json"]:
             self.stdout.write(json.dumps([summary(e) for e in entries], indent=2))
             return
@@ -157,14 +174,34 @@ class Command(CommandWithExamples):
         if options["json"]:
             self.stdout.write(json.dumps(detail, indent=2))
             return
-        for key in ("id", "status", "stage", "reason", "processing_id", "business_id", "lead_id", "trace_id",
-                    "created_at", "attempts", "saga_run", "error_class", "error_message", "kafka", "closed_by",
-                    "closed_at", "resolution_note", "previous_id"):
+        for key in (
+            "id",
+            "status",
+            "stage",
+            "reason",
+            "processing_id",
+            "business_id",
+            "lead_id",
+            "trace_id",
+            "created_at",
+            "attempts",
+            "saga_run",
+            "error_class",
+            "error_message",
+            "kafka",
+            "closed_by",
+            "closed_at",
+            "resolution_note",
+            "previous_id",
+        ):
             value = detail[key]
             if value not in (None, "", {}):
                 self.stdout.write(f"{key:>16}: {json.dumps(value) if isinstance(value, dict) else value}")
-        for title, value in (("payload", detail["payload"]), ("saga state", detail["saga_state"]),
-                             ("requeue history", detail["requeue_history"])):
+        for title, value in (
+            ("payload", detail["payload"]),
+            ("saga state", detail["saga_state"]),
+            ("requeue history", detail["requeue_history"]),
+        ):
             if value:
                 self.stdout.write(f"\n{title}:\n{json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)}")
         if entry.traceback:
@@ -206,10 +243,15 @@ class Command(CommandWithExamples):
         self.stdout.write(f"deleted {deleted}")
 
     # -- helpers ----------------------------------------------------------------------
-    def _matching(self, options: dict, *, status: str | None):
+    def _matching(self, options: dict[str, Any], *, status: str | None) -> DeadLetterQuerySet:
         return DeadLetter.objects.matching(
-            status=status, stage=options["stage"], reason=options["reason"], business=options["business"],
-            since=options["since"], until=options["until"], search=options["search"],
+            status=status,
+            stage=options["stage"],
+            reason=options["reason"],
+            business=options["business"],
+            since=options["since"],
+            until=options["until"],
+            search=options["search"],
         )
 
     def _selected_ids(self, options: dict) -> list[int]:
@@ -221,10 +263,14 @@ class Command(CommandWithExamples):
                 raise CommandError("give entry ids or filters/--all-open, not both", returncode=USAGE)
             return options["ids"]
         if not filtered and not options["all_open"]:
-            raise CommandError("say which entries: ids, filters (--reason, --stage, ...) or --all-open",
-                               returncode=USAGE)
-        return list(self._matching(options, status=DeadLetter.Status.OPEN)
-                    .order_by("created_at", "pk").values_list("pk", flat=True))
+            raise CommandError(
+                "say which entries: ids, filters (--reason, --stage, ...) or --all-open", returncode=USAGE
+            )
+        return list(
+            self._matching(options, status=DeadLetter.Status.OPEN)
+            .order_by("created_at", "pk")
+            .values_list("pk", flat=True)
+        )
 
     def _close(self, options: dict, method: str) -> None:
         ids = self._selected_ids(options)
@@ -256,12 +302,16 @@ class Command(CommandWithExamples):
         if not entries:
             self.stdout.write("no dead letters match")
             return
-        self.stdout.write(f"{'id':>6}  {'created (UTC)':19}  {'status':9}  {'stage':14}  {'reason':18}  "
-                          f"{'business':14}  {'processing_id':24}  error")
+        self.stdout.write(
+            f"{'id':>6}  {'created (UTC)':19}  {'status':9}  {'stage':14}  {'reason':18}  "
+            f"{'business':14}  {'processing_id':24}  error"
+        )
         for e in entries:
             error = (e.error_message.splitlines() or [""])[0][:60]
-            self.stdout.write(f"{e.pk:>6}  {e.created_at:%Y-%m-%d %H:%M:%S}  {e.status:9}  {e.stage[:14]:14}  "
-                              f"{e.reason[:18]:18}  {e.business_id[:14]:14}  {e.processing_id[:24]:24}  {error}")
+            self.stdout.write(
+                f"{e.pk:>6}  {e.created_at:%Y-%m-%d %H:%M:%S}  {e.status:9}  {e.stage[:14]:14}  "
+                f"{e.reason[:18]:18}  {e.business_id[:14]:14}  {e.processing_id[:24]:24}  {error}"
+            )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -271,10 +321,19 @@ def _iso(value: datetime | None) -> str | None:
 def summary(entry: DeadLetter) -> dict:
     """The fields `list --json` gives: enough to pick entries, none of the raw bytes."""
     return {
-        "id": entry.pk, "status": entry.status, "stage": entry.stage, "reason": entry.reason,
-        "processing_id": entry.processing_id, "business_id": entry.business_id, "lead_id": entry.lead_id,
-        "error_class": entry.error_class, "error_message": entry.error_message, "attempts": entry.attempts,
-        "requeue_count": entry.requeue_count, "trace_id": entry.trace_id, "created_at": _iso(entry.created_at),
+        "id": entry.pk,
+        "status": entry.status,
+        "stage": entry.stage,
+        "reason": entry.reason,
+        "processing_id": entry.processing_id,
+        "business_id": entry.business_id,
+        "lead_id": entry.lead_id,
+        "error_class": entry.error_class,
+        "error_message": entry.error_message,
+        "attempts": entry.attempts,
+        "requeue_count": entry.requeue_count,
+        "trace_id": entry.trace_id,
+        "created_at": _iso(entry.created_at),
     }
 
 
@@ -297,9 +356,16 @@ def full(entry: DeadLetter) -> dict:
         "traceback": entry.traceback,
         "saga_run": entry.saga_run,
         "saga_state": entry.saga_state,
-        "kafka": {"topic": entry.kafka_topic, "partition": entry.kafka_partition, "offset": entry.kafka_offset,
-                  "timestamp": _iso(entry.kafka_timestamp), "key": _bytes(entry.kafka_key),
-                  "headers": entry.kafka_headers} if entry.kafka_topic else {},
+        "kafka": {
+            "topic": entry.kafka_topic,
+            "partition": entry.kafka_partition,
+            "offset": entry.kafka_offset,
+            "timestamp": _iso(entry.kafka_timestamp),
+            "key": _bytes(entry.kafka_key),
+            "headers": entry.kafka_headers,
+        }
+        if entry.kafka_topic
+        else {},
         "requeue_history": entry.requeue_history,
         "resolution_note": entry.resolution_note,
         "closed_by": entry.closed_by,

@@ -1,9 +1,10 @@
 """`manage.py breakers`: see and steer the circuit breakers shared through Redis."""
+
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
@@ -33,8 +34,8 @@ examples:
 
 class Command(CommandWithExamples):
     help = (
-        "Show the circuit breakers (webhook:<scheme>://<host>:<port>, whatsapp:<phone_number_id>) with their state, or force "
-        "one open, closed, or back to a clean state. The state lives in Redis, so this acts on every worker."
+        "Show the circuit breakers (webhook:<scheme>://<host>:<port>, whatsapp:<phone_number_id>) with their state, "
+        "or force one open, closed, or back to a clean state. The state lives in Redis, so this acts on every worker."
     )
 
     epilog = EPILOG
@@ -59,8 +60,10 @@ class Command(CommandWithExamples):
             return
         name = options["name"]
         if not NAME.match(name):
-            raise CommandError(f"{name!r} is not a breaker name (webhook:<scheme>://<host>:<port> or whatsapp:<phone_number_id>)",
-                               returncode=USAGE)
+            raise CommandError(
+                f"{name!r} is not a breaker name (webhook:<scheme>://<host>:<port> or whatsapp:<phone_number_id>)",
+                returncode=USAGE,
+            )
         if action == "open":
             seconds = options["seconds"]
             if seconds is not None and seconds <= 0:
@@ -69,8 +72,10 @@ class Command(CommandWithExamples):
         else:
             known = {snap["name"] for snap in breakers.all_breakers()}
             if name not in known:
-                raise CommandError(f"no breaker named {name!r} is known (known: {', '.join(sorted(known)) or 'none'})",
-                                   returncode=UNKNOWN)
+                raise CommandError(
+                    f"no breaker named {name!r} is known (known: {', '.join(sorted(known)) or 'none'})",
+                    returncode=UNKNOWN,
+                )
             {"close": breakers.force_close, "reset": breakers.reset}[action](name)
         snap = breakers.breaker_for(name).snapshot()
         if snap["backend"] != "redis":
@@ -86,12 +91,21 @@ class Command(CommandWithExamples):
         if not snapshots:
             self.stdout.write("no breaker has been used recently")
             return
-        self.stdout.write(f"{'name':40}  {'state':9}  {'forced':6}  {'calls':>5}  {'fails':>5}  {'in a row':>8}  "
-                          f"{'open for':>9}  {'opened at (UTC)':19}  backend")
+        self.stdout.write(
+            f"{'name':40}  {'state':9}  {'forced':6}  {'calls':>5}  {'fails':>5}  {'in a row':>8}  "
+            f"{'open for':>9}  {'opened at (UTC)':19}  backend"
+        )
         for s in snapshots:
-            opened = datetime.fromtimestamp(s["opened_at"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S") \
-                if s.get("opened_at") else "-"
-            left = "-" if s["state"] == breakers.CLOSED else ("until closed" if s["forced"] else f"{s['remaining']:.1f} s")
-            self.stdout.write(f"{s['name'][:40]:40}  {s['state']:9}  {'yes' if s['forced'] else 'no':6}  "
-                              f"{s['calls']:>5}  {s['failures']:>5}  {s['consecutive_failures']:>8}  {left:>9}  "
-                              f"{opened:19}  {s['backend']}")
+            opened = (
+                datetime.fromtimestamp(s["opened_at"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+                if s.get("opened_at")
+                else "-"
+            )
+            left = (
+                "-" if s["state"] == breakers.CLOSED else ("until closed" if s["forced"] else f"{s['remaining']:.1f} s")
+            )
+            self.stdout.write(
+                f"{s['name'][:40]:40}  {s['state']:9}  {'yes' if s['forced'] else 'no':6}  "
+                f"{s['calls']:>5}  {s['failures']:>5}  {s['consecutive_failures']:>8}  {left:>9}  "
+                f"{opened:19}  {s['backend']}"
+            )

@@ -1,4 +1,5 @@
 import os
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
@@ -22,11 +23,13 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, help="Records per batch (default: INGEST_BATCH_SIZE).")
         parser.add_argument("--max-messages", type=int, help="Exit after consuming this many records.")
         parser.add_argument(
-            "--idle-exit", type=float, metavar="SECONDS",
+            "--idle-exit",
+            type=float,
+            metavar="SECONDS",
             help="Exit after this many seconds with nothing to read (for scripts and tests).",
         )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         for name in ("batch_size", "max_messages"):
             if options[name] is not None and options[name] < 1:
                 self.stderr.write(f"--{name.replace('_', '-')} must be at least 1")

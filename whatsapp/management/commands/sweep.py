@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -13,14 +14,20 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--stuck-after", type=float, metavar="SECONDS",
-                            help="Treat rows untouched this long as stuck (default: SWEEP_STUCK_AFTER_SECONDS).")
+        parser.add_argument(
+            "--stuck-after",
+            type=float,
+            metavar="SECONDS",
+            help="Treat rows untouched this long as stuck (default: SWEEP_STUCK_AFTER_SECONDS).",
+        )
         parser.add_argument("--no-purge", action="store_true", help="Do not purge old finished rows.")
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         result = sweep(stuck_after=options["stuck_after"], purge=not options["no_purge"])
         if options["json"]:
             self.stdout.write(json.dumps(result.as_dict(), sort_keys=True))
         else:
-            self.stdout.write(f"sweep: {result.stuck} stuck, re-driven {result.redriven or 'none'}, purged {result.purged}")
+            self.stdout.write(
+                f"sweep: {result.stuck} stuck, re-driven {result.redriven or 'none'}, purged {result.purged}"
+            )
