@@ -23,15 +23,18 @@ from whatsapp.saga.run import (
     MessagePurged,
     PermanentStageError,
     SagaStopped,
+    StageFailed,
     StepOutcome,
+    describe_failure,
     fail,
     load_event,
+    reason_for,
     upsert_lead,
 )
 from whatsapp.saga.steps import run_step
 
 __all__ = [
-    "RETRY_DELAYS", "MessagePurged", "PermanentStageError", "SagaStopped", "StepOutcome", "claim",
-    "compensate_steps", "fail", "finish_run", "load_event", "plan_run", "run_step", "send_reply", "upsert_lead",
-    "write_dead_letter",
+    "RETRY_DELAYS", "MessagePurged", "PermanentStageError", "SagaStopped", "StageFailed", "StepOutcome", "claim",
+    "compensate_steps", "describe_failure", "fail", "finish_run", "load_event", "plan_run", "reason_for", "run_step",
+    "send_reply", "upsert_lead", "write_dead_letter",
 ]
