@@ -13,7 +13,7 @@ from leads.models import ReviewFlag, SupportTicket
 from tests.conftest import Pipeline
 from tests.support.events import event
 from tests.support.processes import ManagedProcess, wait_until
-from whatsapp import chains
+from whatsapp import chains, saga
 from whatsapp.models import ProcessedMessage, SagaStep
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,7 +52,7 @@ def test_a_bug_in_the_second_of_three_actions_compensates_the_first_and_dead_let
     assert not ReviewFlag.objects.exists()
 
     entry = DeadLetter.objects.get(processing_id="bug-1")
-    assert (entry.stage, entry.reason, entry.status, entry.saga_run) == ("DIVIDE_BY_ZERO", "unexpected_error", "OPEN", 1)
+    assert (entry.stage, entry.reason, entry.status) == ("DIVIDE_BY_ZERO", "unexpected_error", "OPEN")
     assert entry.error_message.startswith("ZeroDivisionError")
     assert "Traceback" in entry.traceback and "1 / len(context.params)" in entry.traceback
     assert [s["status"] for s in entry.saga_state["steps"]] == ["COMPENSATED", "FAILED", "PENDING"]
@@ -99,3 +99,30 @@ def test_the_errback_leaves_a_run_that_did_not_fail_alone(drilled):
     assert steps_of("fine-1") == done
     assert SupportTicket.objects.get().status == "OPEN"
     assert not DeadLetter.objects.filter(processing_id="fine-1").exists()
+
+
+def test_an_error_around_the_executor_fails_the_step_as_unexpected(business):
+    """Not only the executor's errors: a step whose action is no longer registered (a plugin
+    removed between plan and run) fails the run too, so that compensation can take over,
+    and compensation refuses a run until its failure is recorded."""
+    row = ProcessedMessage.objects.create(
+        processing_id="gone-1", status="PROCESSING", business_id=business.business_id, lead_id="lead-123",
+        intent="COMPLAINT", payload=event("gone-1", intent="COMPLAINT"), saga_run=1, planned_run=1, handler="gone")
+    SagaStep.objects.create(message=row, saga_run=1, order=1, action="NO_LONGER_REGISTERED")
+    with pytest.raises(saga.SagaStopped, match="no failure recorded"):
+        saga.compensate_steps("gone-1", 1)
+
+    outcome = saga.run_step("gone-1", 1, 1)
+
+    assert outcome.failed
+    assert outcome.error.startswith("LookupError: no action executor registered as 'NO_LONGER_REGISTERED'")
+    row.refresh_from_db()
+    assert (row.status, row.failed_stage, row.failure_reason) == ("PROCESSING", "NO_LONGER_REGISTERED",
+                                                                   "unexpected_error")
+    assert "Traceback" in row.last_traceback
+    assert steps_of("gone-1") == [("NO_LONGER_REGISTERED", "FAILED", 1)]
+    assert saga.compensate_steps("gone-1", 1)
+    entry = saga.write_dead_letter("gone-1", 1)
+    assert entry is not None and (entry.stage, entry.reason) == ("NO_LONGER_REGISTERED", "unexpected_error")
+    assert saga.write_dead_letter("gone-1", 1) == entry
+    assert ProcessedMessage.objects.get(processing_id="gone-1").status == "FAILED"
