@@ -103,6 +103,8 @@ class DeadLetter(models.Model):
 
         RETRIES_EXHAUSTED = "retries_exhausted"
         NON_RETRYABLE = "non_retryable"
+        # An error nobody raised on purpose (a bug): not worth a retry either, but told apart.
+        UNEXPECTED_ERROR = "unexpected_error"
 
     # The raw record, byte for byte, even when it is not UTF-8.
     raw_value = models.BinaryField(null=True, blank=True)

@@ -63,15 +63,23 @@ def pipeline_signature(processing_id: str, saga_run: int, *, lane: int = NORMAL_
 def actions_signature(
     processing_id: str, saga_run: int, steps: Iterable[SagaStep], *, lane: int = NORMAL_LANE
 ) -> Signature:
-    """The planned actions in order, each on its executor's queue, then the reply and finish."""
-    rest = [
-        _task(EXECUTE_ACTION, processing_id, saga_run, step.order).set(
+    """The planned actions in order, each on its executor's queue, then the reply and finish.
+
+    Each action carries the run's compensation as its errback (link_error): an action that
+    fails, for good or by a bug, ends its task as FAILURE once the failure is in Postgres,
+    and Celery then sends the compensate task. Set on each action, not on the chain, so it
+    is the failing action's own errback whichever one fails. Celery runs no errback for a
+    worker killed mid-task (the task is redelivered instead), nor when the broker is gone:
+    the sweeper starts the compensation of a failed run left PROCESSING."""
+    rest = []
+    for step in steps:
+        action = _task(EXECUTE_ACTION, processing_id, saga_run, step.order).set(
             task_id=task_id(processing_id, saga_run, f"action{step.order}-{step.action}"),
             queue=executors.get(step.action).queue,
             priority=lane,
         )
-        for step in steps
-    ]
+        action.link_error(compensation_signature(processing_id, saga_run))
+        rest.append(action)
     rest.append(
         _task(SEND_REPLY, processing_id, saga_run).set(
             task_id=task_id(processing_id, saga_run, "reply"), queue=REPLY_QUEUE, priority=lane
@@ -102,8 +110,12 @@ def resume_signature(processing_id: str, saga_run: int, *, planned: bool) -> Sig
     return actions_signature(processing_id, saga_run, list(steps))
 
 
+def compensation_signature(processing_id: str, saga_run: int) -> Signature:
+    """The run's compensate task: it undoes what a failed run did, then dead-letters it.
+    Immutable, so that as an errback it ignores the failed task's id Celery passes."""
+    return _task(COMPENSATE, processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "compensate"))
+
+
 def start_compensation(processing_id: str, saga_run: int, countdown: float = 0) -> None:
-    """Send the run's compensate task (it undoes what the run did, then dead-letters it)."""
-    app.signature(COMPENSATE, args=(processing_id, saga_run)).apply_async(
-        countdown=countdown, task_id=task_id(processing_id, saga_run, "compensate")
-    )
+    """Send the run's compensate task now (intent's failure, the sweeper)."""
+    compensation_signature(processing_id, saga_run).apply_async(countdown=countdown)

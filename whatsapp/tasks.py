@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import random
-import traceback
 from collections.abc import Callable
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from celery.exceptions import Ignore
 from django.db import InterfaceError, OperationalError
 
+from config.redaction import configured_secrets
 from core import tracing
 from dlq.models import DeadLetter
 from whatsapp import saga, sweeper
@@ -45,7 +45,7 @@ def lane_of(task: Any) -> int:
 
 
 @shared_task(name="whatsapp.dedupe", bind=True, **DB_RETRY)
-def dedupe(self, processing_id: str, saga_run: int) -> None:
+def dedupe(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
     """Claim the inbox row. Any state but RECEIVED stops the chain quietly:
     a duplicate delivery, or a copy Redis redelivered, does nothing."""
     with tracing.span("whatsapp.dedupe", "claim the inbox row"):
@@ -55,26 +55,36 @@ def dedupe(self, processing_id: str, saga_run: int) -> None:
         raise Ignore()
 
 
-@shared_task(name="whatsapp.intent", bind=True, **DB_RETRY)
-def intent(self, processing_id: str, saga_run: int):
+# A stage that failed for good ends its task as FAILURE, so Celery and Flower show it, with
+# the stored (redacted) error; the failure is already in Postgres and logged by the saga, so
+# Celery logs it at INFO with no traceback (throws), and keeps it in the result backend
+# (store_errors_even_if_ignored), under the task's deterministic id. Only DB_RETRY's errors
+# retry, and a failed task is acknowledged (task_acks_on_failure_or_timeout), never redelivered.
+FAILS_AS_FAILURE: dict[str, Any] = {"throws": (saga.StageFailed,), "store_errors_even_if_ignored": True}
+
+
+@shared_task(name="whatsapp.intent", bind=True, **DB_RETRY, **FAILS_AS_FAILURE)
+def intent(self: Task[Any, Any], processing_id: str, saga_run: int) -> str:
     try:
         steps = saga.plan_run(processing_id, saga_run)
     except saga.SagaStopped as stopped:
         log.info("intent: %s", stopped)
-        raise Ignore()
+        raise Ignore() from None
     except (OperationalError, InterfaceError):
         raise
     except Exception as exc:
+        error, tb = saga.describe_failure(exc, configured_secrets())
         saga.fail(
             processing_id,
             saga_run,
             stage=DeadLetter.Stage.INTENT,
-            reason=DeadLetter.Reason.NON_RETRYABLE,
-            error=f"{type(exc).__name__}: {exc}"[:4000],
-            tb=traceback.format_exc(),
+            reason=saga.reason_for(exc, retryable=False),
+            error=error,
+            tb=tb,
         )
+        # No action ran, so there is no errback to do it: compensation only dead-letters the run.
         start_compensation(processing_id, saga_run)
-        raise Ignore()
+        raise saga.StageFailed(error) from None
     # The planned actions go out as a chain of their own, sent from here: intent is the last
     # task of its chain, so this is what Task.replace would do, without its Ignore (an
     # exception Celery turns into a traceback report on every message).
@@ -83,9 +93,10 @@ def intent(self, processing_id: str, saga_run: int):
 
 
 @shared_task(name="whatsapp.send_reply", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
-def send_reply(self, processing_id: str, saga_run: int) -> None:
+def send_reply(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
     # A failed reply is dead-lettered inside saga.send_reply; nothing to compensate.
-    follow(self, "reply", lambda jitter: saga.send_reply(processing_id, saga_run, jitter=jitter))
+    if follow(self, "reply", lambda jitter: saga.send_reply(processing_id, saga_run, jitter=jitter)).failed:
+        raise Ignore()
 
 
 @shared_task(name="whatsapp.sweep")
@@ -93,37 +104,31 @@ def sweep() -> dict:
     return sweeper.sweep().as_dict()
 
 
-@shared_task(name="whatsapp.execute_action", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
-def execute_action(self, processing_id: str, saga_run: int, order: int) -> None:
-    follow(
-        self,
-        "action",
-        lambda jitter: saga.run_step(processing_id, saga_run, order, jitter=jitter),
-        on_failure=lambda: start_compensation(processing_id, saga_run),
-    )
+@shared_task(name="whatsapp.execute_action", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED, **FAILS_AS_FAILURE)
+def execute_action(self: Task[Any, Any], processing_id: str, saga_run: int, order: int) -> None:
+    """Run one planned action. When the run fails here (the action for good, or a bug), the
+    task fails, and its errback (whatsapp.chains.actions_signature) starts the compensation:
+    this task does not start it too."""
+    outcome = follow(self, "action", lambda jitter: saga.run_step(processing_id, saga_run, order, jitter=jitter))
+    if outcome.failed:
+        raise saga.StageFailed(outcome.error)
 
 
-def follow(
-    task: Any, stage: str, step: Callable[[float], saga.StepOutcome], on_failure: Callable[[], None] | None = None
-) -> None:
-    """Run a saga step and do what its outcome says: carry on, retry later,
-    or stop the chain (after on_failure) when the run failed or moved on."""
+def follow(task: Any, stage: str, step: Callable[[float], saga.StepOutcome]) -> saga.StepOutcome:
+    """Run a saga step and do what its outcome says: carry on, retry later, or stop the
+    chain when the run moved on. A failed outcome is returned, for the task to end as it should."""
     try:
         outcome = step(random.uniform(0.9, 1.1))
     except saga.SagaStopped as stopped:
         log.info("%s: %s", stage, stopped)
-        raise Ignore()
-    if outcome.done:
-        return
+        raise Ignore() from None
     if outcome.retry_in is not None:
         raise task.retry(countdown=outcome.retry_in)
-    if on_failure is not None:
-        on_failure()
-    raise Ignore()
+    return outcome
 
 
 @shared_task(name="whatsapp.compensate", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
-def compensate(self, processing_id: str, saga_run: int) -> None:
+def compensate(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
     """Undo what the failed run did, in reverse, then dead-letter it. Reads
     everything from Postgres, so running it twice is the same as once."""
     try:
@@ -131,9 +136,9 @@ def compensate(self, processing_id: str, saga_run: int) -> None:
             delay = saga.RETRY_DELAYS[min(self.request.retries, len(saga.RETRY_DELAYS) - 1)] * random.uniform(0.9, 1.1)
             raise self.retry(countdown=delay)
         entry = saga.write_dead_letter(processing_id, saga_run)
-    except saga.MessagePurged as purged:
-        log.info("compensate: %s", purged)
-        raise Ignore()
+    except saga.SagaStopped as stopped:  # purged, or no failure recorded in this run
+        log.info("compensate: %s", stopped)
+        raise Ignore() from None
     if entry is not None:
         log.warning(
             "dead-lettered %s run %s at %s (%s) as DLQ #%s",
@@ -146,10 +151,10 @@ def compensate(self, processing_id: str, saga_run: int) -> None:
 
 
 @shared_task(name="whatsapp.finish", bind=True, **DB_RETRY)
-def finish(self, processing_id: str, saga_run: int) -> None:
+def finish(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
     try:
         with tracing.span("whatsapp.finish", "mark the message processed"):
             saga.finish_run(processing_id, saga_run)
     except saga.SagaStopped as stopped:
         log.info("finish: %s", stopped)
-        raise Ignore()
+        raise Ignore() from None

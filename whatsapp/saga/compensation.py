@@ -15,6 +15,7 @@ from whatsapp.actions.registry import executors
 from whatsapp.models import SagaStep
 from whatsapp.saga.run import (
     RETRY_DELAYS,
+    SagaStopped,
     action_context,
     describe_failure,
     inbox_row,
@@ -26,8 +27,17 @@ log = logging.getLogger(__name__)
 
 def compensate_steps(processing_id: str, saga_run: int) -> bool:
     """Undo the run's succeeded steps in reverse order. Returns True when no
-    step is left to try again (each is COMPENSATED or COMPENSATION_FAILED)."""
+    step is left to try again (each is COMPENSATED or COMPENSATION_FAILED).
+
+    Only a run with its failure recorded is undone (SagaStopped otherwise): the compensate
+    task is also the errback of every action task, which Celery runs for any failure of
+    that task, including a late copy's after its run was requeued or finished."""
     message = inbox_row(processing_id)
+    if message.saga_run != saga_run or not message.failed_stage:
+        raise SagaStopped(
+            f"{processing_id} has no failure recorded in run {saga_run} (it is {message.status} "
+            f"in run {message.saga_run}); nothing to compensate"
+        )
     pending_retry = False
     steps = SagaStep.objects.filter(message=message, saga_run=saga_run, status=SagaStep.Status.SUCCEEDED)
     for step in steps.order_by("-order"):

@@ -25,6 +25,7 @@ from whatsapp.saga.run import (
     fail,
     lead_of,
     load_event,
+    reason_for,
     retry_delay,
 )
 
@@ -61,7 +62,7 @@ def send_reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> Ste
             delay = retry_delay(attempt, exc, jitter)
             log.warning("reply for %s failed (attempt %d), retrying in %.1fs: %s", processing_id, attempt, delay, error)
             return StepOutcome(done=False, retry_in=delay)
-        reason = DeadLetter.Reason.RETRIES_EXHAUSTED if retryable else DeadLetter.Reason.NON_RETRYABLE
+        reason = reason_for(exc, retryable=retryable)
         log.error("reply for %s failed for good (%s): %s", processing_id, reason, error)
         if fail(processing_id, saga_run, stage=DeadLetter.Stage.REPLY, reason=reason, error=error, tb=tb):
             counters.action(counters.REPLY, "failed")

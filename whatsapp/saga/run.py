@@ -12,7 +12,9 @@ from django.utils import timezone
 
 from config.redaction import configured_secrets, redact
 from core import tracing
+from core.errors import ActionError
 from core.metrics import counters
+from dlq.models import DeadLetter
 from leads import directory
 from leads.models import Business, Lead
 from whatsapp.actions.base import ActionContext
@@ -43,11 +45,19 @@ class PermanentStageError(Exception):
     """A stage other than an action failed in a way no retry can fix."""
 
 
+class StageFailed(Exception):
+    """Raised by a task whose stage failed for good, once the failure is in Postgres, so that
+    Celery (and Flower) record the task as FAILURE and run its errback. Its text is the
+    stored, redacted error line, never the original exception's."""
+
+
 @dataclass
 class StepOutcome:
     done: bool
     retry_in: float | None = None
     failed: bool = False
+    # The failure as stored (redacted), when failed.
+    error: str = ""
 
 
 def load_event(message: ProcessedMessage) -> AIResultEvent:
@@ -123,6 +133,17 @@ def describe_failure(exc: BaseException, secrets: tuple[str, ...]) -> tuple[str,
     to their origin and known secrets replaced (config.redaction)."""
     error = redact(f"{type(exc).__name__}: {exc}", secrets)[:4000]
     return error, redact(traceback_module.format_exc(), secrets)
+
+
+def reason_for(exc: BaseException, *, retryable: bool) -> str:
+    """Why a stage failed for good: out of retries; refused on purpose (an action or a client
+    said it can never work); or an error nobody raised on purpose, a bug, told apart so that
+    it is not mistaken for a refusal."""
+    if retryable:
+        return DeadLetter.Reason.RETRIES_EXHAUSTED
+    if isinstance(exc, (ActionError, PermanentStageError)):
+        return DeadLetter.Reason.NON_RETRYABLE
+    return DeadLetter.Reason.UNEXPECTED_ERROR
 
 
 def retry_delay(attempt: int, exc: BaseException, jitter: float) -> float:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from core import tracing
 from core.breakers import CircuitOpen
+from core.errors import DATABASE_UNAVAILABLE
 from core.metrics import counters
 from dlq.models import DeadLetter
 from whatsapp.actions.base import ActionContext, ActionExecutor
@@ -24,11 +25,14 @@ from whatsapp.saga.run import (
     active_message,
     describe_failure,
     fail,
+    reason_for,
     retry_delay,
     secrets_of,
 )
 
 log = logging.getLogger(__name__)
+# Losing the database or the run is not a failure of the step (see run_step).
+_NOT_A_STEP_FAILURE: tuple[type[BaseException], ...] = (SagaStopped, *DATABASE_UNAVAILABLE)
 
 
 def step_message(step: SagaStep) -> ProcessedMessage:
@@ -45,8 +49,23 @@ class _AlreadyDone(Exception):
 
 
 def run_step(processing_id: str, saga_run: int, order: int, *, jitter: float = 1.0) -> StepOutcome:
-    """Execute one step. Returns done, a retry delay, or failed (then the
-    message has been handed to compensation).
+    """Execute one step. Returns done, a retry delay, or failed (then the failure is
+    recorded on the run, and the caller's task hands it to compensation).
+
+    An error of this code itself (not of the executor, whose errors _attempt classifies)
+    fails the step too, as unexpected_error: a bug does not get better by re-driving the
+    message, which is what the sweeper would do with a run left PROCESSING. Losing the
+    database or the run is not a failure of the step: the task retries, or stops."""
+    try:
+        return _attempt(processing_id, saga_run, order, jitter)
+    except _NOT_A_STEP_FAILURE:
+        raise
+    except Exception as exc:
+        return _failed_unexpectedly(processing_id, saga_run, order, exc)
+
+
+def _attempt(processing_id: str, saga_run: int, order: int, jitter: float) -> StepOutcome:
+    """One attempt at the step.
 
     A transactional executor runs inside the transaction that marks the step SUCCEEDED,
     so the step never claims what did not happen. Any other (one that calls an outside
@@ -143,12 +162,40 @@ def _failed_attempt(
             error,
         )
         return StepOutcome(done=False, retry_in=delay)
-    reason = DeadLetter.Reason.RETRIES_EXHAUSTED if retryable else DeadLetter.Reason.NON_RETRYABLE
+    reason = reason_for(exc, retryable=retryable)
     log.error(
         "action %s of %s failed for good (%s, attempt %d): %s", step.action, processing_id, reason, attempt, error
     )
     fail(processing_id, saga_run, stage=step.action, reason=reason, error=error, tb=tb, failed_step=step.pk)
-    return StepOutcome(done=False, failed=True)
+    return StepOutcome(done=False, failed=True, error=error)
+
+
+def _failed_unexpectedly(processing_id: str, saga_run: int, order: int, exc: Exception) -> StepOutcome:
+    """Record an error raised around the executor (a bug) as the step's failure."""
+    step = SagaStep.objects.filter(message__processing_id=processing_id, saga_run=saga_run, order=order).first()
+    context: ActionContext | None = None
+    if step is not None:
+        try:
+            context = action_context(step_message(step), step)
+        except Exception:  # only wanted for the secrets to take out of the error
+            context = None
+    error, tb = describe_failure(exc, secrets_of(context))
+    stage = step.action if step is not None else DeadLetter.Stage.PIPELINE
+    log.error("action %s of %s failed unexpectedly: %s", stage, processing_id, error)
+    if step is not None:
+        SagaStep.objects.filter(pk=step.pk).update(error=error, traceback=tb, updated_at=timezone.now())
+    # A step that succeeded before the error stays SUCCEEDED, so that compensation undoes it.
+    pending = step is not None and step.status == SagaStep.Status.PENDING
+    fail(
+        processing_id,
+        saga_run,
+        stage=stage,
+        reason=DeadLetter.Reason.UNEXPECTED_ERROR,
+        error=error,
+        tb=tb,
+        failed_step=step.pk if step is not None and pending else None,
+    )
+    return StepOutcome(done=False, failed=True, error=error)
 
 
 def _give_back_attempt(step_pk: int) -> None:
