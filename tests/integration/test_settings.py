@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOOD = {"SECRET_KEY": "a-perfectly-long-secret-key-for-this-test-0123456789", "DEBUG": "0"}
 
 

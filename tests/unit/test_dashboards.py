@@ -10,7 +10,7 @@ import yaml
 
 from core.metrics import counters as metrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "whatsapp.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 

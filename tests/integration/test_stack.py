@@ -18,7 +18,7 @@ from django.conf import settings
 
 from devtools.services import HOST, port_open, start_redis
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PORTS = (8000, 5555)
 ADMIN = "http://127.0.0.1:8000/admin/"
 FLOWER = "http://127.0.0.1:5555/"

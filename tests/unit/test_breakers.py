@@ -36,7 +36,7 @@ from core.breakers import (
 )
 from tests.support.proxy import FaultProxy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 4
 FORK = multiprocessing.get_context("fork")
 
