@@ -34,11 +34,6 @@ def test_services_load_without_django_or_clients():
     assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
 
 
-def test_free_port_and_port_open():
-    port = ls.free_port()
-    assert not ls.port_open("127.0.0.1", port, timeout=0.2)
-
-
 def test_postgres(tmp_path):
     import psycopg
 
@@ -147,16 +142,3 @@ def test_ensure_services_embedded(tmp_path, capsys):
         for service in started:
             service.stop()
     assert not any(s.running() for s in started)
-
-
-def test_ensure_services_uses_given_urls(tmp_path, capsys):
-    env = {
-        "DATABASE_URL": "postgres://u@db.example:5432/x",
-        "REDIS_URL": "redis://cache.example:6379/1",
-        "KAFKA_BOOTSTRAP_SERVERS": "broker.example:9092",
-        "WHATSAPP_EMBEDDED": "1",
-    }
-    settings, started = ls.ensure_services(tmp_path / "var", env=env)
-    assert started == []
-    assert settings == {k: env[k] for k in settings}
-    assert "postgres: from DATABASE_URL" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from werkzeug import Response
 
 from dlq.models import DeadLetter
 from dlq.requeue import requeue
-from leads.models import CallbackRequest, Lead, LeadActivity, Order, Product, ReviewFlag, SalesNotification, SupportTicket
+from leads.models import CallbackRequest, Lead, Order, Product, ReviewFlag, SalesNotification, SupportTicket
 from tests.support.events import event, later_iso
 from tests.support.processes import wait_until
 from whatsapp.models import ProcessedMessage, SagaStep

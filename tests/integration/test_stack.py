@@ -110,12 +110,3 @@ def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_red
     left = [command for pgid in started + [make.pid] for command in running_in_group(pgid)]
     assert not left, f"left running after Ctrl-C: {left}"
     assert not any(port_open(HOST, port, timeout=0.3) for port in PORTS)
-
-
-@pytest.mark.django_db
-def test_the_admin_password_is_made_once():
-    from devtools.stack import ensure_admin
-
-    password = ensure_admin()
-    assert password and len(password) >= 12
-    assert ensure_admin() is None  # the user exists: nothing new to print
