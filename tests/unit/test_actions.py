@@ -277,6 +277,7 @@ def test_ticket_twice_is_one_and_compensation_voids_once(business, lead):
 def test_bad_severity_is_permanent(business, lead):
     with pytest.raises(PermanentActionError, match="severity"):
         execute(context(business, lead, "CREATE_SUPPORT_TICKET", {"severity": "catastrophic"}))
+    assert not SupportTicket.objects.exists()
 
 
 # --- FLAG_FOR_REVIEW ----------------------------------------------------------
@@ -478,6 +479,8 @@ def test_refused_connection_is_retryable(webhook_business, lead):
     webhook_business.save()
     with pytest.raises(RetryableActionError, match="could not be reached"):
         execute(notify_context(webhook_business, lead))
+    # Not delivered: no row is left claiming it is being sent, so the retry starts afresh.
+    assert not SalesNotification.objects.exists()
 
 
 def test_retry_after_a_failure_sends_with_the_same_key(webhook_business, lead, httpserver):

@@ -154,6 +154,7 @@ def test_decorator_and_context_manager_are_guarded(new_name, backend):
         flaky()
     with pytest.raises(ConnectionError), guard.calling():
         raise ConnectionError("down")
+    assert guard.state == "open"
     with pytest.raises(CircuitOpen), guard.calling():
         pytest.fail("an open breaker must not run the block")
 

@@ -253,6 +253,8 @@ def test_permanent_code_wins_over_a_5xx(graph, business, lead):
         error_body(131047, "Re-engagement message", "More than 24 hours have passed."), status=500)
     with pytest.raises(CloudApiPermanent):
         reply(business, lead)
+    sent = OutboundMessage.objects.get(processing_id="proc-1")
+    assert (sent.status, sent.error_code) == (Status.FAILED, 131047)
 
 
 def test_pair_rate_limit_honours_a_longer_retry_after(graph, business, lead):

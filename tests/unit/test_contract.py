@@ -394,8 +394,12 @@ def test_unsupported_schema_wins_over_field_errors() -> None:
 
 
 def test_model_refuses_other_schema_versions_too() -> None:
-    with pytest.raises(ValueError):
+    """The saga validates the stored payload with the model alone: a v2 payload is refused there too."""
+    with pytest.raises(ValueError) as caught:
         AIResultEvent.model_validate(with_change("schema_version", 2))
+
+    assert [(e["loc"], e["msg"]) for e in caught.value.errors()] == [(("schema_version",), "must be 1")]
+    assert AIResultEvent.model_validate(with_change("schema_version", 1)).schema_version == 1
 
 
 @pytest.mark.parametrize("value", [None, b""])
@@ -573,10 +577,13 @@ def test_overlong_intent_is_reported_once_and_never_echoed() -> None:
 def test_stored_payload_with_a_bad_offset_fails_validation_too() -> None:
     """The saga validates the stored payload again; the same rules hold there."""
     payload = to_payload(parse_event(encode(EXAMPLE)))
+    assert AIResultEvent.model_validate(payload).message.received_at.utcoffset() == timedelta(0)
     payload["message"]["received_at"] = "2026-11-24T10:30:00+16:00"
 
-    with pytest.raises(ValueError, match="between -15:59 and \\+15:59"):
+    with pytest.raises(ValueError, match="between -15:59 and \\+15:59") as caught:
         AIResultEvent.model_validate(payload)
+
+    assert [e["loc"] for e in caught.value.errors()] == [("message", "received_at")]
 
 
 # --- duplicate keys -------------------------------------------------------------------------

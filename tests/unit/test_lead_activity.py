@@ -41,6 +41,7 @@ def test_model_refuses_save_and_delete(activity):
         activity.save()
     with pytest.raises(ImmutableRecord):
         activity.delete()
+    assert LeadActivity.objects.filter(pk=activity.pk, kind="state_changed").exists()
 
 
 def test_appending_still_works(activity):

@@ -113,6 +113,7 @@ def test_unknown_state_name_is_a_caller_bug(make_lead):
 def test_missing_lead_raises(make_lead):
     with pytest.raises(Lead.DoesNotExist):
         advance(999_999_999, S.CONTACTED, processing_id="p1", reason="gone")
+    assert not LeadActivity.objects.filter(processing_id="p1").exists()
 
 
 def test_advance_joins_the_callers_transaction(make_lead):

@@ -83,6 +83,9 @@ def test_a_failed_reply_whose_message_moved_on_is_refused(business):
     row("moved-1").start_new_run()  # say, a forced replay since
     with pytest.raises(RequeueRefused, match="has moved on since this entry"):
         requeue(entry.pk, by="ops")
+    entry.refresh_from_db()
+    assert entry.status == DeadLetter.Status.OPEN
+    assert row("moved-1").status == ProcessedMessage.Status.RECEIVED, "left as the replay left it"
 
 
 def test_an_ingest_entry_that_is_still_invalid_or_refused_stays_open(business):

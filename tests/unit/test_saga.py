@@ -127,6 +127,8 @@ def test_an_unclaimed_row_is_not_planned(business):
         saga.plan_run("unclaimed-1", 1)
     with pytest.raises(saga.MessagePurged):
         saga.plan_run("never-taken-in", 1)
+    assert not SagaStep.objects.exists()
+    assert row("unclaimed-1").status == ProcessedMessage.Status.RECEIVED
 
 
 # --- steps: one planned action --------------------------------------------------
