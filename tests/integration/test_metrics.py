@@ -1,7 +1,8 @@
 """Metrics and logs of a real run: the demo stream plus more, 200 records in all, through
 ingest and two Celery worker processes, with a web process serving /metrics.
 
-One run, two checks a user makes: the counters on /metrics (added up across every process
+One run, two checks a user makes, each split into subtests (pytest's `subtests`) so that one
+that fails does not hide the others: the counters on /metrics (added up across every process
 through PROMETHEUS_MULTIPROC_DIR) equal what the database says happened, and no log line
 at INFO or above carries a customer's phone number, name or text, the access token or a
 webhook secret.
@@ -103,7 +104,8 @@ def secrets_in(records: list[tuple[bytes | None, bytes]]) -> set[str]:
 
 @pytest.mark.slow
 def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
-        bootstrap, topic, child_env, processes, start_worker, start_ingest, tmp_path):
+        bootstrap, topic, child_env, processes, start_worker, start_ingest, tmp_path, subtests):
+    """One pipeline run; each check a subtest, so one that fails does not hide the others."""
     from devtools.demo import OutsideWorld, load_businesses, sample_stream
     from dlq.models import DeadLetter
     from leads.models import LeadActivity
@@ -129,13 +131,15 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
         workers = [start_worker(concurrency=2, name=name, env=env) for name in ("w1", "w2")]
         metrics_url = f"http://127.0.0.1:{web_port}/metrics"
         wait_until(lambda: _answers(f"http://127.0.0.1:{web_port}/healthz"), timeout=30, message="the web process")
-        refused = requests.get(metrics_url, timeout=20)
-        assert refused.status_code == 401 and b"celery_queue_length" not in refused.content
+        with subtests.test("/metrics refuses a scrape without the token"):
+            refused = requests.get(metrics_url, timeout=20)
+            assert refused.status_code == 401 and b"celery_queue_length" not in refused.content
 
         produce_unbatched(bootstrap, topic, records)
-        before = Scrape.get(metrics_url, METRICS_TOKEN)
-        assert sum(before.by("kafka_consumer_lag", "partition").values()) == TOTAL, before.text
-        assert set(before.by("kafka_consumer_lag", "partition")) <= {"0", "1", "2"}
+        with subtests.test("the consumer lag counts every record before ingest starts"):
+            before = Scrape.get(metrics_url, METRICS_TOKEN)
+            assert sum(before.by("kafka_consumer_lag", "partition").values()) == TOTAL, before.text
+            assert set(before.by("kafka_consumer_lag", "partition")) <= {"0", "1", "2"}
 
         ingest = start_ingest(topic, env={**env, "INGEST_METRICS_PORT": str(ingest_port)})
 
@@ -171,7 +175,7 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
         planned = Counter(LeadActivity.objects.filter(kind="message_received").values_list("detail__intent", flat=True))
         processed = dict(ProcessedMessage.objects.filter(status="PROCESSED").values_list("intent").annotate(n=Count("id")))
         open_dlq = dict(DeadLetter.objects.filter(status="OPEN").values_list("reason").annotate(n=Count("id")))
-        # The run must have exercised what the counters count.
+        # The run must have exercised what the counters count (else every check below means little).
         assert DuplicateDelivery.objects.count() == 13 and len(invalid) >= 4 and compensations and moves
         assert ("NOTIFY_SALES", "failed") in actions and actions[("REPLY", "succeeded")] > 0
 
@@ -186,75 +190,77 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
             scrape = wait_until(scrape_matches, timeout=15, interval=0.5, message="/metrics to match the database")
         except AssertionError:
             scrape = Scrape.get(metrics_url, METRICS_TOKEN)
-        assert scrape.by("whatsapp_messages_received_total", "business_id") == received
-        assert scrape.by("whatsapp_messages_received_total", "source") == {"kafka": sum(received.values())}
-        assert scrape.by("whatsapp_messages_invalid_total", "reason") == invalid
-        assert scrape.value("message_duplicate_total") == DuplicateDelivery.objects.count()
-        assert scrape.by("message_dlq_total", "stage", "reason") == dead
-        assert scrape.by("whatsapp_action_executed_total", "action", "status") == {k: v for k, v in actions.items() if v}
-        assert scrape.by("action_compensation_total", "action", "status") == dict(compensations)
-        assert scrape.by("lead_state_changed_total", "from", "to") == dict(moves)
-        assert scrape.by("ai_intent_detected_total", "intent") == dict(planned)
-        # Histograms: one observation per planned / processed message, and +Inf holds them all.
-        assert scrape.by("ai_intent_confidence_count", "intent") == dict(planned)
-        assert scrape.by("ai_processing_duration_seconds_count", "intent") == dict(planned)
-        assert scrape.by("pipeline_duration_seconds_count", "intent") == processed
-        for name in ("ai_intent_confidence", "pipeline_duration_seconds", "pipeline_stage_duration_seconds"):
-            infinite = scrape.by(f"{name}_bucket", "le").get("+Inf")
-            assert infinite == sum(scrape.by(f"{name}_count", "intent" if name != "pipeline_stage_duration_seconds"
-                                             else "stage").values()), name
-        stages = scrape.by("pipeline_stage_duration_seconds_count", "stage")
-        assert stages["dedupe"] >= ProcessedMessage.objects.count()
-        assert stages["ingest"] == scrape.value("kafka_ingest_batches_total") > 0
-        # Read at scrape time.
-        assert scrape.by("dlq_open_entries", "reason") == open_dlq
-        assert scrape.value("inbox_stuck_messages") == 0
-        assert {ls["queue"] for ls, _ in scrape.samples["celery_queue_length"]} == {"pipeline", "webhooks", "whatsapp"}
-        breaker = f"webhook:http://127.0.0.1:{outside.server_address[1]}"
-        assert (scrape.samples["circuit_breaker_state"] and
-                ({"circuit": breaker}, 0.0) in scrape.samples["circuit_breaker_state"]), scrape.text
-        wait_until(lambda: sum(Scrape.get(metrics_url, METRICS_TOKEN).by("kafka_consumer_lag", "partition").values()) == 0,
-                   timeout=15, message="the consumer lag to reach 0")
-        # Counted in every process: ingest and several Celery children wrote their own files.
-        assert len({p.name.rsplit("_", 1)[-1] for p in Path(prom_dir).glob("counter_*.db")}) >= 3
-
-        # No lead, message or customer in any label.
-        ids = set(ProcessedMessage.objects.values_list("processing_id", flat=True)) \
-            | set(ProcessedMessage.objects.values_list("lead_id", flat=True))
-        for name, samples in scrape.samples.items():
-            for labels, _ in samples:
-                assert set(labels) <= ALLOWED_LABELS, (name, labels)
-                assert not ids & set(labels.values()), (name, labels)
-
-        # Ingest's own port serves the counts it made.
-        alone = Scrape.get(f"http://127.0.0.1:{ingest_port}/metrics")
-        assert alone.by("whatsapp_messages_received_total", "business_id") == received
-        assert alone.by("whatsapp_messages_invalid_total", "reason") == invalid
-        assert alone.value("message_duplicate_total") == DuplicateDelivery.objects.count()
-        assert "celery_queue_length" not in alone.samples  # scrape-time gauges are the web's
+        with subtests.test("messages received, invalid, duplicated and dead-lettered equal the database"):
+            assert scrape.by("whatsapp_messages_received_total", "business_id") == received
+            assert scrape.by("whatsapp_messages_received_total", "source") == {"kafka": sum(received.values())}
+            assert scrape.by("whatsapp_messages_invalid_total", "reason") == invalid
+            assert scrape.value("message_duplicate_total") == DuplicateDelivery.objects.count()
+            assert scrape.by("message_dlq_total", "stage", "reason") == dead
+        with subtests.test("actions, compensations, lead moves and intents equal the database"):
+            assert scrape.by("whatsapp_action_executed_total", "action", "status") == {k: v for k, v in actions.items() if v}
+            assert scrape.by("action_compensation_total", "action", "status") == dict(compensations)
+            assert scrape.by("lead_state_changed_total", "from", "to") == dict(moves)
+            assert scrape.by("ai_intent_detected_total", "intent") == dict(planned)
+        with subtests.test("histograms: one observation per planned or processed message, +Inf holds them all"):
+            assert scrape.by("ai_intent_confidence_count", "intent") == dict(planned)
+            assert scrape.by("ai_processing_duration_seconds_count", "intent") == dict(planned)
+            assert scrape.by("pipeline_duration_seconds_count", "intent") == processed
+            for name in ("ai_intent_confidence", "pipeline_duration_seconds", "pipeline_stage_duration_seconds"):
+                infinite = scrape.by(f"{name}_bucket", "le").get("+Inf")
+                assert infinite == sum(scrape.by(f"{name}_count", "intent" if name != "pipeline_stage_duration_seconds"
+                                                 else "stage").values()), name
+            stages = scrape.by("pipeline_stage_duration_seconds_count", "stage")
+            assert stages["dedupe"] >= ProcessedMessage.objects.count()
+            assert stages["ingest"] == scrape.value("kafka_ingest_batches_total") > 0
+        with subtests.test("the gauges read at scrape time: open dead letters, stuck messages, queues, breakers, lag"):
+            assert scrape.by("dlq_open_entries", "reason") == open_dlq
+            assert scrape.value("inbox_stuck_messages") == 0
+            assert {ls["queue"] for ls, _ in scrape.samples["celery_queue_length"]} == {"pipeline", "webhooks", "whatsapp"}
+            breaker = f"webhook:http://127.0.0.1:{outside.server_address[1]}"
+            assert (scrape.samples["circuit_breaker_state"] and
+                    ({"circuit": breaker}, 0.0) in scrape.samples["circuit_breaker_state"]), scrape.text
+            wait_until(lambda: sum(Scrape.get(metrics_url, METRICS_TOKEN).by("kafka_consumer_lag", "partition").values()) == 0,
+                       timeout=15, message="the consumer lag to reach 0")
+        with subtests.test("counted in every process: ingest and several Celery children wrote their own files"):
+            assert len({p.name.rsplit("_", 1)[-1] for p in Path(prom_dir).glob("counter_*.db")}) >= 3
+        with subtests.test("no lead, message or customer in any label"):
+            ids = set(ProcessedMessage.objects.values_list("processing_id", flat=True)) \
+                | set(ProcessedMessage.objects.values_list("lead_id", flat=True))
+            for name, samples in scrape.samples.items():
+                for labels, _ in samples:
+                    assert set(labels) <= ALLOWED_LABELS, (name, labels)
+                    assert not ids & set(labels.values()), (name, labels)
+        with subtests.test("ingest's own port serves the counts it made"):
+            alone = Scrape.get(f"http://127.0.0.1:{ingest_port}/metrics")
+            assert alone.by("whatsapp_messages_received_total", "business_id") == received
+            assert alone.by("whatsapp_messages_invalid_total", "reason") == invalid
+            assert alone.value("message_duplicate_total") == DuplicateDelivery.objects.count()
+            assert "celery_queue_length" not in alone.samples  # scrape-time gauges are the web's
 
         # --- the logs: JSON lines, and nothing of the customers' or the secrets -------------
         for proc in [ingest, web, *workers]:
             proc.stop()
         outputs = {proc.log_path.name: proc.log_path.read_text(errors="replace") for proc in [ingest, web, *workers]}
         lines = [line for text in outputs.values() for line in json_lines(text)]
-        assert len(lines) > TOTAL
-        assert all({"timestamp", "level", "service", "message"} <= set(line) for line in lines)
-        assert {line["service"] for line in lines} >= {"ingest", "worker", "web"}
-        assert {line["level"] for line in lines} <= {"INFO", "WARNING", "ERROR", "CRITICAL"}
-        # Without a Sentry DSN the trace ids still travel: every line about a message (one
-        # delivered once) carries the trace id stored on its inbox row.
-        traces = dict(ProcessedMessage.objects.exclude(
-            processing_id__in=DuplicateDelivery.objects.values("processing_id")).values_list("processing_id", "trace_id"))
-        about = [line for line in lines if line.get("processing_id") in traces]
-        assert {line["processing_id"] for line in about} == set(traces)
-        assert all(line.get("trace_id") == traces[line["processing_id"]] for line in about)
-        assert {line["service"] for line in about} == {"ingest", "worker"}
-        secrets = secrets_in(records)
-        assert len(secrets) > 3 * 150
-        for name, text in outputs.items():
-            leaked = sorted(s for s in secrets if s in text)
-            assert not leaked, f"{name} logs {leaked[:5]}"
+        with subtests.test("every process logs JSON lines at INFO or above"):
+            assert len(lines) > TOTAL
+            assert all({"timestamp", "level", "service", "message"} <= set(line) for line in lines)
+            assert {line["service"] for line in lines} >= {"ingest", "worker", "web"}
+            assert {line["level"] for line in lines} <= {"INFO", "WARNING", "ERROR", "CRITICAL"}
+        with subtests.test("every line about a message carries the trace id stored on its inbox row"):
+            # Without a Sentry DSN the trace ids still travel (a message delivered once).
+            traces = dict(ProcessedMessage.objects.exclude(
+                processing_id__in=DuplicateDelivery.objects.values("processing_id")).values_list("processing_id", "trace_id"))
+            about = [line for line in lines if line.get("processing_id") in traces]
+            assert {line["processing_id"] for line in about} == set(traces)
+            assert all(line.get("trace_id") == traces[line["processing_id"]] for line in about)
+            assert {line["service"] for line in about} == {"ingest", "worker"}
+        with subtests.test("no log holds a customer's phone number, name or text, the token or a secret"):
+            secrets = secrets_in(records)
+            assert len(secrets) > 3 * 150
+            for name, text in outputs.items():
+                leaked = sorted(s for s in secrets if s in text)
+                assert not leaked, f"{name} logs {leaked[:5]}"
     finally:
         outside.shutdown()
         outside.server_close()
