@@ -32,7 +32,7 @@ def database_url() -> str:
 # (`make test` runs with --maxschedchunk 1) each worker takes the next test as
 # it frees up, so starting with the longest keeps one worker from being left
 # with them all at the end.
-LONGEST_FIRST = ["test_pipeline_volume", "test_faults", "test_ingest", "test_pipeline", "test_metrics",
+LONGEST_FIRST = ["test_pipeline_volume", "test_faults", "test_ingest_outages", "test_pipeline", "test_metrics",
                  "test_pipeline_breakers", "test_fairness", "test_demo"]
 
 

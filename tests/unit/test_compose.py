@@ -1,0 +1,252 @@
+"""docker-compose.yml, .env.example, the Dockerfile, the Procfile and the
+Prometheus/Grafana files agree with the code.
+
+No Docker engine runs here, so they are checked by parsing: the services and
+their healthchecks and start order, that every variable they set is a setting
+config/settings.py reads, that every command names a real management command,
+Celery app, queue or WSGI module, and that the ports line up."""
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import get_commands
+from honcho.environ import parse_procfile
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict] = COMPOSE["services"]
+APP_SERVICES = {name: s for name, s in SERVICES.items() if s.get("build")}
+QUEUES = {"pipeline", "webhooks", "whatsapp"}
+
+# Variables the compose file passes on that are not Django settings, and who reads them.
+READ_BY_OTHERS = {
+    "POSTGRES_PASSWORD": "the postgres image (and the app's DATABASE_URL, built from it)",
+    "FLOWER_BASIC_AUTH": "Flower itself (FLOWER_* options)",
+    "GRAFANA_ADMIN_PASSWORD": "the grafana image",
+}
+
+
+def settings_read() -> set[str]:
+    """Every variable config/settings.py reads through config.env.Env."""
+    source = (ROOT / "config" / "settings.py").read_text()
+    return set(re.findall(r"""env\.\w+\(\s*["']([A-Z][A-Z0-9_]*)["']""", source))
+
+
+def interpolated(node) -> set[str]:
+    """The ${VAR} names used anywhere in a parsed YAML tree."""
+    if isinstance(node, dict):
+        return set().union(*(interpolated(v) for v in node.values())) if node else set()
+    if isinstance(node, list):
+        return set().union(*(interpolated(v) for v in node)) if node else set()
+    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", str(node)))
+
+
+def env_example_keys() -> set[str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return {line.split("=", 1)[0].strip() for line in lines if "=" in line and not line.lstrip().startswith("#")}
+
+
+def command_problems(argv: list[str]) -> list[str]:
+    """What is wrong with one process command: it must name a management
+    command, the Celery app with a known subcommand and queues, or the WSGI app."""
+    program = argv[0]
+    if program == "python":
+        if argv[1] != "manage.py" or argv[2] not in get_commands():
+            return [f"{argv[:3]}: not a manage.py command"]
+        return []
+    if program == "celery":
+        problems = []
+        if argv[1:3] != ["-A", "config"] or not hasattr(importlib.import_module("config.celery"), "app"):
+            problems.append(f"{argv}: not the config Celery app")
+        if argv[3] not in {"worker", "beat", "flower"}:
+            problems.append(f"{argv}: unknown celery subcommand {argv[3]}")
+        if argv[3] == "worker":
+            queues = set(argv[argv.index("-Q") + 1].split(","))
+            if queues != QUEUES:
+                problems.append(f"worker consumes {sorted(queues)}, the pipeline uses {sorted(QUEUES)}")
+            if "-E" not in argv:
+                problems.append("worker sends no task events, so Flower shows no tasks")
+        return problems
+    if program == "gunicorn":
+        problems = []
+        if "-c" in argv:
+            config = argv[argv.index("-c") + 1]
+            if not (ROOT / config).is_file():
+                problems.append(f"{config}: no such gunicorn config")
+            argv = argv[:argv.index("-c")] + argv[argv.index("-c") + 2:]
+        module, _, attr = argv[1].partition(":")
+        if not hasattr(importlib.import_module(module), attr or "application"):
+            problems.append(f"{argv[1]}: no such WSGI application")
+        return problems
+    return [f"{argv}: unknown program"]
+
+
+def published(service: dict) -> set[int]:
+    """The container ports a service publishes ("8000:8000" -> 8000)."""
+    return {int(str(port).split(":")[-1].split("/")[0]) for port in service.get("ports", [])}
+
+
+def test_services_healthchecks_and_start_order():
+    expected = {"kafka", "postgres", "redis", "web", "ingest", "worker", "beat", "flower", "prometheus", "grafana"}
+    assert expected <= set(SERVICES), expected - set(SERVICES)
+    assert {"web", "ingest", "worker", "beat", "flower"} <= set(APP_SERVICES)
+    for name in ("kafka", "postgres", "redis", "web"):
+        test = SERVICES[name].get("healthcheck", {}).get("test")
+        assert test and test[0] in {"CMD", "CMD-SHELL"}, f"{name} has no healthcheck"
+
+    kafka = SERVICES["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    kraft = kafka["environment"]
+    assert set(kraft["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert kraft["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{kraft['KAFKA_NODE_ID']}@kafka:")
+    assert "CONTROLLER" in kraft["KAFKA_CONTROLLER_LISTENER_NAMES"] and kraft.get("CLUSTER_ID")
+    assert not any("ZOOKEEPER" in key for key in kraft)
+    assert "PLAINTEXT://kafka:9092" in kraft["KAFKA_ADVERTISED_LISTENERS"]
+    assert " ".join(SERVICES["redis"]["command"]).count("--appendonly yes") == 1
+    assert SERVICES["postgres"]["image"].startswith("postgres:")
+
+    for name, service in SERVICES.items():
+        for dependency, rule in service.get("depends_on", {}).items():
+            assert dependency in SERVICES, f"{name} depends on unknown {dependency}"
+            condition = rule["condition"]
+            assert condition in {"service_healthy", "service_completed_successfully"}, (name, dependency, condition)
+            if condition == "service_healthy":
+                assert "healthcheck" in SERVICES[dependency], f"{name} waits for {dependency}, which has no healthcheck"
+    for name in ("web", "ingest", "worker", "beat"):
+        waits = {dep: rule["condition"] for dep, rule in APP_SERVICES[name]["depends_on"].items()}
+        assert waits["postgres"] == waits["redis"] == waits["kafka"] == "service_healthy", name
+        assert waits["migrate"] == "service_completed_successfully", name
+    assert APP_SERVICES["ingest"]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+    for name in ("ingest", "worker"):  # scalable: nothing that would clash between replicas
+        assert "container_name" not in APP_SERVICES[name] and not APP_SERVICES[name].get("ports"), name
+
+
+def test_every_variable_is_a_setting_and_documented():
+    settings = settings_read()
+    assert {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "STATIC_ROOT"} <= settings
+    allowed = settings | set(READ_BY_OTHERS)
+    for name, service in APP_SERVICES.items():
+        unknown = set(service.get("environment", {})) - allowed
+        assert not unknown, f"{name} sets {sorted(unknown)}, which config/settings.py never reads"
+    used = interpolated(COMPOSE)
+    assert not used - allowed, f"docker-compose.yml uses {sorted(used - allowed)}, which nothing reads"
+    documented = env_example_keys()
+    assert used <= documented, f".env.example does not mention {sorted(used - documented)}"
+    assert not documented - allowed, f".env.example sets {sorted(documented - allowed)}, which nothing reads"
+    for name in READ_BY_OTHERS:
+        assert name in used, f"{name} is allowed for the compose file but it does not use it"
+
+    dockerfile_env = set(re.findall(r"^ENV\s+([A-Z_]+)=", (ROOT / "Dockerfile").read_text(), re.M))
+    dockerfile_env |= set(re.findall(r"^\s+([A-Z_]+)=\S+ \\?$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert not {v for v in dockerfile_env if not v.startswith(("PYTHON", "PIP_"))} - settings
+
+
+@pytest.mark.parametrize("source", ["docker-compose.yml", "Procfile"])
+def test_every_command_runs_something_real(source):
+    if source == "Procfile":
+        processes = parse_procfile((ROOT / "Procfile").read_text()).processes
+        commands = {name: shlex.split(command) for name, command in processes.items()}
+        assert set(commands) == {"web", "ingest", "worker", "beat", "flower"}
+    else:
+        commands = {name: s["command"] for name, s in APP_SERVICES.items()}
+    problems = [problem for argv in commands.values() for problem in command_problems(argv)]
+    assert not problems, problems
+    # Web and Flower listen where the compose file publishes them (the Procfile: 8000, 5555).
+    web_bind = commands["web"][commands["web"].index("--bind") + 1]
+    assert web_bind.endswith(":8000")
+    flower_port = [a for a in commands["flower"] if a.startswith("--port=")]
+    assert flower_port == ["--port=5555"]
+    if source == "docker-compose.yml":
+        assert web_bind.startswith("0.0.0.0:") and published(SERVICES["web"]) == {8000}
+        assert published(SERVICES["flower"]) == {5555}
+        assert "manage.py migrate" in " ".join(APP_SERVICES["migrate"]["command"])
+
+
+def test_dockerfile_builds_what_the_services_run():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    version = re.search(r"^FROM python:(\d+\.\d+)", dockerfile, re.M)
+    assert version and f">={version.group(1)}" in project["requires-python"]
+    copied = " ".join(re.findall(r"^COPY (.+)$", dockerfile, re.M))
+    for package in ("config", "whatsapp", "leads", "dlq", "manage.py"):
+        assert re.search(rf"(^|\s){re.escape(package)}(\s|$)", copied), f"the Dockerfile does not copy {package}"
+    assert re.search(r"^RUN pip install \.$", dockerfile, re.M)
+    assert "collectstatic --noinput" in dockerfile
+    dependencies = " ".join(project["dependencies"])
+    for program in ("gunicorn", "celery", "flower", "whitenoise"):
+        assert program in dependencies, f"{program} is not installed in the image"
+    assert SERVICES["web"]["build"] == "." and (ROOT / ".dockerignore").exists()
+
+
+def test_published_ports_are_on_this_machine_only():
+    """Every port docker-compose.yml publishes is bound to 127.0.0.1, never to every interface."""
+    published_anything = False
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            published_anything = True
+            assert isinstance(port, str) and port.startswith("127.0.0.1:") and port.count(":") == 2, (name, port)
+    assert published_anything
+    # The ingest containers' metrics port is for Prometheus inside the network: bound in the
+    # container to all its interfaces, published nowhere; outside compose it defaults to 127.0.0.1.
+    ingest = APP_SERVICES["ingest"]
+    assert ingest["environment"]["INGEST_METRICS_ADDR"] == "0.0.0.0" and not ingest.get("ports")
+    assert "INGEST_METRICS_ADDR" not in COMPOSE["x-app"]["environment"]
+
+
+def test_metrics_token_reaches_web_and_prometheus_but_is_never_committed():
+    web_env = APP_SERVICES["web"]["environment"]
+    assert web_env["METRICS_TOKEN"].startswith("${METRICS_TOKEN:?"), "required, and only from .env"
+    assert "METRICS_TOKEN" not in COMPOSE["x-app"]["environment"], "only web needs it"
+    assert COMPOSE["secrets"]["metrics_token"] == {"environment": "METRICS_TOKEN"}
+    assert SERVICES["prometheus"]["secrets"] == ["metrics_token"]
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    web_job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "web")
+    assert web_job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if "=" in line and not line.lstrip().startswith("#"))
+    assert example["METRICS_TOKEN"] == "" and example["SECRET_KEY"] == "", ".env.example holds no secret"
+
+
+def test_kafka_sasl_is_documented_and_passed_to_the_application():
+    text = (ROOT / "docker-compose.yml").read_text()
+    header = text[:text.index("\nname:")]
+    for needed in ("KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM=PLAIN", "KAFKA_SASL_USERNAME",
+                   "KAFKA_SASL_PASSWORD", "KAFKA_SASL_ENABLED_MECHANISMS", "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                   "--command-config"):
+        assert needed in header, f"the SASL how-to does not mention {needed}"
+    app_env = COMPOSE["x-app"]["environment"]
+    for name in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+        assert app_env[name] == f"${{{name}:-}}", name
+        assert name in settings_read()
+
+
+def test_prometheus_and_grafana_files_match_the_services():
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    assert prometheus["rule_files"] == ["alerts.yml"]
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    assert jobs["web"]["static_configs"][0]["targets"] == ["web:8000"] and jobs["web"]["metrics_path"] == "/metrics"
+    ingest = jobs["ingest"]["dns_sd_configs"][0]
+    assert ingest["names"] == ["ingest"] and ingest["port"] == 9108 and jobs["ingest"]["metrics_path"] == "/metrics"
+    assert "web" in SERVICES["web"].get("environment", {}).get("ALLOWED_HOSTS", ""), "Prometheus scrapes web by that name"
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in SERVICES["prometheus"]["volumes"]}
+    assert mounts["/etc/prometheus"] == "./deploy/prometheus"
+    alerts = ROOT / "deploy/prometheus/alerts.yml"
+    if alerts.exists():  # written by the observability work; arrives with it
+        assert yaml.safe_load(alerts.read_text())["groups"]
+
+    datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090" and published(SERVICES["prometheus"]) == {9090}
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/dashboards.yml").read_text())
+    grafana_mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in SERVICES["grafana"]["volumes"]}
+    dashboards_path = provider["providers"][0]["options"]["path"]
+    assert grafana_mounts[dashboards_path] == "./deploy/grafana/dashboards"
+    assert grafana_mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    for dashboard in (ROOT / "deploy/grafana/dashboards").glob("*.json"):
+        assert json.loads(dashboard.read_text()).get("panels"), dashboard.name
