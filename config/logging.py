@@ -7,8 +7,8 @@ can be found across ingest and every worker by processing_id or trace id.
 
 Only the fields listed in FIELDS are written, whatever a library passes in
 `extra=`: a log line cannot leak a payload by accident. Customer text, phone
-numbers and tokens are never logged at INFO or above (tests/test_observability.py
-scans the demo stream's logs for them).
+numbers and tokens are never logged at INFO or above (tests/integration/test_metrics.py
+scans the logs of a mixed stream for them).
 
 Every line also goes through RedactFilter, at every level: each URL in its message or
 its traceback is cut down to scheme://host:port and the access token is replaced
