@@ -35,8 +35,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	DEBUG=1 $(BIN)/mypy
 
-# Most of the suite's time is spent waiting on real processes (retries,
-# redeliveries, breakers opening), so a few pytest workers share the machine well.
+# The suite is bound by the CPU its pipelines use; a third worker on two cores fills
+# the time the others spend waiting on a restart, a redelivery or a breaker.
 TEST_WORKERS ?= 3
 
 test: $(STAMP)

@@ -1,4 +1,5 @@
 """Fixtures on real services: Postgres, Redis, a Kafka-protocol broker and Celery workers."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,16 @@ def database_url() -> str:
 # (`make test` runs with --maxschedchunk 1) each worker takes the next test as
 # it frees up, so starting with the longest keeps one worker from being left
 # with them all at the end.
-LONGEST_FIRST = ["test_pipeline_volume", "test_faults", "test_ingest_outages", "test_pipeline", "test_metrics",
-                 "test_pipeline_breakers", "test_fairness", "test_demo"]
+LONGEST_FIRST = [
+    "test_pipeline_volume",
+    "test_faults",
+    "test_ingest_outages",
+    "test_pipeline",
+    "test_metrics",
+    "test_pipeline_breakers",
+    "test_fairness",
+    "test_demo",
+]
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -127,7 +136,16 @@ def processes() -> Iterator[list[ManagedProcess]]:
 @pytest.fixture
 def start_ingest(child_env, processes):
     def start(topic: str, *args: str, group: str | None = None, env: dict[str, str] | None = None) -> ManagedProcess:
-        argv = [sys.executable, "manage.py", "ingest_kafka", "--topic", topic, "--group-id", group or f"g-{topic}", *args]
+        argv = [
+            sys.executable,
+            "manage.py",
+            "ingest_kafka",
+            "--topic",
+            topic,
+            "--group-id",
+            group or f"g-{topic}",
+            *args,
+        ]
         proc = ManagedProcess("ingest", argv, {**child_env, **(env or {})})
         processes.append(proc)
         return proc
@@ -137,11 +155,32 @@ def start_ingest(child_env, processes):
 
 @pytest.fixture
 def start_worker(child_env, processes, redis_client):
-    def start(concurrency: int = 2, queues: str = "pipeline,webhooks,whatsapp", name: str = "w1", env: dict[str, str] | None = None,
-              ready_timeout: float = 60) -> ManagedProcess:
+    def start(
+        concurrency: int = 2,
+        queues: str = "pipeline,webhooks,whatsapp",
+        name: str = "w1",
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 60,
+    ) -> ManagedProcess:
         argv = [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "prefork", "-c", str(concurrency),
-            "-Q", queues, "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-Q",
+            queues,
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
         ]
         proc = ManagedProcess(f"worker-{name}", argv, {**child_env, **(env or {})})
         processes.append(proc)
@@ -170,8 +209,8 @@ class Pipeline:
 
     def wait_settled(self, count: int, timeout: float = 120) -> None:
         """Until `count` inbox rows exist and none is RECEIVED or PROCESSING."""
-        from whatsapp.models import ProcessedMessage
         from tests.support.processes import wait_until
+        from whatsapp.models import ProcessedMessage
 
         def settled():
             rows = ProcessedMessage.objects
@@ -181,7 +220,9 @@ class Pipeline:
             wait_until(settled, timeout=timeout, interval=0.5, message=f"{count} messages to settle")
         except AssertionError:
             logs = "\n".join(w.output()[-3000:] for w in self.workers)
-            raise AssertionError(f"messages did not settle; worker logs:\n{logs}\ningest:\n{self.ingest.output()[-2000:]}")
+            raise AssertionError(
+                f"messages did not settle; worker logs:\n{logs}\ningest:\n{self.ingest.output()[-2000:]}"
+            ) from None
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ environment, else the local ones if they answer, else throwaway servers from
 pip packages. The URLs go into os.environ so that every worker or ingest
 process a test starts uses the same services.
 """
+
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,7 +25,9 @@ _urls, STARTED_SERVICES = ensure_services(ROOT / "var" / "test-services")
 # suite never touches a developer's data on the same servers.
 # A URL given in the environment is used as it is.
 _given = {name for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name)}
-os.environ["DATABASE_URL"] = _urls["DATABASE_URL"] if "DATABASE_URL" in _given else with_path(_urls["DATABASE_URL"], "/whatsapp_handler")
+os.environ["DATABASE_URL"] = (
+    _urls["DATABASE_URL"] if "DATABASE_URL" in _given else with_path(_urls["DATABASE_URL"], "/whatsapp_handler")
+)
 os.environ["REDIS_URL"] = _urls["REDIS_URL"] if "REDIS_URL" in _given else with_path(_urls["REDIS_URL"], "/15")
 # Under pytest-xdist each worker (gw0, gw1, ...) takes the Redis db below the
 # previous one, and pytest-django gives each its own test database, so
@@ -45,7 +48,7 @@ os.environ.setdefault("KAFKA_SESSION_TIMEOUT_MS", "6000")
 os.environ.setdefault("SALES_WEBHOOK_ALLOW_HTTP", "1")
 os.environ.setdefault("SALES_WEBHOOK_ALLOWED_HOSTS", LOCAL_WEBHOOK_HOSTS)
 
-from config.settings import *  # noqa: E402,F403
+from config.settings import *  # noqa: E402
 
 ALLOWED_HOSTS = ["*"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -30,6 +30,7 @@ benchmark's own queries run as another role and are not counted.
 It prints one table and writes the same figures as JSON to
 var/bench/<UTC time>-<git rev>.json. It exits 1 if any record is unaccounted for.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import HTTPServer
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,17 @@ BENCH_DB = "whatsapp_bench"
 OBSERVER = "bench_observer"  # the benchmark's own queries run as this role and are not counted
 PHONE_NUMBER_ID = "106540352242922"
 # Per 100 valid records: the mix the issue names.
-MIX = ["ORDER_REQUEST"] * 40 + ["PRICING_INQUIRY"] * 20 + ["COMPLAINT"] * 10 + ["AVAILABILITY_INQUIRY"] * 10 \
-    + ["SCHEDULE_CALL"] * 10 + ["UNKNOWN"] * 10
+MIX = (
+    ["ORDER_REQUEST"] * 40
+    + ["PRICING_INQUIRY"] * 20
+    + ["COMPLAINT"] * 10
+    + ["AVAILABILITY_INQUIRY"] * 10
+    + ["SCHEDULE_CALL"] * 10
+    + ["UNKNOWN"] * 10
+)
 QUEUES = "pipeline,webhooks,whatsapp"
 PHASES = ("pipeline", "steady", "ingest", "baseline")
-TARGETS = {"ratio": 0.60, "sql_per_message": 15, "ingest_records_per_s": 3000, "steady_p99_ms": 100,
-           "rss_growth": 0.20}
+TARGETS = {"ratio": 0.60, "sql_per_message": 15, "ingest_records_per_s": 3000, "steady_p99_ms": 100, "rss_growth": 0.20}
 
 
 class StandInServer(HTTPServer):
@@ -72,11 +78,16 @@ class StandInServer(HTTPServer):
 # --- services ---------------------------------------------------------------------------------
 def start_services() -> tuple[dict[str, str], list]:
     base = VAR / "bench-services"
-    postgres = start_postgres(base / "postgres", options={"shared_preload_libraries": "pg_stat_statements",
-                                                          # what clients send, not what triggers run
-                                                          "pg_stat_statements.track": "top",
-                                                          "pg_stat_statements.track_utility": "on",
-                                                          "max_connections": "200"})
+    postgres = start_postgres(
+        base / "postgres",
+        options={
+            "shared_preload_libraries": "pg_stat_statements",
+            # what clients send, not what triggers run
+            "pg_stat_statements.track": "top",
+            "pg_stat_statements.track_utility": "on",
+            "max_connections": "200",
+        },
+    )
     started = [postgres]
     try:
         redis_server = start_redis(base / "redis")
@@ -88,9 +99,12 @@ def start_services() -> tuple[dict[str, str], list]:
         for service in reversed(started):
             service.stop()
         raise
-    return {"postgres": postgres.url, "redis": redis_server.url, "kafka": urls["KAFKA_BOOTSTRAP_SERVERS"],
-            "pids": {"postgres": postgres.pid, "redis": redis_server.pid,
-                     **({"kafka": more[0].pid} if more else {})}}, started
+    return {
+        "postgres": postgres.url,
+        "redis": redis_server.url,
+        "kafka": urls["KAFKA_BOOTSTRAP_SERVERS"],
+        "pids": {"postgres": postgres.pid, "redis": redis_server.pid, **({"kafka": more[0].pid} if more else {})},
+    }, started
 
 
 def prepare_database(server_url: str) -> tuple[str, str]:
@@ -134,15 +148,21 @@ def event(prefix: str, i: int, *, received_at: str | None = None) -> dict:
     elif intent == "COMPLAINT":
         entities = {"severity": "medium"}
     elif intent == "SCHEDULE_CALL":
-        call = (datetime.now(timezone.utc) + timedelta(days=3)).replace(hour=15, minute=0, second=0, microsecond=0)
+        call = (datetime.now(UTC) + timedelta(days=3)).replace(hour=15, minute=0, second=0, microsecond=0)
         entities = {"preferred_time": call.isoformat()}
     return {
-        "schema_version": 1, "processing_id": f"{prefix}-{i:07d}", "lead_id": f"{prefix}-lead-{i % 211}",
-        "business_id": "acme-bakery", "tenant_id": "tenant-acme", "message_id": f"wamid.{prefix}{i}",
+        "schema_version": 1,
+        "processing_id": f"{prefix}-{i:07d}",
+        "lead_id": f"{prefix}-lead-{i % 211}",
+        "business_id": "acme-bakery",
+        "tenant_id": "tenant-acme",
+        "message_id": f"wamid.{prefix}{i}",
         "customer": {"wa_id": f"1555{i % 1_000_000:07d}", "name": "Bench Customer"},
         # Now, so every reply falls inside the 24-hour window as it does for live traffic.
-        "message": {"text": "bench message", "received_at": received_at or datetime.now(timezone.utc).isoformat()},
-        "intent": intent, "confidence": 0.95, "entities": entities,
+        "message": {"text": "bench message", "received_at": received_at or datetime.now(UTC).isoformat()},
+        "intent": intent,
+        "confidence": 0.95,
+        "entities": entities,
         "ai": {"model": "intent-v3", "processing_ms": 100},
     }
 
@@ -205,23 +225,53 @@ class Processes:
     def spawn(self, role: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log_path = self.logs / f"{role}-{len(self.children)}.log"
         log = open(log_path, "wb")
-        process = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         child = Child(role, process, log_path)
         self.children.append(child)
         return child
 
     def workers(self, app: str, count: int, concurrency: int, queues: str, pool: str = "prefork") -> list[Child]:
-        started = [self.spawn("worker", [sys.executable, "-m", "celery", "-A", app, "worker", "-P", pool,
-                                         "-c", str(concurrency), "-Q", queues, "-n", f"bench{i}-{uuid.uuid4().hex[:4]}@%h",
-                                         "--without-gossip", "--without-mingle", "--without-heartbeat",
-                                         "-l", "INFO"]) for i in range(count)]
+        started = [
+            self.spawn(
+                "worker",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    app,
+                    "worker",
+                    "-P",
+                    pool,
+                    "-c",
+                    str(concurrency),
+                    "-Q",
+                    queues,
+                    "-n",
+                    f"bench{i}-{uuid.uuid4().hex[:4]}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-l",
+                    "INFO",
+                ],
+            )
+            for i in range(count)
+        ]
         wait_for(lambda: all("ready." in w.output() for w in started), 120, "workers ready", started)
         return started
 
     def ingest(self, topic: str, group: str, env: dict[str, str] | None = None) -> Child:
-        child = self.spawn("ingest", [sys.executable, "manage.py", "ingest_kafka", "--topic", topic, "--group-id", group],
-                           env=env)
+        child = self.spawn(
+            "ingest", [sys.executable, "manage.py", "ingest_kafka", "--topic", topic, "--group-id", group], env=env
+        )
         wait_for(lambda: "ingest: assigned" in child.output(), 120, "ingest to join its group", [child])
         return child
 
@@ -300,9 +350,11 @@ class RssSampler:
         for role, rss in self.peak.values():
             by_role[role] = max(by_role.get(role, 0), rss)
         growth = {pid: (self.late[pid] - rss) / rss for pid, rss in self.early.items() if pid in self.late and rss}
-        return {"peak_mib_by_role": {r: round(v / 2**20, 1) for r, v in sorted(by_role.items())},
-                "max_growth": round(max(growth.values()), 3) if growth else None,
-                "processes_tracked_for_growth": len(growth)}
+        return {
+            "peak_mib_by_role": {r: round(v / 2**20, 1) for r, v in sorted(by_role.items())},
+            "max_growth": round(max(growth.values()), 3) if growth else None,
+            "processes_tracked_for_growth": len(growth),
+        }
 
 
 class CpuMeter:
@@ -335,8 +387,7 @@ class CpuMeter:
     @staticmethod
     def per_item(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
         """Milliseconds of CPU per item, by role."""
-        return {role: round((after[role] - before.get(role, 0.0)) * 1000 / max(items, 1), 2)
-                for role in sorted(after)}
+        return {role: round((after[role] - before.get(role, 0.0)) * 1000 / max(items, 1), 2) for role in sorted(after)}
 
 
 # --- reading what happened ----------------------------------------------------------------------
@@ -356,7 +407,9 @@ class Observer:
         like = f"{prefix}-%"
         rows = self.conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE status IN ('RECEIVED', 'PROCESSING')) "
-            "FROM whatsapp_processedmessage WHERE processing_id LIKE %s", [like]).fetchone()
+            "FROM whatsapp_processedmessage WHERE processing_id LIKE %s",
+            [like],
+        ).fetchone()
         dups = self.one("SELECT count(*) FROM whatsapp_duplicatedelivery WHERE processing_id LIKE %s", [like])
         return rows[0] + dups, rows[1]
 
@@ -367,19 +420,24 @@ class Observer:
         rows = self.conn.execute(
             "SELECT extract(epoch FROM finished_at - kafka_timestamp) * 1000 FROM whatsapp_processedmessage "
             "WHERE processing_id LIKE %s AND status = 'PROCESSED' AND kafka_timestamp IS NOT NULL",
-            [f"{prefix}-%"]).fetchall()
+            [f"{prefix}-%"],
+        ).fetchall()
         return sorted(float(r[0]) for r in rows)
 
     def finished(self, prefix: str) -> int:
-        return self.one("SELECT count(*) FROM whatsapp_processedmessage WHERE processing_id LIKE %s "
-                        "AND status IN ('PROCESSED', 'FAILED')", [f"{prefix}-%"])
+        return self.one(
+            "SELECT count(*) FROM whatsapp_processedmessage WHERE processing_id LIKE %s "
+            "AND status IN ('PROCESSED', 'FAILED')",
+            [f"{prefix}-%"],
+        )
 
     def median_chain_length(self, prefix: str) -> int:
         """dedupe, intent, one task per action, reply, finish."""
         rows = self.conn.execute(
             "SELECT count(s.id) FROM whatsapp_processedmessage m LEFT JOIN whatsapp_sagastep s "
             "ON s.message_id = m.id AND s.saga_run = m.saga_run WHERE m.processing_id LIKE %s GROUP BY m.id",
-            [f"{prefix}-%"]).fetchall()
+            [f"{prefix}-%"],
+        ).fetchall()
         return 4 + int(statistics.median(r[0] for r in rows)) if rows else 4
 
     def reset_statements(self) -> None:
@@ -389,18 +447,21 @@ class Observer:
         """Statements the pipeline's role ran in the benchmark database since the reset."""
         # Foreign-key checks run by the server at commit (Django's constraints are deferred)
         # show up as top-level statements; no client sent them.
-        where = ("dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                 "AND userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user) "
-                 "AND query NOT LIKE '%%FOR KEY SHARE OF x%%'")
+        where = (
+            "dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user) "
+            "AND query NOT LIKE '%%FOR KEY SHARE OF x%%'"
+        )
         total = self.one(f"SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE {where}")
-        top = self.conn.execute(f"SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) "
-                                f"FROM pg_stat_statements WHERE {where} ORDER BY calls DESC LIMIT 25").fetchall()
+        top = self.conn.execute(
+            f"SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) "
+            f"FROM pg_stat_statements WHERE {where} ORDER BY calls DESC LIMIT 25"
+        ).fetchall()
         return int(total), [(int(c), q) for c, q in top]
 
 
 def redis_commands(client) -> dict[str, int]:
-    return {name.removeprefix("cmdstat_"): int(stats["calls"])
-            for name, stats in client.info("commandstats").items()}
+    return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in client.info("commandstats").items()}
 
 
 def queued_tasks(client, queue: str = "pipeline") -> int:
@@ -428,11 +489,20 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 def load_business(outside: str) -> None:
     from leads.models import Business, Product
 
-    biz = Business.objects.create(business_id="acme-bakery", tenant_id="tenant-acme", display_name="Acme Bakery",
-                                  phone_number_id=PHONE_NUMBER_ID, replies_enabled=True,
-                                  sales_webhook_url=f"{outside}/acme", sales_webhook_secret="bench-secret")
-    for sku, name, price in [("SD-01", "sourdough loaf", "6.50"), ("CR-02", "croissant", "2.20"),
-                             ("BG-03", "baguette", "3.10")]:
+    biz = Business.objects.create(
+        business_id="acme-bakery",
+        tenant_id="tenant-acme",
+        display_name="Acme Bakery",
+        phone_number_id=PHONE_NUMBER_ID,
+        replies_enabled=True,
+        sales_webhook_url=f"{outside}/acme",
+        sales_webhook_secret="bench-secret",
+    )
+    for sku, name, price in [
+        ("SD-01", "sourdough loaf", "6.50"),
+        ("CR-02", "croissant", "2.20"),
+        ("BG-03", "baguette", "3.10"),
+    ]:
         Product.objects.create(business=biz, sku=sku, name=name, price=price, stock=100_000_000)
 
 
@@ -461,15 +531,22 @@ def run(args: argparse.Namespace) -> dict:
         pipeline_url, observer_url = prepare_database(urls["postgres"])
         redis_url = urls["redis"]
         env = {
-            "DATABASE_URL": pipeline_url, "REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url,
-            "CELERY_RESULT_BACKEND": redis_url, "KAFKA_BOOTSTRAP_SERVERS": urls["kafka"],
-            "DJANGO_SETTINGS_MODULE": "config.settings", "KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "DATABASE_URL": pipeline_url,
+            "REDIS_URL": redis_url,
+            "CELERY_BROKER_URL": redis_url,
+            "CELERY_RESULT_BACKEND": redis_url,
+            "KAFKA_BOOTSTRAP_SERVERS": urls["kafka"],
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "KAFKA_SESSION_TIMEOUT_MS": "6000",
             "SECRET_KEY": "bench-only-secret-key-never-use-in-production-0123456789",
             # Production's defaults: INFO, JSON lines.
-            "LOG_LEVEL": "INFO", "INGEST_METRICS_PORT": "0",
-            "WHATSAPP_GRAPH_BASE_URL": outside_url, "WHATSAPP_ACCESS_TOKEN": "bench-token",
+            "LOG_LEVEL": "INFO",
+            "INGEST_METRICS_PORT": "0",
+            "WHATSAPP_GRAPH_BASE_URL": outside_url,
+            "WHATSAPP_ACCESS_TOKEN": "bench-token",
             # The stand-in CRM is local and plain http.
-            "SALES_WEBHOOK_ALLOW_HTTP": "1", "SALES_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+            "SALES_WEBHOOK_ALLOW_HTTP": "1",
+            "SALES_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
         }
         os.environ.update(env)
         import django
@@ -549,12 +626,17 @@ def pipeline_phase(args, urls, observer, broker, processes, sampler, result) -> 
     unaccounted = len(items) - done
     chain_length = observer.median_chain_length(prefix)
     result["pipeline"] = {
-        "records": len(items), "messages": valid, "finished": finished, "unaccounted": unaccounted,
-        "seconds": round(elapsed, 2), "messages_per_s": round(finished / elapsed, 2),
+        "records": len(items),
+        "messages": valid,
+        "finished": finished,
+        "unaccounted": unaccounted,
+        "seconds": round(elapsed, 2),
+        "messages_per_s": round(finished / elapsed, 2),
         "latency_ms_full_load": percentiles(observer.latencies_ms(prefix)),
         "median_chain_length": chain_length,
         "cpu_ms_per_message": CpuMeter.per_item(cpu_before, cpu_after, finished),
-        "sql_statements": statements, "sql_per_message": round(statements / max(finished, 1), 2),
+        "sql_statements": statements,
+        "sql_per_message": round(statements / max(finished, 1), 2),
         "sql_top": top_statements,
         "redis_commands": sum(commands.values()),
         "redis_per_message": round(sum(commands.values()) / max(finished, 1), 2),
@@ -582,10 +664,12 @@ def steady_phase(args, urls, observer, processes, result) -> None:
     steady = [(e["lead_id"].encode(), json.dumps(e).encode()) for e in (event(steady_prefix, i) for i in range(count))]
     print(f"bench: steady {rate:.1f} messages/s for {count} messages ...", flush=True)
     produce_steady(urls["kafka"], topic, steady, rate)
-    wait_for(lambda: observer.finished(steady_prefix) >= count, args.timeout, "the steady phase to finish",
-             running)
-    result["steady"] = {"rate_per_s": round(rate, 2), "messages": count,
-                        "latency_ms": percentiles(observer.latencies_ms(steady_prefix))}
+    wait_for(lambda: observer.finished(steady_prefix) >= count, args.timeout, "the steady phase to finish", running)
+    result["steady"] = {
+        "rate_per_s": round(rate, 2),
+        "messages": count,
+        "latency_ms": percentiles(observer.latencies_ms(steady_prefix)),
+    }
 
 
 def ingest_phase(args, urls, observer, broker, processes, result) -> None:
@@ -593,8 +677,10 @@ def ingest_phase(args, urls, observer, broker, processes, result) -> None:
     broker.flushdb()
     ingest_topic = new_topic(urls["kafka"], args.partitions)
     ingest_prefix = f"i{uuid.uuid4().hex[:6]}"
-    alone = [(e["lead_id"].encode(), json.dumps(e).encode())
-             for e in (event(ingest_prefix, i) for i in range(args.ingest_records))]
+    alone = [
+        (e["lead_id"].encode(), json.dumps(e).encode())
+        for e in (event(ingest_prefix, i) for i in range(args.ingest_records))
+    ]
     produce_all(urls["kafka"], ingest_topic, alone)
     print(f"bench: ingest alone, {len(alone)} records ...", flush=True)
     lone = processes.ingest(ingest_topic, f"bench-{ingest_topic}")
@@ -606,11 +692,16 @@ def ingest_phase(args, urls, observer, broker, processes, result) -> None:
     handed_off = time.time()
     if observer.accounted(ingest_prefix)[0] < len(alone):
         raise SystemExit("bench: ingest handed off records that are not in the inbox")
-    first = observer.one("SELECT extract(epoch FROM min(received_at)) FROM whatsapp_processedmessage "
-                         "WHERE processing_id LIKE %s", [f"{ingest_prefix}-%"])
+    first = observer.one(
+        "SELECT extract(epoch FROM min(received_at)) FROM whatsapp_processedmessage WHERE processing_id LIKE %s",
+        [f"{ingest_prefix}-%"],
+    )
     span = max(handed_off - float(first), 1e-3)
-    result["ingest_alone"] = {"records": len(alone), "seconds": round(span, 3),
-                              "records_per_s": round(len(alone) / span, 1)}
+    result["ingest_alone"] = {
+        "records": len(alone),
+        "seconds": round(span, 3),
+        "records_per_s": round(len(alone) / span, 1),
+    }
     processes.stop([lone])
     broker.flushdb()
 
@@ -627,25 +718,30 @@ def baseline_phase(args, broker, processes, result, *, chains: int, chain_length
     with noop.app.producer_or_acquire() as publisher:
         for index in range(chains):
             noop.chain_of(chain_length, index).apply_async(producer=publisher, queue="pipeline")
-    wait_for(lambda: int(broker.get(noop.DONE_KEY) or 0) >= chains, args.timeout, "the no-op chains",
-             noop_workers)
+    wait_for(lambda: int(broker.get(noop.DONE_KEY) or 0) >= chains, args.timeout, "the no-op chains", noop_workers)
     baseline_elapsed = time.monotonic() - began
     cpu_after = processes.cpu.snapshot()
     baseline_commands = sum(redis_commands(broker).values())
     processes.stop(noop_workers)
-    result["baseline"] = {"chains": chains, "chain_length": chain_length, "seconds": round(baseline_elapsed, 2),
-                          "chains_per_s": round(chains / baseline_elapsed, 2),
-                          "redis_per_chain": round(baseline_commands / chains, 2),
-                          "cpu_ms_per_chain": CpuMeter.per_item(cpu_before, cpu_after, chains)}
+    result["baseline"] = {
+        "chains": chains,
+        "chain_length": chain_length,
+        "seconds": round(baseline_elapsed, 2),
+        "chains_per_s": round(chains / baseline_elapsed, 2),
+        "redis_per_chain": round(baseline_commands / chains, 2),
+        "cpu_ms_per_chain": CpuMeter.per_item(cpu_before, cpu_after, chains),
+    }
 
 
 # --- output -------------------------------------------------------------------------------------
 def git_rev() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
         return (rev or "unknown") + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -656,7 +752,9 @@ def table(result: dict) -> str:
     rows: list[tuple[str, str, str]] = []
     p, s, b, i = (result.get(k) for k in ("pipeline", "steady", "baseline", "ingest_alone"))
     if p:
-        rows.append(("pipeline throughput", f"{p['messages_per_s']} messages/s ({p['finished']} in {p['seconds']} s)", ""))
+        rows.append(
+            ("pipeline throughput", f"{p['messages_per_s']} messages/s ({p['finished']} in {p['seconds']} s)", "")
+        )
     if b:
         rows.append(("bare Celery baseline", f"{b['chains_per_s']} chains/s of {b['chain_length']} no-op tasks", ""))
     if "ratio" in result:
@@ -667,12 +765,24 @@ def table(result: dict) -> str:
         rows.append(("Redis commands / message", f"{p['redis_per_message']}{baseline}", ""))
     if p:
         cpu = p["cpu_ms_per_message"]
-        rows.append(("CPU ms / message", f"{sum(cpu.values()):.1f}: " + ", ".join(
-            f"{role.split(' ')[0]} {ms}" for role, ms in cpu.items() if ms >= 0.05), ""))
+        rows.append(
+            (
+                "CPU ms / message",
+                f"{sum(cpu.values()):.1f}: "
+                + ", ".join(f"{role.split(' ')[0]} {ms}" for role, ms in cpu.items() if ms >= 0.05),
+                "",
+            )
+        )
     if b:
         cpu = b["cpu_ms_per_chain"]
-        rows.append(("CPU ms / no-op chain", f"{sum(cpu.values()):.1f}: " + ", ".join(
-            f"{role.split(' ')[0]} {ms}" for role, ms in cpu.items() if ms >= 0.05), ""))
+        rows.append(
+            (
+                "CPU ms / no-op chain",
+                f"{sum(cpu.values()):.1f}: "
+                + ", ".join(f"{role.split(' ')[0]} {ms}" for role, ms in cpu.items() if ms >= 0.05),
+                "",
+            )
+        )
     if i:
         rows.append(("ingest alone", f"{i['records_per_s']} records/s", f">= {TARGETS['ingest_records_per_s']}"))
     if p:
@@ -680,54 +790,85 @@ def table(result: dict) -> str:
         rows.append(("latency at full load (ms)", f"p50 {full['p50']}  p95 {full['p95']}  p99 {full['p99']}", ""))
     if s:
         steady = s["latency_ms"]
-        rows.append((f"latency at {s['rate_per_s']}/s (ms)",
-                     f"p50 {steady['p50']}  p95 {steady['p95']}  p99 {steady['p99']}", f"p99 < {TARGETS['steady_p99_ms']}"))
+        rows.append(
+            (
+                f"latency at {s['rate_per_s']}/s (ms)",
+                f"p50 {steady['p50']}  p95 {steady['p95']}  p99 {steady['p99']}",
+                f"p99 < {TARGETS['steady_p99_ms']}",
+            )
+        )
     rss = result.get("rss") or {}
     if rss.get("peak_mib_by_role"):
         rows.append(("peak RSS (MiB)", ", ".join(f"{k} {v}" for k, v in rss["peak_mib_by_role"].items()), ""))
     if p:
         growth = rss.get("max_growth")
-        rows.append(("RSS growth over the run", f"{growth:.1%}" if growth is not None else "n/a",
-                     f"< {TARGETS['rss_growth']:.0%}"))
+        rows.append(
+            (
+                "RSS growth over the run",
+                f"{growth:.1%}" if growth is not None else "n/a",
+                f"< {TARGETS['rss_growth']:.0%}",
+            )
+        )
         rows.append(("unaccounted records", f"{p['unaccounted']}", "0"))
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     lines = [f"{'':<{width}}  {'measured':<{vwidth}}  target", "-" * (width + vwidth + 14)]
     lines += [f"{label:<{width}}  {value:<{vwidth}}  {target}" for label, value, target in rows]
     m = result["machine"]
-    lines.append(f"{m['cores']} cores, load average at start {m['loadavg_at_start']}; "
-                 f"{result['settings']['workers']} workers x -c {result['settings']['concurrency']} "
-                 f"({result['settings'].get('pool', 'prefork')}), git {result['git_rev']}")
+    lines.append(
+        f"{m['cores']} cores, load average at start {m['loadavg_at_start']}; "
+        f"{result['settings']['workers']} workers x -c {result['settings']['concurrency']} "
+        f"({result['settings'].get('pool', 'prefork')}), git {result['git_rev']}"
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=5000, help="records produced for the pipeline (default 5000)")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (default 2)")
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker (default 2)")
-    parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"],
-                        help="Celery worker pool, for the pipeline and the baseline alike (default prefork)")
+    parser.add_argument(
+        "--pool",
+        default="prefork",
+        choices=["prefork", "threads", "solo"],
+        help="Celery worker pool, for the pipeline and the baseline alike (default prefork)",
+    )
     parser.add_argument("--partitions", type=int, default=3, help="partitions of the bench topics (default 3)")
     parser.add_argument("--steady-seconds", type=float, default=30.0, help="length of the steady-rate phase")
-    parser.add_argument("--ingest-records", type=int, default=None, help="records for ingest alone (default --messages)")
+    parser.add_argument(
+        "--ingest-records", type=int, default=None, help="records for ingest alone (default --messages)"
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on a phase after this long")
-    parser.add_argument("--only", type=lambda v: tuple(p.strip() for p in v.split(",")), default=PHASES,
-                        help=f"run only these phases, comma-separated ({','.join(PHASES)})")
-    parser.add_argument("--chain-length", type=int, default=6,
-                        help="baseline chain length when the pipeline phase does not run (default 6)")
-    parser.add_argument("--steady-rate", type=float, default=None,
-                        help="messages/s of the steady phase (default: half the pipeline's measured rate)")
+    parser.add_argument(
+        "--only",
+        type=lambda v: tuple(p.strip() for p in v.split(",")),
+        default=PHASES,
+        help=f"run only these phases, comma-separated ({','.join(PHASES)})",
+    )
+    parser.add_argument(
+        "--chain-length",
+        type=int,
+        default=6,
+        help="baseline chain length when the pipeline phase does not run (default 6)",
+    )
+    parser.add_argument(
+        "--steady-rate",
+        type=float,
+        default=None,
+        help="messages/s of the steady phase (default: half the pipeline's measured rate)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.only) - set(PHASES)
     if unknown:
         parser.error(f"--only: unknown phase {', '.join(sorted(unknown))} (phases: {', '.join(PHASES)})")
     args.ingest_records = args.ingest_records or args.messages
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     rev = git_rev()
     result = run(args)
-    result.update(git_rev=rev, when=stamp, settings={k: v for k, v in vars(args).items()})
+    result.update(git_rev=rev, when=stamp, settings=dict(vars(args).items()))
     out_dir = VAR / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{stamp}-{rev}.json"

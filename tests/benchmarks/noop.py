@@ -9,6 +9,7 @@ done in Redis, the only work any of them does.
 
     celery -A tests.benchmarks.noop worker -c 2 -Q pipeline
 """
+
 from __future__ import annotations
 
 import os
@@ -37,6 +38,8 @@ def noop(last: bool = False) -> None:
 def chain_of(length: int, index: int):
     """As the pipeline sends a message: its first task behind the ones under way
     (priority 3), the rest at 0; deterministic task ids."""
-    tasks = [noop.si(last=(step == length - 1)).set(task_id=f"noop-{index}-{step}", priority=3 if step == 0 else 0)
-             for step in range(length)]
+    tasks = [
+        noop.si(last=(step == length - 1)).set(task_id=f"noop-{index}-{step}", priority=3 if step == 0 else 0)
+        for step in range(length)
+    ]
     return chain(*tasks)

@@ -16,6 +16,7 @@ them alike, and prints each variant's median against the baseline's:
 Uses the services `make demo` uses (local ones if they answer, else embedded
 ones under ./var) and a database of its own, whatsapp_bench.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC
 
 from devtools import ROOT, VAR
 from devtools.services import create_database, ensure_services
@@ -63,8 +65,11 @@ def reset_data() -> None:
     from leads.models import Business, Product
 
     with connection.cursor() as cursor:
-        tables = [t for t in connection.introspection.table_names()
-                  if t.split("_")[0] in {"whatsapp", "leads", "dlq"} and t != "leads_leadactivity"]
+        tables = [
+            t
+            for t in connection.introspection.table_names()
+            if t.split("_")[0] in {"whatsapp", "leads", "dlq"} and t != "leads_leadactivity"
+        ]
         # LeadActivity refuses DELETE row by row; TRUNCATE is for maintenance like this.
         cursor.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in [*tables, "leads_leadactivity"]) + " CASCADE")
     redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
@@ -73,23 +78,31 @@ def reset_data() -> None:
         Product.objects.create(business=biz, sku="SD-01", name="sourdough loaf", price="6.50", stock=10_000_000)
 
 
-def events(prefix: str, count: int, business: str = "acme-bakery", tenant: str = "tenant-acme") -> list[tuple[bytes, bytes]]:
+def events(
+    prefix: str, count: int, business: str = "acme-bakery", tenant: str = "tenant-acme"
+) -> list[tuple[bytes, bytes]]:
     import json
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     # Now, so every reply falls inside the 24-hour window as it would for live traffic.
-    received_at = datetime.now(timezone.utc).isoformat()
+    received_at = datetime.now(UTC).isoformat()
     out = []
     for i in range(count):
         intent = ["ORDER_REQUEST", "PRICING_INQUIRY", "COMPLAINT", "AVAILABILITY_INQUIRY"][i % 4]
         body = {
-            "schema_version": 1, "processing_id": f"{prefix}-{i:06d}", "lead_id": f"{prefix}-lead-{i % 97}",
-            "business_id": business, "tenant_id": tenant, "message_id": f"wamid.{prefix}{i}",
+            "schema_version": 1,
+            "processing_id": f"{prefix}-{i:06d}",
+            "lead_id": f"{prefix}-lead-{i % 97}",
+            "business_id": business,
+            "tenant_id": tenant,
+            "message_id": f"wamid.{prefix}{i}",
             "customer": {"wa_id": "15550100000", "name": "Bench"},
             "message": {"text": "(bench)", "received_at": received_at},
-            "intent": intent, "confidence": 0.95,
+            "intent": intent,
+            "confidence": 0.95,
             "entities": {"products": [{"sku": "SD-01", "name": "sourdough loaf", "quantity": 1}]}
-            if intent == "ORDER_REQUEST" else {},
+            if intent == "ORDER_REQUEST"
+            else {},
             "ai": {"model": "intent-v3", "processing_ms": 100},
         }
         out.append((body["lead_id"].encode(), json.dumps(body).encode()))
@@ -114,14 +127,42 @@ class Stack:
 
     def start(self) -> None:
         for name in ("b1", "b2"):
-            self._spawn([sys.executable, "-m", "celery", "-A", "config", "worker", "-c", "2", "-n", f"{name}@%h",
-                         "-Q", "pipeline,webhooks,whatsapp", "--without-gossip", "--without-mingle", "-l", "WARNING"])
-        self._spawn([sys.executable, "manage.py", "ingest_kafka", "--topic", self.topic, "--group-id", f"g-{self.topic}"])
+            self._spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "-c",
+                    "2",
+                    "-n",
+                    f"{name}@%h",
+                    "-Q",
+                    "pipeline,webhooks,whatsapp",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "WARNING",
+                ]
+            )
+        self._spawn(
+            [sys.executable, "manage.py", "ingest_kafka", "--topic", self.topic, "--group-id", f"g-{self.topic}"]
+        )
         time.sleep(8)  # workers ready and the consumer group joined (Tansu takes about 3 s)
 
     def _spawn(self, argv: list[str]) -> None:
-        self.children.append(subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL, start_new_session=True))
+        self.children.append(
+            subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
 
     def stop(self) -> None:
         for child in self.children:
@@ -184,8 +225,11 @@ def compare(label: str, unit: str, variants: dict[str, dict[str, str]], run, rou
             print(f"  {label} round {round_ + 1}, {name}: {value:.2f} {unit}", flush=True)
     baseline, candidate = (statistics.median(values) for values in results.values())
     names = list(variants)
-    print(f"{label}: {names[1]} {candidate:.2f} {unit} vs {names[0]} {baseline:.2f} {unit} "
-          f"(ratio {candidate / baseline:.2f}, medians of {rounds})", flush=True)
+    print(
+        f"{label}: {names[1]} {candidate:.2f} {unit} vs {names[0]} {baseline:.2f} {unit} "
+        f"(ratio {candidate / baseline:.2f}, medians of {rounds})",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -198,12 +242,21 @@ def main() -> int:
     started = prepare()
     try:
         if args.only in (None, "throughput"):
-            compare("throughput", "msg/s", {"connection per task": {"DATABASE_CONN_MAX_AGE": "0"}, "default": {}},
-                    lambda env: run_throughput(env, args.messages), args.rounds)
+            compare(
+                "throughput",
+                "msg/s",
+                {"connection per task": {"DATABASE_CONN_MAX_AGE": "0"}, "default": {}},
+                lambda env: run_throughput(env, args.messages),
+                args.rounds,
+            )
         if args.only in (None, "fairness"):
-            compare("quiet business behind a flood", "s", {"one FIFO lane": {"BUSINESS_RATE_BURST": "100000000"},
-                                                           "per-business lanes": {}},
-                    lambda env: run_fairness(env, args.flood), args.rounds)
+            compare(
+                "quiet business behind a flood",
+                "s",
+                {"one FIFO lane": {"BUSINESS_RATE_BURST": "100000000"}, "per-business lanes": {}},
+                lambda env: run_fairness(env, args.flood),
+                args.rounds,
+            )
     finally:
         for service in reversed(started):
             service.stop()

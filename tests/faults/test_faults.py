@@ -3,6 +3,7 @@ dead-lettered, nothing is done twice, and the sweeper finds nothing stuck.
 
 Each test has FAULT_MESSAGES (1,000 by default) in flight when its fault
 strikes."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -33,11 +34,11 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 N = int(os.environ.get("FAULT_MESSAGES", "1000"))
 
 MIX = [
-    dict(intent="ORDER_REQUEST"),
-    dict(intent="COMPLAINT", entities={"severity": "high"}),
-    dict(intent="PRICING_INQUIRY"),
-    dict(intent="SCHEDULE_CALL", entities={"preferred_time": later_iso()}),
-    dict(intent="UNKNOWN"),
+    {"intent": "ORDER_REQUEST"},
+    {"intent": "COMPLAINT", "entities": {"severity": "high"}},
+    {"intent": "PRICING_INQUIRY"},
+    {"intent": "SCHEDULE_CALL", "entities": {"preferred_time": later_iso()}},
+    {"intent": "UNKNOWN"},
 ]
 
 
@@ -54,8 +55,13 @@ def processed() -> int:
 
 
 def sweep(env: dict, stuck_after: float) -> dict:
-    out = subprocess.run([sys.executable, "manage.py", "sweep", "--json", "--no-purge", "--stuck-after",
-                          str(stuck_after)], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "manage.py", "sweep", "--json", "--no-purge", "--stuck-after", str(stuck_after)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -69,8 +75,10 @@ def settle_with_sweeper(env: dict, stuck_after: float, timeout: float = 400, sup
     every = max(3.0, stuck_after / 3)
     swept = time.monotonic()
     while time.monotonic() < deadline:
-        if ProcessedMessage.objects.count() == N and not ProcessedMessage.objects.filter(
-                status__in=["RECEIVED", "PROCESSING"]).exists():
+        if (
+            ProcessedMessage.objects.count() == N
+            and not ProcessedMessage.objects.filter(status__in=["RECEIVED", "PROCESSING"]).exists()
+        ):
             return
         if supervise is not None:
             supervise()
@@ -79,15 +87,22 @@ def settle_with_sweeper(env: dict, stuck_after: float, timeout: float = 400, sup
             swept = time.monotonic()
         time.sleep(1)
     counts = dict(ProcessedMessage.objects.values_list("status").annotate(n=Count("id")))
-    left = list(ProcessedMessage.objects.filter(status__in=["RECEIVED", "PROCESSING"])
-                .values_list("processing_id", "status", "updated_at")[:5])
+    left = list(
+        ProcessedMessage.objects.filter(status__in=["RECEIVED", "PROCESSING"]).values_list(
+            "processing_id", "status", "updated_at"
+        )[:5]
+    )
     with connection.cursor() as cursor:  # who holds or waits on what, for the next reader of this failure
-        cursor.execute("SELECT pid, state, wait_event_type, wait_event, now() - xact_start, left(query, 120) "
-                       "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                       "AND state <> 'idle'")
+        cursor.execute(
+            "SELECT pid, state, wait_event_type, wait_event, now() - xact_start, left(query, 120) "
+            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state <> 'idle'"
+        )
         activity = cursor.fetchall()
-    raise AssertionError(f"not settled after {timeout}s: {counts}; left: {left}; "
-                         f"last sweep: {sweep(env, stuck_after)}; busy connections: {activity}")
+    raise AssertionError(
+        f"not settled after {timeout}s: {counts}; left: {left}; "
+        f"last sweep: {sweep(env, stuck_after)}; busy connections: {activity}"
+    )
 
 
 def assert_nothing_lost_or_doubled(env: dict, failed_stages: set[str] = frozenset()) -> None:
@@ -121,8 +136,11 @@ def test_worker_sigkilled_twice_mid_run(bootstrap, topic, start_ingest, start_wo
     start_ingest(topic)
     for victim, replacement in ((first, "c"), (second, "d")):
         target = ProcessedMessage.objects.filter(status="PROCESSED").count() + N // 4
-        wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() >= target, timeout=300,
-                   message=f"{target} processed before killing a worker")
+        wait_until(
+            lambda target=target: ProcessedMessage.objects.filter(status="PROCESSED").count() >= target,
+            timeout=300,
+            message=f"{target} processed before killing a worker",
+        )
         assert processed() < N  # the kill strikes mid-run
         victim.kill(signal.SIGKILL)
         victim.wait(10)
@@ -138,8 +156,11 @@ def test_redis_restarted_empty_mid_run(bootstrap, topic, start_ingest, start_wor
     produce_mix(bootstrap, topic)
     workers = [start_worker(name="a", env=env)]
     start_ingest(topic, env=env)
-    wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() >= N // 3, timeout=300,
-               message="a third processed")
+    wait_until(
+        lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() >= N // 3,
+        timeout=300,
+        message="a third processed",
+    )
     import redis as redis_lib
 
     redis_lib.Redis.from_url(redis.url).flushall()
@@ -148,6 +169,7 @@ def test_redis_restarted_empty_mid_run(bootstrap, topic, start_ingest, start_wor
     redis.stop()
     time.sleep(2)
     redis = start_redis(tmp_path / "redis", port=port)
+
     def supervise() -> None:
         # kombu 5.7's worker can die on the lost connection ("Unrecoverable error:
         # AttributeError ... 'hostname'"); in production the process supervisor
@@ -172,8 +194,9 @@ def own_postgres(transactional_db, tmp_path):
     yield from use_own_postgres(tmp_path / "postgres")
 
 
-def test_postgres_restarted_mid_run(own_postgres: OwnPostgres, bootstrap, topic, start_ingest, start_worker, roomy_stock,
-                                    child_env):
+def test_postgres_restarted_mid_run(
+    own_postgres: OwnPostgres, bootstrap, topic, start_ingest, start_worker, roomy_stock, child_env
+):
     assert str(own_postgres.port) in child_env["DATABASE_URL"]
     produce_mix(bootstrap, topic)
     start_worker(name="a")
@@ -209,8 +232,12 @@ def test_kafka_broker_restarted_mid_run(topic, start_ingest, start_worker, roomy
         broker = start_kafka(tmp_path / "kafka", port=port)
         kafka.create_topic(bootstrap, partitions=3, name=topic)
         produce_mix(bootstrap, topic, first=half, count=N - half)
-        wait_until(lambda: ProcessedMessage.objects.count() == N, timeout=300, interval=1,
-                   message="the second half taken in after the restart")
+        wait_until(
+            lambda: ProcessedMessage.objects.count() == N,
+            timeout=300,
+            interval=1,
+            message="the second half taken in after the restart",
+        )
         settle_with_sweeper(child_env, stuck_after=60)
         assert ingest.alive(), ingest.output()[-3000:]
         assert_nothing_lost_or_doubled(child_env)
@@ -238,27 +265,51 @@ class FlakyCloudApi:
         with self.lock:
             now = time.monotonic()
             if self.first is None:
-                self.first, self.first_at = now, datetime.now(timezone.utc)
+                self.first, self.first_at = now, datetime.now(UTC)
             if now - self.first < OUTAGE_SECONDS:
                 self.failures += 1
-                return Response(json.dumps({"error": {"message": "An unknown error has occurred.", "type": "OAuthException",
-                                                      "code": 1, "fbtrace_id": "AbC"}}),
-                                status=500, content_type="application/json")
+                return Response(
+                    json.dumps(
+                        {
+                            "error": {
+                                "message": "An unknown error has occurred.",
+                                "type": "OAuthException",
+                                "code": 1,
+                                "fbtrace_id": "AbC",
+                            }
+                        }
+                    ),
+                    status=500,
+                    content_type="application/json",
+                )
             self.sent[body["biz_opaque_callback_data"]] += 1
             wamid = f"wamid.{body['biz_opaque_callback_data']}.{self.sent[body['biz_opaque_callback_data']]}"
-        return Response(json.dumps({"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}],
-                                    "messages": [{"id": wamid}]}), status=200, content_type="application/json")
+        return Response(
+            json.dumps(
+                {
+                    "messaging_product": "whatsapp",
+                    "contacts": [{"input": body["to"], "wa_id": body["to"]}],
+                    "messages": [{"id": wamid}],
+                }
+            ),
+            status=200,
+            content_type="application/json",
+        )
 
 
-def test_whatsapp_answering_500_for_30_seconds(bootstrap, topic, start_ingest, start_worker, roomy_stock, business,
-                                               httpserver, child_env):
+def test_whatsapp_answering_500_for_30_seconds(
+    bootstrap, topic, start_ingest, start_worker, roomy_stock, business, httpserver, child_env
+):
     business.phone_number_id = PHONE_NUMBER_ID
     business.save()
     api = FlakyCloudApi()
     httpserver.expect_request(f"/v21.0/{PHONE_NUMBER_ID}/messages", method="POST").respond_with_handler(api)
-    env = {"WHATSAPP_GRAPH_BASE_URL": httpserver.url_for("").rstrip("/"), "WHATSAPP_ACCESS_TOKEN": "EAAG-fault-token",
-           "BREAKER_OPEN_SECONDS": "10"}
-    received = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    env = {
+        "WHATSAPP_GRAPH_BASE_URL": httpserver.url_for("").rstrip("/"),
+        "WHATSAPP_ACCESS_TOKEN": "EAAG-fault-token",
+        "BREAKER_OPEN_SECONDS": "10",
+    }
+    received = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     produce_mix(bootstrap, topic, message={"text": "hello", "received_at": received})
     start_worker(name="a", env=env)
     start_worker(name="b", env=env)

@@ -2,6 +2,7 @@
 `ingest_kafka` command: a SIGKILL after hand-off, a Postgres outage and a Redis
 outage. Offsets are committed only for what was handed off, so nothing is lost
 and nothing is done twice."""
+
 from __future__ import annotations
 
 import json
@@ -44,12 +45,17 @@ def test_sigkill_after_handoff_before_commit_loses_and_doubles_nothing(
 ):
     kafka.produce(bootstrap, topic, valid_records(300))
     group = "ingest-killed"
-    first = start_ingest(topic, "--batch-size", "100", group=group,
-                         env={"INGEST_DEBUG_COMMIT_DELAY_SECONDS": "120"})
-    wait_until(lambda: ProcessedMessage.objects.count() > 0 and queued(redis_client) > 0,
-               timeout=90, message="the first batch stored and enqueued")
-    stored = wait_until(lambda: ProcessedMessage.objects.count() == queued(redis_client)
-                        and ProcessedMessage.objects.count(), timeout=30, message="the handoff to finish")
+    first = start_ingest(topic, "--batch-size", "100", group=group, env={"INGEST_DEBUG_COMMIT_DELAY_SECONDS": "120"})
+    wait_until(
+        lambda: ProcessedMessage.objects.count() > 0 and queued(redis_client) > 0,
+        timeout=90,
+        message="the first batch stored and enqueued",
+    )
+    stored = wait_until(
+        lambda: ProcessedMessage.objects.count() == queued(redis_client) and ProcessedMessage.objects.count(),
+        timeout=30,
+        message="the handoff to finish",
+    )
     assert committed_total(bootstrap, topic, group) == 0
     first.kill(signal.SIGKILL)
     first.wait(10)
@@ -65,8 +71,11 @@ def test_sigkill_after_handoff_before_commit_loses_and_doubles_nothing(
     # The re-read rows were enqueued again; a real worker runs each message once.
     Product.objects.filter(sku="SD-01").update(stock=10_000)
     start_worker()
-    wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() == 300, timeout=300,
-               message="all messages processed")
+    wait_until(
+        lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() == 300,
+        timeout=300,
+        message="all messages processed",
+    )
     assert ProcessedMessage.objects.exclude(attempts=1).count() == 0
     assert Order.objects.count() == 300
 
@@ -80,8 +89,9 @@ def test_database_outage_pauses_ingest_without_committing(business, topic, boots
         url = child_env["DATABASE_URL"].replace(f":{db['PORT'] or 5432}/", f":{proxy.port}/")
         group = "ingest-db-outage"
         kafka.produce(bootstrap, topic, valid_records(100, prefix="a"))
-        proc = start_ingest(topic, "--batch-size", "50", group=group,
-                            env={"DATABASE_URL": url, "INGEST_MAX_BACKOFF_SECONDS": "2"})
+        proc = start_ingest(
+            topic, "--batch-size", "50", group=group, env={"DATABASE_URL": url, "INGEST_MAX_BACKOFF_SECONDS": "2"}
+        )
         wait_until(lambda: committed_total(bootstrap, topic, group) == 100, timeout=90, message="first 100 committed")
 
         proxy.cut()
@@ -103,8 +113,9 @@ def test_database_outage_pauses_ingest_without_committing(business, topic, boots
         proxy.close()
 
 
-def test_broker_outage_pauses_ingest_without_committing(business, topic, bootstrap, start_ingest, child_env,
-                                                        redis_client):
+def test_broker_outage_pauses_ingest_without_committing(
+    business, topic, bootstrap, start_ingest, child_env, redis_client
+):
     """A batch's chains go to Redis in one call; when it fails on the connection, that is an
     outage like the database's: nothing committed, nothing dead-lettered, the batch retried."""
     from urllib.parse import urlsplit
@@ -115,8 +126,9 @@ def test_broker_outage_pauses_ingest_without_committing(business, topic, bootstr
         url = child_env["REDIS_URL"].replace(f":{broker.port or 6379}/", f":{proxy.port}/")
         group = "ingest-broker-outage"
         kafka.produce(bootstrap, topic, valid_records(100, prefix="a"))
-        proc = start_ingest(topic, "--batch-size", "50", group=group,
-                            env={"CELERY_BROKER_URL": url, "INGEST_MAX_BACKOFF_SECONDS": "2"})
+        proc = start_ingest(
+            topic, "--batch-size", "50", group=group, env={"CELERY_BROKER_URL": url, "INGEST_MAX_BACKOFF_SECONDS": "2"}
+        )
         wait_until(lambda: committed_total(bootstrap, topic, group) == 100, timeout=90, message="first 100 committed")
 
         proxy.cut()
@@ -130,8 +142,11 @@ def test_broker_outage_pauses_ingest_without_committing(business, topic, bootstr
         proxy.restore()
         wait_until(lambda: committed_total(bootstrap, topic, group) == 200, timeout=90, message="catch-up")
         assert ProcessedMessage.objects.count() == 200 and not DeadLetter.objects.exists()
-        sent = {json.loads(m)["headers"]["id"] for key in redis_client.keys("pipeline*")
-                for m in redis_client.lrange(key, 0, -1)}
+        sent = {
+            json.loads(m)["headers"]["id"]
+            for key in redis_client.keys("pipeline*")
+            for m in redis_client.lrange(key, 0, -1)
+        }
         assert sent == {f"{p}-{i:05d}:1:dedupe" for p in "ab" for i in range(100)}
         proc.kill(signal.SIGTERM)
         assert proc.wait(30) == 0

@@ -1,6 +1,7 @@
 """Scaling out loses nothing: several ingest processes share the consumer group,
 and a rebalance (one joins, one is SIGKILLed mid-batch) neither loses nor
 doubles a record. Real broker, Postgres and `ingest_kafka` processes."""
+
 from __future__ import annotations
 
 import random
@@ -18,8 +19,15 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 PARTITIONS = 6
 MESSAGES = 1800  # plus 100 sent twice and 100 invalid: 2,000 records
-INVALID_KINDS = ["not_json", "bad_utf8", "missing_field", "wrong_type", "unknown_business", "tenant_mismatch",
-                 "schema_v2"]
+INVALID_KINDS = [
+    "not_json",
+    "bad_utf8",
+    "missing_field",
+    "wrong_type",
+    "unknown_business",
+    "tenant_mismatch",
+    "schema_v2",
+]
 
 
 def records() -> tuple[list[kafka.Out], Counter]:
@@ -54,10 +62,16 @@ def test_two_ingests_a_sigkill_and_a_newcomer_account_for_every_record_once(boot
         return bool(lines) and "nothing" not in lines[-1]
 
     # Both share the topic (the second's arrival is a rebalance), and have taken records in.
-    wait_until(lambda: has_partitions(first) and has_partitions(second), timeout=90,
-               message="both processes holding partitions")
-    wait_until(lambda: "taken in" in first.output() and "taken in" in second.output() and accounted() >= 300,
-               timeout=90, message="both processes taking records in")
+    wait_until(
+        lambda: has_partitions(first) and has_partitions(second),
+        timeout=90,
+        message="both processes holding partitions",
+    )
+    wait_until(
+        lambda: "taken in" in first.output() and "taken in" in second.output() and accounted() >= 300,
+        timeout=90,
+        message="both processes taking records in",
+    )
     first.kill(signal.SIGKILL)
     first.wait(10)
     at_kill = accounted()
@@ -66,8 +80,12 @@ def test_two_ingests_a_sigkill_and_a_newcomer_account_for_every_record_once(boot
     third = start_ingest(topic, *args, group=group, env=env)
     ends = kafka.end_offsets(bootstrap, topic)
     assert sum(ends.values()) == 2000
-    wait_until(lambda: accounted() >= 2000 and kafka.committed_offsets(bootstrap, topic, group) == ends,
-               timeout=300, interval=1, message="every record accounted for and committed")
+    wait_until(
+        lambda: accounted() >= 2000 and kafka.committed_offsets(bootstrap, topic, group) == ends,
+        timeout=300,
+        interval=1,
+        message="every record accounted for and committed",
+    )
     assert has_partitions(third), "the newcomer never took a partition"
     for proc in (second, third):
         proc.kill(signal.SIGTERM)
@@ -78,8 +96,11 @@ def test_two_ingests_a_sigkill_and_a_newcomer_account_for_every_record_once(boot
     assert set(found) == {(p, o) for p, end in ends.items() for o in range(end)}
     assert {where: what for where, what in found.items() if len(what) != 1} == {}
     kinds = Counter(what[0] for what in found.values())
-    assert kinds == Counter({"inbox": MESSAGES, "duplicate": 100,
-                             **{f"dead letter:{reason}": n for reason, n in expected_dead.items()}})
-    assert set(ProcessedMessage.objects.values_list("processing_id", flat=True)) == {f"rb-{i:04d}" for i in range(MESSAGES)}
+    assert kinds == Counter(
+        {"inbox": MESSAGES, "duplicate": 100, **{f"dead letter:{reason}": n for reason, n in expected_dead.items()}}
+    )
+    assert set(ProcessedMessage.objects.values_list("processing_id", flat=True)) == {
+        f"rb-{i:04d}" for i in range(MESSAGES)
+    }
     assert DuplicateDelivery.objects.count() == 100
     assert kafka.committed_offsets(bootstrap, topic, group) == ends

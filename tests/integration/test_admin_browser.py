@@ -10,6 +10,7 @@ Inside the Playwright block the ORM is not used (Playwright's sync API runs an
 event loop in this thread, and Django refuses database calls from one): what
 is checked there is checked as a person would, on the pages.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,10 @@ SCREENSHOTS = ARTIFACTS / "admin-screenshots"
 
 def _missing() -> str | None:
     if not CHROMIUM.exists():
-        return (f"browser test skipped: {CHROMIUM} not found; install Debian's chromium package "
-                "(apt-get install chromium), as .ci/run does")
+        return (
+            f"browser test skipped: {CHROMIUM} not found; install Debian's chromium package "
+            "(apt-get install chromium), as .ci/run does"
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -41,7 +44,10 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(_missing() is not None, reason=_missing() or ""),
+]
 
 PASSWORD = "correct horse battery staple"
 
@@ -74,8 +80,9 @@ def open_entry_by_reason(page, base: str, reason: str) -> None:
     assert reason in rows.first.inner_text()
 
 
-def test_dlq_review_requeue_and_permissions_in_a_browser(live_server, pipeline, business, httpserver,
-                                                         django_user_model, bootstrap):
+def test_dlq_review_requeue_and_permissions_in_a_browser(
+    live_server, pipeline, business, httpserver, django_user_model, bootstrap
+):
     from playwright.sync_api import expect, sync_playwright
 
     notified = []
@@ -116,9 +123,16 @@ def test_dlq_review_requeue_and_permissions_in_a_browser(live_server, pipeline, 
             expect(page.locator("#requeue-button")).to_have_count(0)
             page.screenshot(path=SCREENSHOTS / "dlq-detail-without-requeue-permission.png", full_page=True)
             token = next(c["value"] for c in context.cookies() if c["name"] == "csrftoken")
-            forged = context.request.post(f"{base}/admin/dlq/deadletter/", form={
-                "csrfmiddlewaretoken": token, "action": "requeue_selected", "index": "0",
-                "_selected_action": str(failed.pk)}, headers={"Referer": page.url})
+            forged = context.request.post(
+                f"{base}/admin/dlq/deadletter/",
+                form={
+                    "csrfmiddlewaretoken": token,
+                    "action": "requeue_selected",
+                    "index": "0",
+                    "_selected_action": str(failed.pk),
+                },
+                headers={"Referer": page.url},
+            )
             assert forged.status == 403
             page.reload()
             expect(page.locator(".field-status")).to_contain_text("Open")
@@ -148,7 +162,9 @@ def test_dlq_review_requeue_and_permissions_in_a_browser(live_server, pipeline, 
             page.locator(".field-inbox_message a").click()
             deadline = time.monotonic() + 60
             while "PROCESSED" not in page.locator(".field-status").inner_text().upper():
-                assert time.monotonic() < deadline, f"inbox row not PROCESSED: {page.locator('.field-status').inner_text()}"
+                assert time.monotonic() < deadline, (
+                    f"inbox row not PROCESSED: {page.locator('.field-status').inner_text()}"
+                )
                 time.sleep(1)
                 page.reload()
             expect(page.locator(".field-saga_run")).to_contain_text("2")
@@ -163,6 +179,7 @@ def test_dlq_review_requeue_and_permissions_in_a_browser(live_server, pipeline, 
     from django.contrib.admin.models import LogEntry
 
     assert [(e.user.username, e.object_id, e.change_message) for e in LogEntry.objects.all()] == [
-        ("ops", str(failed.pk), "Requeued (saga run 2).")]
+        ("ops", str(failed.pk), "Requeued (saga run 2).")
+    ]
     for name in ("dlq-list-filtered-by-reason.png", "dlq-detail.png", "dlq-detail-without-requeue-permission.png"):
         assert (SCREENSHOTS / name).stat().st_size > 10_000

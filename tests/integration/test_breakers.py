@@ -5,6 +5,7 @@ The multi-process test is the point of the design: four OS processes hammering
 one failing service must trip the breaker once, keep the service unbothered
 while it is open, and send it no more than the configured number of probes.
 (One breaker's rules, in this process: tests/unit/test_breakers.py.)"""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -40,6 +41,7 @@ FORK = multiprocessing.get_context("fork")
 
 
 # --- fixtures and helpers ----------------------------------------------------
+
 
 @pytest.fixture
 def rdb():
@@ -112,6 +114,7 @@ def breaker(name: str, url: str, **config) -> breakers.Breaker:
 
 # --- 1. many processes, one breaker ---------------------------------------
 
+
 class Recorder(pybreaker.CircuitBreakerListener):
     def __init__(self) -> None:
         self.changes: list[tuple[str, str]] = []
@@ -140,10 +143,13 @@ def _hammer(name: str, config: BreakerConfig, url: str, calls: int, pause: float
     results.put({"counts": dict(counts), "changes": recorder.changes, "remaining": remaining})
 
 
-def run_processes(name: str, config: BreakerConfig, url: str, calls: int, pause: float) -> tuple[Counter, Counter, list]:
+def run_processes(
+    name: str, config: BreakerConfig, url: str, calls: int, pause: float
+) -> tuple[Counter, Counter, list]:
     barrier, results = FORK.Barrier(PROCESSES), FORK.Queue()
-    procs = [FORK.Process(target=_hammer, args=(name, config, url, calls, pause, barrier, results))
-             for _ in range(PROCESSES)]
+    procs = [
+        FORK.Process(target=_hammer, args=(name, config, url, calls, pause, barrier, results)) for _ in range(PROCESSES)
+    ]
     for proc in procs:
         proc.start()
     reports = [results.get(timeout=30) for _ in procs]
@@ -168,8 +174,9 @@ def wait_open_time(guard: breakers.Breaker) -> None:
 def test_processes_share_one_breaker(httpserver, rdb, new_name, probes):
     name = new_name("webhook")
     endpoint = Endpoint(httpserver, status=500)
-    config = BreakerConfig(open_seconds=2, half_open_probes=probes, close_after=2, consecutive_failures=5,
-                           probe_timeout_seconds=5)
+    config = BreakerConfig(
+        open_seconds=2, half_open_probes=probes, close_after=2, consecutive_failures=5, probe_timeout_seconds=5
+    )
     observer = make_breaker(name, config, redis_client=settings.REDIS_URL)
 
     # Failing: it trips once for everyone, and the endpoint hears nothing more while it is open.
@@ -218,15 +225,19 @@ def test_processes_share_one_breaker(httpserver, rdb, new_name, probes):
 # --- 5. refusals, probes, admin -------------------------------------------
 
 
-@pytest.mark.parametrize("value, fragment", [
-    ("{not json", "setting BREAKER_OVERRIDES: is not valid JSON"),
-    ('{"webhook:x": {"open_secs": 5}}', "setting BREAKER_OVERRIDES: 'webhook:x': unknown setting 'open_secs'"),
-])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("{not json", "setting BREAKER_OVERRIDES: is not valid JSON"),
+        ('{"webhook:x": {"open_secs": 5}}', "setting BREAKER_OVERRIDES: 'webhook:x': unknown setting 'open_secs'"),
+    ],
+)
 def test_malformed_overrides_stop_the_process_with_one_line(value, fragment):
     env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
     env.update(DJANGO_SETTINGS_MODULE="config.settings", SECRET_KEY="s" * 40, DEBUG="0", BREAKER_OVERRIDES=value)
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert fragment in lines[0]

@@ -2,6 +2,7 @@
 
 A runserver child process with the production settings; the requests carry what
 the proxy adds (X-Forwarded-Proto: https) or, like a probe, nothing."""
+
 from __future__ import annotations
 
 import re
@@ -20,10 +21,16 @@ PROXIED = {"X-Forwarded-Proto": "https"}
 @pytest.fixture
 def secure_web(child_env, processes) -> str:
     port = free_port()
-    env = {**child_env, "SECURE_HTTPS": "true", "ALLOWED_HOSTS": "127.0.0.1", "CSRF_TRUSTED_ORIGINS": ORIGIN,
-           "SECRET_KEY": "k" * 20 + "-deploy-test-secret-key-0123456789"}
-    web = ManagedProcess("web-secure", [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-                         env)
+    env = {
+        **child_env,
+        "SECURE_HTTPS": "true",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "CSRF_TRUSTED_ORIGINS": ORIGIN,
+        "SECRET_KEY": "k" * 20 + "-deploy-test-secret-key-0123456789",
+    }
+    web = ManagedProcess(
+        "web-secure", [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"], env
+    )
     processes.append(web)
     base = f"http://127.0.0.1:{port}"
 
@@ -66,16 +73,27 @@ def test_behind_the_proxy_cookies_are_secure_hsts_is_sent_and_trusted_origins_ma
     form = {"csrfmiddlewaretoken": token, "username": "ops", "password": "plum-Harbor-quietly-7", "next": "/admin/"}
     cookie = {"Cookie": f"csrftoken={csrf_cookie.value}"}
 
-    forged = requests.post(f"{secure_web}/admin/login/", data=form, allow_redirects=False, timeout=10,
-                           headers={**PROXIED, **cookie, "Origin": "https://evil.example.com"})
+    forged = requests.post(
+        f"{secure_web}/admin/login/",
+        data=form,
+        allow_redirects=False,
+        timeout=10,
+        headers={**PROXIED, **cookie, "Origin": "https://evil.example.com"},
+    )
     assert forged.status_code == 403
 
-    login = requests.post(f"{secure_web}/admin/login/", data=form, allow_redirects=False, timeout=10,
-                          headers={**PROXIED, **cookie, "Origin": ORIGIN})
+    login = requests.post(
+        f"{secure_web}/admin/login/",
+        data=form,
+        allow_redirects=False,
+        timeout=10,
+        headers={**PROXIED, **cookie, "Origin": ORIGIN},
+    )
     assert login.status_code == 302, login.text[:2000]
     session_cookie = next(c for c in login.cookies if c.name == "sessionid")
     assert session_cookie.secure and session_cookie.has_nonstandard_attr("HttpOnly")
     # Logged in as staff, the browser may read /metrics.
-    metrics = requests.get(f"{secure_web}/metrics", timeout=30,
-                           headers={**PROXIED, "Cookie": f"sessionid={session_cookie.value}"})
+    metrics = requests.get(
+        f"{secure_web}/metrics", timeout=30, headers={**PROXIED, "Cookie": f"sessionid={session_cookie.value}"}
+    )
     assert metrics.status_code == 200 and b"# TYPE celery_queue_length gauge" in metrics.content

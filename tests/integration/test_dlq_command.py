@@ -1,5 +1,6 @@
 """`manage.py dlq requeue --reason` as a child process, with a real worker
 carrying the requeue through, seen in `pipeline_stats --json`."""
+
 from __future__ import annotations
 
 import io
@@ -23,15 +24,25 @@ from whatsapp.models import ProcessedMessage
 
 def dead_letters(values: list[bytes], first_offset: int = 0) -> list[DeadLetter]:
     """Dead letters written by the real intake code, as ingest writes them."""
-    records = [Record(topic="ai.process.result", partition=1, offset=first_offset + i, value=v, key=b"lead-1",
-                      timestamp=timezone.now()) for i, v in enumerate(values)]
+    records = [
+        Record(
+            topic="ai.process.result",
+            partition=1,
+            offset=first_offset + i,
+            value=v,
+            key=b"lead-1",
+            timestamp=timezone.now(),
+        )
+        for i, v in enumerate(values)
+    ]
     take_in(records)
     return list(DeadLetter.objects.filter(kafka_offset__in=[r.offset for r in records]).order_by("kafka_offset"))
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def stats(env: dict[str, str]) -> dict:
@@ -46,15 +57,22 @@ def test_requeue_by_reason_requeues_exactly_those_and_the_stats_follow(business,
     Business.objects.create(business_id="late-bakery", tenant_id="tenant-acme", display_name="Late Bakery")
     before = stats(child_env)
     assert before["dead_letters"]["by_status"] == {"OPEN": 5}
-    assert before["dead_letters"]["open_by_reason"] == {"unknown_business": 3, "tenant_mismatch": 1, "invalid_payload": 1}
+    assert before["dead_letters"]["open_by_reason"] == {
+        "unknown_business": 3,
+        "tenant_mismatch": 1,
+        "invalid_payload": 1,
+    }
     assert before["processed"] == 0
 
     start_worker(concurrency=1)
     done = manage(child_env, "dlq", "requeue", "--reason", "unknown_business", "--rate", "2", "--by", "ops@example.com")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "requeued 3 of 3, 0 refused"
-    wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() == 3, timeout=60,
-               message="the three requeued messages to be processed")
+    wait_until(
+        lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() == 3,
+        timeout=60,
+        message="the three requeued messages to be processed",
+    )
 
     after = stats(child_env)
     assert after["dead_letters"]["by_status"] == {"OPEN": 2, "REQUEUED": 3}
@@ -64,7 +82,7 @@ def test_requeue_by_reason_requeues_exactly_those_and_the_stats_follow(business,
     assert {e.payload["processing_id"] for e in requeued} == {"late-0", "late-1", "late-2"}
     times = [datetime.fromisoformat(e.requeue_history[0]["at"]) for e in requeued]
     assert all(e.requeue_history[0]["by"] == "ops@example.com" for e in requeued)
-    gaps = [(b - a).total_seconds() for a, b in zip(sorted(times), sorted(times)[1:])]
+    gaps = [(b - a).total_seconds() for a, b in zip(sorted(times), sorted(times)[1:], strict=False)]
     assert min(gaps) >= 0.3, f"paced at 2 a second, got gaps {gaps}"
 
     refused = manage(child_env, "dlq", "requeue", "--reason", "invalid_payload")

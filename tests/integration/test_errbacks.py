@@ -3,6 +3,7 @@ task as FAILURE, and the errback every action task carries (link_error) compensa
 run and dead-letters it, on a real worker: the message is not left PROCESSING for the
 sweeper to re-drive for ever. The errback reads Postgres, so running it again, or for a
 run that did not fail, changes nothing."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,8 +23,11 @@ BUG = {"drill": "bug"}
 
 
 def steps_of(pid: str) -> list[tuple[str, str, int]]:
-    return list(SagaStep.objects.filter(message__processing_id=pid).order_by("order")
-                .values_list("action", "status", "attempts"))
+    return list(
+        SagaStep.objects.filter(message__processing_id=pid)
+        .order_by("order")
+        .values_list("action", "status", "attempts")
+    )
 
 
 def received(worker: ManagedProcess, task_id: str) -> int:
@@ -46,8 +50,11 @@ def test_a_bug_in_the_second_of_three_actions_compensates_the_first_and_dead_let
     row = ProcessedMessage.objects.get(processing_id="bug-1")
     assert (row.status, row.handler) == ("FAILED", "bug_drill"), row.last_error
     # The first compensated, the second failed, the third never ran.
-    assert steps_of("bug-1") == [("CREATE_SUPPORT_TICKET", "COMPENSATED", 1), ("DIVIDE_BY_ZERO", "FAILED", 1),
-                                 ("FLAG_FOR_REVIEW", "PENDING", 0)]
+    assert steps_of("bug-1") == [
+        ("CREATE_SUPPORT_TICKET", "COMPENSATED", 1),
+        ("DIVIDE_BY_ZERO", "FAILED", 1),
+        ("FLAG_FOR_REVIEW", "PENDING", 0),
+    ]
     assert SupportTicket.objects.get().status == "VOID"
     assert not ReviewFlag.objects.exists()
 
@@ -65,16 +72,20 @@ def test_a_bug_in_the_second_of_three_actions_compensates_the_first_and_dead_let
     assert received(worker, failed_id) == 1
     # The errback started the compensation, once, under the run's compensate id: nothing else did.
     compensate_id = chains.task_id("bug-1", 1, "compensate")
-    wait_until(lambda: f"[{compensate_id}] succeeded" in worker.output(), timeout=30,
-               message="the compensate task to end")
+    wait_until(
+        lambda: f"[{compensate_id}] succeeded" in worker.output(), timeout=30, message="the compensate task to end"
+    )
     assert received(worker, compensate_id) == 1
     # The first action's task succeeded as before.
     assert app.AsyncResult(chains.task_id("bug-1", 1, "action1-CREATE_SUPPORT_TICKET")).state != "FAILURE"
 
     # The errback running again (a redelivered copy, the sweeper's start) changes nothing.
     chains.start_compensation("bug-1", 1)
-    wait_until(lambda: received(worker, compensate_id) == 2 and worker.output().count(
-        f"[{compensate_id}] succeeded") == 2, timeout=30, message="the second compensate task to end")
+    wait_until(
+        lambda: received(worker, compensate_id) == 2 and worker.output().count(f"[{compensate_id}] succeeded") == 2,
+        timeout=30,
+        message="the second compensate task to end",
+    )
     assert DeadLetter.objects.filter(processing_id="bug-1").count() == 1
     ticket_step = SagaStep.objects.get(message__processing_id="bug-1", action="CREATE_SUPPORT_TICKET")
     assert (ticket_step.status, ticket_step.compensation_attempts) == ("COMPENSATED", 1)
@@ -92,8 +103,11 @@ def test_the_errback_leaves_a_run_that_did_not_fail_alone(drilled):
     late = [chains.task_id("fine-1", run, "compensate") for run in (1, 2)]
     for run in (1, 2):
         chains.compensation_signature("fine-1", run).apply_async()
-    wait_until(lambda: all(f"[{task_id}] ignored" in worker.output() for task_id in late), timeout=30,
-               message="both compensate tasks to end")
+    wait_until(
+        lambda: all(f"[{task_id}] ignored" in worker.output() for task_id in late),
+        timeout=30,
+        message="both compensate tasks to end",
+    )
 
     assert ProcessedMessage.objects.get(processing_id="fine-1").status == "PROCESSED"
     assert steps_of("fine-1") == done
@@ -106,8 +120,16 @@ def test_an_error_around_the_executor_fails_the_step_as_unexpected(business):
     removed between plan and run) fails the run too, so that compensation can take over,
     and compensation refuses a run until its failure is recorded."""
     row = ProcessedMessage.objects.create(
-        processing_id="gone-1", status="PROCESSING", business_id=business.business_id, lead_id="lead-123",
-        intent="COMPLAINT", payload=event("gone-1", intent="COMPLAINT"), saga_run=1, planned_run=1, handler="gone")
+        processing_id="gone-1",
+        status="PROCESSING",
+        business_id=business.business_id,
+        lead_id="lead-123",
+        intent="COMPLAINT",
+        payload=event("gone-1", intent="COMPLAINT"),
+        saga_run=1,
+        planned_run=1,
+        handler="gone",
+    )
     SagaStep.objects.create(message=row, saga_run=1, order=1, action="NO_LONGER_REGISTERED")
     with pytest.raises(saga.SagaStopped, match="no failure recorded"):
         saga.compensate_steps("gone-1", 1)
@@ -117,8 +139,11 @@ def test_an_error_around_the_executor_fails_the_step_as_unexpected(business):
     assert outcome.failed
     assert outcome.error.startswith("LookupError: no action executor registered as 'NO_LONGER_REGISTERED'")
     row.refresh_from_db()
-    assert (row.status, row.failed_stage, row.failure_reason) == ("PROCESSING", "NO_LONGER_REGISTERED",
-                                                                   "unexpected_error")
+    assert (row.status, row.failed_stage, row.failure_reason) == (
+        "PROCESSING",
+        "NO_LONGER_REGISTERED",
+        "unexpected_error",
+    )
     assert "Traceback" in row.last_traceback
     assert steps_of("gone-1") == [("NO_LONGER_REGISTERED", "FAILED", 1)]
     assert saga.compensate_steps("gone-1", 1)

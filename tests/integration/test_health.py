@@ -1,8 +1,8 @@
 """/readyz and /metrics with their dependencies really there: the Redis that goes
 down is a throwaway redis-server started for the test (so the machine's Redis
 keeps serving the other tests), and a real topic is read once per cache window."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 import redis
@@ -11,8 +11,8 @@ from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 
-from devtools.services import start_redis
 from core.metrics.serving import exposition
+from devtools.services import start_redis
 from tests.support.observability import Scrape
 from whatsapp.collectors import ScrapeTimeCollector
 
@@ -44,8 +44,11 @@ def test_readyz_names_the_dependency_that_is_down(client: Client, own_redis):
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.json()
         assert ready.json()["status"] == "ok" and ready.json()["failed"] == []
-        assert {name: check["ok"] for name, check in ready.json()["checks"].items()} == \
-            {"database": True, "redis": True, "broker": True}
+        assert {name: check["ok"] for name, check in ready.json()["checks"].items()} == {
+            "database": True,
+            "redis": True,
+            "broker": True,
+        }
 
         own_redis.stop()
         down = client.get("/readyz")
@@ -78,7 +81,11 @@ def test_metrics_endpoint_reads_queue_lengths_at_scrape_time(client: Client, own
     assert response["Content-Type"].startswith("text/plain; version=")
     scrape = Scrape(response.content.decode())
     assert scrape.by("celery_queue_length", "queue") == {"pipeline": 5, "webhooks": 1}
-    assert {labels["queue"] for labels, _ in scrape.samples["celery_queue_length"]} == {"pipeline", "webhooks", "whatsapp"}
+    assert {labels["queue"] for labels, _ in scrape.samples["celery_queue_length"]} == {
+        "pipeline",
+        "webhooks",
+        "whatsapp",
+    }
     assert scrape.value("inbox_stuck_messages") == 0
     assert "# TYPE whatsapp_messages_received_total counter" in scrape.text
 
@@ -97,8 +104,11 @@ def _counting(monkeypatch, name: str) -> list[int]:
 
 
 def _inbox_and_dlq_queries(captured: CaptureQueriesContext) -> list[str]:
-    return [q["sql"] for q in captured.captured_queries
-            if "whatsapp_processedmessage" in q["sql"] or "dlq_deadletter" in q["sql"]]
+    return [
+        q["sql"]
+        for q in captured.captured_queries
+        if "whatsapp_processedmessage" in q["sql"] or "dlq_deadletter" in q["sql"]
+    ]
 
 
 @pytest.mark.django_db

@@ -1,6 +1,7 @@
 """Kafka ingest against a real broker, Postgres and Redis: every record ends
 as an inbox row, a counted duplicate or a dead letter, and offsets are
 committed only for what was handed off."""
+
 from __future__ import annotations
 
 import random
@@ -36,7 +37,9 @@ def committed_total(bootstrap: str, topic: str, group: str) -> int:
     return sum(max(o, 0) for o in kafka.committed_offsets(bootstrap, topic, group).values())
 
 
-def test_every_record_ends_as_inbox_row_duplicate_or_dead_letter(business, topic, bootstrap, start_ingest, redis_client):
+def test_every_record_ends_as_inbox_row_duplicate_or_dead_letter(
+    business, topic, bootstrap, start_ingest, redis_client
+):
     valid = valid_records(1000)
     duplicates = valid[::10]
     bad = invalid_values()
@@ -62,7 +65,9 @@ def test_every_record_ends_as_inbox_row_duplicate_or_dead_letter(business, topic
     assert bad_utf8.exists()
     assert "UTF-8" in bad_utf8.first().error_message
     tenant = DeadLetter.objects.filter(reason="tenant_mismatch").first()
-    assert tenant.kafka_topic == topic and tenant.kafka_offset is not None and tenant.error_message.startswith("tenant_id")
+    assert (
+        tenant.kafka_topic == topic and tenant.kafka_offset is not None and tenant.error_message.startswith("tenant_id")
+    )
 
     # Each new row was handed to the pipeline once; the group committed everything.
     assert queued(redis_client) == 1000
@@ -73,8 +78,7 @@ def test_idle_exit_waits_for_nothing_to_read_not_for_a_slow_batch(business, topi
     """A batch that takes longer than --idle-exit (a busy database, say) is not
     idleness: ingest reads on until the topic is drained."""
     kafka.produce(bootstrap, topic, valid_records(60))
-    proc = start_ingest(topic, "--idle-exit", "2", "--batch-size", "20",
-                        env={"INGEST_DEBUG_COMMIT_DELAY_SECONDS": "3"})
+    proc = start_ingest(topic, "--idle-exit", "2", "--batch-size", "20", env={"INGEST_DEBUG_COMMIT_DELAY_SECONDS": "3"})
     assert proc.wait(120) == 0, proc.output()[-3000:]
     assert ProcessedMessage.objects.count() == 60
     assert "60 new" in proc.output()

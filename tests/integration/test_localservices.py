@@ -3,12 +3,14 @@
 Each embedded server is started in a tmp dir, a real client is shown to work
 against it, and stop() is shown to really stop it. No Django here.
 """
+
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
 import uuid
+
 from devtools import ROOT
 from devtools import services as ls
 
@@ -27,9 +29,11 @@ def _assert_stopped(service) -> None:
 def test_services_load_without_django_or_clients():
     """tests/settings.py starts the servers before Django reads its settings, and a
     machine without a server's client package must still start the other servers."""
-    probe = ("import sys, devtools.services; "
-             "print(sorted({m.split('.')[0] for m in sys.modules} & "
-             "{'django', 'config', 'whatsapp', 'leads', 'dlq', 'psycopg', 'redis', 'confluent_kafka'}))")
+    probe = (
+        "import sys, devtools.services; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'django', 'config', 'whatsapp', 'leads', 'dlq', 'psycopg', 'redis', 'confluent_kafka'}))"
+    )
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
 

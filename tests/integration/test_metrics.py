@@ -7,13 +7,14 @@ through PROMETHEUS_MULTIPROC_DIR) equal what the database says happened, and no 
 at INFO or above carries a customer's phone number, name or text, the access token or a
 webhook secret.
 """
+
 from __future__ import annotations
 
 import json
 import sys
 import threading
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -32,8 +33,22 @@ ACCESS_TOKEN = "demo-token"
 METRICS_TOKEN = "scrape-token-for-the-metrics-test"
 TOTAL = 200
 # A label may only name one of these: never a lead, a message or a customer.
-ALLOWED_LABELS = {"business_id", "source", "reason", "stage", "intent", "action", "status", "from", "to",
-                  "circuit", "topic", "partition", "queue", "le"}
+ALLOWED_LABELS = {
+    "business_id",
+    "source",
+    "reason",
+    "stage",
+    "intent",
+    "action",
+    "status",
+    "from",
+    "to",
+    "circuit",
+    "topic",
+    "partition",
+    "queue",
+    "le",
+}
 
 
 def more_records(count: int) -> list[tuple[bytes | None, bytes]]:
@@ -41,31 +56,47 @@ def more_records(count: int) -> list[tuple[bytes | None, bytes]]:
     compensated), every intent for the bakery, duplicates and invalid records."""
     from devtools.demo import DEMO_TEXTS
 
-    received_at = datetime.now(timezone.utc).isoformat()
-    intents = [("ORDER_REQUEST", {"products": [{"sku": "SD-01", "name": "sourdough loaf", "quantity": 1}]}),
-               ("PRICING_INQUIRY", {"products": [{"sku": "CR-02", "name": "croissant"}]}),
-               ("AVAILABILITY_INQUIRY", {"products": [{"sku": "BG-03", "name": "baguette"}]}),
-               ("COMPLAINT", {"severity": "high"}),
-               ("SCHEDULE_CALL", {"preferred_time": later_iso()}),
-               ("UNKNOWN", {})]
+    received_at = datetime.now(UTC).isoformat()
+    intents = [
+        ("ORDER_REQUEST", {"products": [{"sku": "SD-01", "name": "sourdough loaf", "quantity": 1}]}),
+        ("PRICING_INQUIRY", {"products": [{"sku": "CR-02", "name": "croissant"}]}),
+        ("AVAILABILITY_INQUIRY", {"products": [{"sku": "BG-03", "name": "baguette"}]}),
+        ("COMPLAINT", {"severity": "high"}),
+        ("SCHEDULE_CALL", {"preferred_time": later_iso()}),
+        ("UNKNOWN", {}),
+    ]
 
     def ev(n: int, intent: str, entities: dict, **overrides) -> dict:
-        body = event(f"more-{n:03d}", lead_id=f"lead-x{n % 23}", message_id=f"wamid.more{n:03d}",
-                     customer={"wa_id": f"1555020{n:04d}", "name": f"Extra Customer {n}"},
-                     message={"text": f"{DEMO_TEXTS[intent]} (extra {n})", "received_at": received_at},
-                     intent=intent, entities=entities, ai={"model": "intent-v3", "processing_ms": 50 + n})
+        body = event(
+            f"more-{n:03d}",
+            lead_id=f"lead-x{n % 23}",
+            message_id=f"wamid.more{n:03d}",
+            customer={"wa_id": f"1555020{n:04d}", "name": f"Extra Customer {n}"},
+            message={"text": f"{DEMO_TEXTS[intent]} (extra {n})", "received_at": received_at},
+            intent=intent,
+            entities=entities,
+            ai={"model": "intent-v3", "processing_ms": 50 + n},
+        )
         body.update(overrides)
         return body
 
-    events = [ev(n, "ORDER_REQUEST", {"products": [{"sku": "ES-01", "name": "espresso beans", "quantity": 1}]},
-                 business_id="corner-cafe", tenant_id="tenant-corner") for n in range(10)]
+    events = [
+        ev(
+            n,
+            "ORDER_REQUEST",
+            {"products": [{"sku": "ES-01", "name": "espresso beans", "quantity": 1}]},
+            business_id="corner-cafe",
+            tenant_id="tenant-corner",
+        )
+        for n in range(10)
+    ]
     invalid = 8
     duplicated = 10
     for n in range(10, 10 + count - len(events) - invalid - duplicated):
         intent, entities = intents[n % len(intents)]
         events.append(ev(n, intent, entities))
     records = [(e["lead_id"].encode(), json.dumps(e).encode()) for e in events]
-    records += records[10:10 + duplicated]
+    records += records[10 : 10 + duplicated]
     bad = [ev(900 + n, "PRICING_INQUIRY", {}) for n in range(invalid)]
     bad[0]["confidence"] = 1.5
     bad[1]["business_id"] = "no-such-shop"
@@ -104,7 +135,8 @@ def secrets_in(records: list[tuple[bytes | None, bytes]]) -> set[str]:
 
 @pytest.mark.slow
 def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
-        bootstrap, topic, child_env, processes, start_worker, start_ingest, tmp_path, subtests):
+    bootstrap, topic, child_env, processes, start_worker, start_ingest, tmp_path, subtests
+):
     """One pipeline run; each check a subtest, so one that fails does not hide the others."""
     from devtools.demo import OutsideWorld, load_businesses, sample_stream
     from dlq.models import DeadLetter
@@ -121,12 +153,20 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
     prom_dir = tmp_path / "prometheus"
     prom_dir.mkdir()
     web_port, ingest_port = free_port(), free_port()
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(prom_dir), "WHATSAPP_GRAPH_BASE_URL": outside_url,
-           "METRICS_TOKEN": METRICS_TOKEN,
-           "WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN, "KAFKA_RESULT_TOPIC": topic, "KAFKA_GROUP_ID": f"g-{topic}"}
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
+        "WHATSAPP_GRAPH_BASE_URL": outside_url,
+        "METRICS_TOKEN": METRICS_TOKEN,
+        "WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN,
+        "KAFKA_RESULT_TOPIC": topic,
+        "KAFKA_GROUP_ID": f"g-{topic}",
+    }
     try:
-        web = ManagedProcess("web", [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{web_port}"],
-                             {**child_env, **env})
+        web = ManagedProcess(
+            "web",
+            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{web_port}"],
+            {**child_env, **env},
+        )
         processes.append(web)
         workers = [start_worker(concurrency=2, name=name, env=env) for name in ("w1", "w2")]
         metrics_url = f"http://127.0.0.1:{web_port}/metrics"
@@ -144,15 +184,21 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
         ingest = start_ingest(topic, env={**env, "INGEST_METRICS_PORT": str(ingest_port)})
 
         def accounted() -> bool:
-            done = (ProcessedMessage.objects.count() + DuplicateDelivery.objects.count()
-                    + DeadLetter.objects.filter(stage="ingest").count())
+            done = (
+                ProcessedMessage.objects.count()
+                + DuplicateDelivery.objects.count()
+                + DeadLetter.objects.filter(stage="ingest").count()
+            )
             return done == TOTAL and not ProcessedMessage.objects.filter(status__in=["RECEIVED", "PROCESSING"]).exists()
 
         wait_until(accounted, timeout=150, interval=0.5, message=f"all {TOTAL} records to be accounted for")
 
         # --- what the database says happened ------------------------------------------------
         received = dict(ProcessedMessage.objects.values_list("business_id").annotate(n=Count("id")))
-        dead = {(r["stage"], r["reason"]): r["n"] for r in DeadLetter.objects.values("stage", "reason").annotate(n=Count("id"))}
+        dead = {
+            (r["stage"], r["reason"]): r["n"]
+            for r in DeadLetter.objects.values("stage", "reason").annotate(n=Count("id"))
+        }
         invalid = {reason: n for (stage, reason), n in dead.items() if stage == "ingest"}
         steps = Counter(SagaStep.objects.values_list("action", "status"))
         ever_succeeded = {"SUCCEEDED", "COMPENSATED", "COMPENSATION_FAILED"}
@@ -173,7 +219,9 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
         actions[("REPLY", "failed")] += sum(n for (stage, _), n in dead.items() if stage == "reply")
         moves = Counter(LeadActivity.objects.filter(kind="state_changed").values_list("from_state", "to_state"))
         planned = Counter(LeadActivity.objects.filter(kind="message_received").values_list("detail__intent", flat=True))
-        processed = dict(ProcessedMessage.objects.filter(status="PROCESSED").values_list("intent").annotate(n=Count("id")))
+        processed = dict(
+            ProcessedMessage.objects.filter(status="PROCESSED").values_list("intent").annotate(n=Count("id"))
+        )
         open_dlq = dict(DeadLetter.objects.filter(status="OPEN").values_list("reason").annotate(n=Count("id")))
         # The run must have exercised what the counters count (else every check below means little).
         assert DuplicateDelivery.objects.count() == 13 and len(invalid) >= 4 and compensations and moves
@@ -182,9 +230,14 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
         # --- what /metrics says, once the last commits have been counted ---------------------
         def scrape_matches() -> Scrape | None:
             scrape = Scrape.get(metrics_url, METRICS_TOKEN)
-            return scrape if scrape.by("message_dlq_total", "stage", "reason") == dead \
-                and scrape.by("whatsapp_action_executed_total", "action", "status") == {k: v for k, v in actions.items() if v} \
-                and scrape.by("pipeline_duration_seconds_count", "intent") == processed else None
+            return (
+                scrape
+                if scrape.by("message_dlq_total", "stage", "reason") == dead
+                and scrape.by("whatsapp_action_executed_total", "action", "status")
+                == {k: v for k, v in actions.items() if v}
+                and scrape.by("pipeline_duration_seconds_count", "intent") == processed
+                else None
+            )
 
         try:
             scrape = wait_until(scrape_matches, timeout=15, interval=0.5, message="/metrics to match the database")
@@ -197,7 +250,9 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
             assert scrape.value("message_duplicate_total") == DuplicateDelivery.objects.count()
             assert scrape.by("message_dlq_total", "stage", "reason") == dead
         with subtests.test("actions, compensations, lead moves and intents equal the database"):
-            assert scrape.by("whatsapp_action_executed_total", "action", "status") == {k: v for k, v in actions.items() if v}
+            assert scrape.by("whatsapp_action_executed_total", "action", "status") == {
+                k: v for k, v in actions.items() if v
+            }
             assert scrape.by("action_compensation_total", "action", "status") == dict(compensations)
             assert scrape.by("lead_state_changed_total", "from", "to") == dict(moves)
             assert scrape.by("ai_intent_detected_total", "intent") == dict(planned)
@@ -207,25 +262,38 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
             assert scrape.by("pipeline_duration_seconds_count", "intent") == processed
             for name in ("ai_intent_confidence", "pipeline_duration_seconds", "pipeline_stage_duration_seconds"):
                 infinite = scrape.by(f"{name}_bucket", "le").get("+Inf")
-                assert infinite == sum(scrape.by(f"{name}_count", "intent" if name != "pipeline_stage_duration_seconds"
-                                                 else "stage").values()), name
+                assert infinite == sum(
+                    scrape.by(
+                        f"{name}_count", "intent" if name != "pipeline_stage_duration_seconds" else "stage"
+                    ).values()
+                ), name
             stages = scrape.by("pipeline_stage_duration_seconds_count", "stage")
             assert stages["dedupe"] >= ProcessedMessage.objects.count()
             assert stages["ingest"] == scrape.value("kafka_ingest_batches_total") > 0
         with subtests.test("the gauges read at scrape time: open dead letters, stuck messages, queues, breakers, lag"):
             assert scrape.by("dlq_open_entries", "reason") == open_dlq
             assert scrape.value("inbox_stuck_messages") == 0
-            assert {ls["queue"] for ls, _ in scrape.samples["celery_queue_length"]} == {"pipeline", "webhooks", "whatsapp"}
+            assert {ls["queue"] for ls, _ in scrape.samples["celery_queue_length"]} == {
+                "pipeline",
+                "webhooks",
+                "whatsapp",
+            }
             breaker = f"webhook:http://127.0.0.1:{outside.server_address[1]}"
-            assert (scrape.samples["circuit_breaker_state"] and
-                    ({"circuit": breaker}, 0.0) in scrape.samples["circuit_breaker_state"]), scrape.text
-            wait_until(lambda: sum(Scrape.get(metrics_url, METRICS_TOKEN).by("kafka_consumer_lag", "partition").values()) == 0,
-                       timeout=15, message="the consumer lag to reach 0")
+            assert (
+                scrape.samples["circuit_breaker_state"]
+                and ({"circuit": breaker}, 0.0) in scrape.samples["circuit_breaker_state"]
+            ), scrape.text
+            wait_until(
+                lambda: sum(Scrape.get(metrics_url, METRICS_TOKEN).by("kafka_consumer_lag", "partition").values()) == 0,
+                timeout=15,
+                message="the consumer lag to reach 0",
+            )
         with subtests.test("counted in every process: ingest and several Celery children wrote their own files"):
             assert len({p.name.rsplit("_", 1)[-1] for p in Path(prom_dir).glob("counter_*.db")}) >= 3
         with subtests.test("no lead, message or customer in any label"):
-            ids = set(ProcessedMessage.objects.values_list("processing_id", flat=True)) \
-                | set(ProcessedMessage.objects.values_list("lead_id", flat=True))
+            ids = set(ProcessedMessage.objects.values_list("processing_id", flat=True)) | set(
+                ProcessedMessage.objects.values_list("lead_id", flat=True)
+            )
             for name, samples in scrape.samples.items():
                 for labels, _ in samples:
                     assert set(labels) <= ALLOWED_LABELS, (name, labels)
@@ -249,8 +317,11 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
             assert {line["level"] for line in lines} <= {"INFO", "WARNING", "ERROR", "CRITICAL"}
         with subtests.test("every line about a message carries the trace id stored on its inbox row"):
             # Without a Sentry DSN the trace ids still travel (a message delivered once).
-            traces = dict(ProcessedMessage.objects.exclude(
-                processing_id__in=DuplicateDelivery.objects.values("processing_id")).values_list("processing_id", "trace_id"))
+            traces = dict(
+                ProcessedMessage.objects.exclude(
+                    processing_id__in=DuplicateDelivery.objects.values("processing_id")
+                ).values_list("processing_id", "trace_id")
+            )
             about = [line for line in lines if line.get("processing_id") in traces]
             assert {line["processing_id"] for line in about} == set(traces)
             assert all(line.get("trace_id") == traces[line["processing_id"]] for line in about)

@@ -1,8 +1,10 @@
 """The pipeline end to end: Kafka -> ingest -> Celery chain -> effects in
 Postgres, with a real worker process. The sales webhook is a local HTTP
 server speaking plain JSON over HTTP, including its failures."""
+
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 from datetime import datetime
@@ -23,38 +25,109 @@ WHEN = later_iso()
 
 
 def steps_of(pid: str, run: int = 1) -> list[tuple[str, str]]:
-    return list(SagaStep.objects.filter(message__processing_id=pid, saga_run=run).order_by("order")
-                .values_list("action", "status"))
+    return list(
+        SagaStep.objects.filter(message__processing_id=pid, saga_run=run)
+        .order_by("order")
+        .values_list("action", "status")
+    )
 
 
 # (processing_id, event overrides, expected actions, reply fragment, lead state after)
 CASES = [
-    ("order-ok", dict(intent="ORDER_REQUEST", confidence=0.85), ["CREATE_ORDER", "NOTIFY_SALES"], "Total: 13.00 USD", "CONVERTED"),
-    ("order-low", dict(intent="ORDER_REQUEST", confidence=0.84), ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
-    ("order-noent", dict(intent="ORDER_REQUEST", entities={}), ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
-    ("order-unknown-sku", dict(intent="ORDER_REQUEST", entities={"products": [{"sku": "NOPE", "name": "cake"}]}),
-     ["FLAG_FOR_REVIEW"], "will confirm your order", "QUALIFIED"),
-    ("pricing-ok", dict(intent="PRICING_INQUIRY", confidence=0.7), ["NOTIFY_SALES"], "sourdough loaf: 6.50 USD", "CONTACTED"),
-    ("pricing-low", dict(intent="PRICING_INQUIRY", confidence=0.69), ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
-    ("pricing-es", dict(intent="PRICING_INQUIRY", entities={"products": [{"sku": "SD-01", "name": "pan"}], "language": "es"}),
-     ["NOTIFY_SALES"], "Estos son los precios", "CONTACTED"),
+    (
+        "order-ok",
+        {"intent": "ORDER_REQUEST", "confidence": 0.85},
+        ["CREATE_ORDER", "NOTIFY_SALES"],
+        "Total: 13.00 USD",
+        "CONVERTED",
+    ),
+    ("order-low", {"intent": "ORDER_REQUEST", "confidence": 0.84}, ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
+    ("order-noent", {"intent": "ORDER_REQUEST", "entities": {}}, ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
+    (
+        "order-unknown-sku",
+        {"intent": "ORDER_REQUEST", "entities": {"products": [{"sku": "NOPE", "name": "cake"}]}},
+        ["FLAG_FOR_REVIEW"],
+        "will confirm your order",
+        "QUALIFIED",
+    ),
+    (
+        "pricing-ok",
+        {"intent": "PRICING_INQUIRY", "confidence": 0.7},
+        ["NOTIFY_SALES"],
+        "sourdough loaf: 6.50 USD",
+        "CONTACTED",
+    ),
+    (
+        "pricing-low",
+        {"intent": "PRICING_INQUIRY", "confidence": 0.69},
+        ["FLAG_FOR_REVIEW"],
+        "A member of our team",
+        "NEW",
+    ),
+    (
+        "pricing-es",
+        {"intent": "PRICING_INQUIRY", "entities": {"products": [{"sku": "SD-01", "name": "pan"}], "language": "es"}},
+        ["NOTIFY_SALES"],
+        "Estos son los precios",
+        "CONTACTED",
+    ),
     # A product no other case orders: stock read while an order takes it would be a race.
-    ("avail-ok", dict(intent="AVAILABILITY_INQUIRY", confidence=0.9,
-                      entities={"products": [{"sku": "BG-03", "name": "baguette"}]}),
-     [], "baguette: in stock (40 available)", "CONTACTED"),
-    ("avail-noent", dict(intent="AVAILABILITY_INQUIRY", entities={}), ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
-    ("complaint-ok", dict(intent="COMPLAINT", confidence=0.6, entities={"severity": "low"}),
-     ["CREATE_SUPPORT_TICKET"], "support ticket", "NEW"),
-    ("complaint-low", dict(intent="COMPLAINT", confidence=0.59), ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
-    ("complaint-high", dict(intent="COMPLAINT", entities={"severity": "high", "language": "pt-BR"}),
-     ["CREATE_SUPPORT_TICKET", "FLAG_FOR_REVIEW", "NOTIFY_SALES"], "urgente", "NEW"),
-    ("call-ok", dict(intent="SCHEDULE_CALL", confidence=0.7, entities={"preferred_time": WHEN}),
-     ["SCHEDULE_CALL", "NOTIFY_SALES"], WHEN[:10], "QUALIFIED"),
-    ("call-noent", dict(intent="SCHEDULE_CALL", entities={}), ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
-    ("call-low", dict(intent="SCHEDULE_CALL", confidence=0.5, entities={"preferred_time": WHEN}),
-     ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
-    ("unknown", dict(intent="UNKNOWN", confidence=0.99), ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
-    ("unrecognised", dict(intent="REFUND_REQUEST", confidence=0.99), ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
+    (
+        "avail-ok",
+        {
+            "intent": "AVAILABILITY_INQUIRY",
+            "confidence": 0.9,
+            "entities": {"products": [{"sku": "BG-03", "name": "baguette"}]},
+        },
+        [],
+        "baguette: in stock (40 available)",
+        "CONTACTED",
+    ),
+    (
+        "avail-noent",
+        {"intent": "AVAILABILITY_INQUIRY", "entities": {}},
+        ["FLAG_FOR_REVIEW"],
+        "A member of our team",
+        "NEW",
+    ),
+    (
+        "complaint-ok",
+        {"intent": "COMPLAINT", "confidence": 0.6, "entities": {"severity": "low"}},
+        ["CREATE_SUPPORT_TICKET"],
+        "support ticket",
+        "NEW",
+    ),
+    ("complaint-low", {"intent": "COMPLAINT", "confidence": 0.59}, ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
+    (
+        "complaint-high",
+        {"intent": "COMPLAINT", "entities": {"severity": "high", "language": "pt-BR"}},
+        ["CREATE_SUPPORT_TICKET", "FLAG_FOR_REVIEW", "NOTIFY_SALES"],
+        "urgente",
+        "NEW",
+    ),
+    (
+        "call-ok",
+        {"intent": "SCHEDULE_CALL", "confidence": 0.7, "entities": {"preferred_time": WHEN}},
+        ["SCHEDULE_CALL", "NOTIFY_SALES"],
+        WHEN[:10],
+        "QUALIFIED",
+    ),
+    ("call-noent", {"intent": "SCHEDULE_CALL", "entities": {}}, ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
+    (
+        "call-low",
+        {"intent": "SCHEDULE_CALL", "confidence": 0.5, "entities": {"preferred_time": WHEN}},
+        ["FLAG_FOR_REVIEW"],
+        "A member of our team",
+        "NEW",
+    ),
+    ("unknown", {"intent": "UNKNOWN", "confidence": 0.99}, ["FLAG_FOR_REVIEW"], "A member of our team", "NEW"),
+    (
+        "unrecognised",
+        {"intent": "REFUND_REQUEST", "confidence": 0.99},
+        ["FLAG_FOR_REVIEW"],
+        "A member of our team",
+        "NEW",
+    ),
 ]
 
 
@@ -110,9 +183,14 @@ def test_non_retryable_failure_in_third_action_compensates_in_reverse_then_reque
 
     row = ProcessedMessage.objects.get(processing_id="complaint-1")
     assert row.status == "FAILED"
-    assert steps_of("complaint-1") == [("CREATE_SUPPORT_TICKET", "COMPENSATED"), ("FLAG_FOR_REVIEW", "COMPENSATED"),
-                                       ("NOTIFY_SALES", "FAILED")]
-    ticket_step, flag_step = SagaStep.objects.filter(message=row, action__in=["CREATE_SUPPORT_TICKET", "FLAG_FOR_REVIEW"]).order_by("order")
+    assert steps_of("complaint-1") == [
+        ("CREATE_SUPPORT_TICKET", "COMPENSATED"),
+        ("FLAG_FOR_REVIEW", "COMPENSATED"),
+        ("NOTIFY_SALES", "FAILED"),
+    ]
+    ticket_step, flag_step = SagaStep.objects.filter(
+        message=row, action__in=["CREATE_SUPPORT_TICKET", "FLAG_FOR_REVIEW"]
+    ).order_by("order")
     assert flag_step.updated_at < ticket_step.updated_at, "compensated in reverse order"
     assert SupportTicket.objects.get().status == "VOID"
     assert ReviewFlag.objects.get().status == "CLEARED"
@@ -122,12 +200,18 @@ def test_non_retryable_failure_in_third_action_compensates_in_reverse_then_reque
     assert "422" in entry.error_message and "Traceback" in entry.traceback
 
     requeue(entry.pk, by="ops@example.com")
-    wait_until(lambda: ProcessedMessage.objects.get(processing_id="complaint-1").status == "PROCESSED", timeout=60,
-               message="requeued run to finish")
+    wait_until(
+        lambda: ProcessedMessage.objects.get(processing_id="complaint-1").status == "PROCESSED",
+        timeout=60,
+        message="requeued run to finish",
+    )
     entry.refresh_from_db()
     assert entry.status == "REQUEUED" and entry.requeue_history[0]["by"] == "ops@example.com"
-    assert steps_of("complaint-1", run=2) == [("CREATE_SUPPORT_TICKET", "SUCCEEDED"), ("FLAG_FOR_REVIEW", "SUCCEEDED"),
-                                              ("NOTIFY_SALES", "SUCCEEDED")]
+    assert steps_of("complaint-1", run=2) == [
+        ("CREATE_SUPPORT_TICKET", "SUCCEEDED"),
+        ("FLAG_FOR_REVIEW", "SUCCEEDED"),
+        ("NOTIFY_SALES", "SUCCEEDED"),
+    ]
     assert SupportTicket.objects.filter(status="OPEN").count() == 1
     assert SupportTicket.objects.count() == 2  # the voided one of run 1 and the live one of run 2
     assert ReviewFlag.objects.filter(status="OPEN").count() == 1
@@ -167,9 +251,9 @@ def test_retryable_failure_that_never_clears_is_dead_lettered_after_4_attempts(p
     step = SagaStep.objects.get(message__processing_id="order-doomed", action="NOTIFY_SALES")
     assert (step.status, step.attempts) == ("FAILED", 4)
     started = [datetime.fromisoformat(a["at"]) for a in step.attempt_log]
-    gaps = [(b - a).total_seconds() for a, b in zip(started, started[1:])]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(started)]
     print("delays between attempts:", [round(g, 2) for g in gaps])
-    for gap, nominal in zip(gaps, (1, 5, 15)):
+    for gap, nominal in zip(gaps, (1, 5, 15), strict=False):
         assert nominal * 0.85 <= gap <= nominal * 1.15 + 1.5, gaps
     entry = DeadLetter.objects.get(processing_id="order-doomed")
     assert (entry.stage, entry.reason, entry.attempts) == ("NOTIFY_SALES", "retries_exhausted", 4)
@@ -178,8 +262,9 @@ def test_retryable_failure_that_never_clears_is_dead_lettered_after_4_attempts(p
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_action_is_redelivered_and_acts_once(bootstrap, topic, start_ingest, start_worker, business,
-                                                                httpserver):
+def test_worker_killed_mid_action_is_redelivered_and_acts_once(
+    bootstrap, topic, start_ingest, start_worker, business, httpserver
+):
     import threading
 
     entered = threading.Event()
@@ -207,18 +292,24 @@ def test_worker_killed_mid_action_is_redelivered_and_acts_once(bootstrap, topic,
     assert SagaStep.objects.get(message__processing_id="order-killed", action="NOTIFY_SALES").status == "PENDING"
 
     start_worker(concurrency=1, name="replacement")
-    wait_until(lambda: ProcessedMessage.objects.get(processing_id="order-killed").status == "PROCESSED",
-               timeout=120, message="the redelivered task to finish the message")
+    wait_until(
+        lambda: ProcessedMessage.objects.get(processing_id="order-killed").status == "PROCESSED",
+        timeout=120,
+        message="the redelivered task to finish the message",
+    )
     assert Order.objects.count() == 1
     assert SalesNotification.objects.count() == 1
     assert Product.objects.get(sku="SD-01").stock == 498
 
 
 @pytest.mark.slow
-def test_failing_compensation_is_retried_then_recorded(bootstrap, topic, start_ingest, start_worker, business, httpserver):
+def test_failing_compensation_is_retried_then_recorded(
+    bootstrap, topic, start_ingest, start_worker, business, httpserver
+):
     """NOTIFY_SALES succeeds, the next step fails for good, and the CRM then
     refuses the retraction with 503 every time: the retraction is tried
     again (1 + 3 retries) and the dead letter says COMPENSATION_FAILED."""
+
     def crm(request):
         body = json.loads(request.data)
         return Response("{}", status=503 if body.get("type") == "retraction" else 200, content_type="application/json")
@@ -231,10 +322,16 @@ def test_failing_compensation_is_retried_then_recorded(bootstrap, topic, start_i
     from tests.support import kafka
     from tests.support.events import encode
 
-    kafka.produce(bootstrap, topic, [(b"lead-123", encode(event("drill-1", intent="COMPLAINT",
-                                                                  entities={"drill": "compensation"})))])
-    wait_until(lambda: ProcessedMessage.objects.filter(processing_id="drill-1", status="FAILED").exists(),
-               timeout=120, message="the run to fail and be dead-lettered")
+    kafka.produce(
+        bootstrap,
+        topic,
+        [(b"lead-123", encode(event("drill-1", intent="COMPLAINT", entities={"drill": "compensation"})))],
+    )
+    wait_until(
+        lambda: ProcessedMessage.objects.filter(processing_id="drill-1", status="FAILED").exists(),
+        timeout=120,
+        message="the run to fail and be dead-lettered",
+    )
 
     assert steps_of("drill-1") == [("NOTIFY_SALES", "COMPENSATION_FAILED"), ("ALWAYS_FAIL", "FAILED")]
     notify = SagaStep.objects.get(message__processing_id="drill-1", action="NOTIFY_SALES")

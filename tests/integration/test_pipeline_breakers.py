@@ -1,5 +1,6 @@
 """Circuit breakers in the pipeline: a call refused by an open breaker waits
 out the open time and is retried without spending an attempt."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -7,10 +8,10 @@ from datetime import datetime
 import pytest
 from werkzeug import Response
 
-from leads.models import Order
-from tests.support.events import event
 from core.breakers import force_open
 from core.clients.webhook import breaker_name
+from leads.models import Order
+from tests.support.events import event
 from whatsapp.models import SagaStep
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_open_breaker_delays_the_action_without_spending_an_attempt(pipeline, business, httpserver):
     httpserver.expect_request("/sales", method="POST").respond_with_handler(
-        lambda request: Response("{}", status=200, content_type="application/json"))
+        lambda request: Response("{}", status=200, content_type="application/json")
+    )
     business.sales_webhook_url = httpserver.url_for("/sales")
     business.save()
     force_open(breaker_name(business.sales_webhook_url), seconds=12)
@@ -38,7 +40,8 @@ def test_open_breaker_delays_the_action_without_spending_an_attempt(pipeline, bu
 
 @pytest.mark.slow
 def test_four_worker_processes_share_one_breaker_through_a_redis_outage(
-        bootstrap, topic, start_ingest, start_worker, business, httpserver, tmp_path):
+    bootstrap, topic, start_ingest, start_worker, business, httpserver, tmp_path
+):
     """Four Celery worker processes notify a failing CRM: the breaker opens
     once for all of them, the CRM hears nothing while it is open, half-open
     lets through at most BREAKER_HALF_OPEN_PROBES calls, losing the breakers'
@@ -49,12 +52,12 @@ def test_four_worker_processes_share_one_breaker_through_a_redis_outage(
 
     import redis as redis_lib
 
+    from core.breakers import EVENTS_KEY
     from devtools.services import start_redis
     from dlq.models import DeadLetter
     from tests.support import kafka
     from tests.support.events import encode
     from tests.support.processes import wait_until
-    from core.breakers import EVENTS_KEY
     from whatsapp.models import ProcessedMessage
 
     probes, open_seconds = 2, 4.0
@@ -67,27 +70,45 @@ def test_four_worker_processes_share_one_breaker_through_a_redis_outage(
     def crm(request) -> Response:
         with lock:
             hits.append(time.time())
-        return Response(json.dumps({"error": "down"} if answer["status"] >= 400 else {"ok": True}),
-                        status=answer["status"], content_type="application/json")
+        return Response(
+            json.dumps({"error": "down"} if answer["status"] >= 400 else {"ok": True}),
+            status=answer["status"],
+            content_type="application/json",
+        )
 
     httpserver.expect_request("/sales", method="POST").respond_with_handler(crm)
     business.sales_webhook_url = httpserver.url_for("/sales")
     business.save()
     name = breaker_name(business.sales_webhook_url)
-    env = {"BREAKER_REDIS_URL": store.url, "BREAKER_OPEN_SECONDS": str(open_seconds),
-           "BREAKER_HALF_OPEN_PROBES": str(probes), "BREAKER_CLOSE_AFTER": "2", "BREAKER_CONSECUTIVE_FAILURES": "5",
-           "BREAKER_PROBE_TIMEOUT_SECONDS": "10", "BREAKER_REDIS_RETRY_SECONDS": "1"}
+    env = {
+        "BREAKER_REDIS_URL": store.url,
+        "BREAKER_OPEN_SECONDS": str(open_seconds),
+        "BREAKER_HALF_OPEN_PROBES": str(probes),
+        "BREAKER_CLOSE_AFTER": "2",
+        "BREAKER_CONSECUTIVE_FAILURES": "5",
+        "BREAKER_PROBE_TIMEOUT_SECONDS": "10",
+        "BREAKER_REDIS_RETRY_SECONDS": "1",
+    }
     worker = start_worker(concurrency=4, env=env)
     start_ingest(topic)
     total = 60
-    kafka.produce(bootstrap, topic, [(f"l{i}".encode(), encode(event(f"brk-{i:03d}", lead_id=f"l{i}", intent="PRICING_INQUIRY")))
-                                     for i in range(total)])
+    kafka.produce(
+        bootstrap,
+        topic,
+        [
+            (f"l{i}".encode(), encode(event(f"brk-{i:03d}", lead_id=f"l{i}", intent="PRICING_INQUIRY")))
+            for i in range(total)
+        ],
+    )
 
     def changes() -> list[tuple[str, str, float]]:
         try:
             client = redis_lib.Redis.from_url(store.url)
-            return [(f[b"from"].decode(), f[b"to"].decode(), float(f[b"at"])) for _, f in client.xrange(EVENTS_KEY)
-                    if f[b"name"] == name.encode()]
+            return [
+                (f[b"from"].decode(), f[b"to"].decode(), float(f[b"at"]))
+                for _, f in client.xrange(EVENTS_KEY)
+                if f[b"name"] == name.encode()
+            ]
         except redis_lib.ConnectionError:
             return []
 
@@ -113,14 +134,24 @@ def test_four_worker_processes_share_one_breaker_through_a_redis_outage(
     assert worker.alive()
     try:
         # The state went with the old Redis; the failures trip it again, in the new one.
-        wait_until(lambda: ("closed", "open") in [c[:2] for c in changes()], timeout=60, message="the breaker to re-open")
+        wait_until(
+            lambda: ("closed", "open") in [c[:2] for c in changes()], timeout=60, message="the breaker to re-open"
+        )
 
         # 4. The CRM recovers: the breaker closes and the messages finish.
         answer["status"] = 200
-        wait_until(lambda: ("half-open", "closed") in [c[:2] for c in changes()], timeout=60,
-                   message="the breaker to close")
-        wait_until(lambda: not ProcessedMessage.objects.filter(status__in=["RECEIVED", "PROCESSING"]).exists()
-                   and ProcessedMessage.objects.count() == total, timeout=120, interval=0.5, message="all to finish")
+        wait_until(
+            lambda: ("half-open", "closed") in [c[:2] for c in changes()], timeout=60, message="the breaker to close"
+        )
+        wait_until(
+            lambda: (
+                not ProcessedMessage.objects.filter(status__in=["RECEIVED", "PROCESSING"]).exists()
+                and ProcessedMessage.objects.count() == total
+            ),
+            timeout=120,
+            interval=0.5,
+            message="all to finish",
+        )
     finally:
         store.stop()
     assert worker.alive()

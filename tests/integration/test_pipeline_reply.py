@@ -1,9 +1,10 @@
 """The reply to the customer, sent as the saga's last step through a real
 worker to a local server speaking the WhatsApp Cloud API's shapes."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from werkzeug import Response
@@ -21,7 +22,7 @@ TOKEN = "EAAG-test-token-never-logged"
 
 
 def now_iso(minutes_ago: float = 1) -> str:
-    return (datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)).isoformat()
+    return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
 
 
 @pytest.fixture
@@ -39,19 +40,26 @@ def send(bootstrap, topic, *events):
 
 
 def settle(pid: str, status: str = "PROCESSED", timeout: float = 90) -> ProcessedMessage:
-    wait_until(lambda: ProcessedMessage.objects.filter(processing_id=pid, status=status).exists(), timeout=timeout,
-               message=f"{pid} to be {status}")
+    wait_until(
+        lambda: ProcessedMessage.objects.filter(processing_id=pid, status=status).exists(),
+        timeout=timeout,
+        message=f"{pid} to be {status}",
+    )
     return ProcessedMessage.objects.get(processing_id=pid)
 
 
 def test_reply_is_sent_last_with_the_cloud_api_shape(graph, bootstrap, topic):
     graph.expect_request("/v21.0/106540352242922/messages", method="POST").respond_with_json(
-        {"messaging_product": "whatsapp", "contacts": [{"input": "15550123456", "wa_id": "15550123456"}],
-         "messages": [{"id": "wamid.HBgLMTU1NTAxMjM0NTY3FQIAERgSQUFBQUFBQUFBQUFBQUFBQUFBAA=="}]})
+        {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": "15550123456", "wa_id": "15550123456"}],
+            "messages": [{"id": "wamid.HBgLMTU1NTAxMjM0NTY3FQIAERgSQUFBQUFBQUFBQUFBQUFBQUFBAA=="}],
+        }
+    )
     send(bootstrap, topic, event("reply-ok", message={"text": "2 loaves please", "received_at": now_iso()}))
     row = settle("reply-ok")
 
-    (request, _), = graph.log
+    ((request, _),) = graph.log
     body = json.loads(request.data)
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert body["messaging_product"] == "whatsapp" and body["recipient_type"] == "individual"
@@ -74,15 +82,34 @@ def test_reply_outside_the_24_hour_window_is_skipped_and_flagged(graph, bootstra
 
 
 def test_permanent_reply_error_dead_letters_without_undoing_actions_and_requeue_resends(graph, bootstrap, topic):
-    answers = [(400, {"error": {"message": "(#131026) Message undeliverable", "type": "OAuthException",
-                                "code": 131026, "error_data": {"messaging_product": "whatsapp",
-                                                               "details": "Message undeliverable"},
-                                "fbtrace_id": "AbCdEf"}})]
+    answers = [
+        (
+            400,
+            {
+                "error": {
+                    "message": "(#131026) Message undeliverable",
+                    "type": "OAuthException",
+                    "code": 131026,
+                    "error_data": {"messaging_product": "whatsapp", "details": "Message undeliverable"},
+                    "fbtrace_id": "AbCdEf",
+                }
+            },
+        )
+    ]
 
     def graph_api(request):
-        status, payload = answers.pop(0) if answers else (200, {
-            "messaging_product": "whatsapp", "contacts": [{"input": "15550123456", "wa_id": "15550123456"}],
-            "messages": [{"id": "wamid.second"}]})
+        status, payload = (
+            answers.pop(0)
+            if answers
+            else (
+                200,
+                {
+                    "messaging_product": "whatsapp",
+                    "contacts": [{"input": "15550123456", "wa_id": "15550123456"}],
+                    "messages": [{"id": "wamid.second"}],
+                },
+            )
+        )
         return Response(json.dumps(payload), status=status, content_type="application/json")
 
     graph.expect_request("/v21.0/106540352242922/messages", method="POST").respond_with_handler(graph_api)

@@ -1,5 +1,6 @@
 """2,000 mixed messages through ingest and two worker processes: each ends
 processed, duplicate or dead-lettered, and no effect happens twice."""
+
 from __future__ import annotations
 
 import json
@@ -20,25 +21,30 @@ from whatsapp.models import DuplicateDelivery, ProcessedMessage
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 MIX = [
-    dict(intent="ORDER_REQUEST"),
-    dict(intent="PRICING_INQUIRY"),
-    dict(intent="AVAILABILITY_INQUIRY"),
-    dict(intent="COMPLAINT", entities={"severity": "medium"}),
-    dict(intent="SCHEDULE_CALL", entities={"preferred_time": later_iso()}),
-    dict(intent="UNKNOWN"),
-    dict(intent="ORDER_REQUEST", confidence=0.5),
+    {"intent": "ORDER_REQUEST"},
+    {"intent": "PRICING_INQUIRY"},
+    {"intent": "AVAILABILITY_INQUIRY"},
+    {"intent": "COMPLAINT", "entities": {"severity": "medium"}},
+    {"intent": "SCHEDULE_CALL", "entities": {"preferred_time": later_iso()}},
+    {"intent": "UNKNOWN"},
+    {"intent": "ORDER_REQUEST", "confidence": 0.5},
 ]
 
 
 def test_two_thousand_mixed_messages(bootstrap, topic, start_ingest, start_worker, business, httpserver, child_env):
     Product.objects.filter(sku="SD-01").update(stock=100_000)
     httpserver.expect_request("/sales", method="POST").respond_with_handler(
-        lambda request: Response("{}", status=200, content_type="application/json"))
+        lambda request: Response("{}", status=200, content_type="application/json")
+    )
     business.sales_webhook_url = httpserver.url_for("/sales")
     business.save()
     # A second tenant whose webhook refuses everything: its notifications fail for good.
-    broken = Business.objects.create(business_id="broken-hooks", tenant_id="tenant-broken", display_name="Broken",
-                                     sales_webhook_url=httpserver.url_for("/gone"))
+    broken = Business.objects.create(
+        business_id="broken-hooks",
+        tenant_id="tenant-broken",
+        display_name="Broken",
+        sales_webhook_url=httpserver.url_for("/gone"),
+    )
     Product.objects.create(business=broken, sku="SD-01", name="sourdough loaf", price="6.50", stock=100_000)
     httpserver.expect_request("/gone", method="POST").respond_with_data('{"error":"gone"}', status=410)
 
@@ -58,8 +64,13 @@ def test_two_thousand_mixed_messages(bootstrap, topic, start_ingest, start_worke
     ingest = start_ingest(topic, "--idle-exit", "10")
     assert ingest.wait(300) == 0
     from tests.support.processes import wait_until
-    wait_until(lambda: not ProcessedMessage.objects.filter(status__in=["RECEIVED", "PROCESSING"]).exists(),
-               timeout=600, interval=2, message="all messages to settle")
+
+    wait_until(
+        lambda: not ProcessedMessage.objects.filter(status__in=["RECEIVED", "PROCESSING"]).exists(),
+        timeout=600,
+        interval=2,
+        message="all messages to settle",
+    )
 
     statuses = Counter(ProcessedMessage.objects.values_list("status", flat=True))
     assert sum(statuses.values()) == 2000
@@ -77,10 +88,19 @@ def test_two_thousand_mixed_messages(bootstrap, topic, start_ingest, start_worke
     assert not SalesNotification.objects.values("idempotency_key").annotate(n=Count("id")).filter(n__gt=1).exists()
     processed_orders = ProcessedMessage.objects.filter(status="PROCESSED", handler="order").count()
     assert Order.objects.filter(status="CREATED").count() == processed_orders
-    assert Order.objects.filter(status="CANCELLED").count() == failed.filter(intent="ORDER_REQUEST", handler="order").count()
+    assert (
+        Order.objects.filter(status="CANCELLED").count()
+        == failed.filter(intent="ORDER_REQUEST", handler="order").count()
+    )
 
-    out = subprocess.run([sys.executable, "manage.py", "pipeline_stats", "--json"], env=child_env,
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "manage.py", "pipeline_stats", "--json"],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     stats = json.loads(out)
     assert stats["processed"] == statuses["PROCESSED"]
     assert stats["failed"] == statuses["FAILED"]

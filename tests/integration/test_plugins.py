@@ -1,6 +1,7 @@
 """A deployment's own intent handler and action, added through the WHATSAPP_PLUGINS setting
 (tests/support/plugin_example.py) with no edit to the whatsapp package, carry a message end
 to end: Kafka, the ingest process, a real Celery worker given the setting, Postgres."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,12 +24,14 @@ def plugged_pipeline(bootstrap, topic, start_ingest, start_worker, business) -> 
 
 
 def test_plugin_handler_and_action_carry_a_message_end_to_end(plugged_pipeline):
-    plugged_pipeline.send([
-        event("member-en", intent="PRICING_INQUIRY", lead_id="lead-member", entities=MEMBER),
-        event("member-es", intent="PRICING_INQUIRY", lead_id="lead-socio", entities={**MEMBER, "language": "es"}),
-        # Not a member: the built-in pricing handler still answers.
-        event("plain", intent="PRICING_INQUIRY", lead_id="lead-plain", entities={"products": MEMBER["products"]}),
-    ])
+    plugged_pipeline.send(
+        [
+            event("member-en", intent="PRICING_INQUIRY", lead_id="lead-member", entities=MEMBER),
+            event("member-es", intent="PRICING_INQUIRY", lead_id="lead-socio", entities={**MEMBER, "language": "es"}),
+            # Not a member: the built-in pricing handler still answers.
+            event("plain", intent="PRICING_INQUIRY", lead_id="lead-plain", entities={"products": MEMBER["products"]}),
+        ]
+    )
     plugged_pipeline.wait_settled(3)
 
     member = ProcessedMessage.objects.get(processing_id="member-en")
@@ -53,8 +56,11 @@ def test_plugin_handler_and_action_carry_a_message_end_to_end(plugged_pipeline):
 
     # The same record delivered again is a duplicate: still one stamp.
     plugged_pipeline.send([event("member-en", intent="PRICING_INQUIRY", lead_id="lead-member", entities=MEMBER)])
-    wait_until(lambda: DuplicateDelivery.objects.filter(processing_id="member-en").exists(), timeout=60,
-               message="the repeat to be recorded as a duplicate")
+    wait_until(
+        lambda: DuplicateDelivery.objects.filter(processing_id="member-en").exists(),
+        timeout=60,
+        message="the repeat to be recorded as a duplicate",
+    )
     assert LeadActivity.objects.filter(kind="loyalty_stamp").count() == 2  # member-en and member-es, once each
     assert Lead.objects.get(lead_id="lead-member").activities.filter(kind="loyalty_stamp").count() == 1
     assert SagaStep.objects.filter(action="STAMP_LOYALTY_CARD").count() == 2

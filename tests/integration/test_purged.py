@@ -5,6 +5,7 @@ for one (a redelivery, a re-driven chain) must end like a stopped saga: one log
 line, no traceback, and Celery sees it ignored, not failed or retried. Every
 task of the pipeline is sent to a real worker for a row the sweeper has purged.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,18 @@ def test_every_pipeline_task_for_a_purged_message_ends_quietly(start_worker, bus
     ids = {step: f"purged-{step}" for step in STEPS}
     for n, (step, pid) in enumerate(ids.items()):
         row = ProcessedMessage.objects.create(
-            processing_id=pid, status="FAILED" if step == "compensate" else "PROCESSED", business_id=BUSINESS_ID,
-            lead_id=f"lead-{n}", intent="ORDER_REQUEST", payload=event(pid), saga_run=1, planned_run=1,
-            handler="order", reply_text="Thanks!", finished_at=long_ago)
+            processing_id=pid,
+            status="FAILED" if step == "compensate" else "PROCESSED",
+            business_id=BUSINESS_ID,
+            lead_id=f"lead-{n}",
+            intent="ORDER_REQUEST",
+            payload=event(pid),
+            saga_run=1,
+            planned_run=1,
+            handler="order",
+            reply_text="Thanks!",
+            finished_at=long_ago,
+        )
         SagaStep.objects.create(message=row, saga_run=1, order=1, action="CREATE_ORDER", status="SUCCEEDED")
     assert sweep(purge=True).purged >= len(STEPS)
     assert not ProcessedMessage.objects.filter(processing_id__in=ids.values()).exists()
@@ -56,8 +66,10 @@ def test_every_pipeline_task_for_a_purged_message_ends_quietly(start_worker, bus
     def ended() -> bool:
         """Every task has an outcome in the log: ignored or succeeded, or (a failure) raised or retried."""
         output = worker.output()
-        return all(any(f"[{task_id}] {outcome}" in output for outcome in ("ignored", "succeeded", "raised", "retry"))
-                   for task_id in task_ids.values())
+        return all(
+            any(f"[{task_id}] {outcome}" in output for outcome in ("ignored", "succeeded", "raised", "retry"))
+            for task_id in task_ids.values()
+        )
 
     try:
         wait_until(ended, timeout=60, interval=0.3, message="every task to end")
@@ -75,8 +87,11 @@ def test_every_pipeline_task_for_a_purged_message_ends_quietly(start_worker, bus
         assert ours[0]["level"] == "INFO" and pid in ours[0]["message"], ours[0]
         if step != "dedupe":  # dedupe cannot tell a purged row from a claimed one without another query
             assert "no inbox row" in ours[0]["message"], ours[0]
-        celery = [line for line in json_lines(output) if task_ids[step] in json.dumps(line)
-                  and line.get("logger", "").startswith("celery")]
+        celery = [
+            line
+            for line in json_lines(output)
+            if task_ids[step] in json.dumps(line) and line.get("logger", "").startswith("celery")
+        ]
         assert any(line["message"].endswith("ignored") for line in celery), (step, celery)
 
     # Nothing was made again: no inbox row, no dead letter.

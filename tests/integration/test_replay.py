@@ -1,6 +1,7 @@
 """`manage.py replay` re-feeds Kafka records through the ingest path: the
 dedupe key stops what was already processed, and --force runs it again as a
 new saga run that acts once, never twice within a run."""
+
 from __future__ import annotations
 
 import io
@@ -9,15 +10,15 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from django.core.management import call_command
 
 from leads.models import Order
 from tests.support.events import event
-from tests.support.processes import wait_until
 from tests.support.poison import POISON
+from tests.support.processes import wait_until
 from whatsapp.models import DuplicateDelivery, ProcessedMessage, SagaStep
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,7 +33,9 @@ def replay_json(*args: str) -> dict:
 def state(pids: list[str]) -> dict:
     """What a replay must not change unless forced: runs, statuses, effects."""
     return {
-        "rows": sorted(ProcessedMessage.objects.filter(processing_id__in=pids).values_list("processing_id", "saga_run", "status")),
+        "rows": sorted(
+            ProcessedMessage.objects.filter(processing_id__in=pids).values_list("processing_id", "saga_run", "status")
+        ),
         "steps": SagaStep.objects.filter(message__processing_id__in=pids).count(),
         "orders": sorted(Order.objects.filter(processing_id__in=pids).values_list("processing_id", "saga_run")),
         "duplicates": DuplicateDelivery.objects.count(),
@@ -44,11 +47,11 @@ def test_replay_by_time_dedupes_and_force_runs_once_more(pipeline, child_env):
     pipeline.send(early)
     pipeline.wait_settled(2)
     time.sleep(1.0)
-    since = datetime.now(timezone.utc).isoformat()
+    since = datetime.now(UTC).isoformat()
     time.sleep(0.2)
     pids = [f"replay-{i}" for i in range(3)]
     events = [event(pid, lead_id=f"lead-r{i}") for i, pid in enumerate(pids)]
-    pipeline.send(events + [events[0]])  # the upstream service sent replay-0 twice
+    pipeline.send([*events, events[0]])  # the upstream service sent replay-0 twice
     pipeline.wait_settled(5)
     wait_until(lambda: DuplicateDelivery.objects.count() == 1, timeout=30, message="the duplicate to be counted")
     before = state(pids)
@@ -57,7 +60,7 @@ def test_replay_by_time_dedupes_and_force_runs_once_more(pipeline, child_env):
 
     # A dry run lists the time range (and nothing before it) and changes nothing.
     listed = replay_json("--topic", pipeline.topic, "--since", since, "--dry-run")
-    assert sorted(r["processing_id"] for r in listed["records"]) == sorted(pids + ["replay-0"])
+    assert sorted(r["processing_id"] for r in listed["records"]) == sorted([*pids, "replay-0"])
     assert {r["outcome"] for r in listed["records"]} == {"duplicate"}
     assert state(pids) == before
 
@@ -68,14 +71,28 @@ def test_replay_by_time_dedupes_and_force_runs_once_more(pipeline, child_env):
 
     # Offsets select exactly one record.
     row = ProcessedMessage.objects.get(processing_id="replay-1")
-    one = replay_json("--topic", pipeline.topic, "--partition", str(row.kafka_partition),
-                      "--from-offset", str(row.kafka_offset), "--to-offset", str(row.kafka_offset), "--dry-run")
+    one = replay_json(
+        "--topic",
+        pipeline.topic,
+        "--partition",
+        str(row.kafka_partition),
+        "--from-offset",
+        str(row.kafka_offset),
+        "--to-offset",
+        str(row.kafka_offset),
+        "--dry-run",
+    )
     assert [(r["processing_id"], r["offset"]) for r in one["records"]] == [("replay-1", row.kafka_offset)]
 
     # --force is refused without confirmation, with exit code 2.
-    refused = subprocess.run([sys.executable, "manage.py", "replay", "--topic", pipeline.topic, "--since", since,
-                              "--force"], env=child_env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                             timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "manage.py", "replay", "--topic", pipeline.topic, "--since", since, "--force"],
+        env=child_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2, refused.stderr
     assert "--yes" in refused.stderr
     assert state(pids) == before
@@ -83,19 +100,27 @@ def test_replay_by_time_dedupes_and_force_runs_once_more(pipeline, child_env):
     # Confirmed: each message runs once more as run 2; replay-0's second record adds no second run.
     forced = replay_json("--topic", pipeline.topic, "--since", since, "--force", "--yes")
     assert (forced["rerun"], forced["duplicate"]) == (3, 1)
-    wait_until(lambda: ProcessedMessage.objects.filter(processing_id__in=pids, saga_run=2, status="PROCESSED").count() == 3,
-               timeout=60, message="the forced runs to finish")
+    wait_until(
+        lambda: ProcessedMessage.objects.filter(processing_id__in=pids, saga_run=2, status="PROCESSED").count() == 3,
+        timeout=60,
+        message="the forced runs to finish",
+    )
     after = state(pids)
     assert after["orders"] == sorted([(pid, run) for pid in pids for run in (1, 2)])  # one order per run
     assert after["steps"] == 2 * before["steps"]
-    per_run = Counter(SagaStep.objects.filter(message__processing_id__in=pids).values_list("message__processing_id",
-                                                                                            "saga_run", "action"))
+    per_run = Counter(
+        SagaStep.objects.filter(message__processing_id__in=pids).values_list(
+            "message__processing_id", "saga_run", "action"
+        )
+    )
     assert set(per_run.values()) == {1}  # every action once per run
     assert after["duplicates"] == before["duplicates"]
     assert state([e["processing_id"] for e in early]) == early_before  # outside the range: untouched
 
 
-def test_replay_isolates_what_it_cannot_take_in_and_reports_conflicts(business, bootstrap, poison_trigger, redis_client):
+def test_replay_isolates_what_it_cannot_take_in_and_reports_conflicts(
+    business, bootstrap, poison_trigger, redis_client
+):
     """As in ingest: a record that fails inside intake is dead-lettered as unprocessable and
     the rest of its batch goes on; another business's record holding a processing_id is
     reported as a conflict (invalid), never as a duplicate."""
@@ -116,13 +141,19 @@ def test_replay_isolates_what_it_cannot_take_in_and_reports_conflicts(business, 
     selection = ("--topic", topic, "--partition", "0", "--from-offset", "0")
 
     listed = replay_json(*selection, "--dry-run")
-    assert [(r["offset"], r["outcome"], r["detail"]) for r in listed["records"]][-1] == \
-        (6, "invalid", "processing_id_conflict")
+    assert [(r["offset"], r["outcome"], r["detail"]) for r in listed["records"]][-1] == (
+        6,
+        "invalid",
+        "processing_id_conflict",
+    )
 
     result = replay_json(*selection)
     assert (result["read"], result["new"], result["invalid"], result["duplicate"]) == (7, 5, 2, 0)
-    assert set(ProcessedMessage.objects.values_list("processing_id", flat=True)) == \
-        {"held-1"} | {f"rp-{i}" for i in range(6) if i != 3}
-    assert sorted(DeadLetter.objects.values_list("kafka_offset", "reason")) == \
-        [(3, "unprocessable"), (6, "processing_id_conflict")]
+    assert set(ProcessedMessage.objects.values_list("processing_id", flat=True)) == {"held-1"} | {
+        f"rp-{i}" for i in range(6) if i != 3
+    }
+    assert sorted(DeadLetter.objects.values_list("kafka_offset", "reason")) == [
+        (3, "unprocessable"),
+        (6, "processing_id_conflict"),
+    ]
     assert not DuplicateDelivery.objects.exists()

@@ -9,6 +9,7 @@ of ingest, this test's own log records, /metrics (this process's and the worker'
 counts), the breakers' names, the saga steps, the inbox row, the dead letter (error,
 traceback, saga state), the notification rows, or the admin pages showing them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -44,9 +45,28 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     openssl = shutil.which("openssl")
     assert openssl, "this test needs the openssl command to make its https receiver's certificate"
     cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -77,8 +97,18 @@ def everything_stored() -> str:
 
 @pytest.mark.django_db(transaction=True)
 def test_no_secret_of_the_webhook_url_is_stored_served_or_logged(
-        bootstrap, topic, start_ingest, start_worker, business, https_receiver, tmp_path, client, caplog,
-        django_user_model, settings):
+    bootstrap,
+    topic,
+    start_ingest,
+    start_worker,
+    business,
+    https_receiver,
+    tmp_path,
+    client,
+    caplog,
+    django_user_model,
+    settings,
+):
     caplog.set_level(logging.DEBUG)
     settings.WHATSAPP_ACCESS_TOKEN = ACCESS_TOKEN
     server, cert = https_receiver
@@ -88,27 +118,36 @@ def test_no_secret_of_the_webhook_url_is_stored_served_or_logged(
     def crm(request: Request) -> Response:
         received.append(request)
         status = next(answers, 422)
-        return Response(json.dumps({"error": f"refused {PATH_TOKEN} {QUERY_TOKEN}"}), status=status,
-                        content_type="application/json")
+        return Response(
+            json.dumps({"error": f"refused {PATH_TOKEN} {QUERY_TOKEN}"}), status=status, content_type="application/json"
+        )
 
     server.expect_request(f"/path/{PATH_TOKEN}", method="POST").respond_with_handler(crm)
     url = f"https://user:{PASSWORD}@127.0.0.1:{server.port}/path/{PATH_TOKEN}?api_key={QUERY_TOKEN}"
     # Stored as an older version could have (the form refuses credentials now).
     Business.objects.filter(pk=business.pk).update(sales_webhook_url=url, sales_webhook_secret=WEBHOOK_SECRET)
     prom_dir = tmp_path / "metrics"
-    worker = start_worker(env={
-        "OUTBOUND_CA_BUNDLE": str(cert), "LOG_LEVEL": "DEBUG", "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
-        "WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN,
-        # Two failures in a row open the receiver's breaker, so its name gets into the transitions metric.
-        "BREAKER_CONSECUTIVE_FAILURES": "2", "BREAKER_OPEN_SECONDS": "1",
-    })
+    worker = start_worker(
+        env={
+            "OUTBOUND_CA_BUNDLE": str(cert),
+            "LOG_LEVEL": "DEBUG",
+            "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
+            "WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN,
+            # Two failures in a row open the receiver's breaker, so its name gets into the transitions metric.
+            "BREAKER_CONSECUTIVE_FAILURES": "2",
+            "BREAKER_OPEN_SECONDS": "1",
+        }
+    )
     ingest = start_ingest(topic, env={"LOG_LEVEL": "DEBUG"})
     from tests.support import kafka
     from tests.support.events import encode
 
     kafka.produce(bootstrap, topic, [(b"lead-123", encode(event("order-secrets")))])
-    wait_until(lambda: DeadLetter.objects.filter(processing_id="order-secrets").exists(), timeout=120,
-               message="the message to be dead-lettered")
+    wait_until(
+        lambda: DeadLetter.objects.filter(processing_id="order-secrets").exists(),
+        timeout=120,
+        message="the message to be dead-lettered",
+    )
 
     # It really went the whole way, with the URL's secrets in the request the receiver got.
     assert len(received) == 3
@@ -123,8 +162,11 @@ def test_no_secret_of_the_webhook_url_is_stored_served_or_logged(
     assert (step.status, step.attempts) == ("FAILED", 3)
     name = f"webhook:{where}"
     assert name in [snap["name"] for snap in breakers.all_breakers()]
-    wait_until(lambda: ProcessedMessage.objects.get(processing_id="order-secrets").status == "FAILED", timeout=30,
-               message="the inbox row to be marked FAILED")
+    wait_until(
+        lambda: ProcessedMessage.objects.get(processing_id="order-secrets").status == "FAILED",
+        timeout=30,
+        message="the inbox row to be marked FAILED",
+    )
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(prom_dir))
@@ -134,20 +176,28 @@ def test_no_secret_of_the_webhook_url_is_stored_served_or_logged(
     assert f'circuit="{name}"' in served_metrics
 
     client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "pw"))
-    pages = [client.get(path).content.decode() for path in (
-        f"/admin/dlq/deadletter/{entry.pk}/change/",
-        f"/admin/whatsapp/processedmessage/{ProcessedMessage.objects.get().pk}/change/",
-        "/admin/leads/salesnotification/", f"/admin/leads/business/{business.pk}/change/",
-        "/admin/whatsapp/circuitbreaker/",
-    )]
+    pages = [
+        client.get(path).content.decode()
+        for path in (
+            f"/admin/dlq/deadletter/{entry.pk}/change/",
+            f"/admin/whatsapp/processedmessage/{ProcessedMessage.objects.get().pk}/change/",
+            "/admin/leads/salesnotification/",
+            f"/admin/leads/business/{business.pk}/change/",
+            "/admin/whatsapp/circuitbreaker/",
+        )
+    ]
     assert where in pages[3], "the business page names the webhook's origin"
 
     # The receiver's own request log (werkzeug, in this process) knows its URL; ours must not.
     our_records = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records if r.name != "werkzeug")
     texts = {
-        "worker log": worker.output(), "ingest log": ingest.output(), "this test's log records": our_records,
-        "/metrics": served_metrics, "the worker's metrics": workers_metrics,
-        "breakers": json.dumps(breakers.all_breakers(), default=str), "stored rows": everything_stored(),
+        "worker log": worker.output(),
+        "ingest log": ingest.output(),
+        "this test's log records": our_records,
+        "/metrics": served_metrics,
+        "the worker's metrics": workers_metrics,
+        "breakers": json.dumps(breakers.all_breakers(), default=str),
+        "stored rows": everything_stored(),
         **{f"admin page {i}": page for i, page in enumerate(pages)},
     }
     assert "DEBUG" in texts["worker log"], "the worker logged at DEBUG"

@@ -1,5 +1,6 @@
 """`make up` serves the admin on :8000 and Flower on :5555 within 60 s, the
 printed one-time password logs in, and Ctrl-C stops every process it started."""
+
 from __future__ import annotations
 
 import os
@@ -64,15 +65,29 @@ def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_red
     if taken:
         pytest.fail(f"ports {taken} are in use; `make up` needs 8000 and 5555 free (is another `make up` running?)")
     # As on a fresh clone: no SECRET_KEY (the stack makes one and keeps it), the services given.
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("DJANGO_", "PYTEST_")) and key != "SECRET_KEY"}
-    env.update(DATABASE_URL=stack_database, REDIS_URL=stack_redis, CELERY_BROKER_URL=stack_redis,
-               KAFKA_BOOTSTRAP_SERVERS=settings.KAFKA_BOOTSTRAP_SERVERS,
-               KAFKA_RESULT_TOPIC=f"stack.up.{uuid.uuid4().hex[:8]}", KAFKA_GROUP_ID=f"stack-up-{uuid.uuid4().hex[:8]}")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "PYTEST_")) and key != "SECRET_KEY"
+    }
+    env.update(
+        DATABASE_URL=stack_database,
+        REDIS_URL=stack_redis,
+        CELERY_BROKER_URL=stack_redis,
+        KAFKA_BOOTSTRAP_SERVERS=settings.KAFKA_BOOTSTRAP_SERVERS,
+        KAFKA_RESULT_TOPIC=f"stack.up.{uuid.uuid4().hex[:8]}",
+        KAFKA_GROUP_ID=f"stack-up-{uuid.uuid4().hex[:8]}",
+    )
     log_path = tmp_path / "make-up.log"
     # The Makefile's own recipe, with this interpreter (the install step is the test run's own).
-    argv = ["make", "--no-print-directory", "up", f"STACK_DIR={tmp_path / 'stack'}",
-            f"BIN={Path(sys.executable).parent}", "STAMP="]
+    argv = [
+        "make",
+        "--no-print-directory",
+        "up",
+        f"STACK_DIR={tmp_path / 'stack'}",
+        f"BIN={Path(sys.executable).parent}",
+        "STAMP=",
+    ]
     with open(log_path, "wb") as log:
         make = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     output = lambda: log_path.read_text(errors="replace")  # noqa: E731
@@ -88,8 +103,12 @@ def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_red
         session = requests.Session()
         login_page = session.get(ADMIN + "login/", timeout=5)
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
-        logged_in = session.post(ADMIN + "login/?next=/admin/", timeout=5, headers={"Referer": ADMIN + "login/"},
-                                 data={"username": "admin", "password": passwords[0], "csrfmiddlewaretoken": token})
+        logged_in = session.post(
+            ADMIN + "login/?next=/admin/",
+            timeout=5,
+            headers={"Referer": ADMIN + "login/"},
+            data={"username": "admin", "password": passwords[0], "csrfmiddlewaretoken": token},
+        )
         assert logged_in.status_code == 200 and "Site administration" in logged_in.text
         assert session.get("http://127.0.0.1:8000/static/admin/css/base.css", timeout=5).status_code == 200
         assert (tmp_path / "stack" / "static" / "admin").is_dir() and (tmp_path / "stack" / "secret_key").exists()
@@ -100,13 +119,13 @@ def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_red
             code = make.wait(45)
         except subprocess.TimeoutExpired:
             os.killpg(make.pid, signal.SIGKILL)
-            raise AssertionError(f"make up still running 45s after Ctrl-C:\n{output()[-4000:]}")
+            raise AssertionError(f"make up still running 45s after Ctrl-C:\n{output()[-4000:]}") from None
     # make passes a Ctrl-C on by ending itself with SIGINT once its recipe has stopped.
     assert code in (0, -signal.SIGINT), output()[-3000:]
     assert "Traceback" not in output(), output()[-3000:]
     started = [int(pid) for pid in re.findall(r"\| \w+ started \(pid=(\d+)\)", output())]
     assert len(started) == 5, output()[-3000:]
     # Every process honcho started ran in a process group of its own.
-    left = [command for pgid in started + [make.pid] for command in running_in_group(pgid)]
+    left = [command for pgid in [*started, make.pid] for command in running_in_group(pgid)]
     assert not left, f"left running after Ctrl-C: {left}"
     assert not any(port_open(HOST, port, timeout=0.3) for port in PORTS)

@@ -1,5 +1,6 @@
 """The sweeper re-drives messages whose Celery tasks were lost, from what
 Postgres says they did, and never twice at once."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,13 @@ def age(pids: list[str], seconds: int = 600) -> None:
 
 
 def run_sweep(child_env, *args: str) -> dict:
-    out = subprocess.run([sys.executable, "manage.py", "sweep", "--json", *args], env=child_env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "manage.py", "sweep", "--json", *args],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -49,15 +55,18 @@ def test_lost_tasks_are_redriven_from_the_inbox(business, start_worker, child_en
     saga.plan_run("half-done", 1)
     assert saga.run_step("half-done", 1, 1).done  # CREATE_ORDER ran; NOTIFY_SALES never did
     assert Order.objects.count() == 1
-    age(received + ["half-done"])
+    age([*received, "half-done"])
     redis_client.flushdb()  # as if Redis restarted empty
 
     start_worker()
     result = run_sweep(child_env)
     assert result["stuck"] == 6
     assert result["redriven"] == {"restarted": 5, "resumed": 1}
-    wait_until(lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() == 6, timeout=60,
-               message="re-driven messages to finish")
+    wait_until(
+        lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() == 6,
+        timeout=60,
+        message="re-driven messages to finish",
+    )
     assert Order.objects.filter(processing_id="half-done").count() == 1
     assert SagaStep.objects.get(message__processing_id="half-done", order=1).attempts == 1
     assert run_sweep(child_env)["stuck"] == 0
@@ -77,8 +86,15 @@ def test_concurrent_sweepers_redrive_each_row_once(business, child_env):
     pids = [f"many-{i}" for i in range(300)]
     take_in_directly(pids)
     age(pids)
-    procs = [subprocess.Popen([sys.executable, "manage.py", "sweep", "--json", "--no-purge"], env=child_env,
-                              stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "sweep", "--json", "--no-purge"],
+            env=child_env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert sum(r["stuck"] for r in results) == 300
     assert sum(sum(r["redriven"].values()) for r in results) == 300

@@ -1,6 +1,7 @@
 """The sales webhook POST is made with no database transaction open: a real ingest,
 a real Celery worker and a real receiver. (The client's own safety, in this
 process: tests/unit/test_webhook_client.py.)"""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ from tests.support import kafka
 from tests.support.events import encode, event
 from tests.support.processes import wait_until
 from whatsapp.models import ProcessedMessage, SagaStep
-
 
 # --- The SSRF guard ---------------------------------------------------------------------
 
@@ -43,7 +43,8 @@ def locks_held(dsn: str) -> dict:
         found["idle_in_transaction"] = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
             "AND state LIKE 'idle in transaction%%' "
-            "AND (query ILIKE '%%whatsapp_sagastep%%' OR query ILIKE '%%leads_salesnotification%%')").fetchone()[0]
+            "AND (query ILIKE '%%whatsapp_sagastep%%' OR query ILIKE '%%leads_salesnotification%%')"
+        ).fetchone()[0]
         for table, where in (("whatsapp_sagastep", "action = 'NOTIFY_SALES'"), ("leads_salesnotification", "true")):
             try:
                 with conn.transaction():
@@ -55,8 +56,9 @@ def locks_held(dsn: str) -> dict:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_notify_sales_posts_and_retracts_with_no_transaction_open(bootstrap, topic, start_ingest, start_worker,
-                                                                    business, httpserver):
+def test_notify_sales_posts_and_retracts_with_no_transaction_open(
+    bootstrap, topic, start_ingest, start_worker, business, httpserver
+):
     """NOTIFY_SALES, then a step that fails for good (a test plugin), so both the notification
     and its retraction are POSTed. While each request is in the receiver's hands, another
     connection finds no session of the worker idle in a transaction and the rows unlocked."""
@@ -73,13 +75,20 @@ def test_notify_sales_posts_and_retracts_with_no_transaction_open(bootstrap, top
     business.save()
     start_worker(env={"WHATSAPP_PLUGINS": "tests.support.plugins"})
     start_ingest(topic)
-    kafka.produce(bootstrap, topic, [(b"lead-123", encode(event("drill-tx", intent="COMPLAINT",
-                                                                  entities={"drill": "compensation"})))])
-    wait_until(lambda: ProcessedMessage.objects.filter(processing_id="drill-tx", status="FAILED").exists(),
-               timeout=120, message="the run to fail and be compensated")
+    kafka.produce(
+        bootstrap,
+        topic,
+        [(b"lead-123", encode(event("drill-tx", intent="COMPLAINT", entities={"drill": "compensation"})))],
+    )
+    wait_until(
+        lambda: ProcessedMessage.objects.filter(processing_id="drill-tx", status="FAILED").exists(),
+        timeout=120,
+        message="the run to fail and be compensated",
+    )
 
     free = {"idle_in_transaction": 0, "whatsapp_sagastep": "free", "leads_salesnotification": "free"}
     assert seen == [("notification", free), ("retraction", free)]
-    assert list(SagaStep.objects.filter(message__processing_id="drill-tx").order_by("order")
-                .values_list("action", "status")) == [("NOTIFY_SALES", "COMPENSATED"), ("ALWAYS_FAIL", "FAILED")]
+    assert list(
+        SagaStep.objects.filter(message__processing_id="drill-tx").order_by("order").values_list("action", "status")
+    ) == [("NOTIFY_SALES", "COMPENSATED"), ("ALWAYS_FAIL", "FAILED")]
     assert SalesNotification.objects.get().status == SalesNotification.Status.RETRACTED

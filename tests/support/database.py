@@ -1,11 +1,12 @@
 """A Postgres server of one test's own, so that the test can restart it for
 real: under pytest-xdist the other tests' databases live on the shared server,
 which is not ours to restart."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 from django.contrib.contenttypes.models import ContentType

@@ -1,23 +1,25 @@
 """Building AI-result events and Kafka records the way the upstream service does."""
+
 from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 BUSINESS_ID = "acme-bakery"
 TENANT_ID = "tenant-acme"
 
+
 def now_iso(minutes_ago: float = 1) -> str:
     """A time relative to now: what the pipeline does with a message depends on its age (the
     24-hour customer-service window), so test events never carry a fixed date."""
-    return (datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)).isoformat()
+    return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
 
 
 def later_iso(days: float = 3, hour: int = 15) -> str:
     """A moment in the future on a whole hour, for a callback the customer asks for."""
-    moment = datetime.now(timezone.utc) + timedelta(days=days)
+    moment = datetime.now(UTC) + timedelta(days=days)
     return moment.replace(hour=hour, minute=0, second=0, microsecond=0).isoformat()
 
 
@@ -62,8 +64,13 @@ def invalid_values() -> dict[str, bytes]:
         "missing_field": encode(missing),
         "wrong_type": encode(wrong_type),
         "confidence_1_5": encode(event("bad-conf", confidence=1.5)),
-        "too_large": encode(event("bad-big", message={"text": "x" * 10, "received_at": now_iso()},
-                                  entities={"padding": "p" * (300 * 1024)})),
+        "too_large": encode(
+            event(
+                "bad-big",
+                message={"text": "x" * 10, "received_at": now_iso()},
+                entities={"padding": "p" * (300 * 1024)},
+            )
+        ),
         "unknown_business": encode(event("bad-biz", business_id="no-such-business")),
         "tenant_mismatch": encode(event("bad-tenant", tenant_id="tenant-other")),
         "schema_v2": encode(event("bad-schema", schema_version=2)),

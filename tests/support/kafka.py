@@ -1,4 +1,5 @@
 """Real-broker helpers for tests: topics, producing, and reading group offsets."""
+
 from __future__ import annotations
 
 import socket
@@ -20,8 +21,12 @@ def create_topic(bootstrap: str, partitions: int = 3, prefix: str = "test.ai.res
     return name
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
-            headers: list[tuple[str, bytes]] | None = None) -> int:
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> int:
     """Produce (key, value) pairs and wait until the broker has them all."""
     return len(produce_messages(bootstrap, topic, (Out(value, key, headers) for key, value in records)))
 
@@ -41,8 +46,7 @@ class Out:
 def produce_messages(bootstrap: str, topic: str, messages: Iterable[Out]) -> list[tuple[int, int]]:
     """Produce the records in order and wait until the broker has them all; returns each
     record's (partition, offset), in the order given."""
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-                         "message.max.bytes": 2_000_000})
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "message.max.bytes": 2_000_000})
     failures: list[str] = []
     coordinates: dict[int, tuple[int, int]] = {}
 
@@ -52,6 +56,7 @@ def produce_messages(bootstrap: str, topic: str, messages: Iterable[Out]) -> lis
                 failures.append(str(err))
             else:
                 coordinates[index] = (msg.partition(), msg.offset())
+
         return delivered
 
     count = 0
@@ -59,8 +64,9 @@ def produce_messages(bootstrap: str, topic: str, messages: Iterable[Out]) -> lis
         extra = {k: v for k, v in (("timestamp", out.timestamp), ("partition", out.partition)) if v is not None}
         while True:
             try:
-                producer.produce(topic, key=out.key, value=out.value, headers=out.headers,
-                                 on_delivery=delivered_as(index), **extra)
+                producer.produce(
+                    topic, key=out.key, value=out.value, headers=out.headers, on_delivery=delivered_as(index), **extra
+                )
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -96,14 +102,24 @@ def produce_raw(bootstrap: str, topic: str, partition: int, records: list[RawRec
         for name, value in record.headers:
             rec += _varint(len(name)) + name + _bytes_varint(value)
         body += _varint(len(rec)) + rec
-    after_crc = struct.pack(">hiqqqhii", 0, len(records) - 1, base_ts, max(r.timestamp for r in records),
-                            -1, -1, -1, len(records)) + body
+    after_crc = (
+        struct.pack(
+            ">hiqqqhii", 0, len(records) - 1, base_ts, max(r.timestamp for r in records), -1, -1, -1, len(records)
+        )
+        + body
+    )
     tail = struct.pack(">ibI", -1, 2, _crc32c(after_crc)) + after_crc
     batch = struct.pack(">qi", 0, len(tail)) + tail
     name = topic.encode()
-    request = (struct.pack(">hhih", 0, 3, 1, 4) + b"test"  # Produce v3, correlation id 1, client id
-               + struct.pack(">hhi", -1, -1, 30_000)       # no transactional id, acks=all, timeout
-               + struct.pack(">ih", 1, len(name)) + name + struct.pack(">iii", 1, partition, len(batch)) + batch)
+    request = (
+        struct.pack(">hhih", 0, 3, 1, 4)
+        + b"test"  # Produce v3, correlation id 1, client id
+        + struct.pack(">hhi", -1, -1, 30_000)  # no transactional id, acks=all, timeout
+        + struct.pack(">ih", 1, len(name))
+        + name
+        + struct.pack(">iii", 1, partition, len(batch))
+        + batch
+    )
     host, port = bootstrap.split(",")[0].rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as conn:
         conn.sendall(struct.pack(">i", len(request)) + request)
@@ -172,13 +188,19 @@ def end_offsets(bootstrap: str, topic: str, settle: float = 3.0) -> dict[int, in
     Tansu answers ListOffsets(latest) with the last batch's base offset + 1
     rather than the high watermark, so the watermark API cannot be trusted
     here; reading every record is slower but exact."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"probe-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     try:
         meta = consumer.list_topics(topic, timeout=10)
         partitions = list(meta.topics[topic].partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        ends = {p: 0 for p in partitions}
+        ends = dict.fromkeys(partitions, 0)
         at_eof: set[int] = set()
         deadline = time.monotonic() + 120
         quiet_since = time.monotonic()
@@ -221,6 +243,7 @@ def outcomes(topic: str) -> dict[tuple[int, int], list[str]]:
     for p, o in DuplicateDelivery.objects.filter(kafka_topic=topic).values_list("kafka_partition", "kafka_offset"):
         found.setdefault((p, o), []).append("duplicate")
     for p, o, reason in DeadLetter.objects.filter(kafka_topic=topic, stage="ingest").values_list(
-            "kafka_partition", "kafka_offset", "reason"):
+        "kafka_partition", "kafka_offset", "reason"
+    ):
         found.setdefault((p, o), []).append(f"dead letter:{reason}")
     return found

@@ -1,4 +1,5 @@
 """Reading what the service exposes: Prometheus text, JSON log lines, Sentry envelopes."""
+
 from __future__ import annotations
 
 import gzip
@@ -45,11 +46,7 @@ class Scrape:
 
 def json_lines(text: str) -> list[dict]:
     """The JSON log lines in a process's output (its other output, e.g. Celery's banner, is skipped)."""
-    lines = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            lines.append(json.loads(line))
-    return lines
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
 class SentryIngest:
@@ -111,7 +108,7 @@ def parse_envelope(body: bytes) -> list[tuple[dict, Any]]:
         header_line, _, rest = rest.partition(b"\n")
         header = json.loads(header_line)
         if "length" in header:
-            payload, rest = rest[:header["length"]], rest[header["length"]:]
+            payload, rest = rest[: header["length"]], rest[header["length"] :]
             rest = rest[1:] if rest.startswith(b"\n") else rest
         else:
             payload, _, rest = rest.partition(b"\n")

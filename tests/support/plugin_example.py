@@ -6,6 +6,7 @@ gets a stamp on their card and a thank-you instead of the price list. The stamp 
 in the lead's history (LeadActivity), so this action needs no model of its own; the entry
 is append-only, so taking the stamp back is a second entry, as in a ledger.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,18 +37,25 @@ class StampLoyaltyCard(ActionExecutor):
 
 
 def _entry(context: ActionContext, kind: str, **detail: Any) -> LeadActivity:
-    existing = LeadActivity.objects.filter(lead=context.lead, kind=kind,
-                                           detail__idempotency_key=context.idempotency_key).first()
+    existing = LeadActivity.objects.filter(
+        lead=context.lead, kind=kind, detail__idempotency_key=context.idempotency_key
+    ).first()
     if existing is not None:
         return existing
-    return LeadActivity.objects.create(lead=context.lead, kind=kind, processing_id=context.processing_id,
-                                       detail={"idempotency_key": context.idempotency_key, **detail})
+    return LeadActivity.objects.create(
+        lead=context.lead,
+        kind=kind,
+        processing_id=context.processing_id,
+        detail={"idempotency_key": context.idempotency_key, **detail},
+    )
 
 
-REPLIES = replies.Replies({
-    "en": {"stamped": "Thanks for being a member! {business} has added a stamp to your loyalty card."},
-    "es": {"stamped": "¡Gracias por ser socio! {business} ha añadido un sello a tu tarjeta de fidelidad."},
-})
+REPLIES = replies.Replies(
+    {
+        "en": {"stamped": "Thanks for being a member! {business} has added a stamp to your loyalty card."},
+        "es": {"stamped": "¡Gracias por ser socio! {business} ha añadido un sello a tu tarjeta de fidelidad."},
+    }
+)
 
 
 @register

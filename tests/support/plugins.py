@@ -5,6 +5,7 @@ put NOTIFY_SALES before a failing step, so its retraction is exercised.
 
 A second drill ("bug") plans three actions whose second one has a bug (an error
 no executor raises on purpose), for the errback that compensates such a run."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,9 +41,12 @@ class CompensationDrill(IntentHandler):
         return context.event.entities.model_extra.get("drill") == "compensation"
 
     def handle(self, context: MessageContext) -> HandlerResult:
-        return HandlerResult(handler=self.name, actions=[PlannedAction(NotifySales, {"kind": "complaint"}),
-                                                         PlannedAction(AlwaysFail)],
-                             reply_text="drill", note="test plugin")
+        return HandlerResult(
+            handler=self.name,
+            actions=[PlannedAction(NotifySales, {"kind": "complaint"}), PlannedAction(AlwaysFail)],
+            reply_text="drill",
+            note="test plugin",
+        )
 
 
 @register_action
@@ -66,7 +70,13 @@ class BugDrill(IntentHandler):
         return context.event.entities.model_extra.get("drill") == "bug"
 
     def handle(self, context: MessageContext) -> HandlerResult:
-        return HandlerResult(handler=self.name, actions=[PlannedAction(CreateSupportTicket, {"severity": "high"}),
-                                                         PlannedAction(DivideByZero),
-                                                         PlannedAction(FlagForReview, {"reason": "bug drill"})],
-                             reply_text="drill", note="test plugin")
+        return HandlerResult(
+            handler=self.name,
+            actions=[
+                PlannedAction(CreateSupportTicket, {"severity": "high"}),
+                PlannedAction(DivideByZero),
+                PlannedAction(FlagForReview, {"reason": "bug drill"}),
+            ],
+            reply_text="drill",
+            note="test plugin",
+        )

@@ -1,5 +1,6 @@
 """A record that fails inside intake, past the contract: a Postgres trigger refuses the
 inbox row of one processing_id, as a constraint, a storage limit or a bug would."""
+
 from __future__ import annotations
 
 from django.db import connection
@@ -22,5 +23,7 @@ def add_poison_trigger() -> None:
 
 def remove_poison_trigger() -> None:
     with connection.cursor() as cursor:
-        cursor.execute("DROP TRIGGER IF EXISTS test_poison_row ON whatsapp_processedmessage;"
-                       "DROP FUNCTION IF EXISTS test_poison_row();")
+        cursor.execute(
+            "DROP TRIGGER IF EXISTS test_poison_row ON whatsapp_processedmessage;"
+            "DROP FUNCTION IF EXISTS test_poison_row();"
+        )

@@ -1,6 +1,8 @@
 """Child processes (ingest, Celery workers) started by tests."""
+
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,8 +21,9 @@ class ManagedProcess:
         self.log_path = ARTIFACTS / f"{name}-{int(time.time() * 1000)}.log"
         self._log = open(self.log_path, "wb")
         self.argv = argv
-        self.process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     @property
     def pid(self) -> int:
@@ -37,14 +40,14 @@ class ManagedProcess:
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.argv[2:4]} still running after {timeout}s; log:\n{self.output()[-4000:]}")
+            raise AssertionError(
+                f"{self.argv[2:4]} still running after {timeout}s; log:\n{self.output()[-4000:]}"
+            ) from None
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.alive():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def stop(self, timeout: float = 20) -> None:
         if self.alive():

@@ -1,5 +1,6 @@
 """A TCP proxy a test can cut and restore, to make a real service go away
 under a running process without stopping the server other tests share."""
+
 from __future__ import annotations
 
 import contextlib

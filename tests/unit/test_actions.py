@@ -1,4 +1,5 @@
 """Action executors against real Postgres and a real HTTP server standing in for the sales webhook."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,6 @@ from django.db import transaction
 from werkzeug import Request, Response
 
 import whatsapp
-
 from leads.models import (
     Business,
     CallbackRequest,
@@ -51,8 +51,16 @@ def webhook_business(business: Business, httpserver) -> Business:
     return business
 
 
-def context(business: Business, lead: Lead, action: str, params: dict[str, Any], *, step_order: int = 1,
-            saga_run: int = 1, processing_id: str = "p-1") -> ActionContext:
+def context(
+    business: Business,
+    lead: Lead,
+    action: str,
+    params: dict[str, Any],
+    *,
+    step_order: int = 1,
+    saga_run: int = 1,
+    processing_id: str = "p-1",
+) -> ActionContext:
     return ActionContext(
         processing_id=processing_id,
         saga_run=saga_run,
@@ -103,7 +111,11 @@ def order_context(business: Business, lead: Lead, *lines: tuple[str, int], **kwa
 
 def test_every_planned_action_has_an_executor():
     assert executors.names() == [
-        "CREATE_ORDER", "CREATE_SUPPORT_TICKET", "FLAG_FOR_REVIEW", "NOTIFY_SALES", "SCHEDULE_CALL",
+        "CREATE_ORDER",
+        "CREATE_SUPPORT_TICKET",
+        "FLAG_FOR_REVIEW",
+        "NOTIFY_SALES",
+        "SCHEDULE_CALL",
     ]
     for name in executors.names():
         assert get(name).name == name
@@ -113,8 +125,11 @@ def test_every_planned_action_has_an_executor():
 
 def test_each_action_name_is_written_once():
     """In its executor's class: plans name the class, so a second spelling is a typo in waiting."""
-    sources = {path: path.read_text() for folder in ("actions", "handlers")
-               for path in (Path(whatsapp.__file__).parent / folder).glob("*.py")}
+    sources = {
+        path: path.read_text()
+        for folder in ("actions", "handlers")
+        for path in (Path(whatsapp.__file__).parent / folder).glob("*.py")
+    }
     for name in executors.names():
         written = [path.name for path, text in sources.items() for _ in range(text.count(f'"{name}"'))]
         assert written == [f"{name.lower()}.py"], name
@@ -133,7 +148,12 @@ def test_order_is_priced_from_the_catalog_and_takes_stock(business, lead):
     assert (order.processing_id, order.saga_run, order.idempotency_key) == ("p-1", 1, "p-1:1:1:CREATE_ORDER")
     line = OrderLine.objects.get()
     assert (line.sku, line.name, line.quantity, line.unit_price, line.line_total) == (
-        "SD-01", "sourdough loaf", 2, Decimal("6.50"), Decimal("13.00"))
+        "SD-01",
+        "sourdough loaf",
+        2,
+        Decimal("6.50"),
+        Decimal("13.00"),
+    )
     assert stock() == 498
 
 
@@ -173,9 +193,8 @@ def test_insufficient_stock_is_permanent_and_takes_nothing(business, lead):
     Product.objects.create(business=business, sku="RY-02", name="rye loaf", price="4.25", stock=1)
     ctx = order_context(business, lead, ("SD-01", 2), ("RY-02", 5))
     # Even if the caller catches the error and commits, the first line's stock is not taken.
-    with transaction.atomic():
-        with pytest.raises(PermanentActionError, match="insufficient stock for SKU RY-02"):
-            get("CREATE_ORDER").execute(ctx)
+    with transaction.atomic(), pytest.raises(PermanentActionError, match="insufficient stock for SKU RY-02"):
+        get("CREATE_ORDER").execute(ctx)
     assert not Order.objects.exists()
     assert (stock("SD-01"), stock("RY-02")) == (500, 1)
 
@@ -197,14 +216,17 @@ def test_unknown_sku_is_permanent(business, lead):
     assert Product.objects.get(sku="OT-01").stock == 10
 
 
-@pytest.mark.parametrize("params", [
-    {},
-    {"lines": []},
-    {"lines": [{"quantity": 1}]},
-    {"lines": [{"sku": "SD-01", "quantity": 0}]},
-    {"lines": [{"sku": "SD-01", "quantity": "2"}]},
-    {"lines": ["SD-01"]},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"lines": []},
+        {"lines": [{"quantity": 1}]},
+        {"lines": [{"sku": "SD-01", "quantity": 0}]},
+        {"lines": [{"sku": "SD-01", "quantity": "2"}]},
+        {"lines": ["SD-01"]},
+    ],
+)
 def test_malformed_order_params_are_permanent(business, lead, params):
     with pytest.raises(PermanentActionError):
         execute(context(business, lead, "CREATE_ORDER", params))
@@ -222,15 +244,24 @@ def test_multi_line_order_totals_all_lines(business, lead):
 # --- CREATE_SUPPORT_TICKET ----------------------------------------------------
 
 
-@pytest.mark.parametrize(("severity", "priority"), [
-    ("low", "LOW"), ("medium", "NORMAL"), ("high", "HIGH"), (None, "NORMAL"),
-])
+@pytest.mark.parametrize(
+    ("severity", "priority"),
+    [
+        ("low", "LOW"),
+        ("medium", "NORMAL"),
+        ("high", "HIGH"),
+        (None, "NORMAL"),
+    ],
+)
 def test_ticket_priority_follows_severity(business, lead, severity, priority):
     result = execute(context(business, lead, "CREATE_SUPPORT_TICKET", {"severity": severity, "order_reference": None}))
     ticket = SupportTicket.objects.get()
     assert result == {"ticket_id": ticket.pk, "priority": priority, "order_id": None, "order_reference": None}
     assert (ticket.status, ticket.priority, ticket.idempotency_key) == (
-        SupportTicket.Status.OPEN, priority, "p-1:1:1:CREATE_SUPPORT_TICKET")
+        SupportTicket.Status.OPEN,
+        priority,
+        "p-1:1:1:CREATE_SUPPORT_TICKET",
+    )
 
 
 def test_ticket_links_the_named_order_of_the_same_business(business, lead):
@@ -336,7 +367,9 @@ def test_callback_is_requested_at_the_preferred_time(business, lead):
     assert CallbackRequest.objects.count() == 1
 
 
-@pytest.mark.parametrize("value", [None, "", "friday afternoon", "2026-13-45T10:00:00+00:00", "2026-11-27T15:00:00", 17])
+@pytest.mark.parametrize(
+    "value", [None, "", "friday afternoon", "2026-13-45T10:00:00+00:00", "2026-11-27T15:00:00", 17]
+)
 def test_bad_preferred_time_is_permanent(business, lead, value):
     with pytest.raises(PermanentActionError, match="preferred_time"):
         execute(context(business, lead, "SCHEDULE_CALL", {"preferred_time": value}))
@@ -384,7 +417,11 @@ def test_notification_is_posted_signed_and_summarised(webhook_business, lead, ht
     assert body == notification.payload
     assert body["processing_id"] == "p-1"
     assert (body["business_id"], body["lead_id"], body["kind"], body["intent"]) == (
-        "acme-bakery", "lead-123", "order", "ORDER_REQUEST")
+        "acme-bakery",
+        "lead-123",
+        "order",
+        "ORDER_REQUEST",
+    )
     assert body["order"] == {"reference": order["reference"], "total": "13.00", "currency": "USD"}
     assert body["created_at"]
     raw = request.get_data(as_text=True)
@@ -424,7 +461,8 @@ def test_notification_without_secret_is_not_signed(webhook_business, lead, https
 @pytest.mark.parametrize("status", [400, 422])
 def test_client_errors_are_permanent_and_never_show_the_secret(webhook_business, lead, httpserver, status):
     httpserver.expect_request(HOOK, method="POST").respond_with_json(
-        {"error": "invalid payload", "echo": SECRET}, status=status)
+        {"error": "invalid payload", "echo": SECRET}, status=status
+    )
     with pytest.raises(PermanentActionError) as caught:
         execute(notify_context(webhook_business, lead))
     assert str(status) in str(caught.value)
@@ -445,7 +483,8 @@ def test_server_errors_are_retryable(webhook_business, lead, httpserver, status)
 
 def test_429_honours_retry_after(webhook_business, lead, httpserver):
     httpserver.expect_request(HOOK, method="POST").respond_with_data(
-        "slow down", status=429, headers={"Retry-After": "7"})
+        "slow down", status=429, headers={"Retry-After": "7"}
+    )
     with pytest.raises(RetryableActionError, match="429") as caught:
         execute(notify_context(webhook_business, lead))
     assert caught.value.retry_after == 7.0
@@ -502,7 +541,7 @@ def test_compensation_posts_one_retraction(webhook_business, lead, httpserver):
     compensate(ctx, result)
     compensate(ctx, result)
 
-    sent, retraction = posts(httpserver)
+    _sent, retraction = posts(httpserver)
     assert retraction.headers["Idempotency-Key"] == f"{ctx.idempotency_key}:retract"
     assert_signed(retraction)
     assert retraction.get_json()["type"] == "retraction"
@@ -530,9 +569,8 @@ def test_failing_retraction_is_classified_like_a_send(webhook_business, lead, ht
     assert SalesNotification.objects.get().status == SalesNotification.Status.SENT
 
     # A permanent failure is raised but recorded, for whoever commits the compensation outcome.
-    with transaction.atomic():
-        with pytest.raises(PermanentActionError, match="410") as caught:
-            get("NOTIFY_SALES").compensate(ctx, result)
+    with transaction.atomic(), pytest.raises(PermanentActionError, match="410") as caught:
+        get("NOTIFY_SALES").compensate(ctx, result)
     assert SECRET not in str(caught.value)
     assert SalesNotification.objects.get().status == SalesNotification.Status.RETRACTION_FAILED
     assert len(posts(httpserver)) == 3

@@ -3,6 +3,7 @@
 The browser test (test_admin_browser.py) drives the DLQ review end to end with a
 real worker; these check each page and rule cheaply.
 """
+
 from __future__ import annotations
 
 import html
@@ -47,8 +48,13 @@ HOSTILE = "<script>alert('x')</script>"
 
 @pytest.fixture
 def business() -> Business:
-    biz = Business.objects.create(business_id=BUSINESS_ID, tenant_id="tenant-acme", display_name="Acme Bakery",
-                                  sales_webhook_url="https://crm.example.com/hook", sales_webhook_secret=SECRET)
+    biz = Business.objects.create(
+        business_id=BUSINESS_ID,
+        tenant_id="tenant-acme",
+        display_name="Acme Bakery",
+        sales_webhook_url="https://crm.example.com/hook",
+        sales_webhook_secret=SECRET,
+    )
     Product.objects.create(business=biz, sku="SD-01", name="sourdough loaf", price="6.50", stock=500)
     return biz
 
@@ -62,15 +68,27 @@ def root(django_user_model):
 def agent(django_user_model):
     """Support: reads dead letters and may resolve or discard them, but not requeue."""
     user = django_user_model.objects.create_user("agent", "agent@example.com", "pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(
-        content_type__app_label="dlq", codename__in=["view_deadletter", "change_deadletter"]))
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="dlq", codename__in=["view_deadletter", "change_deadletter"])
+    )
     return user
 
 
 def ingest_dead_letter(value: bytes, offset: int) -> DeadLetter:
     """A dead letter made by the real intake code, as ingest makes it."""
-    take_in([Record(topic="ai.process.result", partition=0, offset=offset, value=value, key=b"lead-1",
-                    timestamp=timezone.now(), headers=[("content-type", b"application/json")])])
+    take_in(
+        [
+            Record(
+                topic="ai.process.result",
+                partition=0,
+                offset=offset,
+                value=value,
+                key=b"lead-1",
+                timestamp=timezone.now(),
+                headers=[("content-type", b"application/json")],
+            )
+        ]
+    )
     return DeadLetter.objects.get(kafka_offset=offset)
 
 
@@ -79,17 +97,30 @@ def saga_entry(business) -> DeadLetter:
     """A pipeline dead letter as saga.write_dead_letter writes it, with a hostile error text."""
     payload = event("complaint-9", intent="COMPLAINT", entities={"severity": "high"})
     return DeadLetter.objects.create(
-        payload=payload, processing_id="complaint-9", business_id=BUSINESS_ID, lead_id="lead-777",
-        kafka_topic="ai.process.result", kafka_partition=2, kafka_offset=417, stage="NOTIFY_SALES",
-        reason="non_retryable", error_class="PermanentActionError",
+        payload=payload,
+        processing_id="complaint-9",
+        business_id=BUSINESS_ID,
+        lead_id="lead-777",
+        kafka_topic="ai.process.result",
+        kafka_partition=2,
+        kafka_offset=417,
+        stage="NOTIFY_SALES",
+        reason="non_retryable",
+        error_class="PermanentActionError",
         error_message=f"PermanentActionError: sales webhook answered 422 {HOSTILE}",
         traceback='Traceback (most recent call last):\n  File "whatsapp/saga.py", line 200, in run_action\n'
-                  "PermanentActionError: sales webhook answered 422",
-        attempts=1, saga_run=1,
-        saga_state={"run": 1, "handler": "complaint", "steps": [
-            {"order": 1, "action": "CREATE_SUPPORT_TICKET", "status": "COMPENSATED", "attempts": 1},
-            {"order": 2, "action": "FLAG_FOR_REVIEW", "status": "COMPENSATED", "attempts": 1},
-            {"order": 3, "action": "NOTIFY_SALES", "status": "FAILED", "attempts": 1, "error": "422"}]},
+        "PermanentActionError: sales webhook answered 422",
+        attempts=1,
+        saga_run=1,
+        saga_state={
+            "run": 1,
+            "handler": "complaint",
+            "steps": [
+                {"order": 1, "action": "CREATE_SUPPORT_TICKET", "status": "COMPENSATED", "attempts": 1},
+                {"order": 2, "action": "FLAG_FOR_REVIEW", "status": "COMPENSATED", "attempts": 1},
+                {"order": 3, "action": "NOTIFY_SALES", "status": "FAILED", "attempts": 1, "error": "422"},
+            ],
+        },
         requeue_history=[{"by": "ops@example.com", "at": "2026-11-24T10:00:00+00:00", "saga_run": 1}],
     )
 
@@ -98,26 +129,68 @@ def saga_entry(business) -> DeadLetter:
 def everything(business, saga_entry) -> dict:
     """One row of every model the admin shows."""
     lead = Lead.objects.create(lead_id="lead-123", business=business, wa_id="15550123456", state="CONVERTED")
-    LeadActivity.objects.create(lead=lead, kind="state_changed", from_state="NEW", to_state="CONVERTED",
-                                processing_id="order-1")
-    common = dict(business=business, lead=lead, saga_run=1)
-    order = Order.objects.create(**common, processing_id="order-1", idempotency_key="order-1:1:1:CREATE_ORDER",
-                                 reference="ORD-000001", total=Decimal("13.00"), currency="USD")
-    OrderLine.objects.create(order=order, product=business.products.get(), sku="SD-01", name="sourdough loaf",
-                             quantity=2, unit_price=Decimal("6.50"), line_total=Decimal("13.00"))
+    LeadActivity.objects.create(
+        lead=lead, kind="state_changed", from_state="NEW", to_state="CONVERTED", processing_id="order-1"
+    )
+    common = {"business": business, "lead": lead, "saga_run": 1}
+    order = Order.objects.create(
+        **common,
+        processing_id="order-1",
+        idempotency_key="order-1:1:1:CREATE_ORDER",
+        reference="ORD-000001",
+        total=Decimal("13.00"),
+        currency="USD",
+    )
+    OrderLine.objects.create(
+        order=order,
+        product=business.products.get(),
+        sku="SD-01",
+        name="sourdough loaf",
+        quantity=2,
+        unit_price=Decimal("6.50"),
+        line_total=Decimal("13.00"),
+    )
     SupportTicket.objects.create(**common, processing_id="c-1", idempotency_key="c-1:1:1:T")
     ReviewFlag.objects.create(**common, processing_id="c-1", idempotency_key="c-1:1:2:F", reason="low_confidence")
-    SalesNotification.objects.create(**common, processing_id="order-1", idempotency_key="order-1:1:2:N", kind="order",
-                                     payload={"type": "order", "total": "13.00"}, status="SENT")
-    CallbackRequest.objects.create(**common, processing_id="call-1", idempotency_key="call-1:1:1:C",
-                                   preferred_time=timezone.now() + timedelta(days=1))
+    SalesNotification.objects.create(
+        **common,
+        processing_id="order-1",
+        idempotency_key="order-1:1:2:N",
+        kind="order",
+        payload={"type": "order", "total": "13.00"},
+        status="SENT",
+    )
+    CallbackRequest.objects.create(
+        **common,
+        processing_id="call-1",
+        idempotency_key="call-1:1:1:C",
+        preferred_time=timezone.now() + timedelta(days=1),
+    )
     message = ProcessedMessage.objects.create(
-        processing_id="complaint-9", status="FAILED", business_id=BUSINESS_ID, lead_id="lead-123", intent="COMPLAINT",
-        payload=saga_entry.payload, kafka_topic="ai.process.result", kafka_partition=2, kafka_offset=417,
-        trace_id="4bf92f3577b34da6a3ce929d0e0e4736", started_at=timezone.now(), finished_at=timezone.now())
+        processing_id="complaint-9",
+        status="FAILED",
+        business_id=BUSINESS_ID,
+        lead_id="lead-123",
+        intent="COMPLAINT",
+        payload=saga_entry.payload,
+        kafka_topic="ai.process.result",
+        kafka_partition=2,
+        kafka_offset=417,
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+    )
     SagaStep.objects.create(message=message, saga_run=1, order=1, action="CREATE_SUPPORT_TICKET", status="COMPENSATED")
-    OutboundMessage.objects.create(processing_id="order-1", saga_run=1, idempotency_key="order-1:1:reply",
-                                   business=business, lead=lead, to="15550123456", body="Thanks!", status="SENT")
+    OutboundMessage.objects.create(
+        processing_id="order-1",
+        saga_run=1,
+        idempotency_key="order-1:1:reply",
+        business=business,
+        lead=lead,
+        to="15550123456",
+        body="Thanks!",
+        status="SENT",
+    )
     DuplicateDelivery.objects.create(processing_id="order-1", kafka_topic="t", kafka_partition=0, kafka_offset=9)
     return {"lead": lead, "message": message, "order": order}
 
@@ -125,7 +198,7 @@ def everything(business, saga_entry) -> dict:
 def test_every_admin_page_renders_and_the_secret_never_shows(client, root, everything):
     client.force_login(root)
     assert client.get("/admin/").status_code == 200
-    for model, model_admin in admin.site._registry.items():
+    for model in admin.site._registry:
         opts = model._meta
         changelist = client.get(f"/admin/{opts.app_label}/{opts.model_name}/")
         assert changelist.status_code == 200, f"{opts.label} list"
@@ -142,10 +215,17 @@ def test_every_admin_page_renders_and_the_secret_never_shows(client, root, every
 def test_a_new_webhook_secret_can_be_set_but_not_read_back(client, root, business):
     client.force_login(root)
     form = {
-        "business_id": business.business_id, "tenant_id": business.tenant_id, "display_name": "Acme Bakery",
-        "is_active": "on", "replies_enabled": "on", "default_language": "en", "confidence_thresholds": "{}",
-        "sales_webhook_url": business.sales_webhook_url, "phone_number_id": "",
-        "products-TOTAL_FORMS": "0", "products-INITIAL_FORMS": "0",
+        "business_id": business.business_id,
+        "tenant_id": business.tenant_id,
+        "display_name": "Acme Bakery",
+        "is_active": "on",
+        "replies_enabled": "on",
+        "default_language": "en",
+        "confidence_thresholds": "{}",
+        "sales_webhook_url": business.sales_webhook_url,
+        "phone_number_id": "",
+        "products-TOTAL_FORMS": "0",
+        "products-INITIAL_FORMS": "0",
     }
     response = client.post(f"/admin/leads/business/{business.pk}/change/", {**form, "new_webhook_secret": ""})
     assert response.status_code == 302, response.content.decode()[:2000]
@@ -163,9 +243,16 @@ def test_lead_activity_is_shown_but_cannot_be_edited_or_deleted(client, root, ev
     page = client.get(url).content.decode()
     assert "state_changed" in page and "CONVERTED" in page
     assert "activities-0-DELETE" not in page and 'name="activities-0-kind"' not in page
-    forged = client.post(url, {"activities-TOTAL_FORMS": "1", "activities-INITIAL_FORMS": "1",
-                               "activities-0-id": str(lead.activities.get().pk), "activities-0-DELETE": "on",
-                               "activities-0-kind": "rewritten"})
+    forged = client.post(
+        url,
+        {
+            "activities-TOTAL_FORMS": "1",
+            "activities-INITIAL_FORMS": "1",
+            "activities-0-id": str(lead.activities.get().pk),
+            "activities-0-DELETE": "on",
+            "activities-0-kind": "rewritten",
+        },
+    )
     assert forged.status_code == 403
     assert list(lead.activities.values_list("kind", flat=True)) == ["state_changed"]
     assert LeadActivity not in admin.site._registry
@@ -176,8 +263,8 @@ def test_dlq_entry_page_reads_well_and_escapes(client, root, everything, saga_en
     client.force_login(root)
     page = client.get(f"/admin/dlq/deadletter/{saga_entry.pk}/change/").content.decode()
     assert HOSTILE not in page and html.escape(HOSTILE) in page, "error text is escaped"
-    assert '&quot;processing_id&quot;: &quot;complaint-9&quot;' in page, "payload pretty-printed"
-    assert "<pre" in page and 'File &quot;whatsapp/saga.py&quot;, line 200' in page, "traceback shown as is"
+    assert "&quot;processing_id&quot;: &quot;complaint-9&quot;" in page, "payload pretty-printed"
+    assert "<pre" in page and "File &quot;whatsapp/saga.py&quot;, line 200" in page, "traceback shown as is"
     for step in ("CREATE_SUPPORT_TICKET", "FLAG_FOR_REVIEW", "NOTIFY_SALES", "COMPENSATED", "FAILED"):
         assert step in page
     assert "ai.process.result [2] @ 417" in page
@@ -200,8 +287,10 @@ def test_a_dead_letter_nested_100000_levels_deep_opens(client, root):
     response = client.get(f"/admin/dlq/deadletter/{entry.pk}/change/")
     assert response.status_code == 200
     page = response.content.decode()
-    assert "200,000 bytes; nested more than 64 levels deep: shown as stored; the first 65,536 of 200,000 characters" \
+    assert (
+        "200,000 bytes; nested more than 64 levels deep: shown as stored; the first 65,536 of 200,000 characters"
         in page
+    )
     assert "[" * 65_536 in page and "[" * 65_537 not in page
     assert len(page) < 400_000
     assert client.get("/admin/dlq/deadletter/").status_code == 200
@@ -211,8 +300,13 @@ def test_huge_binary_and_long_values_open_cut_short(client, root):
     binary = b"\xff\xfe" + bytes(range(256)) * 20_480  # 5 MB, not UTF-8
     control = "line one\x07\x08\x1b[31m" + HOSTILE  # (Postgres refuses NUL in text)
     entry = DeadLetter.objects.create(
-        raw_value=binary, kafka_key=b"k" * 5000, stage="ingest", reason="invalid_payload",
-        error_message=control + "e" * 200_000, traceback="Traceback (most recent call last):\n" + "  frame\n" * 50_000
+        raw_value=binary,
+        kafka_key=b"k" * 5000,
+        stage="ingest",
+        reason="invalid_payload",
+        error_message=control + "e" * 200_000,
+        traceback="Traceback (most recent call last):\n"
+        + "  frame\n" * 50_000
         + "ValueError: the last line says the most",
         payload={"message": {"text": "t" * 100_000, "nested": {"deeper": [1, 2, {"x": HOSTILE}]}}},
         kafka_headers=[{"key": "content-type", "value": "application/json"}],
@@ -239,9 +333,13 @@ def test_huge_binary_and_long_values_open_cut_short(client, root):
 def test_json_columns_of_unexpected_shapes_open(client, root):
     """Whatever shape the saga state, headers and requeue history have, the page opens and shows them."""
     entry = DeadLetter.objects.create(
-        stage="NOTIFY_SALES", reason="non_retryable", payload=["not", "an", "event"],
-        saga_state={"steps": "oops " + HOSTILE, "handler": {"nested": True}}, kafka_headers="a string",
-        requeue_history=[1, {"by": HOSTILE}])
+        stage="NOTIFY_SALES",
+        reason="non_retryable",
+        payload=["not", "an", "event"],
+        saga_state={"steps": "oops " + HOSTILE, "handler": {"nested": True}},
+        kafka_headers="a string",
+        requeue_history=[1, {"by": HOSTILE}],
+    )
     client.force_login(root)
     response = client.get(f"/admin/dlq/deadletter/{entry.pk}/change/")
     assert response.status_code == 200
@@ -262,14 +360,15 @@ def test_the_deepest_json_postgres_stores_opens(client, root, saga_entry):
                 cursor.execute(
                     "UPDATE dlq_deadletter SET payload = j, saga_state = j, kafka_headers = j, requeue_history = j "
                     "FROM (SELECT (repeat('[', %s) || repeat(']', %s))::jsonb AS j) AS deep WHERE id = %s",
-                    [depth, depth, saga_entry.pk])
+                    [depth, depth, saga_entry.pk],
+                )
         except DatabaseError:
             continue
         stored = depth
         break
     assert stored is not None and stored >= 5_000, "Postgres stores JSON far deeper than json.loads reads"
     with pytest.raises(RecursionError):
-        DeadLetter.objects.get(pk=saga_entry.pk).payload  # what the admin must not do
+        _ = DeadLetter.objects.get(pk=saga_entry.pk).payload  # what the admin must not do
     client.force_login(root)
     response = client.get(f"/admin/dlq/deadletter/{saga_entry.pk}/change/")
     assert response.status_code == 200
@@ -310,19 +409,39 @@ def test_resolve_and_discard_ask_why_then_close_and_log(client, root, business, 
     saga_entry.refresh_from_db()
     assert saga_entry.status == "OPEN"
 
-    done = client.post("/admin/dlq/deadletter/", {**ask, "apply": "yes", "note": "entered in the CRM by hand",
-                                                  "next": f"/admin/dlq/deadletter/{saga_entry.pk}/change/"})
+    done = client.post(
+        "/admin/dlq/deadletter/",
+        {
+            **ask,
+            "apply": "yes",
+            "note": "entered in the CRM by hand",
+            "next": f"/admin/dlq/deadletter/{saga_entry.pk}/change/",
+        },
+    )
     assert done.status_code == 302 and done["Location"] == f"/admin/dlq/deadletter/{saga_entry.pk}/change/"
     saga_entry.refresh_from_db()
     assert (saga_entry.status, saga_entry.resolution_note, saga_entry.closed_by) == (
-        "RESOLVED", "entered in the CRM by hand", "root")
-    client.post("/admin/dlq/deadletter/", {"action": "discard_selected", "index": "0", "apply": "yes",
-                                           "_selected_action": [str(invalid.pk)], "note": "load-test garbage"})
+        "RESOLVED",
+        "entered in the CRM by hand",
+        "root",
+    )
+    client.post(
+        "/admin/dlq/deadletter/",
+        {
+            "action": "discard_selected",
+            "index": "0",
+            "apply": "yes",
+            "_selected_action": [str(invalid.pk)],
+            "note": "load-test garbage",
+        },
+    )
     invalid.refresh_from_db()
     assert (invalid.status, invalid.resolution_note) == ("DISCARDED", "load-test garbage")
     logs = {(e.object_id, e.change_message) for e in LogEntry.objects.filter(content_type__app_label="dlq")}
-    assert logs == {(str(saga_entry.pk), "Resolved: entered in the CRM by hand"),
-                    (str(invalid.pk), "Discarded: load-test garbage")}
+    assert logs == {
+        (str(saga_entry.pk), "Resolved: entered in the CRM by hand"),
+        (str(invalid.pk), "Discarded: load-test garbage"),
+    }
 
     again = client.post("/admin/dlq/deadletter/", {**ask, "apply": "yes", "note": "twice"}, follow=True)
     assert "only OPEN entries can be resolved" in again.content.decode()
@@ -336,8 +455,9 @@ def test_agent_without_requeue_permission_cannot_requeue(client, agent, business
     assert 'value="resolve_selected"' in listing and 'value="requeue_selected"' not in listing
     page = client.get(f"/admin/dlq/deadletter/{entry.pk}/change/").content.decode()
     assert "late-2" in page and "Resolve" in page and "requeue-button" not in page
-    forged = client.post("/admin/dlq/deadletter/", {"action": "requeue_selected", "index": "0",
-                                                    "_selected_action": [str(entry.pk)]})
+    forged = client.post(
+        "/admin/dlq/deadletter/", {"action": "requeue_selected", "index": "0", "_selected_action": [str(entry.pk)]}
+    )
     assert forged.status_code == 403
     assert client.post(f"/admin/dlq/deadletter/{entry.pk}/change/", {"status": "REQUEUED"}).status_code == 403
     entry.refresh_from_db()
@@ -348,8 +468,11 @@ def test_agent_without_requeue_permission_cannot_requeue(client, agent, business
 def test_a_refused_requeue_is_reported_and_changes_nothing(client, root, business):
     entry = ingest_dead_letter(b"still not json", offset=5)
     client.force_login(root)
-    page = client.post("/admin/dlq/deadletter/", {"action": "requeue_selected", "index": "0",
-                                                  "_selected_action": [str(entry.pk)]}, follow=True).content.decode()
+    page = client.post(
+        "/admin/dlq/deadletter/",
+        {"action": "requeue_selected", "index": "0", "_selected_action": [str(entry.pk)]},
+        follow=True,
+    ).content.decode()
     assert "Not requeued" in page and "the record is still invalid" in page
     entry.refresh_from_db()
     assert entry.status == "OPEN" and not LogEntry.objects.exists()
@@ -357,10 +480,15 @@ def test_a_refused_requeue_is_reported_and_changes_nothing(client, root, busines
 
 def late_dead_letters(count: int, first_offset: int) -> list[DeadLetter]:
     """Ingest dead letters for a business that did not exist yet; created now, so they can be requeued."""
-    entries = [ingest_dead_letter(encode(event(f"late-{first_offset + i}", business_id="late-bakery")),
-                                  offset=first_offset + i) for i in range(count)]
-    Business.objects.get_or_create(business_id="late-bakery",
-                                   defaults={"tenant_id": "tenant-acme", "display_name": "Late Bakery"})
+    entries = [
+        ingest_dead_letter(
+            encode(event(f"late-{first_offset + i}", business_id="late-bakery")), offset=first_offset + i
+        )
+        for i in range(count)
+    ]
+    Business.objects.get_or_create(
+        business_id="late-bakery", defaults={"tenant_id": "tenant-acme", "display_name": "Late Bakery"}
+    )
     return entries
 
 
@@ -377,13 +505,15 @@ def test_a_bulk_requeue_stops_in_time_and_names_the_command_for_the_rest(client,
     settings.DLQ_ADMIN_REQUEUE_SECONDS = 1
     entries = late_dead_letters(6, first_offset=10)
     client.force_login(root)
-    page = client.post("/admin/dlq/deadletter/", {"action": "requeue_selected", "index": "0",
-                                                  "_selected_action": [str(e.pk) for e in entries]},
-                       follow=True).content.decode()
+    page = client.post(
+        "/admin/dlq/deadletter/",
+        {"action": "requeue_selected", "index": "0", "_selected_action": [str(e.pk) for e in entries]},
+        follow=True,
+    ).content.decode()
     requeued = set(DeadLetter.objects.filter(status="REQUEUED").values_list("pk", flat=True))
     left = list(DeadLetter.objects.filter(status="OPEN").order_by("created_at", "pk").values_list("pk", flat=True))
     assert requeued and len(left) >= 2 and len(requeued) + len(left) == 6
-    assert requeued == {e.pk for e in entries[:len(requeued)]}, "oldest first"
+    assert requeued == {e.pk for e in entries[: len(requeued)]}, "oldest first"
     assert f"Requeued {len(requeued)} dead letter(s)." in page
     assert f"requeued {len(requeued)} of 6, {len(left)} left" in page and "DLQ_ADMIN_REQUEUE_SECONDS" in page
     command = suggested_command(page)
@@ -395,7 +525,7 @@ def test_a_bulk_requeue_stops_in_time_and_names_the_command_for_the_rest(client,
 
 
 def test_a_large_filtered_requeue_names_the_filters_to_finish_with(client, root, business, settings, monkeypatch):
-    """"Select all" of a filtered list, cut short: the command left is the list's filters
+    """ "Select all" of a filtered list, cut short: the command left is the list's filters
     from the first entry not reached, and it requeues exactly the ones left."""
     from dlq import admin as dlq_admin
 
@@ -405,9 +535,11 @@ def test_a_large_filtered_requeue_names_the_filters_to_finish_with(client, root,
     entries = late_dead_letters(7, first_offset=30)
     other = ingest_dead_letter(b"not json", offset=50)  # another reason: outside the filter
     client.force_login(root)
-    page = client.post("/admin/dlq/deadletter/?reason=unknown_business",
-                       {"action": "requeue_selected", "index": "0", "select_across": "1",
-                        "_selected_action": [str(entries[0].pk)]}, follow=True).content.decode()
+    page = client.post(
+        "/admin/dlq/deadletter/?reason=unknown_business",
+        {"action": "requeue_selected", "index": "0", "select_across": "1", "_selected_action": [str(entries[0].pk)]},
+        follow=True,
+    ).content.decode()
     left = set(DeadLetter.objects.filter(status="OPEN", reason="unknown_business").values_list("pk", flat=True))
     assert len(left) >= 3
     command = suggested_command(page)
@@ -415,7 +547,8 @@ def test_a_large_filtered_requeue_names_the_filters_to_finish_with(client, root,
 
     call_command(*command, "--rate", "100", stdout=io.StringIO())
     assert set(DeadLetter.objects.filter(pk__in=[e.pk for e in entries]).values_list("status", flat=True)) == {
-        "REQUEUED"}
+        "REQUEUED"
+    }
     other.refresh_from_db()
     assert other.status == "OPEN"
 
@@ -425,8 +558,9 @@ def test_the_admin_filters_become_command_options():
 
     from dlq.admin import command_filters
 
-    options, since, until = command_filters(QueryDict(
-        "reason=unknown_business&stage__exact=ingest&business_id=b-1&q=late-1&o=2&created_at__gte=2026-03-01"))
+    options, since, until = command_filters(
+        QueryDict("reason=unknown_business&stage__exact=ingest&business_id=b-1&q=late-1&o=2&created_at__gte=2026-03-01")
+    )
     assert options == ["--reason", "unknown_business", "--stage", "ingest", "--business", "b-1", "--search", "late-1"]
     assert since.isoformat() == "2026-03-01T00:00:00+00:00" and until is None
     _, since, until = command_filters(QueryDict("created_at__year=2026&created_at__month=12"))
@@ -441,12 +575,15 @@ def test_the_admin_refuses_weak_passwords(client, root):
     form = {"old_password": "pw", "new_password1": "password", "new_password2": "password"}
     weak = client.post("/admin/password_change/", form).content.decode()
     assert "This password is too common." in weak
-    digits = client.post("/admin/password_change/", {**form, "new_password1": "83920174",
-                                                     "new_password2": "83920174"}).content.decode()
+    digits = client.post(
+        "/admin/password_change/", {**form, "new_password1": "83920174", "new_password2": "83920174"}
+    ).content.decode()
     assert "This password is entirely numeric." in digits
     strong = "plum-Harbor-quietly-7"
-    assert client.post("/admin/password_change/", {**form, "new_password1": strong,
-                                                   "new_password2": strong}).status_code == 302
+    assert (
+        client.post("/admin/password_change/", {**form, "new_password1": strong, "new_password2": strong}).status_code
+        == 302
+    )
     root.refresh_from_db()
     assert root.check_password(strong)
 
@@ -464,7 +601,9 @@ def test_breakers_page_forces_and_logs_and_needs_change_permission(client, root,
     client.post("/admin/whatsapp/circuitbreaker/", {"name": name, "op": "reset"})
     assert breakers.breaker_for(name).snapshot()["state"] == breakers.CLOSED
     assert list(LogEntry.objects.filter(object_id=name).order_by("pk").values_list("change_message", flat=True)) == [
-        "Forced open", "Reset"]
+        "Forced open",
+        "Reset",
+    ]
     unknown = client.post("/admin/whatsapp/circuitbreaker/", {"name": "webhook:nope.test", "op": "open"}, follow=True)
     assert "No breaker named" in unknown.content.decode()
     assert name not in client.get("/admin/whatsapp/circuitbreaker/").content.decode(), "reset forgets it"

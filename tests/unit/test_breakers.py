@@ -2,6 +2,7 @@
 counts as a failure, failure rates, the local fallback through a Redis outage, the
 admin operations and the per-name overrides. (Several OS processes sharing one
 breaker: tests/integration/test_breakers.py.)"""
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,8 @@ from core.breakers import (
 )
 from tests.support.proxy import FaultProxy
 
-
 # --- fixtures and helpers ----------------------------------------------------
+
 
 @pytest.fixture
 def rdb():
@@ -94,6 +95,7 @@ def breaker(name: str, url: str, **config) -> breakers.Breaker:
 
 # --- 2. what counts as a failure --------------------------------------------
 
+
 def test_4xx_do_not_count_but_429_does(httpserver, new_name, backend):
     httpserver.expect_request("/missing").respond_with_data("no", status=404)
     httpserver.expect_request("/busy").respond_with_data("slow down", status=429)
@@ -134,8 +136,14 @@ def test_exclude_and_health_hook(new_name, backend):
     def raise_(exc: Exception) -> None:
         raise exc
 
-    guard = make_breaker(new_name(), BreakerConfig(consecutive_failures=2), redis_client=backend, retry_seconds=60,
-                         exclude=[BadInput], is_health_error=lambda exc: not isinstance(exc, KeyError))
+    guard = make_breaker(
+        new_name(),
+        BreakerConfig(consecutive_failures=2),
+        redis_client=backend,
+        retry_seconds=60,
+        exclude=[BadInput],
+        is_health_error=lambda exc: not isinstance(exc, KeyError),
+    )
     for exc in [BadInput(), KeyError("k")] * 5:
         with pytest.raises(type(exc)):
             guard.call(raise_, exc)
@@ -161,8 +169,8 @@ def test_decorator_and_context_manager_are_guarded(new_name, backend):
 
 # --- 3. failure rate over the window ---------------------------------------
 
-TRIPS = "FSFSFFSFSF"      # 6 of 10 failed, never more than 2 in a row
-HOLDS = "FSFSSFSFSS"      # 4 of 10
+TRIPS = "FSFSFFSFSF"  # 6 of 10 failed, never more than 2 in a row
+HOLDS = "FSFSSFSFSS"  # 4 of 10
 
 
 def play(guard: breakers.Breaker, pattern: str) -> None:
@@ -199,6 +207,7 @@ def test_consecutive_failures_trip_before_min_calls(new_name, backend):
 
 # --- 4. Redis outage --------------------------------------------------------
 
+
 def test_redis_outage_falls_back_locally_and_recovers(new_name, rdb, caplog):
     caplog.set_level(logging.INFO, logger="core.breakers")
     target = urlsplit(settings.REDIS_URL)
@@ -206,8 +215,9 @@ def test_redis_outage_falls_back_locally_and_recovers(new_name, rdb, caplog):
     try:
         url = urlunsplit(target._replace(netloc=f"127.0.0.1:{proxy.port}"))
         name = new_name()
-        guard = make_breaker(name, BreakerConfig(consecutive_failures=3, open_seconds=30),
-                             redis_client=url, retry_seconds=0.2)
+        guard = make_breaker(
+            name, BreakerConfig(consecutive_failures=3, open_seconds=30), redis_client=url, retry_seconds=0.2
+        )
         calls_key = keys_for(name)[1]
 
         for _ in range(5):
@@ -246,8 +256,9 @@ def test_redis_outage_falls_back_locally_and_recovers(new_name, rdb, caplog):
 
 
 def test_without_local_fallback_calls_go_through_unguarded(new_name):
-    guard = make_breaker(new_name(), BreakerConfig(consecutive_failures=1), redis_client="redis://127.0.0.1:1/0",
-                         local_fallback=False)
+    guard = make_breaker(
+        new_name(), BreakerConfig(consecutive_failures=1), redis_client="redis://127.0.0.1:1/0", local_fallback=False
+    )
     for _ in range(3):
         with pytest.raises(ConnectionError):
             guard.call(fail)
@@ -255,6 +266,7 @@ def test_without_local_fallback_calls_go_through_unguarded(new_name):
 
 
 # --- 5. refusals, probes, admin -------------------------------------------
+
 
 def test_open_breaker_says_how_long(new_name, backend):
     guard = breaker(new_name(), backend, consecutive_failures=2, open_seconds=5)
@@ -299,7 +311,7 @@ def test_admin_operations_and_listeners(new_name, rdb):
         breakers.force_close(name)
         assert breakers.breaker_for(name).call(ok) == "ok"
         breakers.force_open(name, seconds=10)
-        assert 0 < rdb.ttl(keys_for(name)[0]), "idle keys expire"
+        assert rdb.ttl(keys_for(name)[0]) > 0, "idle keys expire"
         breakers.reset(name)
         assert breakers.breaker_for(name).state == "closed"
         assert not rdb.exists(keys_for(name)[0])

@@ -1,4 +1,5 @@
 """`manage.py breakers`: the breakers' state in Redis, shown and steered."""
+
 from __future__ import annotations
 
 import io

@@ -4,6 +4,7 @@ Each Graph error code is answered with Meta's real error shape and a realistic H
 status, and each must land in the right class (retry, give up, or token refused), leave
 its code on the OutboundMessage row, and never let the access token out.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,10 @@ import pytest
 from django.utils import timezone
 from werkzeug import Response
 
-from leads.models import Lead, ReviewFlag
-from whatsapp.actions.base import PermanentActionError, RetryableActionError
 from core.clients import cloud_api
 from core.clients.cloud_api import CloudApiAuthError, CloudApiOutcomeUnknown, CloudApiPermanent, CloudApiRetryable
+from leads.models import Lead, ReviewFlag
+from whatsapp.actions.base import PermanentActionError, RetryableActionError
 from whatsapp.models import OutboundMessage
 from whatsapp.outbound import ReplyInFlight, ReplyOutcomeUnknown, send_reply
 
@@ -65,12 +66,23 @@ def lead(business):
 
 
 def reply(business, lead, processing_id: str = "proc-1", **kwargs) -> OutboundMessage:
-    return send_reply(processing_id=processing_id, saga_run=1, business=business, lead=lead,
-                      text="Thanks! A sourdough loaf is $6.50.", context_message_id=INBOUND_WAMID, **kwargs)
+    return send_reply(
+        processing_id=processing_id,
+        saga_run=1,
+        business=business,
+        lead=lead,
+        text="Thanks! A sourdough loaf is $6.50.",
+        context_message_id=INBOUND_WAMID,
+        **kwargs,
+    )
 
 
 def success_body(wamid: str = "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA") -> dict:
-    return {"messaging_product": "whatsapp", "contacts": [{"input": WA_ID, "wa_id": WA_ID}], "messages": [{"id": wamid}]}
+    return {
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": WA_ID, "wa_id": WA_ID}],
+        "messages": [{"id": wamid}],
+    }
 
 
 def error_body(code: int, title: str, details: str, subcode: int | None = None) -> dict:
@@ -146,7 +158,10 @@ def test_a_new_saga_run_is_a_new_reply(graph, business, lead):
     reply(business, lead)
     send_reply(processing_id="proc-1", saga_run=2, business=business, lead=lead, text="again")
     assert len(graph.log) == 2
-    assert set(OutboundMessage.objects.values_list("idempotency_key", flat=True)) == {"proc-1:1:reply", "proc-1:2:reply"}
+    assert set(OutboundMessage.objects.values_list("idempotency_key", flat=True)) == {
+        "proc-1:1:reply",
+        "proc-1:2:reply",
+    }
 
 
 def test_settings_defaults():
@@ -170,29 +185,46 @@ GRAPH_ERRORS = [
     (80007, 429, "Rate limit issues", "The WhatsApp Business Account has reached its rate limit.", RETRYABLE),
     (130429, 429, "Rate limit hit", "Cloud API message throughput has been reached.", RETRYABLE),
     (131016, 503, "Service unavailable", "A service is temporarily unavailable.", RETRYABLE),
-    (131056, 400, "(Business Account, Consumer Account) pair rate limit hit",
-     "Too many messages sent from the sender phone number to the same recipient phone number in a short period of time.",
-     RETRYABLE),
-    (131047, 400, "Re-engagement message",
-     "Message failed to send because more than 24 hours have passed since the customer last replied to this number.",
-     PERMANENT),
+    (
+        131056,
+        400,
+        "(Business Account, Consumer Account) pair rate limit hit",
+        (
+            "Too many messages sent from the sender phone number to the same recipient phone number"
+            " in a short period of time."
+        ),
+        RETRYABLE,
+    ),
+    (
+        131047,
+        400,
+        "Re-engagement message",
+        "Message failed to send because more than 24 hours have passed since the customer last replied to this number.",
+        PERMANENT,
+    ),
     (131026, 400, "Message undeliverable", "Unable to deliver message.", PERMANENT),
     (131051, 400, "Unsupported message type", "Message type is not currently supported.", PERMANENT),
     (131008, 400, "Required parameter is missing", "The parameter text['body'] is required.", PERMANENT),
     (131009, 400, "Parameter value is not valid", "Value entered for the to parameter is invalid.", PERMANENT),
-    (100, 400, "Invalid parameter", "Unexpected key \"txt\" on param \"messages\".", PERMANENT),
+    (100, 400, "Invalid parameter", 'Unexpected key "txt" on param "messages".', PERMANENT),
     (0, 401, "AuthException", "We were unable to authenticate the app user.", AUTH),
     (10, 403, "Permission denied", "Permission is either not granted or has been removed.", AUTH),
-    (190, 401, "Access token has expired",
-     f"Error validating access token: Session has expired. The token {TOKEN} is no longer valid.", AUTH),
+    (
+        190,
+        401,
+        "Access token has expired",
+        f"Error validating access token: Session has expired. The token {TOKEN} is no longer valid.",
+        AUTH,
+    ),
     (200, 403, "Permissions error", "The app lacks whatsapp_business_messaging.", AUTH),
     (250, 403, "Permissions error", "Permission has not been granted.", AUTH),
     (299, 403, "Permissions error", "Permission has been revoked.", AUTH),
 ]
 
 
-@pytest.mark.parametrize(("code", "http_status", "title", "details", "kind"), GRAPH_ERRORS,
-                         ids=[f"{e[0]}-http{e[1]}" for e in GRAPH_ERRORS])
+@pytest.mark.parametrize(
+    ("code", "http_status", "title", "details", "kind"), GRAPH_ERRORS, ids=[f"{e[0]}-http{e[1]}" for e in GRAPH_ERRORS]
+)
 def test_graph_error_codes_are_classified(graph, business, lead, caplog, code, http_status, title, details, kind):
     caplog.set_level(logging.DEBUG)
     # Meta sometimes echoes the token it refused; make every response do so.
@@ -222,20 +254,29 @@ def test_graph_error_codes_are_classified(graph, business, lead, caplog, code, h
     assert row.attempts == 1 and row.wamid == ""
     assert len(graph.log) == 1
     if kind == AUTH:
-        loud = [r for r in caplog.records if r.levelno >= logging.ERROR and "WhatsApp access token rejected" in r.getMessage()]
+        loud = [
+            r
+            for r in caplog.records
+            if r.levelno >= logging.ERROR and "WhatsApp access token rejected" in r.getMessage()
+        ]
         assert loud, "a refused token must be logged at ERROR or above"
     assert_no_token(exc, caplog, row)
 
 
-@pytest.mark.parametrize(("http_status", "body", "kind"), [
-    (500, "<html>Internal Server Error</html>", RETRYABLE),
-    (502, "Bad Gateway", RETRYABLE),
-    (503, "", RETRYABLE),
-    (429, "", RETRYABLE),
-    (404, "Not Found", PERMANENT),
-    (400, "oops", PERMANENT),
-])
-def test_answers_without_a_graph_error_are_classified_by_http_status(graph, business, lead, caplog, http_status, body, kind):
+@pytest.mark.parametrize(
+    ("http_status", "body", "kind"),
+    [
+        (500, "<html>Internal Server Error</html>", RETRYABLE),
+        (502, "Bad Gateway", RETRYABLE),
+        (503, "", RETRYABLE),
+        (429, "", RETRYABLE),
+        (404, "Not Found", PERMANENT),
+        (400, "oops", PERMANENT),
+    ],
+)
+def test_answers_without_a_graph_error_are_classified_by_http_status(
+    graph, business, lead, caplog, http_status, body, kind
+):
     caplog.set_level(logging.DEBUG)
     graph.expect_request(PATH, method="POST").respond_with_data(body, status=http_status)
     with pytest.raises(cloud_api.CloudApiError) as caught:
@@ -250,7 +291,8 @@ def test_answers_without_a_graph_error_are_classified_by_http_status(graph, busi
 
 def test_permanent_code_wins_over_a_5xx(graph, business, lead):
     graph.expect_request(PATH, method="POST").respond_with_json(
-        error_body(131047, "Re-engagement message", "More than 24 hours have passed."), status=500)
+        error_body(131047, "Re-engagement message", "More than 24 hours have passed."), status=500
+    )
     with pytest.raises(CloudApiPermanent):
         reply(business, lead)
     sent = OutboundMessage.objects.get(processing_id="proc-1")
@@ -260,7 +302,9 @@ def test_permanent_code_wins_over_a_5xx(graph, business, lead):
 def test_pair_rate_limit_honours_a_longer_retry_after(graph, business, lead):
     graph.expect_request(PATH, method="POST").respond_with_json(
         error_body(131056, "(Business Account, Consumer Account) pair rate limit hit", "Too many messages."),
-        status=400, headers={"Retry-After": "20"})
+        status=400,
+        headers={"Retry-After": "20"},
+    )
     with pytest.raises(CloudApiRetryable) as caught:
         reply(business, lead)
     assert caught.value.retry_after == 20
@@ -268,7 +312,8 @@ def test_pair_rate_limit_honours_a_longer_retry_after(graph, business, lead):
 
 def test_a_retryable_failure_is_sent_again_on_the_next_call(graph, business, lead):
     graph.expect_oneshot_request(PATH, method="POST").respond_with_json(
-        error_body(131016, "Service unavailable", "A service is temporarily unavailable."), status=503)
+        error_body(131016, "Service unavailable", "A service is temporarily unavailable."), status=503
+    )
     graph.expect_oneshot_request(PATH, method="POST").respond_with_json(success_body())
 
     with pytest.raises(CloudApiRetryable):
@@ -291,7 +336,9 @@ def test_missing_token_is_a_clear_permanent_error(graph, settings, business, lea
 # --- Skips ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("last_inbound", [timedelta(hours=25), timedelta(hours=24), None], ids=["25h", "24h", "unknown"])
+@pytest.mark.parametrize(
+    "last_inbound", [timedelta(hours=25), timedelta(hours=24), None], ids=["25h", "24h", "unknown"]
+)
 def test_closed_window_skips_and_flags_the_lead(graph, business, lead, last_inbound):
     now = timezone.now()
     lead.last_inbound_at = None if last_inbound is None else now - last_inbound
@@ -404,8 +451,16 @@ def test_a_2xx_without_a_message_id_is_unknown(graph, business, lead):
 def test_a_row_left_sending_by_a_dead_worker_is_not_resent(graph, business, lead):
     graph.expect_request(PATH, method="POST").respond_with_json(success_body())
     row = OutboundMessage.objects.create(
-        processing_id="proc-1", saga_run=1, idempotency_key="proc-1:1:reply", business=business, lead=lead,
-        to=WA_ID, body="hi", status=Status.SENDING, attempts=1)
+        processing_id="proc-1",
+        saga_run=1,
+        idempotency_key="proc-1:1:reply",
+        business=business,
+        lead=lead,
+        to=WA_ID,
+        body="hi",
+        status=Status.SENDING,
+        attempts=1,
+    )
 
     with pytest.raises(ReplyInFlight):  # could still be in flight
         reply(business, lead)
@@ -467,8 +522,11 @@ def test_a_send_dripping_past_the_deadline_is_unknown_and_never_resent(settings,
     """Each byte of the answer comes well within the read timeout; the total deadline still ends
     the call. The request went out, so the reply may be on the customer's phone: UNKNOWN."""
     body = json.dumps(success_body()).encode()
-    base, cut_off = _drip_server(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
-                                 b"Content-Length: %d\r\n\r\n" % len(body) + body, interval=0.05)
+    base, cut_off = _drip_server(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
+        b"Content-Length: %d\r\n\r\n" % len(body) + body,
+        interval=0.05,
+    )
     settings.WHATSAPP_GRAPH_BASE_URL = base
     settings.WHATSAPP_ACCESS_TOKEN = TOKEN
     settings.WHATSAPP_READ_TIMEOUT = 5.0
@@ -488,7 +546,8 @@ def test_an_answer_over_the_cap_is_not_read(graph, settings, business, lead):
     settings.WHATSAPP_MAX_RESPONSE_BYTES = 4096
     padded = {**success_body(), "padding": "p" * 5000}
     graph.expect_ordered_request(PATH, method="POST").respond_with_json(
-        {**error_body(131000, "Something went wrong", "x" * 5000)}, status=503)
+        {**error_body(131000, "Something went wrong", "x" * 5000)}, status=503
+    )
     graph.expect_ordered_request(PATH, method="POST").respond_with_json(padded)
     # A large error answer: classified by its HTTP status alone, and retried.
     with pytest.raises(CloudApiRetryable) as first:
@@ -514,5 +573,6 @@ def test_the_graph_base_url_may_not_carry_credentials():
 
     with pytest.raises(SettingError, match="must not carry credentials") as caught:
         Env({"WHATSAPP_GRAPH_BASE_URL": "https://meta:hunter2-x@graph.example.com"}).url(
-            "WHATSAPP_GRAPH_BASE_URL", "https://graph.facebook.com", schemes=("https", "http"), credentials=False)
+            "WHATSAPP_GRAPH_BASE_URL", "https://graph.facebook.com", schemes=("https", "http"), credentials=False
+        )
     assert "hunter2-x" not in str(caught.value)

@@ -5,6 +5,7 @@ No Docker engine runs here, so they are checked by parsing: the services and
 their healthchecks and start order, that every variable they set is a setting
 config/settings.py reads, that every command names a real management command,
 Celery app, queue or WSGI module, and that the ports line up."""
+
 from __future__ import annotations
 
 import importlib
@@ -80,7 +81,7 @@ def command_problems(argv: list[str]) -> list[str]:
             config = argv[argv.index("-c") + 1]
             if not (ROOT / config).is_file():
                 problems.append(f"{config}: no such gunicorn config")
-            argv = argv[:argv.index("-c")] + argv[argv.index("-c") + 2:]
+            argv = argv[: argv.index("-c")] + argv[argv.index("-c") + 2 :]
         module, _, attr = argv[1].partition(":")
         if not hasattr(importlib.import_module(module), attr or "application"):
             problems.append(f"{argv[1]}: no such WSGI application")
@@ -209,17 +210,26 @@ def test_metrics_token_reaches_web_and_prometheus_but_is_never_committed():
     prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     web_job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "web")
     assert web_job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
-    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
-                   if "=" in line and not line.lstrip().startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )
     assert example["METRICS_TOKEN"] == "" and example["SECRET_KEY"] == "", ".env.example holds no secret"
 
 
 def test_kafka_sasl_is_documented_and_passed_to_the_application():
     text = (ROOT / "docker-compose.yml").read_text()
-    header = text[:text.index("\nname:")]
-    for needed in ("KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM=PLAIN", "KAFKA_SASL_USERNAME",
-                   "KAFKA_SASL_PASSWORD", "KAFKA_SASL_ENABLED_MECHANISMS", "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
-                   "--command-config"):
+    header = text[: text.index("\nname:")]
+    for needed in (
+        "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM=PLAIN",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
+        "KAFKA_SASL_ENABLED_MECHANISMS",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+        "--command-config",
+    ):
         assert needed in header, f"the SASL how-to does not mention {needed}"
     app_env = COMPOSE["x-app"]["environment"]
     for name in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
@@ -234,7 +244,9 @@ def test_prometheus_and_grafana_files_match_the_services():
     assert jobs["web"]["static_configs"][0]["targets"] == ["web:8000"] and jobs["web"]["metrics_path"] == "/metrics"
     ingest = jobs["ingest"]["dns_sd_configs"][0]
     assert ingest["names"] == ["ingest"] and ingest["port"] == 9108 and jobs["ingest"]["metrics_path"] == "/metrics"
-    assert "web" in SERVICES["web"].get("environment", {}).get("ALLOWED_HOSTS", ""), "Prometheus scrapes web by that name"
+    assert "web" in SERVICES["web"].get("environment", {}).get("ALLOWED_HOSTS", ""), (
+        "Prometheus scrapes web by that name"
+    )
     mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in SERVICES["prometheus"]["volumes"]}
     assert mounts["/etc/prometheus"] == "./deploy/prometheus"
     alerts = ROOT / "deploy/prometheus/alerts.yml"
@@ -242,7 +254,9 @@ def test_prometheus_and_grafana_files_match_the_services():
         assert yaml.safe_load(alerts.read_text())["groups"]
 
     datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
-    assert datasource["datasources"][0]["url"] == "http://prometheus:9090" and published(SERVICES["prometheus"]) == {9090}
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090" and published(SERVICES["prometheus"]) == {
+        9090
+    }
     provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/dashboards.yml").read_text())
     grafana_mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in SERVICES["grafana"]["volumes"]}
     dashboards_path = provider["providers"][0]["options"]["path"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -93,7 +93,7 @@ def test_example_event_parses() -> None:
     assert event.processing_id == "proc-7f3c2a"
     assert event.tenant_id == "tenant-acme"
     assert event.customer.wa_id == "15550123456"
-    assert event.message.received_at == datetime(2026, 11, 24, 10, 30, tzinfo=timezone.utc)
+    assert event.message.received_at == datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
     assert event.intent is Intent.ORDER_REQUEST
     assert event.intent_raw == "ORDER_REQUEST"
     assert event.confidence == 0.95
@@ -103,10 +103,19 @@ def test_example_event_parses() -> None:
 
 
 def test_minimal_event_parses_with_defaults() -> None:
-    data = {key: EXAMPLE[key] for key in (
-        "schema_version", "processing_id", "lead_id", "business_id",
-        "customer", "message", "intent", "confidence",
-    )}
+    data = {
+        key: EXAMPLE[key]
+        for key in (
+            "schema_version",
+            "processing_id",
+            "lead_id",
+            "business_id",
+            "customer",
+            "message",
+            "intent",
+            "confidence",
+        )
+    }
     data["customer"] = {"wa_id": "15550123456"}
 
     event = parse_event(encode(data))
@@ -125,9 +134,7 @@ def test_to_payload_is_plain_json() -> None:
     assert payload["intent"] == "ORDER_REQUEST"
     assert payload["intent_raw"] == "ORDER_REQUEST"
     assert payload["customer"] == {"wa_id": "15550123456", "name": "Ana"}
-    assert datetime.fromisoformat(payload["message"]["received_at"]) == datetime(
-        2026, 11, 24, 10, 30, tzinfo=timezone.utc
-    )
+    assert datetime.fromisoformat(payload["message"]["received_at"]) == datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 
 
 def test_stored_payload_validates_again_and_keeps_intent_raw() -> None:
@@ -139,46 +146,50 @@ def test_stored_payload_validates_again_and_keeps_intent_raw() -> None:
     assert again.intent_raw == "REFUND_REQUEST"
 
 
-@pytest.mark.parametrize("accepted", [
-    ("confidence", 0),
-    ("confidence", 1),
-    ("confidence", 0.0),
-    ("confidence", 1.0),
-    ("customer.wa_id", "1234567"),
-    ("customer.wa_id", "123456789012345"),
-    ("message.text", ""),
-    ("message.text", "x" * 4096),
-    ("message.received_at", "2026-11-24T10:30:00Z"),
-    ("message.received_at", "2026-11-24T12:30:00.123456+02:00"),
-    ("processing_id", "a" * 128),
-    ("processing_id", "A.b_c:d-9"),
-    ("lead_id", "x" * 64),
-    ("tenant_id", "t" * 64),
-    ("tenant_id", None),
-    ("message_id", "m" * 256),
-    ("customer.name", "n" * 256),
-    ("ai.model", "m" * 128),
-    ("ai.processing_ms", 0),
-    ("ai", None),
-    ("entities.severity", "high"),
-    ("entities.language", "pt-BR"),
-    ("entities.language", "es"),
-    ("entities.order_reference", "r" * 64),
-    ("entities.preferred_time", "2026-11-27T09:00:00-03:00"),
-    ("entities.products", [{"name": "rye"}]),
-    ("entities.products", [{"name": "rye", "quantity": 10_000}]),
-    ("entities.products", [{"name": "rye"}] * 50),
-    ("entities.products", [{"name": "n" * 256, "sku": "s" * 64}]),
-    ("ai.processing_ms", 86_400_000),
-    ("message.received_at", "2026-11-24T10:30:00+15:59"),
-    ("message.received_at", "2026-11-24T10:30:00-15:59"),
-    ("message.received_at", "0001-01-01T00:00:00Z"),
-    ("message.received_at", "0001-01-01T00:00:00-15:59"),
-    ("message.received_at", "9999-12-31T23:59:59.999999Z"),
-    ("message.received_at", "9999-12-31T23:59:59.999999+15:59"),
-    ("entities.preferred_time", "2026-11-27T09:00:00+15:59"),
-    ("entities.preferred_time", "2026-11-27T09:00:00-15:59"),
-], ids=lambda case: f"{case[0]}={str(case[1])[:20]}")
+@pytest.mark.parametrize(
+    "accepted",
+    [
+        ("confidence", 0),
+        ("confidence", 1),
+        ("confidence", 0.0),
+        ("confidence", 1.0),
+        ("customer.wa_id", "1234567"),
+        ("customer.wa_id", "123456789012345"),
+        ("message.text", ""),
+        ("message.text", "x" * 4096),
+        ("message.received_at", "2026-11-24T10:30:00Z"),
+        ("message.received_at", "2026-11-24T12:30:00.123456+02:00"),
+        ("processing_id", "a" * 128),
+        ("processing_id", "A.b_c:d-9"),
+        ("lead_id", "x" * 64),
+        ("tenant_id", "t" * 64),
+        ("tenant_id", None),
+        ("message_id", "m" * 256),
+        ("customer.name", "n" * 256),
+        ("ai.model", "m" * 128),
+        ("ai.processing_ms", 0),
+        ("ai", None),
+        ("entities.severity", "high"),
+        ("entities.language", "pt-BR"),
+        ("entities.language", "es"),
+        ("entities.order_reference", "r" * 64),
+        ("entities.preferred_time", "2026-11-27T09:00:00-03:00"),
+        ("entities.products", [{"name": "rye"}]),
+        ("entities.products", [{"name": "rye", "quantity": 10_000}]),
+        ("entities.products", [{"name": "rye"}] * 50),
+        ("entities.products", [{"name": "n" * 256, "sku": "s" * 64}]),
+        ("ai.processing_ms", 86_400_000),
+        ("message.received_at", "2026-11-24T10:30:00+15:59"),
+        ("message.received_at", "2026-11-24T10:30:00-15:59"),
+        ("message.received_at", "0001-01-01T00:00:00Z"),
+        ("message.received_at", "0001-01-01T00:00:00-15:59"),
+        ("message.received_at", "9999-12-31T23:59:59.999999Z"),
+        ("message.received_at", "9999-12-31T23:59:59.999999+15:59"),
+        ("entities.preferred_time", "2026-11-27T09:00:00+15:59"),
+        ("entities.preferred_time", "2026-11-27T09:00:00-15:59"),
+    ],
+    ids=lambda case: f"{case[0]}={str(case[1])[:20]}",
+)
 def test_boundary_values_are_accepted(accepted: tuple[str, Any]) -> None:
     path, value = accepted
 
@@ -192,97 +203,104 @@ def test_boundary_values_are_accepted(accepted: tuple[str, Any]) -> None:
         assert kept == value
 
 
-@pytest.mark.parametrize("path, value, rule", [
-    # required fields
-    ("processing_id", _MISSING, "field required"),
-    ("lead_id", _MISSING, "field required"),
-    ("business_id", _MISSING, "field required"),
-    ("customer", _MISSING, "field required"),
-    ("customer.wa_id", _MISSING, "field required"),
-    ("message", _MISSING, "field required"),
-    ("message.text", _MISSING, "field required"),
-    ("message.received_at", _MISSING, "field required"),
-    ("intent", _MISSING, "field required"),
-    ("confidence", _MISSING, "field required"),
-    # identifiers
-    ("processing_id", "", "at least 1"),
-    ("processing_id", "a" * 129, "at most 128"),
-    ("processing_id", "proc 7f3c2a", "must contain only"),
-    ("processing_id", "proc/1", "must contain only"),
-    ("lead_id", "x" * 65, "at most 64"),
-    ("lead_id", "lead#1", "must contain only"),
-    ("business_id", "", "at least 1"),
-    ("business_id", "b" * 65, "at most 64"),
-    ("business_id", "acme bakery", "must contain only"),
-    ("tenant_id", "", "at least 1"),
-    ("tenant_id", "t" * 65, "at most 64"),
-    ("message_id", "m" * 257, "at most 256"),
-    # customer
-    ("customer.wa_id", "123456", "7-15 digits"),
-    ("customer.wa_id", "1234567890123456", "7-15 digits"),
-    ("customer.wa_id", "+15550123456", "7-15 digits"),
-    ("customer.wa_id", "1555012345a", "7-15 digits"),
-    ("customer.wa_id", 15550123456, "must be a string"),
-    ("customer.name", "n" * 257, "at most 256"),
-    ("customer", "15550123456", "must be an object"),
-    # message
-    ("message.text", "x" * 4097, "at most 4096"),
-    ("message.text", 42, "must be a string"),
-    ("message.received_at", "2026-11-24T10:30:00", "timezone"),
-    ("message.received_at", "yesterday", "ISO-8601"),
-    ("message.received_at", 1764000000, "ISO-8601"),
-    # intent and confidence
-    ("intent", 3, "must be a string"),
-    ("intent", None, "must be a string"),
-    ("intent", "I" * 65, "at most 64"),
-    ("confidence", 1.01, "<= 1.0"),
-    ("confidence", -0.01, ">= 0.0"),
-    ("confidence", 2, "<= 1.0"),
-    ("confidence", "0.9", "must be a number"),
-    ("confidence", True, "must be a number"),
-    ("confidence", False, "must be a number"),
-    ("confidence", None, "must be a number"),
-    # entities
-    ("entities", [], "must be an object"),
-    ("entities.products", {"name": "rye"}, "must be an array"),
-    ("entities.products", [{"name": "rye"}] * 51, "at most 50 items"),
-    ("entities.products", [{"sku": "SD-01"}], "field required"),
-    ("entities.products", [{"name": "rye", "quantity": 0}], ">= 1"),
-    ("entities.products", [{"name": "rye", "quantity": 10_001}], "<= 10000"),
-    ("entities.products", [{"name": "rye", "quantity": "2"}], "must be an integer"),
-    ("entities.products", [{"name": "rye", "quantity": 2.0}], "must be an integer"),
-    ("entities.products", [{"name": "rye", "quantity": True}], "must be an integer"),
-    ("entities.products", [{"name": "rye", "sku": 1}], "must be a string"),
-    ("entities.products", [{"name": "n" * 257}], "at most 256"),
-    ("entities.products", [{"name": "rye", "sku": "s" * 65}], "at most 64"),
-    ("entities.preferred_time", "2026-11-27T09:00:00", "timezone"),
-    ("entities.preferred_time", "friday", "ISO-8601"),
-    # time-zone offsets PostgreSQL refuses, or whose seconds the stored payload would lose,
-    # and moments that leave the datetime range once converted to UTC
-    ("message.received_at", "2026-11-24T10:30:00+16:00", "offset must be whole minutes between -15:59 and +15:59"),
-    ("message.received_at", "2026-11-24T10:30:00-16:00", "offset must be whole minutes between -15:59 and +15:59"),
-    ("message.received_at", "2026-11-24T10:30:00+23:59", "offset must be whole minutes between -15:59 and +15:59"),
-    ("message.received_at", "2026-11-24T10:30:00-23:59:59.999999", "offset must be whole minutes"),
-    ("message.received_at", "2026-11-24T10:30:00+05:30:15", "offset must be whole minutes"),
-    ("message.received_at", "2026-11-24T10:30:00+01:00:00.5", "offset must be whole minutes"),
-    ("message.received_at", "0001-01-01T00:00:00+00:01", "within the years 1-9999 in UTC"),
-    ("message.received_at", "9999-12-31T23:59:59-00:01", "within the years 1-9999 in UTC"),
-    ("entities.preferred_time", "2026-11-27T09:00:00+16:00", "offset must be whole minutes between -15:59 and +15:59"),
-    ("entities.preferred_time", "9999-12-31T20:00:00-15:59", "within the years 1-9999 in UTC"),
-    ("entities.severity", "critical", "must be one of"),
-    ("entities.order_reference", "r" * 65, "at most 64"),
-    ("entities.language", "english!", "BCP-47"),
-    ("entities.language", "e", "BCP-47"),
-    ("entities.language", "pt_BR", "BCP-47"),
-    # ai
-    ("ai", "intent-v3", "must be an object"),
-    ("ai.model", "m" * 129, "at most 128"),
-    ("ai.processing_ms", -1, ">= 0"),
-    ("ai.processing_ms", 1.5, "must be an integer"),
-    ("ai.processing_ms", "140", "must be an integer"),
-    ("ai.processing_ms", True, "must be an integer"),
-    ("ai.processing_ms", 86_400_001, "<= 86400000"),
-])
+@pytest.mark.parametrize(
+    "path, value, rule",
+    [
+        # required fields
+        ("processing_id", _MISSING, "field required"),
+        ("lead_id", _MISSING, "field required"),
+        ("business_id", _MISSING, "field required"),
+        ("customer", _MISSING, "field required"),
+        ("customer.wa_id", _MISSING, "field required"),
+        ("message", _MISSING, "field required"),
+        ("message.text", _MISSING, "field required"),
+        ("message.received_at", _MISSING, "field required"),
+        ("intent", _MISSING, "field required"),
+        ("confidence", _MISSING, "field required"),
+        # identifiers
+        ("processing_id", "", "at least 1"),
+        ("processing_id", "a" * 129, "at most 128"),
+        ("processing_id", "proc 7f3c2a", "must contain only"),
+        ("processing_id", "proc/1", "must contain only"),
+        ("lead_id", "x" * 65, "at most 64"),
+        ("lead_id", "lead#1", "must contain only"),
+        ("business_id", "", "at least 1"),
+        ("business_id", "b" * 65, "at most 64"),
+        ("business_id", "acme bakery", "must contain only"),
+        ("tenant_id", "", "at least 1"),
+        ("tenant_id", "t" * 65, "at most 64"),
+        ("message_id", "m" * 257, "at most 256"),
+        # customer
+        ("customer.wa_id", "123456", "7-15 digits"),
+        ("customer.wa_id", "1234567890123456", "7-15 digits"),
+        ("customer.wa_id", "+15550123456", "7-15 digits"),
+        ("customer.wa_id", "1555012345a", "7-15 digits"),
+        ("customer.wa_id", 15550123456, "must be a string"),
+        ("customer.name", "n" * 257, "at most 256"),
+        ("customer", "15550123456", "must be an object"),
+        # message
+        ("message.text", "x" * 4097, "at most 4096"),
+        ("message.text", 42, "must be a string"),
+        ("message.received_at", "2026-11-24T10:30:00", "timezone"),
+        ("message.received_at", "yesterday", "ISO-8601"),
+        ("message.received_at", 1764000000, "ISO-8601"),
+        # intent and confidence
+        ("intent", 3, "must be a string"),
+        ("intent", None, "must be a string"),
+        ("intent", "I" * 65, "at most 64"),
+        ("confidence", 1.01, "<= 1.0"),
+        ("confidence", -0.01, ">= 0.0"),
+        ("confidence", 2, "<= 1.0"),
+        ("confidence", "0.9", "must be a number"),
+        ("confidence", True, "must be a number"),
+        ("confidence", False, "must be a number"),
+        ("confidence", None, "must be a number"),
+        # entities
+        ("entities", [], "must be an object"),
+        ("entities.products", {"name": "rye"}, "must be an array"),
+        ("entities.products", [{"name": "rye"}] * 51, "at most 50 items"),
+        ("entities.products", [{"sku": "SD-01"}], "field required"),
+        ("entities.products", [{"name": "rye", "quantity": 0}], ">= 1"),
+        ("entities.products", [{"name": "rye", "quantity": 10_001}], "<= 10000"),
+        ("entities.products", [{"name": "rye", "quantity": "2"}], "must be an integer"),
+        ("entities.products", [{"name": "rye", "quantity": 2.0}], "must be an integer"),
+        ("entities.products", [{"name": "rye", "quantity": True}], "must be an integer"),
+        ("entities.products", [{"name": "rye", "sku": 1}], "must be a string"),
+        ("entities.products", [{"name": "n" * 257}], "at most 256"),
+        ("entities.products", [{"name": "rye", "sku": "s" * 65}], "at most 64"),
+        ("entities.preferred_time", "2026-11-27T09:00:00", "timezone"),
+        ("entities.preferred_time", "friday", "ISO-8601"),
+        # time-zone offsets PostgreSQL refuses, or whose seconds the stored payload would lose,
+        # and moments that leave the datetime range once converted to UTC
+        ("message.received_at", "2026-11-24T10:30:00+16:00", "offset must be whole minutes between -15:59 and +15:59"),
+        ("message.received_at", "2026-11-24T10:30:00-16:00", "offset must be whole minutes between -15:59 and +15:59"),
+        ("message.received_at", "2026-11-24T10:30:00+23:59", "offset must be whole minutes between -15:59 and +15:59"),
+        ("message.received_at", "2026-11-24T10:30:00-23:59:59.999999", "offset must be whole minutes"),
+        ("message.received_at", "2026-11-24T10:30:00+05:30:15", "offset must be whole minutes"),
+        ("message.received_at", "2026-11-24T10:30:00+01:00:00.5", "offset must be whole minutes"),
+        ("message.received_at", "0001-01-01T00:00:00+00:01", "within the years 1-9999 in UTC"),
+        ("message.received_at", "9999-12-31T23:59:59-00:01", "within the years 1-9999 in UTC"),
+        (
+            "entities.preferred_time",
+            "2026-11-27T09:00:00+16:00",
+            "offset must be whole minutes between -15:59 and +15:59",
+        ),
+        ("entities.preferred_time", "9999-12-31T20:00:00-15:59", "within the years 1-9999 in UTC"),
+        ("entities.severity", "critical", "must be one of"),
+        ("entities.order_reference", "r" * 65, "at most 64"),
+        ("entities.language", "english!", "BCP-47"),
+        ("entities.language", "e", "BCP-47"),
+        ("entities.language", "pt_BR", "BCP-47"),
+        # ai
+        ("ai", "intent-v3", "must be an object"),
+        ("ai.model", "m" * 129, "at most 128"),
+        ("ai.processing_ms", -1, ">= 0"),
+        ("ai.processing_ms", 1.5, "must be an integer"),
+        ("ai.processing_ms", "140", "must be an integer"),
+        ("ai.processing_ms", True, "must be an integer"),
+        ("ai.processing_ms", 86_400_001, "<= 86400000"),
+    ],
+)
 def test_rule_violations_are_invalid_payload(path: str, value: Any, rule: str) -> None:
     error = rejection(encode(with_change(path, value)))
 
@@ -300,13 +318,9 @@ def test_error_lines_name_nested_list_positions() -> None:
 
 
 def test_example_rules_read_as_documented() -> None:
-    assert rejection(encode(with_change("customer.wa_id", "12"))).errors == [
-        "customer.wa_id: must be 7-15 digits"
-    ]
+    assert rejection(encode(with_change("customer.wa_id", "12"))).errors == ["customer.wa_id: must be 7-15 digits"]
     assert rejection(encode(with_change("confidence", 1.5))).errors == ["confidence: must be <= 1.0"]
-    assert rejection(encode(with_change("message.text", _MISSING))).errors == [
-        "message.text: field required"
-    ]
+    assert rejection(encode(with_change("message.text", _MISSING))).errors == ["message.text: field required"]
 
 
 def test_every_problem_gets_a_line() -> None:
@@ -456,14 +470,17 @@ def test_absurd_nesting_is_invalid() -> None:
     assert error.errors[0].startswith("value: not valid JSON: ")
 
 
-@pytest.mark.parametrize("value, kind", [
-    (b"[1, 2]", "array"),
-    (b"[]", "array"),
-    (b'"hello"', "string"),
-    (b"42", "number"),
-    (b"true", "boolean"),
-    (b"null", "null"),
-])
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        (b"[1, 2]", "array"),
+        (b"[]", "array"),
+        (b'"hello"', "string"),
+        (b"42", "number"),
+        (b"true", "boolean"),
+        (b"null", "null"),
+    ],
+)
 def test_json_that_is_not_an_object_is_invalid(value: bytes, kind: str) -> None:
     error = rejection(value)
 
@@ -476,11 +493,14 @@ def test_bytearray_and_memoryview_are_accepted() -> None:
     assert parse_event(memoryview(encode(EXAMPLE))).lead_id == "lead-123"
 
 
-@pytest.mark.parametrize("path, value", [
-    ("message.text", "before\u0000after"),
-    ("customer.name", "Ana\ud800"),
-    ("entities.note", "tab\u0000"),
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        ("message.text", "before\u0000after"),
+        ("customer.name", "Ana\ud800"),
+        ("entities.note", "tab\u0000"),
+    ],
+)
 def test_strings_postgres_cannot_store_are_invalid(path: str, value: str) -> None:
     error = rejection(encode(with_change(path, value)))
 
@@ -530,12 +550,15 @@ def test_errors_never_echo_personal_data() -> None:
         assert secret not in rendered
 
 
-@pytest.mark.parametrize("path, value", [
-    ("customer.wa_id", ["15550123456"]),
-    ("customer.wa_id", {"number": "15550123456"}),
-    ("message.text", ["secret text here"]),
-    ("customer.name", 15550123456),
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        ("customer.wa_id", ["15550123456"]),
+        ("customer.wa_id", {"number": "15550123456"}),
+        ("message.text", ["secret text here"]),
+        ("customer.name", 15550123456),
+    ],
+)
 def test_type_errors_never_echo_personal_data(path: str, value: Any) -> None:
     error = rejection(encode(with_change(path, value)))
 
@@ -561,7 +584,9 @@ def test_contract_error_is_an_exception_with_readable_text() -> None:
 
 
 def test_contract_error_survives_pickling() -> None:
-    error = pickle.loads(pickle.dumps(ContractError("unsupported_schema", ["schema_version: 2 is not supported (expected 1)"])))
+    error = pickle.loads(
+        pickle.dumps(ContractError("unsupported_schema", ["schema_version: 2 is not supported (expected 1)"]))
+    )
 
     assert error.reason == "unsupported_schema"
     assert error.errors == ["schema_version: 2 is not supported (expected 1)"]
@@ -588,6 +613,7 @@ def test_stored_payload_with_a_bad_offset_fails_validation_too() -> None:
 
 # --- duplicate keys -------------------------------------------------------------------------
 
+
 def with_raw(fragment: str, replacement: str, data: dict[str, Any] | None = None) -> bytes:
     """The encoded event with one exact piece of its JSON text replaced, for what json.dumps
     cannot write (a repeated key, 1e999, a 5,000-digit integer)."""
@@ -596,12 +622,15 @@ def with_raw(fragment: str, replacement: str, data: dict[str, Any] | None = None
     return text.replace(fragment, replacement).encode("utf-8")
 
 
-@pytest.mark.parametrize("members", [
-    '"schema_version": 2, "schema_version": 1',
-    '"schema_version": 1, "schema_version": 2',
-    '"schema_version": 1, "schema_version": 1',
-    '"schema_version": 1, "schema_version": "1"',
-])
+@pytest.mark.parametrize(
+    "members",
+    [
+        '"schema_version": 2, "schema_version": 1',
+        '"schema_version": 1, "schema_version": 2',
+        '"schema_version": 1, "schema_version": 1',
+        '"schema_version": 1, "schema_version": "1"',
+    ],
+)
 def test_repeated_schema_version_is_invalid_payload(members: str) -> None:
     """Which of two versions counts depends on the parser; json keeps the last one silently."""
     error = rejection(with_raw('"schema_version": 1', members))
@@ -610,16 +639,28 @@ def test_repeated_schema_version_is_invalid_payload(members: str) -> None:
     assert error.errors == ["value: duplicate key 'schema_version'"]
 
 
-@pytest.mark.parametrize("fragment, replacement, line", [
-    ('"name": "Ana"', '"name": "Ana", "name": "Mallory Secret"', "customer: duplicate key 'name'"),
-    ('"processing_id": "proc-7f3c2a"', '"processing_id": "proc-7f3c2a", "processing_id": "proc-other"',
-     "value: duplicate key 'processing_id'"),
-    ('"quantity": 2', '"quantity": 2, "quantity": 9000', "entities.products.0: duplicate key 'quantity'"),
-    ('"entities": {', '"entities": {"note": "first secret", "note": "second secret", ',
-     "entities: duplicate key 'note'"),
-    ('"schema_version": 1', '"schema_version": 1, "future": {"a": [{"k": "secret", "k": "secret"}]}',
-     "future.a.0: duplicate key 'k'"),
-])
+@pytest.mark.parametrize(
+    "fragment, replacement, line",
+    [
+        ('"name": "Ana"', '"name": "Ana", "name": "Mallory Secret"', "customer: duplicate key 'name'"),
+        (
+            '"processing_id": "proc-7f3c2a"',
+            '"processing_id": "proc-7f3c2a", "processing_id": "proc-other"',
+            "value: duplicate key 'processing_id'",
+        ),
+        ('"quantity": 2', '"quantity": 2, "quantity": 9000', "entities.products.0: duplicate key 'quantity'"),
+        (
+            '"entities": {',
+            '"entities": {"note": "first secret", "note": "second secret", ',
+            "entities: duplicate key 'note'",
+        ),
+        (
+            '"schema_version": 1',
+            '"schema_version": 1, "future": {"a": [{"k": "secret", "k": "secret"}]}',
+            "future.a.0: duplicate key 'k'",
+        ),
+    ],
+)
 def test_duplicate_keys_anywhere_are_invalid(fragment: str, replacement: str, line: str) -> None:
     error = rejection(with_raw(fragment, replacement))
 
@@ -637,33 +678,45 @@ def test_duplicate_keys_are_invalid_even_in_another_schema_version() -> None:
 
 def test_a_long_or_unstorable_duplicate_key_is_shown_short_and_escaped() -> None:
     long_key = "k" * 10_000
-    raw = with_raw('"schema_version": 1', f'"schema_version": 1, "x": {{"{long_key}": 1, "{long_key}": 2, '
-                                          r'"bad\u0000\ud800": 1, "bad\u0000\ud800": 2}')
+    raw = with_raw(
+        '"schema_version": 1',
+        f'"schema_version": 1, "x": {{"{long_key}": 1, "{long_key}": 2, '
+        r'"bad\u0000\ud800": 1, "bad\u0000\ud800": 2}',
+    )
 
     error = rejection(raw)
 
     assert error.reason == "invalid_payload"
-    assert sorted(error.errors) == sorted([
-        f"x: duplicate key '{'k' * 64}'...",
-        "x: duplicate key 'bad\\x00\\ud800'",
-    ])
+    assert sorted(error.errors) == sorted(
+        [
+            f"x: duplicate key '{'k' * 64}'...",
+            "x: duplicate key 'bad\\x00\\ud800'",
+        ]
+    )
     assert all(line.encode("utf-8") and "\x00" not in line for line in error.errors)
 
 
 # --- numbers --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fragment, replacement, line", [
-    ('"confidence": 0.95', '"confidence": 1e999', "confidence: number out of range (must be finite)"),
-    ('"confidence": 0.95', '"confidence": -1e999', "confidence: number out of range (must be finite)"),
-    ('"processing_ms": 140', '"processing_ms": 1E400', "ai.processing_ms: number out of range (must be finite)"),
-    ('"quantity": 2', '"quantity": 1e999', "entities.products.0.quantity: number out of range (must be finite)"),
-    ('"entities": {', '"entities": {"sentiment": {"score": [0.5, -2e308]}, ',
-     "entities.sentiment.score.1: number out of range (must be finite)"),
-    ('"schema_version": 1', '"schema_version": 1, "future": 1e999', "future: number out of range (must be finite)"),
-    ('"quantity": 2', '"quantity": ' + "9" * 4301, "entities.products.0.quantity: integer longer than 4300 digits"),
-    ('"entities": {', '"entities": {"big": -' + "1" * 4301 + ", ", "entities.big: integer longer than 4300 digits"),
-    ('"schema_version": 1', '"schema_version": ' + "1" * 5000, "schema_version: integer longer than 4300 digits"),
-])
+
+@pytest.mark.parametrize(
+    "fragment, replacement, line",
+    [
+        ('"confidence": 0.95', '"confidence": 1e999', "confidence: number out of range (must be finite)"),
+        ('"confidence": 0.95', '"confidence": -1e999', "confidence: number out of range (must be finite)"),
+        ('"processing_ms": 140', '"processing_ms": 1E400', "ai.processing_ms: number out of range (must be finite)"),
+        ('"quantity": 2', '"quantity": 1e999', "entities.products.0.quantity: number out of range (must be finite)"),
+        (
+            '"entities": {',
+            '"entities": {"sentiment": {"score": [0.5, -2e308]}, ',
+            "entities.sentiment.score.1: number out of range (must be finite)",
+        ),
+        ('"schema_version": 1', '"schema_version": 1, "future": 1e999', "future: number out of range (must be finite)"),
+        ('"quantity": 2', '"quantity": ' + "9" * 4301, "entities.products.0.quantity: integer longer than 4300 digits"),
+        ('"entities": {', '"entities": {"big": -' + "1" * 4301 + ", ", "entities.big: integer longer than 4300 digits"),
+        ('"schema_version": 1', '"schema_version": ' + "1" * 5000, "schema_version: integer longer than 4300 digits"),
+    ],
+)
 def test_numbers_that_cannot_be_kept_as_sent_are_invalid(fragment: str, replacement: str, line: str) -> None:
     """1e999 parses to infinity, which jsonb cannot hold and the JSON encoder would write as
     null or refuse; an integer past Python's conversion limit cannot be read (or written back)."""
@@ -691,6 +744,7 @@ def test_a_huge_unsupported_schema_version_is_reported_short() -> None:
 
 # --- unknown entity keys --------------------------------------------------------------------
 
+
 def test_unknown_entity_keys_at_their_limits_are_kept() -> None:
     extra = {f"{index:02d}" + "k" * 62: {"k" * 64: index} for index in range(32 - 1)}
     data = with_change("entities.products", [{"name": "rye"}])
@@ -701,13 +755,16 @@ def test_unknown_entity_keys_at_their_limits_are_kept() -> None:
     assert event.entities.model_extra == extra
 
 
-@pytest.mark.parametrize("entities, line", [
-    ({"note": 1, "k" * 65: 2}, "entities: key 2 is longer than 64 characters"),
-    ({"sentiment": {"label": "sad", "k" * 65: 2}}, "entities.sentiment: key 2 is longer than 64 characters"),
-    ({"sentiment": [{"k" * 65: "x"}]}, "entities.sentiment.0: key 1 is longer than 64 characters"),
-    ({f"key{index}": index for index in range(33)}, "entities: must have at most 32 keys"),
-    ({"bad\u0000": 1}, "entities: key 1 contains a NUL character or an unpaired surrogate"),
-])
+@pytest.mark.parametrize(
+    "entities, line",
+    [
+        ({"note": 1, "k" * 65: 2}, "entities: key 2 is longer than 64 characters"),
+        ({"sentiment": {"label": "sad", "k" * 65: 2}}, "entities.sentiment: key 2 is longer than 64 characters"),
+        ({"sentiment": [{"k" * 65: "x"}]}, "entities.sentiment.0: key 1 is longer than 64 characters"),
+        ({f"key{index}": index for index in range(33)}, "entities: must have at most 32 keys"),
+        ({"bad\u0000": 1}, "entities: key 1 contains a NUL character or an unpaired surrogate"),
+    ],
+)
 def test_unknown_entity_keys_are_bounded(entities: dict[str, Any], line: str) -> None:
     error = rejection(encode(with_change("entities", entities)))
 
@@ -752,15 +809,23 @@ def test_the_longest_accepted_event_is_stored_and_reads_back_equal() -> None:
     extras["deep"] = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[["leaf"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
     data = {
         **EXAMPLE,
-        "processing_id": "p" * 128, "lead_id": "l" * 64, "business_id": LONGEST, "tenant_id": "t" * 64,
-        "message_id": "m" * 256, "customer": {"wa_id": "9" * 15, "name": "n" * 256},
+        "processing_id": "p" * 128,
+        "lead_id": "l" * 64,
+        "business_id": LONGEST,
+        "tenant_id": "t" * 64,
+        "message_id": "m" * 256,
+        "customer": {"wa_id": "9" * 15, "name": "n" * 256},
         "message": {"text": "x" * 4096, "received_at": now_iso()},
-        "intent": "I" * 64, "confidence": 1,
+        "intent": "I" * 64,
+        "confidence": 1,
         "ai": {"model": "m" * 128, "processing_ms": 86_400_000},
         "entities": {
             "products": [{"sku": "s" * 64, "name": "n" * 256, "quantity": 10_000}] * 50,
-            "preferred_time": later_iso(), "severity": "high", "order_reference": "r" * 64,
-            "language": "en" + "-abcdefgh" * 3 + "-abcde", **extras,
+            "preferred_time": later_iso(),
+            "severity": "high",
+            "order_reference": "r" * 64,
+            "language": "en" + "-abcdefgh" * 3 + "-abcde",
+            **extras,
         },
     }
     assert len(data["entities"]) == 32 and len(data["entities"]["language"]) == 35
@@ -801,9 +866,18 @@ def test_accepted_times_at_the_edges_are_stored_and_compared(moment: str) -> Non
     upsert_lead(event, business)
     lead = upsert_lead(event, business)  # compares with the value read back from Postgres
     action = plan(MessageContext(event=event, business=business, lead=lead, catalog={})).actions[0]
-    ScheduleCall().execute(ActionContext(processing_id=event.processing_id, saga_run=1, action=action.name,
-                                         step_order=1, params=action.params, event=event,
-                                         business=business, lead=lead))
+    ScheduleCall().execute(
+        ActionContext(
+            processing_id=event.processing_id,
+            saga_run=1,
+            action=action.name,
+            step_order=1,
+            params=action.params,
+            event=event,
+            business=business,
+            lead=lead,
+        )
+    )
 
     assert event.message.received_at == expected and event.entities.preferred_time == expected
     assert Lead.objects.get(pk=lead.pk).last_inbound_at == expected
@@ -811,11 +885,15 @@ def test_accepted_times_at_the_edges_are_stored_and_compared(moment: str) -> Non
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("moment", [
-    datetime(2026, 11, 24, 10, 30, tzinfo=timezone(timedelta(hours=16))),
-    datetime(2026, 11, 24, 10, 30, tzinfo=timezone(-timedelta(hours=16))),
-    datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(minutes=1))),
-], ids=["+16:00", "-16:00", "past 9999 in UTC"])
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 24, 10, 30, tzinfo=timezone(timedelta(hours=16))),
+        datetime(2026, 11, 24, 10, 30, tzinfo=timezone(-timedelta(hours=16))),
+        datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(minutes=1))),
+    ],
+    ids=["+16:00", "-16:00", "past 9999 in UTC"],
+)
 def test_postgres_refuses_the_times_the_contract_refuses(moment: datetime) -> None:
     """Why the bounds are where they are: just past them, storing or reading back fails."""
     business = Business.objects.create(business_id="acme-bakery", tenant_id="tenant-acme", display_name="Acme")

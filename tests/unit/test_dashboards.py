@@ -1,5 +1,6 @@
 """The Grafana dashboard and the Prometheus alert rules parse, have what Grafana and
 Prometheus require, and query only metrics core/metrics/counters.py defines."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,21 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "whatsapp.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
-             "offset", "inf", "nan"}
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -33,7 +47,9 @@ def metric_names(expr: str) -> set[str]:
 
 
 def test_metric_names_are_read_from_promql():
-    assert metric_names('histogram_quantile(0.95, sum by (le, stage) (rate(x_bucket{a="b"}[$__rate_interval])))') == {"x_bucket"}
+    assert metric_names('histogram_quantile(0.95, sum by (le, stage) (rate(x_bucket{a="b"}[$__rate_interval])))') == {
+        "x_bucket"
+    }
     assert metric_names("max by (circuit) (circuit_breaker_state) == 2") == {"circuit_breaker_state"}
     assert metric_names("sum(a_total) / on (job) group_left b_total > bool 1") == {"a_total", "b_total"}
 
@@ -58,8 +74,15 @@ def test_dashboard_queries_defined_metrics():
     assert len(ids) == len(set(ids))
     used = set().union(*queried.values())
     # What the issue asks the dashboard to show.
-    assert {"whatsapp_messages_received_total", "pipeline_duration_seconds_bucket", "message_dlq_total",
-            "dlq_open_entries", "circuit_breaker_state", "kafka_consumer_lag", "celery_queue_length"} <= used
+    assert {
+        "whatsapp_messages_received_total",
+        "pipeline_duration_seconds_bucket",
+        "message_dlq_total",
+        "dlq_open_entries",
+        "circuit_breaker_state",
+        "kafka_consumer_lag",
+        "celery_queue_length",
+    } <= used
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert any("histogram_quantile(0.99" in e and "pipeline_duration_seconds_bucket" in e for e in exprs)
     assert any("by (stage, reason)" in e and "message_dlq_total" in e for e in exprs)

@@ -1,7 +1,7 @@
 """Ingest's /metrics listens on the address set (INGEST_METRICS_ADDR). (The web
 process behind a TLS proxy: tests/integration/test_deploy.py.)"""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 import requests

@@ -1,5 +1,6 @@
 """`manage.py dlq` in this process: selection, output, show, resolve, discard,
 purge and exit codes."""
+
 from __future__ import annotations
 
 import io
@@ -21,15 +22,25 @@ from whatsapp.kafka import Record
 
 def dead_letters(values: list[bytes], first_offset: int = 0) -> list[DeadLetter]:
     """Dead letters written by the real intake code, as ingest writes them."""
-    records = [Record(topic="ai.process.result", partition=1, offset=first_offset + i, value=v, key=b"lead-1",
-                      timestamp=timezone.now()) for i, v in enumerate(values)]
+    records = [
+        Record(
+            topic="ai.process.result",
+            partition=1,
+            offset=first_offset + i,
+            value=v,
+            key=b"lead-1",
+            timestamp=timezone.now(),
+        )
+        for i, v in enumerate(values)
+    ]
     take_in(records)
     return list(DeadLetter.objects.filter(kafka_offset__in=[r.offset for r in records]).order_by("kafka_offset"))
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def stats(env: dict[str, str]) -> dict:
@@ -49,7 +60,9 @@ def test_list_show_resolve_discard_and_purge():
     unknown = dead_letters([encode(event(f"late-{i}", business_id="late-bakery")) for i in range(2)])
     bad_utf8, not_json = dead_letters([invalid_values()["bad_utf8"], b"not json"], first_offset=10)
     old_closed, old_open = dead_letters([b"old 1", b"old 2"], first_offset=20)
-    DeadLetter.objects.filter(pk__in=[old_closed.pk, old_open.pk]).update(created_at=timezone.now() - timedelta(days=100))
+    DeadLetter.objects.filter(pk__in=[old_closed.pk, old_open.pk]).update(
+        created_at=timezone.now() - timedelta(days=100)
+    )
     DeadLetter.objects.filter(pk=old_closed.pk).update(status="DISCARDED")
 
     listed = json.loads(run("list", "--json", "--reason", "unknown_business"))
@@ -76,16 +89,27 @@ def test_list_show_resolve_discard_and_purge():
 
     assert "resolved 1 of 1" in run("resolve", str(unknown[0].pk), "--note", "entered by hand", "--by", "ana")
     unknown[0].refresh_from_db()
-    assert (unknown[0].status, unknown[0].resolution_note, unknown[0].closed_by) == ("RESOLVED", "entered by hand", "ana")
+    assert (unknown[0].status, unknown[0].resolution_note, unknown[0].closed_by) == (
+        "RESOLVED",
+        "entered by hand",
+        "ana",
+    )
     with pytest.raises(CommandError) as twice:
         run("resolve", str(unknown[0].pk), "--note", "again")
     assert twice.value.returncode == 1 and "1 of 1 not resolved" in str(twice.value)
     assert "would mark 3 discarded" in run("discard", "--reason", "invalid_payload", "--note", "junk", "--dry-run")
     assert "discarded 2 of 2" in run("discard", "--reason", "invalid_payload", "--since", yesterday, "--note", "junk")
-    assert set(DeadLetter.objects.filter(pk__in=[bad_utf8.pk, not_json.pk]).values_list("status", flat=True)) == {"DISCARDED"}
+    assert set(DeadLetter.objects.filter(pk__in=[bad_utf8.pk, not_json.pk]).values_list("status", flat=True)) == {
+        "DISCARDED"
+    }
     assert DeadLetter.objects.get(pk=old_open.pk).status == "OPEN", "older than --since, not selected"
-    orphan = DeadLetter.objects.create(processing_id="purged-long-ago", stage="NOTIFY_SALES", reason="non_retryable",
-                                       saga_run=1, payload=json.loads(encode(event("purged-long-ago"))))
+    orphan = DeadLetter.objects.create(
+        processing_id="purged-long-ago",
+        stage="NOTIFY_SALES",
+        reason="non_retryable",
+        saga_run=1,
+        payload=json.loads(encode(event("purged-long-ago"))),
+    )
     why = io.StringIO()
     with pytest.raises(CommandError) as gone:
         call_command("dlq", "requeue", str(orphan.pk), stdout=io.StringIO(), stderr=why)

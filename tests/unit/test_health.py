@@ -1,5 +1,6 @@
 """/healthz, /readyz and /metrics as a load balancer or Prometheus sees them,
 through Django's test client."""
+
 from __future__ import annotations
 
 import threading

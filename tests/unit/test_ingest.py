@@ -1,8 +1,8 @@
 """Ingest's hand-off in this process, on the real Postgres and Redis (no broker,
 no ingest process): a batch publish cut off from Redis is an outage, and a
 processing id held by another business is a conflict, not a duplicate."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 from django.conf import settings
@@ -32,9 +32,8 @@ def test_a_batch_publish_cut_off_from_redis_is_an_outage(redis_client):
             with producer.batch():
                 producer.publish({"n": 1}, routing_key="outage-probe")
             proxy.cut()
-            with pytest.raises(Exception) as caught:
-                with producer.batch():
-                    producer.publish({"n": 2}, routing_key="outage-probe")
+            with pytest.raises(Exception) as caught, producer.batch():
+                producer.publish({"n": 2}, routing_key="outage-probe")
         assert type(caught.value).__name__ == "BatchPublishError"
         assert is_outage(caught.value)
     finally:
@@ -55,9 +54,13 @@ def test_a_processing_id_held_by_another_business_is_a_conflict_not_a_duplicate(
     Business.objects.create(business_id="other-shop", tenant_id=TENANT_ID, display_name="Other")
     ours = encode(event("shared-1", lead_id="lead-a"))
     theirs = encode(event("shared-1", lead_id="lead-b", business_id="other-shop"))
-    first = take_in([Record("t.conflict", 0, 1, ours),
-                     Record("t.conflict", 1, 1, theirs),   # the same batch
-                     Record("t.conflict", 0, 2, ours)])   # our own copy again
+    first = take_in(
+        [
+            Record("t.conflict", 0, 1, ours),
+            Record("t.conflict", 1, 1, theirs),  # the same batch
+            Record("t.conflict", 0, 2, ours),
+        ]
+    )  # our own copy again
     later = take_in([Record("t.conflict", 2, 5, theirs)])  # a later batch
     again = take_in([Record("t.conflict", 2, 5, theirs)])  # read again after a crash
 
@@ -69,7 +72,8 @@ def test_a_processing_id_held_by_another_business_is_a_conflict_not_a_duplicate(
     entries = DeadLetter.objects.order_by("kafka_partition")
     assert [(e.reason, e.stage, e.business_id, e.processing_id, e.kafka_partition) for e in entries] == [
         ("processing_id_conflict", "ingest", "other-shop", "shared-1", 1),
-        ("processing_id_conflict", "ingest", "other-shop", "shared-1", 2)]
+        ("processing_id_conflict", "ingest", "other-shop", "shared-1", 2),
+    ]
     assert "another business" in entries[0].error_message
     with pytest.raises(RequeueRefused, match="processing_id_conflict"):
         requeue(entries[0].pk, by="test")

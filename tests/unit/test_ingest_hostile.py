@@ -3,6 +3,7 @@ a record failing at hand-off ends as one dead letter, a dead letter's hostile
 metadata survives its requeue, and timestamps and headers of any shape are read
 without raising. (A real `ingest_kafka` reading them:
 tests/integration/test_ingest_hostile.py.)"""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,16 @@ def _valid(pid: str, **overrides) -> bytes:
 def test_a_dead_letter_with_hostile_metadata_is_requeued_with_it(business):
     """The safe forms round-trip through requeue: base64 headers, raw milliseconds."""
     headers = [("x-note", b"a\x00b"), ("x-bin", b"\xff\xfe"), ("traceparent", b"\xff" * 1000)]
-    record = Record(topic="t.hostile", partition=0, offset=5, value=_valid("late-biz", business_id="late-biz"),
-                    key=b"\x00", headers=headers, timestamp=None, timestamp_ms=YEAR_10000)
+    record = Record(
+        topic="t.hostile",
+        partition=0,
+        offset=5,
+        value=_valid("late-biz", business_id="late-biz"),
+        key=b"\x00",
+        headers=headers,
+        timestamp=None,
+        timestamp_ms=YEAR_10000,
+    )
     take_in([record])
     entry = DeadLetter.objects.get(kafka_offset=5)
     assert (entry.reason, entry.kafka_timestamp, entry.kafka_timestamp_ms) == ("unknown_business", None, YEAR_10000)
@@ -43,7 +52,12 @@ def test_a_dead_letter_with_hostile_metadata_is_requeued_with_it(business):
     Business.objects.create(business_id="late-biz", tenant_id=TENANT_ID, display_name="Late")
     requeue(entry.pk, by="test")
     row = ProcessedMessage.objects.get(processing_id="late-biz")
-    assert (row.kafka_partition, row.kafka_offset, row.kafka_timestamp, row.kafka_timestamp_ms) == (0, 5, None, YEAR_10000)
+    assert (row.kafka_partition, row.kafka_offset, row.kafka_timestamp, row.kafka_timestamp_ms) == (
+        0,
+        5,
+        None,
+        YEAR_10000,
+    )
 
 
 # --- a record that fails inside intake, past the contract ------------------------------------
@@ -54,8 +68,15 @@ def test_a_record_failing_at_hand_off_ends_as_one_dead_letter(business, redis_cl
     never-started row removed with it: one outcome, and a requeue takes it in again."""
     from whatsapp.intake import HAND_OFF, dead_letter_unprocessable
 
-    record = Record(topic="t.handoff", partition=2, offset=9, value=_valid("handoff-1"), key=b"\xff",
-                    headers=[("h", b"\x00")], timestamp_ms=-5_000)
+    record = Record(
+        topic="t.handoff",
+        partition=2,
+        offset=9,
+        value=_valid("handoff-1"),
+        key=b"\xff",
+        headers=[("h", b"\x00")],
+        timestamp_ms=-5_000,
+    )
     assert take_in([record]).new == [("handoff-1", 1)]
     result = dead_letter_unprocessable(record, KeyError("customer text must not show"), stage=HAND_OFF)
     assert result.unprocessable == [("t.handoff", 2, 9)]
@@ -83,8 +104,16 @@ def test_timestamps_in_range_give_their_datetime():
 
 
 def test_headers_round_trip_whatever_they_hold():
-    headers = [("plain", b"text"), ("nul", b"\x00"), ("bin", bytes(range(256))), ("none", None), ("k\x00ey", b"v"),
-               ("surrogate\udcff", b"v"), ("", b""), ("ünï", "ünï".encode())]
+    headers = [
+        ("plain", b"text"),
+        ("nul", b"\x00"),
+        ("bin", bytes(range(256))),
+        ("none", None),
+        ("k\x00ey", b"v"),
+        ("surrogate\udcff", b"v"),
+        ("", b""),
+        ("ünï", "ünï".encode()),
+    ]
     stored = Record(topic="t", partition=0, offset=0, value=None, headers=headers).headers_json()
     assert json.loads(json.dumps(stored)) == stored
     assert "\\u0000" not in json.dumps(stored)  # Postgres's jsonb refuses it

@@ -1,4 +1,5 @@
 """Lead activities are append-only in the database itself."""
+
 import pytest
 from django.db import DatabaseError, connection, transaction
 
@@ -13,25 +14,25 @@ def activity(business):
     return LeadActivity.objects.create(lead=lead, kind="state_changed", from_state="NEW", to_state="CONTACTED")
 
 
-@pytest.mark.parametrize("sql", [
-    "UPDATE leads_leadactivity SET kind = 'rewritten' WHERE id = %s",
-    "DELETE FROM leads_leadactivity WHERE id = %s",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE leads_leadactivity SET kind = 'rewritten' WHERE id = %s",
+        "DELETE FROM leads_leadactivity WHERE id = %s",
+    ],
+)
 def test_raw_sql_cannot_change_history(activity, sql):
-    with pytest.raises(DatabaseError, match="append-only"):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, [activity.pk])
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, [activity.pk])
     activity.refresh_from_db()
     assert activity.kind == "state_changed"
 
 
 def test_orm_bulk_update_and_delete_are_refused_by_the_database(activity):
-    with pytest.raises(DatabaseError, match="append-only"):
-        with transaction.atomic():
-            LeadActivity.objects.filter(pk=activity.pk).update(kind="rewritten")
-    with pytest.raises(DatabaseError, match="append-only"):
-        with transaction.atomic():
-            LeadActivity.objects.filter(pk=activity.pk).delete()
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        LeadActivity.objects.filter(pk=activity.pk).update(kind="rewritten")
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        LeadActivity.objects.filter(pk=activity.pk).delete()
     assert LeadActivity.objects.filter(pk=activity.pk, kind="state_changed").exists()
 
 

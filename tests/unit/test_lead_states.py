@@ -1,4 +1,5 @@
 """The lead state machine, on the real database: moves, no-ops, history and the row lock."""
+
 from __future__ import annotations
 
 import threading
@@ -14,10 +15,18 @@ pytestmark = pytest.mark.django_db
 
 S = Lead.State
 ALLOWED = {
-    (S.NEW, S.CONTACTED), (S.NEW, S.QUALIFIED), (S.NEW, S.CONVERTED), (S.NEW, S.LOST),
-    (S.CONTACTED, S.QUALIFIED), (S.CONTACTED, S.CONVERTED), (S.CONTACTED, S.LOST),
-    (S.QUALIFIED, S.CONVERTED), (S.QUALIFIED, S.LOST),
-    (S.LOST, S.CONTACTED), (S.LOST, S.QUALIFIED), (S.LOST, S.CONVERTED),
+    (S.NEW, S.CONTACTED),
+    (S.NEW, S.QUALIFIED),
+    (S.NEW, S.CONVERTED),
+    (S.NEW, S.LOST),
+    (S.CONTACTED, S.QUALIFIED),
+    (S.CONTACTED, S.CONVERTED),
+    (S.CONTACTED, S.LOST),
+    (S.QUALIFIED, S.CONVERTED),
+    (S.QUALIFIED, S.LOST),
+    (S.LOST, S.CONTACTED),
+    (S.LOST, S.QUALIFIED),
+    (S.LOST, S.CONVERTED),
 }
 ALL_PAIRS = list(product(S.values, S.values))
 
@@ -90,7 +99,10 @@ def test_lost_lead_writing_again_is_reopened_and_the_path_is_recorded(make_lead)
     for to_state, processing_id in steps:
         assert advance(lead.pk, to_state, processing_id=processing_id, reason="test") is True
     assert [(row[1], row[2], row[3]) for row in history(lead)] == [
-        ("NEW", "CONTACTED", "p1"), ("CONTACTED", "LOST", "p2"), ("LOST", "QUALIFIED", "p3"), ("QUALIFIED", "CONVERTED", "p4"),
+        ("NEW", "CONTACTED", "p1"),
+        ("CONTACTED", "LOST", "p2"),
+        ("LOST", "QUALIFIED", "p3"),
+        ("QUALIFIED", "CONVERTED", "p4"),
     ]
 
 
@@ -119,10 +131,9 @@ def test_missing_lead_raises(make_lead):
 def test_advance_joins_the_callers_transaction(make_lead):
     """A failure later in the caller's transaction must take the move and its activity with it."""
     lead = make_lead()
-    with pytest.raises(RuntimeError):
-        with transaction.atomic():
-            assert advance(lead.pk, S.CONTACTED, processing_id="p1", reason="pricing") is True
-            raise RuntimeError("saga step failed")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert advance(lead.pk, S.CONTACTED, processing_id="p1", reason="pricing") is True
+        raise RuntimeError("saga step failed")
     lead.refresh_from_db()
     assert lead.state == S.NEW
     assert not LeadActivity.objects.filter(lead=lead).exists()

@@ -1,6 +1,7 @@
 """devtools/services' helpers that start nothing: free ports, and URLs given in
 the environment used as they are. (The embedded servers themselves:
 tests/integration/test_localservices.py.)"""
+
 from __future__ import annotations
 
 from devtools import services as ls

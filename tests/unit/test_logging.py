@@ -1,4 +1,5 @@
 """Log lines as config/logging.py writes them: JSON with the message's ids, or text."""
+
 from __future__ import annotations
 
 import io
@@ -31,15 +32,28 @@ def capture(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
 
 def test_json_line_carries_the_message_and_trace_ids_and_nothing_else():
     logger, stream = capture(JsonFormatter())
-    with sentry_sdk.start_transaction(op="test", name="test") as transaction, \
-            bound(processing_id="proc-1", lead_id="lead-1", intent="ORDER_REQUEST"):
-        logger.info("action %s succeeded", "CREATE_ORDER",
-                    extra={"duration_ms": 12.5, "payload": {"text": "secret customer words"}})
+    with (
+        sentry_sdk.start_transaction(op="test", name="test") as transaction,
+        bound(processing_id="proc-1", lead_id="lead-1", intent="ORDER_REQUEST"),
+    ):
+        logger.info(
+            "action %s succeeded",
+            "CREATE_ORDER",
+            extra={"duration_ms": 12.5, "payload": {"text": "secret customer words"}},
+        )
     line = json.loads(stream.getvalue())
     assert line == {
-        "timestamp": line["timestamp"], "level": "INFO", "service": "worker", "logger": "test.logging",
-        "message": "action CREATE_ORDER succeeded", "trace_id": transaction.trace_id, "span_id": transaction.span_id,
-        "processing_id": "proc-1", "lead_id": "lead-1", "intent": "ORDER_REQUEST", "duration_ms": 12.5,
+        "timestamp": line["timestamp"],
+        "level": "INFO",
+        "service": "worker",
+        "logger": "test.logging",
+        "message": "action CREATE_ORDER succeeded",
+        "trace_id": transaction.trace_id,
+        "span_id": transaction.span_id,
+        "processing_id": "proc-1",
+        "lead_id": "lead-1",
+        "intent": "ORDER_REQUEST",
+        "duration_ms": 12.5,
     }
     assert line["timestamp"].endswith("Z")
 

@@ -1,10 +1,9 @@
 """`manage.py replay`'s time range: timestamps no datetime can hold are sorted by
 their milliseconds. (Replays through a real ingest: tests/integration/test_replay.py.)"""
+
 from __future__ import annotations
 
-
 import pytest
-
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,6 +3,7 @@ whatsapp/requeue.py) on the real test Postgres and Redis, with no Celery worker:
 operator sees afterwards is the entry REQUEUED (or OPEN with the reason it was refused),
 the inbox row ready for its next run, and the message's first task on the broker.
 A requeued message carried through by a real worker: tests/integration/test_pipeline.py."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def queued_task_ids(redis_client) -> list[str]:
     """The ids of the task messages waiting on the broker, on any queue."""
-    return [json.loads(message)["headers"]["id"]
-            for key in redis_client.keys("*") if redis_client.type(key) == b"list"
-            for message in redis_client.lrange(key, 0, -1)]
+    return [
+        json.loads(message)["headers"]["id"]
+        for key in redis_client.keys("*")
+        if redis_client.type(key) == b"list"
+        for message in redis_client.lrange(key, 0, -1)
+    ]
 
 
 def row(pid: str) -> ProcessedMessage:
@@ -49,6 +53,7 @@ def failed_run(pid: str, stage: str = "CREATE_ORDER") -> DeadLetter:
 
 
 # --- refused: the entry stays OPEN and says why ---------------------------------
+
 
 def test_only_an_open_entry_is_requeued(business, redis_client):
     entry = failed_run("closed-1")
@@ -101,6 +106,7 @@ def test_an_ingest_entry_that_is_still_invalid_or_refused_stays_open(business):
 
 # --- requeued: the message goes through again -----------------------------------
 
+
 def test_an_ingest_entry_is_taken_in_once_what_refused_it_is_fixed(redis_client, transactional_db):
     take_in([Record("t", 0, 5, encode(event("late-biz-1")), key=b"lead-123")])
     entry = DeadLetter.objects.get()
@@ -134,7 +140,9 @@ def test_a_failed_run_is_requeued_as_a_new_run_that_acts_again_once(business, re
     saga.plan_run("again-1", 2)
     assert saga.run_step("again-1", 2, 1).done and saga.run_step("again-1", 2, 1).done
     assert sorted(Order.objects.filter(processing_id="again-1").values_list("saga_run", "status")) == [
-        (1, Order.Status.CANCELLED), (2, Order.Status.CREATED)]
+        (1, Order.Status.CANCELLED),
+        (2, Order.Status.CREATED),
+    ]
 
 
 def test_a_failed_reply_is_sent_again_in_the_same_run(business, redis_client):
@@ -149,8 +157,12 @@ def test_a_bulk_requeue_goes_on_past_a_refused_entry(business, redis_client):
     refused, requeued = failed_run("bulk-1"), failed_run("bulk-2")
     refused.discard("a test message", by="ops")
     seen: list[tuple[int, str | None]] = []
-    report = requeue_many([refused.pk, requeued.pk, 999_999], by="ops", rate=1000,
-                          on_each=lambda pk, entry, refusal: seen.append((pk, refusal)))
+    report = requeue_many(
+        [refused.pk, requeued.pk, 999_999],
+        by="ops",
+        rate=1000,
+        on_each=lambda pk, entry, refusal: seen.append((pk, refusal)),
+    )
     assert [e.pk for e in report.requeued] == [requeued.pk]
     assert [pk for pk, _ in report.refused] == [refused.pk, 999_999]
     assert "only OPEN entries" in report.refused[0][1] and "does not exist" in report.refused[1][1]
@@ -187,8 +199,10 @@ def test_the_dlq_requeues_through_the_handler_the_setting_names(business, redis_
 
 def test_a_handlers_refusal_leaves_the_entry_open(business):
     entry = failed_run("handler-2")
-    with override_settings(DLQ_REQUEUE_HANDLER=f"{__name__}.refusing_handler"), \
-            pytest.raises(RequeueRefused, match="not today"):
+    with (
+        override_settings(DLQ_REQUEUE_HANDLER=f"{__name__}.refusing_handler"),
+        pytest.raises(RequeueRefused, match="not today"),
+    ):
         requeue(entry.pk, by="ops")
     entry.refresh_from_db()
     assert (entry.status, entry.requeue_count) == (DeadLetter.Status.OPEN, 0)

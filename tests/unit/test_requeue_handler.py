@@ -1,5 +1,6 @@
 """The DLQ requeues through the handler settings.DLQ_REQUEUE_HANDLER names, and says
 clearly when that setting names none."""
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
@@ -13,13 +14,16 @@ def test_the_configured_handler_is_whatsapps():
     assert requeue_handler() is requeue_dead_letter
 
 
-@pytest.mark.parametrize("path, fragment", [
-    (None, "DLQ_REQUEUE_HANDLER is not set"),
-    ("", "DLQ_REQUEUE_HANDLER is not set"),
-    ("whatsapp.requeue.no_such_handler", "'whatsapp.requeue.no_such_handler' cannot be imported"),
-    ("no_such_module.handler", "'no_such_module.handler' cannot be imported"),
-    ("whatsapp.requeue.PROCESSING_ID_CONFLICT", "is not a function"),
-])
+@pytest.mark.parametrize(
+    "path, fragment",
+    [
+        (None, "DLQ_REQUEUE_HANDLER is not set"),
+        ("", "DLQ_REQUEUE_HANDLER is not set"),
+        ("whatsapp.requeue.no_such_handler", "'whatsapp.requeue.no_such_handler' cannot be imported"),
+        ("no_such_module.handler", "'no_such_module.handler' cannot be imported"),
+        ("whatsapp.requeue.PROCESSING_ID_CONFLICT", "is not a function"),
+    ],
+)
 def test_a_missing_or_wrong_handler_is_a_configuration_error(path, fragment):
     with override_settings(DLQ_REQUEUE_HANDLER=path), pytest.raises(ImproperlyConfigured, match=fragment):
         requeue_handler()

@@ -3,6 +3,7 @@ no Celery worker: what a stage leaves in the database is what an operator would 
 (the inbox row, the saga steps, the order and the stock, the sales notification, the
 dead letter, the outbound reply). The stages together, through real workers:
 tests/integration/test_pipeline.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,14 +42,17 @@ def webhook_answers(httpserver, *statuses: int) -> None:
     answers = list(statuses)
 
     def handle(request):
-        return Response("{}", status=answers.pop(0) if len(answers) > 1 else answers[0],
-                        content_type="application/json")
+        return Response(
+            "{}", status=answers.pop(0) if len(answers) > 1 else answers[0], content_type="application/json"
+        )
 
     httpserver.expect_request(HOOK, method="POST").respond_with_handler(handle)
 
 
 def graph_answers(httpserver, status: int, body: dict) -> None:
-    httpserver.expect_request(f"/v21.0/{PHONE_NUMBER_ID}/messages", method="POST").respond_with_json(body, status=status)
+    httpserver.expect_request(f"/v21.0/{PHONE_NUMBER_ID}/messages", method="POST").respond_with_json(
+        body, status=status
+    )
 
 
 def received(pid: str, offset: int = 0, **overrides) -> ProcessedMessage:
@@ -76,11 +80,18 @@ def stock() -> int:
 
 
 def fail_run(pid: str, stage: str = "NOTIFY_SALES") -> None:
-    assert saga.fail(pid, 1, stage=stage, reason=DeadLetter.Reason.NON_RETRYABLE,
-                     error="PermanentActionError: sales webhook answered 422", tb="Traceback ...")
+    assert saga.fail(
+        pid,
+        1,
+        stage=stage,
+        reason=DeadLetter.Reason.NON_RETRYABLE,
+        error="PermanentActionError: sales webhook answered 422",
+        tb="Traceback ...",
+    )
 
 
 # --- plan: dedupe's claim, then the plan ---------------------------------------
+
 
 def test_a_received_row_is_claimed_once(business):
     received("claim-1")
@@ -93,8 +104,10 @@ def test_a_received_row_is_claimed_once(business):
 
 def test_the_plan_is_the_handlers_and_is_written_once(business):
     first = planned("plan-1")
-    assert [(s.order, s.action, s.status) for s in first] == [(1, "CREATE_ORDER", Step.PENDING),
-                                                              (2, "NOTIFY_SALES", Step.PENDING)]
+    assert [(s.order, s.action, s.status) for s in first] == [
+        (1, "CREATE_ORDER", Step.PENDING),
+        (2, "NOTIFY_SALES", Step.PENDING),
+    ]
     assert first[0].params == {"lines": [{"sku": "SD-01", "quantity": 2}]}
     message = row("plan-1")
     assert (message.handler, message.planned_run) == ("order", 1)
@@ -113,7 +126,8 @@ def test_a_tenant_that_is_not_the_businesss_is_permanent_and_plans_nothing(busin
     received("tenant-1")
     # As if the business's tenant changed between intake's check and the plan.
     ProcessedMessage.objects.filter(processing_id="tenant-1").update(
-        payload=event("tenant-1", tenant_id="tenant-other"))
+        payload=event("tenant-1", tenant_id="tenant-other")
+    )
     assert saga.claim("tenant-1", 1)
     with pytest.raises(saga.PermanentStageError, match="tenant_id does not match"):
         saga.plan_run("tenant-1", 1)
@@ -132,6 +146,7 @@ def test_an_unclaimed_row_is_not_planned(business):
 
 
 # --- steps: one planned action --------------------------------------------------
+
 
 def test_a_step_acts_once_however_often_its_task_is_delivered(shop):
     planned("step-1")
@@ -155,7 +170,9 @@ def test_a_retryable_failure_is_retried_on_schedule_then_fails_for_good(shop, ht
     assert steps("retry-1")["NOTIFY_SALES"].status == Step.PENDING
     assert "500" in steps("retry-1")["NOTIFY_SALES"].error
 
-    assert saga.run_step("retry-1", 1, 2) == saga.StepOutcome(done=False, failed=True)
+    outcome = saga.run_step("retry-1", 1, 2)
+    assert (outcome.done, outcome.failed, outcome.retry_in) == (False, True, None)
+    assert outcome.error.endswith("answered HTTP 500"), "the task ends as FAILURE with this error"
     step = steps("retry-1")["NOTIFY_SALES"]
     assert (step.status, step.attempts) == (Step.FAILED, len(saga.RETRY_DELAYS) + 1)
     message = row("retry-1")
@@ -167,10 +184,14 @@ def test_a_permanent_failure_fails_the_run_at_once(shop, httpserver):
     webhook_answers(httpserver, 422)
     planned("perm-1")
     saga.run_step("perm-1", 1, 1)
-    assert saga.run_step("perm-1", 1, 2) == saga.StepOutcome(done=False, failed=True)
+    outcome = saga.run_step("perm-1", 1, 2)
+    assert (outcome.done, outcome.failed, outcome.retry_in) == (False, True, None)
+    assert outcome.error.endswith("answered HTTP 422"), "the task ends as FAILURE with this error"
     assert steps("perm-1")["NOTIFY_SALES"].attempts == 1
-    assert (row("perm-1").failed_stage, row("perm-1").failure_reason) == ("NOTIFY_SALES",
-                                                                          DeadLetter.Reason.NON_RETRYABLE)
+    assert (row("perm-1").failed_stage, row("perm-1").failure_reason) == (
+        "NOTIFY_SALES",
+        DeadLetter.Reason.NON_RETRYABLE,
+    )
 
 
 def test_a_step_of_a_run_that_has_ended_does_nothing(shop):
@@ -184,6 +205,7 @@ def test_a_step_of_a_run_that_has_ended_does_nothing(shop):
 
 # --- compensation: the succeeded actions undone, in reverse --------------------
 
+
 def test_compensation_undoes_the_succeeded_actions_in_reverse_once(shop, httpserver):
     webhook_answers(httpserver, 200)
     planned("undo-1")
@@ -193,8 +215,10 @@ def test_compensation_undoes_the_succeeded_actions_in_reverse_once(shop, httpser
 
     assert saga.compensate_steps("undo-1", 1) is True
     done = steps("undo-1")
-    assert {a: s.status for a, s in done.items()} == {"CREATE_ORDER": Step.COMPENSATED,
-                                                      "NOTIFY_SALES": Step.COMPENSATED}
+    assert {a: s.status for a, s in done.items()} == {
+        "CREATE_ORDER": Step.COMPENSATED,
+        "NOTIFY_SALES": Step.COMPENSATED,
+    }
     assert done["NOTIFY_SALES"].updated_at <= done["CREATE_ORDER"].updated_at, "the last action is undone first"
     assert Order.objects.get(processing_id="undo-1").status == Order.Status.CANCELLED
     assert stock() == before
@@ -226,6 +250,7 @@ def test_a_retryable_compensation_failure_stops_before_the_earlier_actions(shop,
 
 # --- dead letter: the failed run's DLQ entry ----------------------------------
 
+
 def test_the_dead_letter_holds_the_failed_run_and_is_written_once(shop, httpserver, settings):
     webhook_answers(httpserver, 422)
     planned("dead-1")
@@ -237,13 +262,22 @@ def test_the_dead_letter_holds_the_failed_run_and_is_written_once(shop, httpserv
 
     entry = saga.write_dead_letter("dead-1", 1)
     assert entry is not None
-    assert (entry.stage, entry.reason, entry.status) == ("NOTIFY_SALES", DeadLetter.Reason.NON_RETRYABLE,
-                                                         DeadLetter.Status.OPEN)
-    assert (entry.processing_id, entry.saga_run, entry.business_id, entry.lead_id) == ("dead-1", 1, shop.business_id,
-                                                                                        "lead-123")
+    assert (entry.stage, entry.reason, entry.status) == (
+        "NOTIFY_SALES",
+        DeadLetter.Reason.NON_RETRYABLE,
+        DeadLetter.Status.OPEN,
+    )
+    assert (entry.processing_id, entry.saga_run, entry.business_id, entry.lead_id) == (
+        "dead-1",
+        1,
+        shop.business_id,
+        "lead-123",
+    )
     assert entry.payload["processing_id"] == "dead-1" and entry.kafka_topic == "t"
     assert [(s["action"], s["status"]) for s in entry.saga_state["steps"]] == [
-        ("CREATE_ORDER", Step.COMPENSATED), ("NOTIFY_SALES", Step.FAILED)]
+        ("CREATE_ORDER", Step.COMPENSATED),
+        ("NOTIFY_SALES", Step.FAILED),
+    ]
     assert TOKEN not in entry.error_message
     assert row("dead-1").status == ProcessedMessage.Status.FAILED
 
@@ -253,6 +287,7 @@ def test_the_dead_letter_holds_the_failed_run_and_is_written_once(shop, httpserv
 
 
 # --- reply: the last step, never undone ---------------------------------------
+
 
 def test_the_reply_is_sent_once_in_the_customers_thread(shop, httpserver):
     graph_answers(httpserver, 200, {"messaging_product": "whatsapp", "messages": [{"id": "wamid.reply-1"}]})
@@ -269,8 +304,11 @@ def test_the_reply_is_sent_once_in_the_customers_thread(shop, httpserver):
 
 def test_a_reply_that_fails_for_good_is_dead_lettered_and_the_actions_stand(shop, httpserver):
     webhook_answers(httpserver, 200)
-    graph_answers(httpserver, 400, {"error": {"message": "(#131026) Message undeliverable", "type": "OAuthException",
-                                              "code": 131026}})
+    graph_answers(
+        httpserver,
+        400,
+        {"error": {"message": "(#131026) Message undeliverable", "type": "OAuthException", "code": 131026}},
+    )
     planned("reply-2")
     saga.run_step("reply-2", 1, 1)
     saga.run_step("reply-2", 1, 2)
@@ -283,6 +321,7 @@ def test_a_reply_that_fails_for_good_is_dead_lettered_and_the_actions_stand(shop
 
 
 # --- finish: the message processed ---------------------------------------------
+
 
 def test_finish_marks_the_message_processed_once(shop, httpserver):
     webhook_answers(httpserver, 200)

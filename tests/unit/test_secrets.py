@@ -2,6 +2,7 @@
 the form refuses credentials and plain http, the page shows only the webhook's
 origin and keeps the URL on save, and redaction keeps only each URL's origin.
 (A message the whole way through a real worker: tests/integration/test_secrets.py.)"""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,13 @@ SECRETS = (PASSWORD, PATH_TOKEN, QUERY_TOKEN, WEBHOOK_SECRET, ACCESS_TOKEN)
 def test_the_business_form_refuses_credentials_plain_http_and_a_phone_number_id_that_is_not_digits(settings):
     settings.SALES_WEBHOOK_ALLOW_HTTP = False
     settings.SALES_WEBHOOK_ALLOWED_HOSTS = []
-    business = Business(business_id="b-1", tenant_id="t-1", display_name="B",
-                        sales_webhook_url=f"https://user:{PASSWORD}@crm.example.com/hook", phone_number_id="12ab")
+    business = Business(
+        business_id="b-1",
+        tenant_id="t-1",
+        display_name="B",
+        sales_webhook_url=f"https://user:{PASSWORD}@crm.example.com/hook",
+        phone_number_id="12ab",
+    )
     with pytest.raises(ValidationError) as caught:
         business.full_clean()
     errors = caught.value.message_dict
@@ -47,14 +53,26 @@ def test_the_business_page_shows_only_the_webhook_origin_and_keeps_it_on_save(cl
     client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "pw"))
     page = client.get(f"/admin/leads/business/{business.pk}/change/").content.decode()
     assert "https://crm.example.com:443" in page and PATH_TOKEN not in page and QUERY_TOKEN not in page
-    form = {"business_id": "b-1", "tenant_id": "t-1", "display_name": "B", "is_active": "on",
-            "replies_enabled": "on", "default_language": "en", "confidence_thresholds": "{}", "phone_number_id": "",
-            "sales_webhook_url": "", "products-TOTAL_FORMS": "0", "products-INITIAL_FORMS": "0"}
+    form = {
+        "business_id": "b-1",
+        "tenant_id": "t-1",
+        "display_name": "B",
+        "is_active": "on",
+        "replies_enabled": "on",
+        "default_language": "en",
+        "confidence_thresholds": "{}",
+        "phone_number_id": "",
+        "sales_webhook_url": "",
+        "products-TOTAL_FORMS": "0",
+        "products-INITIAL_FORMS": "0",
+    }
     assert client.post(f"/admin/leads/business/{business.pk}/change/", form).status_code == 302
     business.refresh_from_db()
     assert business.sales_webhook_url == url, "an empty field keeps the URL"
-    refused = client.post(f"/admin/leads/business/{business.pk}/change/",
-                          {**form, "sales_webhook_url": f"https://ops:{PASSWORD}@crm.example.com/hook"})
+    refused = client.post(
+        f"/admin/leads/business/{business.pk}/change/",
+        {**form, "sales_webhook_url": f"https://ops:{PASSWORD}@crm.example.com/hook"},
+    )
     assert refused.status_code == 200 and "must not carry credentials" in refused.content.decode()
     assert PASSWORD not in refused.content.decode()
     client.post(f"/admin/leads/business/{business.pk}/change/", {**form, "clear_sales_webhook_url": "on"})
@@ -71,8 +89,10 @@ def test_redaction_keeps_only_each_urls_origin_and_replaces_known_secrets():
     url = f"https://user:{PASSWORD}@crm.example.com/path/{PATH_TOKEN}?api_key={QUERY_TOKEN}#frag"
     assert origin(url) == "https://crm.example.com:443"
     assert origin("http://[::1]:8080/x") == "http://[::1]:8080"
-    text = (f"POST to {url} failed: HTTPSConnectionPool(host='crm.example.com', port=443): Max retries exceeded "
-            f"with url: /path/{PATH_TOKEN}?api_key={QUERY_TOKEN} (token {ACCESS_TOKEN})")
+    text = (
+        f"POST to {url} failed: HTTPSConnectionPool(host='crm.example.com', port=443): Max retries exceeded "
+        f"with url: /path/{PATH_TOKEN}?api_key={QUERY_TOKEN} (token {ACCESS_TOKEN})"
+    )
     cleaned = redact(text, [ACCESS_TOKEN])
     assert "https://crm.example.com:443" in cleaned and "with url: /[redacted]" in cleaned
     assert not [s for s in SECRETS if s in cleaned]

@@ -1,10 +1,9 @@
 """`make up`'s admin user is made once. (The stack itself:
 tests/integration/test_stack.py.)"""
+
 from __future__ import annotations
 
-
 import pytest
-
 
 
 @pytest.mark.django_db

@@ -3,6 +3,7 @@ standing in for Sentry), in this process: a record's trace continues upstream's,
 the first task is sent in the record's trace, and a requeued or re-driven message
 is sent in its stored trace. (Across a real ingest and worker:
 tests/integration/test_tracing.py.)"""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import pytest
 import sentry_sdk
 import sentry_sdk.transport
 
-from tests.support.events import event, encode
+from tests.support.events import encode, event
 from tests.support.observability import SentryIngest
 
 UPSTREAM_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -39,14 +40,15 @@ def dsn(request):
         yield None
         return
     with sentry_sdk.isolation_scope() as scope:
-        scope.set_client(sentry_sdk.Client(dsn="http://public@127.0.0.1:9/1", traces_sample_rate=1.0,
-                                           transport=_Discard))
+        scope.set_client(
+            sentry_sdk.Client(dsn="http://public@127.0.0.1:9/1", traces_sample_rate=1.0, transport=_Discard)
+        )
         yield request.param
 
 
 def test_record_trace_continues_the_upstream_trace(dsn):
-    from whatsapp.kafka import Record
     from core.tracing import RecordTrace
+    from whatsapp.kafka import Record
 
     def trace(*headers: tuple[str, bytes]) -> RecordTrace:
         return RecordTrace(Record(topic="t", partition=0, offset=1, value=b"{}", headers=list(headers)))
@@ -55,8 +57,10 @@ def test_record_trace_continues_the_upstream_trace(dsn):
     assert sentry.trace_id == UPSTREAM_TRACE and sentry.parent_span_id == UPSTREAM_SPAN
     w3c = trace(("traceparent", f"00-{W3C_TRACE}-b7ad6b7169203331-01".encode()))
     assert w3c.trace_id == W3C_TRACE and w3c.parent_span_id == "b7ad6b7169203331"
-    both = trace(("traceparent", f"00-{W3C_TRACE}-b7ad6b7169203331-01".encode()),
-                 ("sentry-trace", f"{UPSTREAM_TRACE}-{UPSTREAM_SPAN}".encode()))
+    both = trace(
+        ("traceparent", f"00-{W3C_TRACE}-b7ad6b7169203331-01".encode()),
+        ("sentry-trace", f"{UPSTREAM_TRACE}-{UPSTREAM_SPAN}".encode()),
+    )
     assert both.trace_id == UPSTREAM_TRACE
     for garbage in (("traceparent", b"00-" + b"0" * 32 + b"-b7ad6b7169203331-01"), ("sentry-trace", b"nonsense")):
         fresh = trace(garbage)
@@ -75,8 +79,13 @@ def test_the_first_task_is_sent_in_the_records_trace(dsn, business, redis_client
     from whatsapp.intake import take_in_and_hand_off
     from whatsapp.kafka import Record
 
-    record = Record(topic="t", partition=0, offset=3, value=encode(event("traced-1")),
-                    headers=[("sentry-trace", f"{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-1".encode())])
+    record = Record(
+        topic="t",
+        partition=0,
+        offset=3,
+        value=encode(event("traced-1")),
+        headers=[("sentry-trace", f"{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-1".encode())],
+    )
     take_in_and_hand_off([record])
     messages = [json.loads(m) for key in redis_client.keys("pipeline*") for m in redis_client.lrange(key, 0, -1)]
     assert [m["headers"]["id"] for m in messages] == ["traced-1:1:dedupe"]
