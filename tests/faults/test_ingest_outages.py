@@ -13,30 +13,12 @@ import pytest
 from dlq.models import DeadLetter
 from leads.models import Order, Product
 from tests.support import kafka
-from tests.support.events import encode, event
+from tests.support.ingest import committed_total, queued, valid_records
 from tests.support.processes import wait_until
 from tests.support.proxy import FaultProxy
 from whatsapp.models import DuplicateDelivery, ProcessedMessage
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def queued(redis_client) -> int:
-    """Tasks waiting in the pipeline queue, on any priority (kombu keeps a
-    Redis list per priority step: "pipeline", "pipeline\x06\x163", ...)."""
-    return sum(redis_client.llen(key) for key in redis_client.keys("pipeline*"))
-
-
-def valid_records(count: int, prefix: str = "p") -> list[tuple[bytes, bytes]]:
-    records = []
-    for i in range(count):
-        lead = f"lead-{i % 37}"
-        records.append((lead.encode(), encode(event(f"{prefix}-{i:05d}", lead_id=lead))))
-    return records
-
-
-def committed_total(bootstrap: str, topic: str, group: str) -> int:
-    return sum(max(o, 0) for o in kafka.committed_offsets(bootstrap, topic, group).values())
 
 
 @pytest.mark.slow

@@ -14,26 +14,22 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pybreaker
 import pytest
-import redis
 import requests
 from django.conf import settings
 from werkzeug import Request, Response
 
 import core.breakers as breakers
 from core.breakers import (
-    EVENTS_KEY,
-    REGISTRY_KEY,
     BreakerConfig,
     CircuitOpen,
-    keys_for,
     make_breaker,
 )
+from tests.support.breakers import events, get
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 4
@@ -41,41 +37,6 @@ FORK = multiprocessing.get_context("fork")
 
 
 # --- fixtures and helpers ----------------------------------------------------
-
-
-@pytest.fixture
-def rdb():
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def new_name(rdb):
-    """Unique breaker names; their keys and events are deleted afterwards."""
-    names: list[str] = []
-
-    def make(kind: str = "test") -> str:
-        name = f"{kind}:{uuid.uuid4().hex[:12]}"
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        rdb.delete(*keys_for(name)[:4])
-        rdb.zrem(REGISTRY_KEY, name)
-        stale = [entry_id for entry_id, fields in rdb.xrange(EVENTS_KEY) if fields[b"name"] == name.encode()]
-        if stale:
-            rdb.xdel(EVENTS_KEY, *stale)
-        breakers._breakers.pop(name, None)
-
-
-def events(rdb: redis.Redis, name: str) -> list[tuple[str, str]]:
-    return [
-        (fields[b"from"].decode(), fields[b"to"].decode())
-        for _, fields in rdb.xrange(EVENTS_KEY)
-        if fields[b"name"] == name.encode()
-    ]
 
 
 class Endpoint:
@@ -92,24 +53,6 @@ class Endpoint:
         with self._lock:
             self.hits.append(time.time())
         return Response("x", status=self.status)
-
-
-def get(url: str) -> int:
-    response = requests.get(url, timeout=5)
-    response.raise_for_status()
-    return response.status_code
-
-
-def fail() -> None:
-    raise ConnectionError("service down")
-
-
-def ok() -> str:
-    return "ok"
-
-
-def breaker(name: str, url: str, **config) -> breakers.Breaker:
-    return make_breaker(name, BreakerConfig(**config), redis_client=url, retry_seconds=60)
 
 
 # --- 1. many processes, one breaker ---------------------------------------

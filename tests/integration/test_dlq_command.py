@@ -4,51 +4,16 @@ carrying the requeue through, seen in `pipeline_stats --json`."""
 from __future__ import annotations
 
 import io
-import json
-import subprocess
-import sys
 from datetime import datetime
 
 from django.core.management import call_command
-from django.utils import timezone
 
 from dlq.models import DeadLetter
 from leads.models import Business
-from tests.conftest import ROOT
+from tests.support.dead_letters import dead_letters, manage, stats
 from tests.support.events import encode, event
 from tests.support.processes import wait_until
-from whatsapp.intake import take_in
-from whatsapp.kafka import Record
 from whatsapp.models import ProcessedMessage
-
-
-def dead_letters(values: list[bytes], first_offset: int = 0) -> list[DeadLetter]:
-    """Dead letters written by the real intake code, as ingest writes them."""
-    records = [
-        Record(
-            topic="ai.process.result",
-            partition=1,
-            offset=first_offset + i,
-            value=v,
-            key=b"lead-1",
-            timestamp=timezone.now(),
-        )
-        for i, v in enumerate(values)
-    ]
-    take_in(records)
-    return list(DeadLetter.objects.filter(kafka_offset__in=[r.offset for r in records]).order_by("kafka_offset"))
-
-
-def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-
-
-def stats(env: dict[str, str]) -> dict:
-    done = manage(env, "pipeline_stats", "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def test_requeue_by_reason_requeues_exactly_those_and_the_stats_follow(business, start_worker, child_env):

@@ -7,76 +7,25 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import pybreaker
 import pytest
-import redis
 import requests
 from django.conf import settings
 
 import core.breakers as breakers
 from core.breakers import (
     EVENTS_KEY,
-    REGISTRY_KEY,
     BreakerConfig,
     CircuitOpen,
     keys_for,
     make_breaker,
 )
+from tests.support.breakers import breaker, events, fail, get, ok
 from tests.support.proxy import FaultProxy
 
 # --- fixtures and helpers ----------------------------------------------------
-
-
-@pytest.fixture
-def rdb():
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def new_name(rdb):
-    """Unique breaker names; their keys and events are deleted afterwards."""
-    names: list[str] = []
-
-    def make(kind: str = "test") -> str:
-        name = f"{kind}:{uuid.uuid4().hex[:12]}"
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        rdb.delete(*keys_for(name)[:4])
-        rdb.zrem(REGISTRY_KEY, name)
-        stale = [entry_id for entry_id, fields in rdb.xrange(EVENTS_KEY) if fields[b"name"] == name.encode()]
-        if stale:
-            rdb.xdel(EVENTS_KEY, *stale)
-        breakers._breakers.pop(name, None)
-
-
-def events(rdb: redis.Redis, name: str) -> list[tuple[str, str]]:
-    return [
-        (fields[b"from"].decode(), fields[b"to"].decode())
-        for _, fields in rdb.xrange(EVENTS_KEY)
-        if fields[b"name"] == name.encode()
-    ]
-
-
-def get(url: str) -> int:
-    response = requests.get(url, timeout=5)
-    response.raise_for_status()
-    return response.status_code
-
-
-def fail() -> None:
-    raise ConnectionError("service down")
-
-
-def ok() -> str:
-    return "ok"
 
 
 @pytest.fixture(params=["redis", "local"])
@@ -84,10 +33,6 @@ def backend(request) -> str | None:
     """A Redis URL for the shared breaker, or a dead one so the breaker runs on its local fallback
     (the same rules must hold there)."""
     return settings.REDIS_URL if request.param == "redis" else "redis://127.0.0.1:1/0"
-
-
-def breaker(name: str, url: str, **config) -> breakers.Breaker:
-    return make_breaker(name, BreakerConfig(**config), redis_client=url, retry_seconds=60)
 
 
 # --- 1. many processes, one breaker ---------------------------------------
