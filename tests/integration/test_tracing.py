@@ -8,8 +8,6 @@ import itertools
 import json
 
 import pytest
-import sentry_sdk
-import sentry_sdk.transport
 
 from tests.support.events import encode, event
 from tests.support.kafka import produce
@@ -159,22 +157,3 @@ def test_one_trace_from_kafka_record_to_reply(
     assert len(lines) >= len(CHAIN)
     assert {line.get("trace_id") for line in lines} == {UPSTREAM_TRACE}, json.dumps(lines, indent=1)[:3000]
     assert all(line.get("span_id") for line in lines)
-
-
-class _Discard(sentry_sdk.transport.Transport):
-    def capture_envelope(self, envelope) -> None:
-        pass
-
-
-@pytest.fixture(params=["no DSN", "a DSN"])
-def dsn(request):
-    """Both ways ingest traces: with a DSN (a Sentry client on this test's scope, sending
-    nowhere) and without one (this process's own client)."""
-    if request.param == "no DSN":
-        yield None
-        return
-    with sentry_sdk.isolation_scope() as scope:
-        scope.set_client(
-            sentry_sdk.Client(dsn="http://public@127.0.0.1:9/1", traces_sample_rate=1.0, transport=_Discard)
-        )
-        yield request.param

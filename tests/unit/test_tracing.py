@@ -13,18 +13,10 @@ import sentry_sdk
 import sentry_sdk.transport
 
 from tests.support.events import encode, event
-from tests.support.observability import SentryIngest
 
 UPSTREAM_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 UPSTREAM_SPAN = "00f067aa0ba902b7"
 W3C_TRACE = "0af7651916cd43dd8448eb211c80319c"
-
-
-@pytest.fixture
-def sentry():
-    ingest = SentryIngest()
-    yield ingest
-    ingest.close()
 
 
 class _Discard(sentry_sdk.transport.Transport):
