@@ -327,6 +327,12 @@ OUTBOUND_CA_BUNDLE = env.optional("OUTBOUND_CA_BUNDLE")
 if OUTBOUND_CA_BUNDLE and not Path(OUTBOUND_CA_BUNDLE).is_file():
     raise SettingError("OUTBOUND_CA_BUNDLE", "is not a readable file")
 
+# --- Long commands ----------------------------------------------------------
+# `replay`, `sweep` and `dlq requeue/purge` draw a progress bar on a terminal; written
+# to a file or a pipe, they print a line with the count and the time left this often
+# instead (config/progress.py).
+COMMAND_PROGRESS_SECONDS = env.float("COMMAND_PROGRESS_SECONDS", 5.0, minimum=0.0)
+
 # --- Dead-letter operations -------------------------------------------------
 # Requeueing many entries (the admin's action, `manage.py dlq requeue`) is paced
 # to this many a second, so requeueing thousands does not flood the pipeline.
