@@ -14,11 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.progress import Progress as RichProgress
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
 
 
 class Output(Protocol):
@@ -73,6 +72,11 @@ class Progress:
         self._bar: RichProgress | None = None
         self._task: Any = None
         if out.isatty():
+            # Imported only for a terminal: the sweeper runs in every worker, which never needs it.
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
             # A management command's OutputWrapper appends a newline to every write; rich
             # needs the raw stream underneath to redraw its line in place.
             raw: Any = getattr(out, "_out", out)
