@@ -1,11 +1,14 @@
-"""DLQ review in the admin: find entries, read them, requeue, resolve or discard.
+"""DLQ review in the admin: find entries, read them, requeue, resolve, discard or export.
 
 Entries are never edited field by field: the only writes are requeue (through
 dlq.requeue, paced like the command, and only with the dlq.requeue_deadletter
 permission), resolve with a note and discard with a reason (model methods, with
 the change permission). Each is logged as a LogEntry per entry. A support agent
 with only the view (or view and change) permission can read everything without
-being able to requeue; a forged requeue POST is answered 403.
+being able to requeue; a forged requeue POST is answered 403. An export (CSV or
+JSON lines, dlq/export.py) is open to anyone who may view entries, but carries the
+records themselves only for those who may requeue them: what one may send through
+again, one may read in full.
 """
 
 from __future__ import annotations
