@@ -10,12 +10,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 RUN useradd --system --create-home --uid 10001 app
 
+# The dependencies first, at the exact versions and hashes of the lock (make lock
+# refreshes it), in a layer of their own that a change to the code does not rebuild.
+COPY requirements/runtime.lock ./requirements/
+RUN pip install --require-hashes -r requirements/runtime.lock
 COPY pyproject.toml README.md manage.py Procfile ./
 COPY config ./config
+COPY core ./core
 COPY whatsapp ./whatsapp
 COPY leads ./leads
 COPY dlq ./dlq
-RUN pip install .
+RUN pip install --no-deps .
 
 # The admin's static files, served by whitenoise from gunicorn. collectstatic
 # needs settings to load but touches no database; the key is thrown away.

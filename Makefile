@@ -6,17 +6,34 @@ STAMP  := $(VENV)/.installed
 # Where `make up` keeps its data between runs.
 STACK_DIR ?= var/stack
 
-.PHONY: install demo up lint test bench clean
+.PHONY: install lock demo up lint test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# The exact versions and hashes of requirements/lock.txt (the service's dependencies and
+# the test extra's), then the project itself as an editable install without dependencies;
+# `pip check` then fails when pyproject.toml wants something the lock lacks.
+$(STAMP): $(BIN)/python pyproject.toml requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@$(BIN)/python -m pip check >/dev/null || { $(BIN)/python -m pip check; \
+		echo "requirements/lock.txt does not match pyproject.toml: run make lock"; exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Refresh the lock files after a change to the dependencies in pyproject.toml: versions
+# already locked are kept where they still fit; `make lock ARGS=--upgrade` moves every
+# package to its newest allowed version. requirements/lock.txt is what `make install`
+# and CI install, requirements/runtime.lock (the same versions, no test tools) the image.
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet 'uv>=0.9,<1'
+	$(BIN)/uv pip compile pyproject.toml --universal --generate-hashes --custom-compile-command "make lock" --extra test \
+		-o requirements/lock.txt $(ARGS)
+	$(BIN)/uv pip compile pyproject.toml --universal --generate-hashes --custom-compile-command "make lock" -c requirements/lock.txt \
+		-o requirements/runtime.lock $(ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m devtools.demo

@@ -117,6 +117,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Times to the second, dates as 2026-12-02, everywhere in the admin (config/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["config.formats"]
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", str(BASE_DIR / "var" / "static")))
 
@@ -324,6 +326,12 @@ SALES_WEBHOOK_ALLOWED_HOSTS = env.list("SALES_WEBHOOK_ALLOWED_HOSTS", [])
 OUTBOUND_CA_BUNDLE = env.optional("OUTBOUND_CA_BUNDLE")
 if OUTBOUND_CA_BUNDLE and not Path(OUTBOUND_CA_BUNDLE).is_file():
     raise SettingError("OUTBOUND_CA_BUNDLE", "is not a readable file")
+
+# --- Long commands ----------------------------------------------------------
+# `replay`, `sweep` and `dlq requeue/purge` draw a progress bar on a terminal; written
+# to a file or a pipe, they print a line with the count and the time left this often
+# instead (config/progress.py).
+COMMAND_PROGRESS_SECONDS = env.float("COMMAND_PROGRESS_SECONDS", 5.0, minimum=0.0)
 
 # --- Dead-letter operations -------------------------------------------------
 # Requeueing many entries (the admin's action, `manage.py dlq requeue`) is paced

@@ -4,6 +4,14 @@ from django.urls import path
 from config import health
 from core.metrics import views as metrics_views
 
+# The product's name, not "Django administration", on every admin page and tab.
+admin.site.site_header = "WhatsApp message handler"
+admin.site.site_title = "WhatsApp message handler"
+admin.site.index_title = "Operations"
+# The model list beside every page would leave a 1280 px screen too narrow for the
+# dead letters' columns; the breadcrumbs lead back to it.
+admin.site.enable_nav_sidebar = False
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz),

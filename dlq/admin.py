@@ -1,15 +1,19 @@
-"""DLQ review in the admin: find entries, read them, requeue, resolve or discard.
+"""DLQ review in the admin: find entries, read them, requeue, resolve, discard or export.
 
 Entries are never edited field by field: the only writes are requeue (through
 dlq.requeue, paced like the command, and only with the dlq.requeue_deadletter
 permission), resolve with a note and discard with a reason (model methods, with
 the change permission). Each is logged as a LogEntry per entry. A support agent
 with only the view (or view and change) permission can read everything without
-being able to requeue; a forged requeue POST is answered 403.
+being able to requeue; a forged requeue POST is answered 403. An export (CSV or
+JSON lines, dlq/export.py) is open to anyone who may view entries, but carries the
+records themselves only for those who may requeue them: what one may send through
+again, one may read in full.
 """
 
 from __future__ import annotations
 
+import logging
 import shlex
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,22 +29,33 @@ from django.contrib.admin.views.main import IGNORED_PARAMS
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet, TextField
 from django.db.models.functions import Cast
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
+from django.utils.timesince import timesince
 
-from dlq import display
+from dlq import display, export
 from dlq.models import DeadLetter, EntryNotOpen
 from dlq.requeue import requeue_many
+
+log = logging.getLogger(__name__)
 
 # The JSON columns, read as text on an entry's page (see dlq/display.py) and not
 # at all on the list.
 JSON_FIELDS = ("payload", "saga_state", "kafka_headers", "requeue_history")
+# Characters of an id (business, processing_id) and of an error's first line shown on the list.
+CUT_ID = 24
+CUT_ERROR = 70
+# Ids have no spaces to wrap at: they wrap anywhere. An error wraps between words.
+ID_STYLE = "display: inline-block; max-width: 10em; overflow-wrap: anywhere"
+ERROR_STYLE = "display: inline-block; min-width: 12em; max-width: 30em; overflow-wrap: break-word"
 # Left-over entries up to this many are named by id in the command the admin suggests.
 IDS_IN_COMMAND = 100
 # The changelist's filters that `manage.py dlq requeue` has an option for.
@@ -64,21 +79,23 @@ CLOSINGS = {
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
+    # Read at a glance on a 1280 px screen with the filters beside them: long values
+    # (ids, errors) wrap or are cut, with the whole value in the cell's tooltip.
     list_display = [
         "id",
-        "created_at",
+        "age",
         "status",
         "stage",
         "reason",
-        "business_id",
-        "processing_id",
+        "business",
+        "message",
         "short_error",
         "requeues",
     ]
     list_filter = ["status", "stage", "reason", "business_id", "created_at"]
     search_fields = ["processing_id", "lead_id", "error_message", "error_class"]
     date_hierarchy = "created_at"
-    actions = ["requeue_selected", "resolve_selected", "discard_selected"]
+    actions = ["requeue_selected", "resolve_selected", "discard_selected", "export_csv", "export_jsonl"]
     fieldsets = [
         (
             None,
@@ -227,6 +244,34 @@ class DeadLetterAdmin(admin.ModelAdmin):
         args = [*filters, "--since", since.isoformat(), "--until", until.isoformat()]
         return "manage.py dlq requeue " + " ".join(shlex.quote(arg) for arg in args)
 
+    @admin.action(permissions=["view"], description="Export selected dead letters as CSV")
+    def export_csv(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseBase:
+        return self._export(request, queryset, "csv")
+
+    @admin.action(permissions=["view"], description="Export selected dead letters as JSON lines")
+    def export_jsonl(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseBase:
+        return self._export(request, queryset, "jsonl")
+
+    def _export(self, request: HttpRequest, queryset: QuerySet, kind: str) -> HttpResponseBase:
+        """A file of the selection, streamed (select all may mean thousands). The
+        records themselves go only to users who may requeue them (dlq/export.py)."""
+        with_record = self.has_requeue_permission(request)
+        rows = export.rows(queryset, with_record=with_record)
+        if kind == "csv":
+            body, content_type = export.csv_lines(rows, export.fields(with_record=with_record)), "text/csv"
+        else:
+            body, content_type = export.jsonl(rows), "application/x-ndjson"
+        response = StreamingHttpResponse(body, content_type=f"{content_type}; charset=utf-8")
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        response["Content-Disposition"] = f'attachment; filename="dead-letters-{stamp}.{kind}"'
+        log.info(
+            "dead letters exported as %s by %s (%s)",
+            kind,
+            request.user.get_username(),
+            "with records" if with_record else "without records",
+        )
+        return response
+
     @admin.action(permissions=["change"], description="Resolve selected dead letters (with a note)…")
     def resolve_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
         return self._close(request, queryset, "resolve_selected")
@@ -283,10 +328,26 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def requeues(self, obj: DeadLetter) -> int:
         return obj.requeue_count
 
+    @admin.display(description="age", ordering="-created_at")
+    def age(self, obj: DeadLetter) -> str:
+        """How long ago, at a glance; the time itself, to the second, in the tooltip."""
+        return format_html(
+            '<span title="{}" style="white-space: nowrap">{}</span>',
+            date_format(timezone.localtime(obj.created_at), "DATETIME_FORMAT"),
+            timesince(obj.created_at, depth=1),
+        )
+
+    @admin.display(description="business", ordering="business_id")
+    def business(self, obj: DeadLetter) -> str:
+        return _cut(obj.business_id, CUT_ID, ID_STYLE)
+
+    @admin.display(description="message", ordering="processing_id")
+    def message(self, obj: DeadLetter) -> str:
+        return _cut(obj.processing_id, CUT_ID, ID_STYLE)
+
     @admin.display(description="error")
     def short_error(self, obj: DeadLetter) -> str:
-        text = obj.error_message.splitlines()[0] if obj.error_message else ""
-        return text[:80] + ("…" if len(text) > 80 else "")
+        return _cut(obj.error_message.splitlines()[0] if obj.error_message else "", CUT_ERROR, ERROR_STYLE)
 
     @admin.display(description="error message")
     def error(self, obj: DeadLetter) -> str:
@@ -406,6 +467,15 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return format_html(
             '<a href="{}">{} other entr{} for {}</a>', url, others, "y" if others == 1 else "ies", obj.processing_id
         )
+
+
+def _cut(text: str, limit: int, style: str) -> str:
+    """A list cell: at most `limit` characters, wrapping anywhere (an id or a URL has no
+    spaces to wrap at), the whole text in the tooltip."""
+    if not text:
+        return "-"
+    shown = text[:limit] + ("…" if len(text) > limit else "")
+    return format_html('<span title="{}" style="{}">{}</span>', display.visible(text[:1000]), style, shown)
 
 
 def _json_text(obj: DeadLetter, name: str) -> str | None:

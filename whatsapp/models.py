@@ -257,6 +257,7 @@ class DuplicateDelivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name_plural = "duplicate deliveries"
         constraints = [
             models.UniqueConstraint(
                 fields=["kafka_topic", "kafka_partition", "kafka_offset"], name="duplicate_unique_coords"

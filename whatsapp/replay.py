@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +35,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone as dj_timezone
 
+from config.progress import ProgressFactory, quiet
 from dlq.models import DeadLetter
 from whatsapp.intake import (
     PROCESSING_ID_CONFLICT,
@@ -139,10 +140,17 @@ class ReplayResult:
 
 # --- reading ------------------------------------------------------------------
 def read_range(
-    selection: Selection, *, batch_size: int | None = None, stall_seconds: float = READ_STALL_SECONDS
+    selection: Selection,
+    *,
+    batch_size: int | None = None,
+    stall_seconds: float = READ_STALL_SECONDS,
+    on_total: Callable[[int], None] | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> Iterator[list[Record]]:
     """Yield the selected records in batches, reading each selected partition
-    from its start point to its end as it stands (or to --to-offset)."""
+    from its start point to its end as it stands (or to --to-offset).
+    on_total is told once how many records lie between the start points and the
+    ends (what is read, not all of it selected), on_read how many each poll read."""
     batch_size = batch_size or settings.INGEST_BATCH_SIZE
     consumer = Consumer(
         consumer_config(
@@ -153,12 +161,15 @@ def read_range(
     try:
         partitions = _partitions(consumer, selection)
         starts = _start_offsets(consumer, selection, partitions)
+        if on_total is not None:
+            on_total(_records_to_read(consumer, selection, starts))
         consumer.assign([TopicPartition(selection.topic, p, starts[p]) for p in partitions])
         pending = set(partitions)
         last_progress = _now()
         while pending:
             messages = consumer.consume(num_messages=batch_size, timeout=1.0)
             batch: list[Record] = []
+            read = 0
             for message in messages:
                 error = message.error()
                 if error is not None:
@@ -174,11 +185,14 @@ def read_range(
                     continue
                 if message.partition() not in pending:
                     continue
+                read += 1
                 record = Record.from_message(message)
                 if selection.to_offset is not None and record.offset >= selection.to_offset:
                     pending.discard(record.partition)
                 if selection.wants(record):
                     batch.append(record)
+            if read and on_read is not None:
+                on_read(read)
             if messages:
                 last_progress = _now()
             elif _now() - last_progress > stall_seconds:
@@ -211,6 +225,21 @@ def _partitions(consumer: Consumer, selection: Selection) -> list[int]:
             f"no partition {', '.join(map(str, missing))}"
         )
     return sorted(set(selection.partitions))
+
+
+def _records_to_read(consumer: Consumer, selection: Selection, starts: dict[int, int]) -> int:
+    """Records between each partition's start point and its end as it stands (or
+    --to-offset), by the broker's watermarks: the total a progress bar counts to."""
+    total = 0
+    for partition, start in starts.items():
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(selection.topic, partition), timeout=10)
+        except KafkaException as exc:
+            raise ReplayError(f"cannot reach Kafka at {settings.KAFKA_BOOTSTRAP_SERVERS}: {exc}") from None
+        first = low if start < 0 else max(start, low)
+        end = high if selection.to_offset is None else min(high, selection.to_offset + 1)
+        total += max(0, end - first)
+    return total
 
 
 def _start_offsets(consumer: Consumer, selection: Selection, partitions: list[int]) -> dict[int, int]:
@@ -331,31 +360,52 @@ def start_new_runs(processing_ids: set[str], *, by: str) -> list[tuple[str, int]
 
 
 def replay(
-    selection: Selection, *, force: bool = False, dry_run: bool = False, keep_records: bool = False, by: str = "replay"
+    selection: Selection,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    keep_records: bool = False,
+    by: str = "replay",
+    progress: ProgressFactory = quiet,
 ) -> ReplayResult:
     """Replay the selected records; see the module docstring for what each one becomes."""
     result = ReplayResult()
     seen: dict[str, str] = {}
-    for records in read_range(selection):
-        outcomes = classify(records, force=force, seen=seen)
-        result.read += len(records)
-        if not dry_run:
-            # Exactly what ingest does with a batch ...
-            intake = take_in_and_hand_off(records, source="replay")
-            isolated = set(intake.unprocessable)
-            for o in outcomes:
-                if (o.topic, o.partition, o.offset) in isolated:
-                    o.outcome, o.detail = "invalid", UNPROCESSABLE
-            # ... and, when forced, a new run for each finished message.
-            runs = start_new_runs({o.processing_id for o in outcomes if o.outcome == "rerun"}, by=by)
-            started = {pid for pid, _ in runs}
-            for o in outcomes:
-                if o.outcome == "rerun" and o.processing_id not in started:
-                    o.outcome = "in_flight"  # started again by someone else meanwhile
-        for o in outcomes:
-            result.add(o, keep=keep_records)
+    with progress("read", None) as shown:
+        for records in read_range(selection, on_total=shown.set_total, on_read=shown.advance):
+            _replay_batch(records, result, seen, force=force, dry_run=dry_run, keep_records=keep_records, by=by)
     log.debug("replay %s: %s", selection.topic, result.summary())
     return result
+
+
+def _replay_batch(
+    records: list[Record],
+    result: ReplayResult,
+    seen: dict[str, str],
+    *,
+    force: bool,
+    dry_run: bool,
+    keep_records: bool,
+    by: str,
+) -> None:
+    """One batch of records, as ingest takes it in (or, in a dry run, as it would)."""
+    outcomes = classify(records, force=force, seen=seen)
+    result.read += len(records)
+    if not dry_run:
+        # Exactly what ingest does with a batch ...
+        intake = take_in_and_hand_off(records, source="replay")
+        isolated = set(intake.unprocessable)
+        for o in outcomes:
+            if (o.topic, o.partition, o.offset) in isolated:
+                o.outcome, o.detail = "invalid", UNPROCESSABLE
+        # ... and, when forced, a new run for each finished message.
+        runs = start_new_runs({o.processing_id for o in outcomes if o.outcome == "rerun"}, by=by)
+        started = {pid for pid, _ in runs}
+        for o in outcomes:
+            if o.outcome == "rerun" and o.processing_id not in started:
+                o.outcome = "in_flight"  # started again by someone else meanwhile
+    for o in outcomes:
+        result.add(o, keep=keep_records)
 
 
 def parse_when(value: str, *, now: datetime | None = None) -> datetime:

@@ -18,12 +18,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config.progress import ProgressFactory, quiet
 from core.tracing import message_trace
 from whatsapp.chains import resume_signature, start_compensation
 from whatsapp.models import ProcessedMessage, SagaStep
 from whatsapp.pipeline import hand_off
 
 log = logging.getLogger(__name__)
+
+# Finished rows deleted per statement when purging: short transactions, and progress to show.
+PURGE_CHUNK = 1000
 
 
 @dataclass
@@ -53,7 +57,12 @@ def redrive(message: ProcessedMessage) -> str:
 
 
 def sweep(
-    *, stuck_after: float | None = None, purge: bool = True, limit: int = 1000, now: datetime | None = None
+    *,
+    stuck_after: float | None = None,
+    purge: bool = True,
+    limit: int = 1000,
+    now: datetime | None = None,
+    progress: ProgressFactory = quiet,
 ) -> SweepResult:
     now = now or timezone.now()
     stuck_after = settings.SWEEP_STUCK_AFTER_SECONDS if stuck_after is None else stuck_after
@@ -80,16 +89,18 @@ def sweep(
             ProcessedMessage.objects.filter(pk__in=[r.pk for r in todo]).update(updated_at=now)
 
         def enqueue() -> None:
-            for row in todo:
-                how = redrive(row)
-                result.redriven[how] = result.redriven.get(how, 0) + 1
-                log.warning(
-                    "sweeper: %s stuck in %s since %s; %s",
-                    row.processing_id,
-                    row.status,
-                    row.updated_at.isoformat(),
-                    how,
-                )
+            with progress("re-driven", len(todo)) as shown:
+                for row in todo:
+                    how = redrive(row)
+                    shown.advance()
+                    result.redriven[how] = result.redriven.get(how, 0) + 1
+                    log.warning(
+                        "sweeper: %s stuck in %s since %s; %s",
+                        row.processing_id,
+                        row.status,
+                        row.updated_at.isoformat(),
+                        how,
+                    )
 
         transaction.on_commit(enqueue)
     if purge:
@@ -97,5 +108,10 @@ def sweep(
         old = ProcessedMessage.objects.filter(
             status__in=[ProcessedMessage.Status.PROCESSED, ProcessedMessage.Status.FAILED], finished_at__lt=cutoff
         )
-        result.purged, _ = old.delete()
+        # In chunks, oldest first: months of rows are never one long transaction.
+        with progress("purged", old.count()) as shown:
+            while chunk := list(old.order_by("finished_at").values_list("pk", flat=True)[:PURGE_CHUNK]):
+                deleted, _ = ProcessedMessage.objects.filter(pk__in=chunk).delete()
+                result.purged += deleted
+                shown.advance(len(chunk))
     return result

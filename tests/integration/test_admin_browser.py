@@ -58,8 +58,8 @@ def staff(django_user_model, username: str, codenames: list[str]):
     return user
 
 
-def log_in(browser, base: str, username: str):
-    context = browser.new_context(viewport={"width": 1600, "height": 900})
+def log_in(browser, base: str, username: str, viewport: dict | None = None, **options):
+    context = browser.new_context(viewport=viewport or {"width": 1600, "height": 900}, **options)
     page = context.new_page()
     page.set_default_timeout(20_000)
     page.goto(f"{base}/admin/login/")
@@ -139,6 +139,36 @@ def test_dlq_review_requeue_and_permissions_in_a_browser(
             expect(page.locator(".field-requeue_log")).to_contain_text("never requeued")
             context.close()
 
+            # On a 1280x800 screen the list reads without scrolling sideways, and a selection exports.
+            context, page = log_in(browser, base, "ops", {"width": 1280, "height": 800}, accept_downloads=True)
+            page.goto(f"{base}/admin/dlq/deadletter/")
+            rows = page.locator("#result_list tbody tr")
+            expect(rows).to_have_count(2)
+            # The table sits in a box that scrolls sideways when it is too wide: each cell must
+            # lie within that box (and the screen), and the box must have nothing to scroll to.
+            results = page.locator("#changelist .results")
+            frame = results.bounding_box()
+            assert frame is not None and frame["x"] + frame["width"] <= 1280, frame
+            assert results.evaluate("e => e.scrollWidth <= e.clientWidth"), "the dead letters scroll sideways"
+            for column in ("age", "stage", "reason", "business", "short_error", "requeues"):
+                box = rows.first.locator(f"td.field-{column}").bounding_box()
+                assert box is not None and frame["x"] <= box["x"], (column, box)
+                assert box["x"] + box["width"] <= frame["x"] + frame["width"], (column, box, frame)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280, "the page scrolls sideways"
+            expect(rows.first.locator("td.field-short_error")).not_to_be_empty()
+            page.screenshot(path=SCREENSHOTS / "dlq-list-1280.png")
+            rows.first.locator("input.action-select").check()
+            rows.nth(1).locator("input.action-select").check()
+            page.select_option("select[name=action]", "export_jsonl")
+            with page.expect_download() as download:
+                page.click("button[name=index]")
+            exported = [json.loads(line) for line in Path(download.value.path()).read_text().splitlines()]
+            assert {row["reason"] for row in exported} == {"non_retryable", "invalid_payload"}
+            assert {row["raw_value"] for row in exported if row["reason"] == "invalid_payload"} == {
+                "this is not json {"
+            }
+            context.close()
+
             # Operations: filter, open, read, requeue, and watch the message go through.
             context, page = log_in(browser, base, "ops")
             open_entry_by_reason(page, base, "non_retryable")
@@ -181,5 +211,10 @@ def test_dlq_review_requeue_and_permissions_in_a_browser(
     assert [(e.user.username, e.object_id, e.change_message) for e in LogEntry.objects.all()] == [
         ("ops", str(failed.pk), "Requeued (saga run 2).")
     ]
-    for name in ("dlq-list-filtered-by-reason.png", "dlq-detail.png", "dlq-detail-without-requeue-permission.png"):
+    for name in (
+        "dlq-list-1280.png",
+        "dlq-list-filtered-by-reason.png",
+        "dlq-detail.png",
+        "dlq-detail-without-requeue-permission.png",
+    ):
         assert (SCREENSHOTS / name).stat().st_size > 10_000

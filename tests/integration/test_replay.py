@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -42,7 +43,7 @@ def state(pids: list[str]) -> dict:
     }
 
 
-def test_replay_by_time_dedupes_and_force_runs_once_more(pipeline, child_env):
+def test_replay_by_time_dedupes_and_force_runs_once_more(pipeline, child_env, settings):
     early = [event(f"early-{i}", lead_id=f"lead-e{i}") for i in range(2)]
     pipeline.send(early)
     pipeline.wait_settled(2)
@@ -69,6 +70,14 @@ def test_replay_by_time_dedupes_and_force_runs_once_more(pipeline, child_env):
     assert (result["read"], result["duplicate"], result["new"], result["rerun"], result["in_flight"]) == (4, 4, 0, 0, 0)
     assert state(pids) == before
 
+    # Written to a file, not a terminal, it says how far it has read, in plain lines.
+    settings.COMMAND_PROGRESS_SECONDS = 0
+    out = io.StringIO()
+    call_command("replay", "--topic", pipeline.topic, "--since", since, stdout=out)
+    lines = out.getvalue().splitlines()
+    assert re.fullmatch(r"read (\d+)/\1, done in \d+ s", lines[-2]), lines  # the whole topic, 7 records or fewer
+    assert lines[-1].startswith("replay: " + pipeline.topic + ": 4 records in range: 0 new, 4 duplicate"), lines
+
     # Offsets select exactly one record.
     row = ProcessedMessage.objects.get(processing_id="replay-1")
     one = replay_json(
@@ -94,6 +103,7 @@ def test_replay_by_time_dedupes_and_force_runs_once_more(pipeline, child_env):
         timeout=60,
     )
     assert refused.returncode == 2, refused.stderr
+    assert "--force will re-run 3 already processed messages (of 4 records in the range)" in refused.stderr
     assert "--yes" in refused.stderr
     assert state(pids) == before
 

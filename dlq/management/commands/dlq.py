@@ -6,6 +6,7 @@ import argparse
 import base64
 import getpass
 import json
+import sys
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -13,12 +14,15 @@ from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 from django.utils.dateparse import parse_date, parse_datetime
 
+from config import progress
 from config.commands import CommandWithExamples
 from dlq.models import DeadLetter, DeadLetterQuerySet, EntryNotOpen
 from dlq.requeue import requeue_many
 
 USAGE = 2  # exit code of a usage error, as argparse uses
 REFUSED = 1  # exit code when some entries could not be requeued, resolved or discarded
+# Entries deleted per statement by purge: short transactions, and progress to show.
+PURGE_CHUNK = 500
 
 EPILOG = """\
 exit codes:
@@ -31,7 +35,7 @@ examples:
   manage.py dlq show 42
   manage.py dlq requeue 42 43
   manage.py dlq requeue --reason unknown_business --since 2026-11-24 --dry-run
-  manage.py dlq requeue --all-open --rate 5
+  manage.py dlq requeue --all-open --rate 5 --yes
   manage.py dlq resolve 42 --note "order entered in the CRM by hand"
   manage.py dlq discard --reason invalid_payload --note "load-test garbage"
   manage.py dlq purge --older-than 90
@@ -96,7 +100,10 @@ class Command(CommandWithExamples):
             help="Send OPEN entries through the pipeline again (by id, by filter, or --all-open).",
             description="Requeue OPEN entries through dlq.requeue, paced so a large batch does not flood the "
             "pipeline. Oldest first. Each requeue is recorded in the entry's history with --by and "
-            "the time. Exit 1 if any entry was refused (not OPEN, still invalid, run not ended).",
+            "the time. Exit 1 if any entry was refused (not OPEN, still invalid, run not ended). "
+            "--all-open says how many entries it will requeue and how long that takes, and on a terminal "
+            "asks before it starts (--yes does not ask). Shows progress: a bar on a terminal, else a line "
+            "every COMMAND_PROGRESS_SECONDS.",
         )
         self._selection(requeue)
         requeue.add_argument("--limit", type=positive(int), help="Requeue at most this many (oldest first).")
@@ -107,6 +114,11 @@ class Command(CommandWithExamples):
             help=f"Pace (default DLQ_REQUEUE_RATE_PER_SECOND, now {settings.DLQ_REQUEUE_RATE_PER_SECOND:g}).",
         )
         requeue.add_argument("--dry-run", action="store_true", help="Only list what would be requeued.")
+        requeue.add_argument(
+            "--yes",
+            action="store_true",
+            help="With --all-open on a terminal: go on without asking (it says how many first).",
+        )
 
         for name, verb in (
             ("resolve", "Resolve: mark as dealt with by hand"),
@@ -216,14 +228,21 @@ class Command(CommandWithExamples):
             self.stdout.write(f"would requeue {len(ids)}")
             return
 
-        def report(entry_id: int, entry: DeadLetter | None, refusal: str | None) -> None:
-            if entry is not None:
-                run = entry.requeue_history[-1].get("saga_run")
-                self.stdout.write(f"requeued #{entry_id}" + (f" (saga run {run})" if run else ""))
-            else:
-                self.stderr.write(f"refused #{entry_id}: {refusal}")
+        rate = options["rate"] or settings.DLQ_REQUEUE_RATE_PER_SECOND
+        if options["all_open"]:
+            self._confirm_all_open(len(ids), rate, asking=not options["yes"])
 
-        result = requeue_many(ids, by=options["by"], rate=options["rate"], on_each=report)
+        with progress.Progress(self.stdout, "requeued", len(ids)) as shown:
+
+            def report(entry_id: int, entry: DeadLetter | None, refusal: str | None) -> None:
+                if entry is not None:
+                    run = entry.requeue_history[-1].get("saga_run")
+                    shown.say(f"requeued #{entry_id}" + (f" (saga run {run})" if run else ""))
+                else:
+                    self.stderr.write(f"refused #{entry_id}: {refusal}")
+                shown.advance()
+
+            result = requeue_many(ids, by=options["by"], rate=rate, on_each=report)
         self.stdout.write(f"requeued {len(result.requeued)} of {len(ids)}, {len(result.refused)} refused")
         if result.refused:
             raise CommandError(f"{len(result.refused)} of {len(ids)} not requeued (see above)", returncode=REFUSED)
@@ -239,7 +258,13 @@ class Command(CommandWithExamples):
         if options["dry_run"]:
             self.stdout.write(f"would delete {doomed.count()}")
             return
-        deleted, _ = doomed.delete()
+        total, deleted = doomed.count(), 0
+        # In chunks, oldest first: a year of entries is never one long transaction.
+        with progress.Progress(self.stdout, "deleted", total) as shown:
+            while chunk := list(doomed.order_by("created_at", "pk").values_list("pk", flat=True)[:PURGE_CHUNK]):
+                count, _ = DeadLetter.objects.filter(pk__in=chunk).delete()
+                deleted += count
+                shown.advance(len(chunk))
         self.stdout.write(f"deleted {deleted}")
 
     # -- helpers ----------------------------------------------------------------------
@@ -271,6 +296,19 @@ class Command(CommandWithExamples):
             .order_by("created_at", "pk")
             .values_list("pk", flat=True)
         )
+
+    def _confirm_all_open(self, count: int, rate: float, *, asking: bool) -> None:
+        """Say what --all-open will do before it starts; on a terminal, ask first."""
+        warning = (
+            f"--all-open will requeue {count} open dead letter{'' if count == 1 else 's'}, "
+            f"{rate:g} a second: about {progress.duration(count / rate)}."
+        )
+        self.stderr.write(warning)
+        if not asking or not count or not sys.stdin.isatty():
+            return
+        answer = input("Type 'yes' to go on: ").strip().lower()
+        if answer != "yes":
+            raise CommandError("not confirmed; nothing requeued", returncode=USAGE)
 
     def _close(self, options: dict, method: str) -> None:
         ids = self._selected_ids(options)

@@ -5,8 +5,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
+from config import progress
 from config.commands import CommandWithExamples
-from whatsapp.replay import OUTCOMES, ReplayError, Selection, parse_when, replay
+from whatsapp.replay import OUTCOMES, ReplayError, ReplayResult, Selection, parse_when, replay
 
 REFUSED = 2
 
@@ -18,7 +19,9 @@ class Command(CommandWithExamples):
         "The ingest group's offsets are not touched. Each record becomes one of:\n"
         + "".join(f"  {name:<10} {meaning}\n" for name, meaning in OUTCOMES.items())
         + "--force re-runs already processed messages as a new saga run: their orders, tickets, sales\n"
-        "notifications and replies happen once more. It asks for confirmation, or needs --yes.\n"
+        "notifications and replies happen once more. It first says how many messages that is, then asks\n"
+        "for confirmation (or needs --yes). Progress shows as it reads: a bar on a terminal, else a line\n"
+        "every COMMAND_PROGRESS_SECONDS.\n"
         "Exit codes: 0 done (or nothing in range); 1 Kafka or the database failed; 2 bad arguments or --force refused."
     )
 
@@ -67,15 +70,18 @@ class Command(CommandWithExamples):
 
     def handle(self, *args: Any, **options: Any) -> None:
         selection = self.selection(options)
-        if options["force"] and not options["dry_run"] and not options["yes"]:
-            self.confirm_force()
+        # With --json, stdout holds the one JSON object; progress goes to stderr.
+        shown = progress.to(self.stderr if options["json"] else self.stdout)
         try:
+            if options["force"] and not options["dry_run"] and not options["yes"]:
+                self.confirm_force(replay(selection, force=True, dry_run=True, progress=shown))
             result = replay(
                 selection,
                 force=options["force"],
                 dry_run=options["dry_run"],
                 keep_records=options["dry_run"],
                 by="manage.py replay --force",
+                progress=shown,
             )
         except ReplayError as exc:
             raise CommandError(f"replay: {exc}") from None
@@ -135,10 +141,13 @@ class Command(CommandWithExamples):
             until=until,
         )
 
-    def confirm_force(self) -> None:
+    def confirm_force(self, preview: ReplayResult) -> None:
+        """Say how many messages --force would run again (read with a dry run), then ask."""
+        reruns = preview.counts["rerun"]
         warning = (
-            "--force re-runs every already processed message in the range as a new saga run: "
-            "its orders, tickets, sales notifications and customer replies happen once more."
+            f"--force will re-run {reruns} already processed message{'' if reruns == 1 else 's'} "
+            f"(of {preview.read} records in the range) as a new saga run: their orders, tickets, "
+            "sales notifications and customer replies happen once more."
         )
         if not sys.stdin.isatty():
             raise CommandError(f"{warning} Refused without confirmation: add --yes.", returncode=REFUSED)

@@ -3,6 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from config import progress
 from whatsapp.sweeper import sweep
 
 
@@ -10,7 +11,8 @@ class Command(BaseCommand):
     help = (
         "Re-drive inbox rows stuck in RECEIVED or PROCESSING (their Celery tasks were lost) from their saga "
         "rows, and purge finished rows older than INBOX_RETENTION_DAYS. Safe to run in several processes at once. "
-        "Exit code 0; prints what it did."
+        "Exit code 0; prints what it did, with progress as it goes (a bar on a terminal, "
+        "else a line every COMMAND_PROGRESS_SECONDS)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -24,7 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        result = sweep(stuck_after=options["stuck_after"], purge=not options["no_purge"])
+        # With --json, stdout holds the one JSON object; progress goes to stderr.
+        shown = progress.to(self.stderr if options["json"] else self.stdout)
+        result = sweep(stuck_after=options["stuck_after"], purge=not options["no_purge"], progress=shown)
         if options["json"]:
             self.stdout.write(json.dumps(result.as_dict(), sort_keys=True))
         else:
