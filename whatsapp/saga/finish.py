@@ -6,6 +6,7 @@ import logging
 
 from core import tracing
 from core.metrics import counters
+from whatsapp import read_receipts
 from whatsapp.models import ProcessedMessage
 from whatsapp.saga.run import SagaStopped, active_message
 
@@ -21,6 +22,8 @@ def finish_run(processing_id: str, saga_run: int) -> bool:
         if message.failed_stage:
             return False
         raise SagaStopped(f"{processing_id} reached finish with unfinished steps")
+    # Committed (one statement, outside any transaction): the read receipt goes after it.
+    read_receipts.send(processing_id, saga_run, done["phone_number_id"] or "", done["message_id"] or "")
     tracing.note_message(ProcessedMessage(processing_id=processing_id, lead_id=done["lead_id"], intent=done["intent"]))
     since = done["kafka_timestamp"] or done["received_at"]
     counters.processed(done["intent"], since)
