@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from werkzeug import Response
 
 from core.clients import cloud_api
@@ -18,7 +19,7 @@ from dlq.models import DeadLetter
 from dlq.requeue import requeue
 from leads.models import Lead, LeadActivity, ReviewFlag
 from tests.support.events import encode, event
-from whatsapp import delivery, read_receipts, saga
+from whatsapp import delivery, read_receipts, saga, sweeper
 from whatsapp.intake import take_in
 from whatsapp.kafka import Record
 from whatsapp.models import DeliveryStatus, OutboundMessage, ProcessedMessage
@@ -305,3 +306,16 @@ def test_mark_read_is_retried_a_few_times_then_given_up(business, httpserver, se
     assert [w[0] if w else None for w in waits] == [*read_receipts.RETRY_DELAYS, None]
     assert counters.MARK_READ.labels("given_up")._value.get() == before + 1
     assert "given up" in caplog.text and TOKEN not in caplog.text
+
+
+def test_the_sweeper_sends_again_a_status_whose_task_was_lost(shop, redis_client):
+    reply = replied("order-11")
+    with transaction.atomic():
+        delivery.record_statuses([meta_status(reply.wamid, "delivered", datetime.now(UTC))], phone_number_id="1")
+    row = DeliveryStatus.objects.get(wamid=reply.wamid)
+    redis_client.delete(delivery.APPLY_QUEUE)  # the task was lost (Redis restarted empty, say)
+    assert sweeper.redrive_statuses(timezone.now() - timedelta(minutes=5), 100) == 0, "too recent to be lost"
+    DeliveryStatus.objects.filter(pk=row.pk).update(received_at=timezone.now() - timedelta(minutes=10))
+    assert sweeper.redrive_statuses(timezone.now() - timedelta(minutes=5), 100) == 1
+    [task] = redis_client.lrange(delivery.APPLY_QUEUE, 0, -1)
+    assert b"whatsapp.apply_delivery_status" in task and f"delivery-status:{row.pk}".encode() in task
