@@ -19,6 +19,7 @@ from core.breakers import CircuitOpen, breaker_for
 from core.clients import cloud_api
 from core.errors import is_retryable
 from core.metrics import counters
+from whatsapp.fairness import NEW_MESSAGE, NORMAL_LANE
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,15 @@ def enabled() -> bool:
     return bool(getattr(settings, "WHATSAPP_MARK_READ", True))
 
 
-def send(processing_id: str, saga_run: int, phone_number_id: str, message_id: str) -> None:
+def send(processing_id: str, saga_run: int, phone_number_id: str, message_id: str, *, lane: int = NORMAL_LANE) -> None:
     """Send the task for a finished message (one publish; nothing when marking read is off, or
-    the business has no number or the message no id)."""
+    the business has no number or the message no id). On the message's lane behind its
+    replies (whatsapp.fairness), so a read receipt never holds up a reply."""
     if not enabled() or not phone_number_id or not message_id:
         return
     try:
         app.signature(TASK, args=(processing_id, phone_number_id, message_id)).apply_async(
-            task_id=f"{processing_id}:{saga_run}:mark-read", queue=QUEUE
+            task_id=f"{processing_id}:{saga_run}:mark-read", queue=QUEUE, priority=lane + NEW_MESSAGE
         )
     except Exception as exc:  # the broker is gone: the run is done all the same
         _give_up(message_id, f"the task could not be sent ({type(exc).__name__})")

@@ -154,7 +154,7 @@ def compensate(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
 def finish(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
     try:
         with tracing.span("whatsapp.finish", "mark the message processed"):
-            saga.finish_run(processing_id, saga_run)
+            saga.finish_run(processing_id, saga_run, lane=lane_of(self))
     except saga.SagaStopped as stopped:
         log.info("finish: %s", stopped)
         raise Ignore() from None
