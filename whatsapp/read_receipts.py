@@ -35,14 +35,25 @@ def enabled() -> bool:
     return bool(getattr(settings, "WHATSAPP_MARK_READ", True))
 
 
-def send(processing_id: str, saga_run: int, phone_number_id: str, message_id: str, *, lane: int = NORMAL_LANE) -> None:
+def send(
+    processing_id: str,
+    saga_run: int,
+    phone_number_id: str,
+    message_id: str,
+    *,
+    lead_id: str = "",
+    intent: str = "",
+    lane: int = NORMAL_LANE,
+) -> None:
     """Send the task for a finished message (one publish; nothing when marking read is off, or
     the business has no number or the message no id). On the message's lane behind its
     replies (whatsapp.fairness), so a read receipt never holds up a reply."""
     if not enabled() or not phone_number_id or not message_id:
         return
     try:
-        app.signature(TASK, args=(processing_id, phone_number_id, message_id)).apply_async(
+        # The message's ids ride along so the task's log lines and trace carry them, read from nowhere.
+        args = (processing_id, saga_run, phone_number_id, message_id, lead_id, intent)
+        app.signature(TASK, args=args).apply_async(
             task_id=f"{processing_id}:{saga_run}:mark-read", queue=QUEUE, priority=lane + NEW_MESSAGE
         )
     except Exception as exc:  # the broker is gone: the run is done all the same

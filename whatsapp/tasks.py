@@ -23,6 +23,7 @@ from dlq.models import DeadLetter
 from whatsapp import delivery, read_receipts, saga, sweeper
 from whatsapp.chains import actions_signature, start_compensation
 from whatsapp.fairness import BULK_LANE, NORMAL_LANE
+from whatsapp.models import ProcessedMessage
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +173,18 @@ def apply_delivery_status(self: Task[Any, Any], status_id: int, attempt: int = 0
 
 @shared_task(name="whatsapp.mark_read", bind=True, max_retries=None)
 def mark_read(
-    self: Task[Any, Any], processing_id: str, phone_number_id: str, message_id: str, attempt: int = 0, refusals: int = 0
+    self: Task[Any, Any],
+    processing_id: str,
+    saga_run: int,
+    phone_number_id: str,
+    message_id: str,
+    lead_id: str = "",
+    intent: str = "",
+    attempt: int = 0,
+    refusals: int = 0,
 ) -> None:
     """Mark the customer's message read: best effort (whatsapp.read_receipts)."""
+    tracing.note_message(ProcessedMessage(processing_id=processing_id, lead_id=lead_id, intent=intent))
     wait = read_receipts.mark_read(phone_number_id, message_id, attempt=attempt, refusals=refusals)
     if wait is not None:
         delay, refused = wait

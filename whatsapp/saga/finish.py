@@ -24,7 +24,15 @@ def finish_run(processing_id: str, saga_run: int, *, lane: int = NORMAL_LANE) ->
             return False
         raise SagaStopped(f"{processing_id} reached finish with unfinished steps")
     # Committed (one statement, outside any transaction): the read receipt goes after it.
-    read_receipts.send(processing_id, saga_run, done["phone_number_id"] or "", done["message_id"] or "", lane=lane)
+    read_receipts.send(
+        processing_id,
+        saga_run,
+        done["phone_number_id"] or "",
+        done["message_id"] or "",
+        lead_id=done["lead_id"],
+        intent=done["intent"],
+        lane=lane,
+    )
     tracing.note_message(ProcessedMessage(processing_id=processing_id, lead_id=done["lead_id"], intent=done["intent"]))
     since = done["kafka_timestamp"] or done["received_at"]
     counters.processed(done["intent"], since)
