@@ -182,10 +182,21 @@ def _delivery_failed(row: DeliveryStatus, reply: StatusApplied) -> None:
         error += f" (code {row.error_code})"
     if row.error_title:
         error += f": {row.error_title}"
+    details = _details(row.errors)
+    if details and details != row.error_title:
+        error += f" - {details}"
     log.warning("reply for %s was not delivered (code %s): %s", reply.processing_id, row.error_code, row.error_title)
     _dead_letter(reply, error)
     if row.error_code == REENGAGEMENT_CODE:
         _flag_lead(row, reply)
+
+
+def _details(errors: list[Any]) -> str:
+    """Meta's explanation of the first error (error_data.details), without any secret."""
+    first = next((e for e in errors if isinstance(e, dict)), {})
+    raw = first.get("error_data")
+    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    return redact(str(data.get("details") or ""), configured_secrets())[:1000]
 
 
 def _dead_letter(reply: StatusApplied, error: str) -> None:

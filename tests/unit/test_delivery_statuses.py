@@ -185,6 +185,7 @@ def test_a_failed_delivery_is_dead_lettered_and_requeueing_sends_the_reply_again
     entry = DeadLetter.objects.get(processing_id="order-4")
     assert (entry.stage, entry.reason, entry.status) == ("reply", "delivery_failed", "OPEN")
     assert "131026" in entry.error_message and reply.wamid in entry.error_message
+    assert entry.error_message.endswith("Message undeliverable - Message undeliverable.")
     assert ProcessedMessage.objects.get(processing_id="order-4").status == "FAILED"
     assert metric("failed", "applied") == before + 1
     assert delivery.apply(i) == "applied"  # a redelivered task writes no second entry
