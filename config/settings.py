@@ -303,6 +303,9 @@ WHATSAPP_GRAPH_VERSION = env.str("WHATSAPP_GRAPH_VERSION", "v21.0")
 WHATSAPP_ACCESS_TOKEN = env.optional("WHATSAPP_ACCESS_TOKEN")
 WHATSAPP_CONNECT_TIMEOUT = env.float("WHATSAPP_CONNECT_TIMEOUT", 3.0, minimum=0.1)
 WHATSAPP_READ_TIMEOUT = env.float("WHATSAPP_READ_TIMEOUT", 10.0, minimum=0.1)
+# Mark each customer message read (blue ticks) once its run has finished: best effort,
+# a task of its own on the "whatsapp" queue, never failing or slowing the run.
+WHATSAPP_MARK_READ = env.bool("WHATSAPP_MARK_READ", True)
 
 # --- Outbound calls: the Cloud API and the sales webhooks ---------------------
 # Every call has a total deadline (connect, TLS, send, headers and body together, even

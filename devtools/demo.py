@@ -35,7 +35,9 @@ class OutsideWorld(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        if self.path.endswith("/messages"):
+        if self.path.endswith("/messages") and request.get("status") == "read":
+            status, body = 200, b'{"success": true}'  # a read receipt (whatsapp.read_receipts)
+        elif self.path.endswith("/messages"):
             OutsideWorld.sent += 1
             status = 200
             body = json.dumps(

@@ -105,6 +105,8 @@ class DeadLetter(models.Model):
         NON_RETRYABLE = "non_retryable"
         # An error nobody raised on purpose (a bug): not worth a retry either, but told apart.
         UNEXPECTED_ERROR = "unexpected_error"
+        # Meta accepted the reply, then reported it could not be delivered (a failed status).
+        DELIVERY_FAILED = "delivery_failed"
 
     # The raw record, byte for byte, even when it is not UTF-8.
     raw_value = models.BinaryField(null=True, blank=True)

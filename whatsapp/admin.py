@@ -24,6 +24,7 @@ from core.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre, p
 from dlq.models import DeadLetter
 from whatsapp.models import (
     CircuitBreaker,
+    DeliveryStatus,
     DuplicateDelivery,
     OutboundMessage,
     ProcessedMessage,
@@ -127,10 +128,32 @@ class DuplicateDeliveryAdmin(ReadOnlyModelAdmin):
 
 @admin.register(OutboundMessage)
 class OutboundMessageAdmin(ReadOnlyModelAdmin):
-    list_display = ["idempotency_key", "business", "lead", "status", "error_code", "attempts", "created_at", "sent_at"]
-    list_filter = ["status", "business", "error_code"]
+    list_display = [
+        "idempotency_key",
+        "business",
+        "lead",
+        "status",
+        "delivery_status",
+        "error_code",
+        "attempts",
+        "created_at",
+        "sent_at",
+        "delivered_at",
+        "read_at",
+        "failed_at",
+    ]
+    list_filter = ["status", "delivery_status", "business", "error_code"]
     search_fields = ["processing_id", "idempotency_key", "wamid", "lead__lead_id"]
     list_select_related = ["business", "lead"]
+
+
+@admin.register(DeliveryStatus)
+class DeliveryStatusAdmin(ReadOnlyModelAdmin):
+    """Meta's status notifications as they came, and what applying each one did."""
+
+    list_display = ["wamid", "status", "occurred_at", "error_code", "error_title", "outcome", "received_at"]
+    list_filter = ["status", "outcome", "error_code"]
+    search_fields = ["wamid", "recipient_id"]
 
 
 @admin.register(CircuitBreaker)

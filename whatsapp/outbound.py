@@ -188,6 +188,12 @@ def _send(row: OutboundMessage, business: Business, processing_id: str) -> Outbo
         "error_code": None,
         "error_title": "",
         "fbtrace_id": "",
+        # A new send (a requeue after a failed delivery): what Meta said of the last one is gone
+        # from the row (its DeliveryStatus rows and dead letter keep it), so this one's statuses apply.
+        "delivery_status": "",
+        "delivered_at": None,
+        "read_at": None,
+        "failed_at": None,
         "updated_at": sent_at,
     }
     if OutboundMessage.objects.filter(pk=row.pk).update(**sent):

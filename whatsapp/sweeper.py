@@ -20,8 +20,9 @@ from django.utils import timezone
 
 from config.progress import ProgressFactory, quiet
 from core.tracing import message_trace
+from whatsapp import delivery
 from whatsapp.chains import resume_signature, start_compensation
-from whatsapp.models import ProcessedMessage, SagaStep
+from whatsapp.models import DeliveryStatus, ProcessedMessage, SagaStep
 from whatsapp.pipeline import hand_off
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,10 @@ class SweepResult:
     stuck: int = 0
     redriven: dict[str, int] = field(default_factory=dict)
     purged: int = 0
+    statuses: int = 0
 
     def as_dict(self) -> dict:
-        return {"stuck": self.stuck, "redriven": self.redriven, "purged": self.purged}
+        return {"stuck": self.stuck, "redriven": self.redriven, "purged": self.purged, "statuses": self.statuses}
 
 
 def redrive(message: ProcessedMessage) -> str:
@@ -54,6 +56,20 @@ def redrive(message: ProcessedMessage) -> str:
             message.processing_id, message.saga_run, planned=message.planned_run == message.saga_run
         ).apply_async()
     return "resumed"
+
+
+def redrive_statuses(before: datetime, limit: int) -> int:
+    """Send again the apply task of delivery statuses stored before `before` and never applied
+    (the broker was gone when the webhook's transaction committed). Applying is idempotent."""
+    ids = list(
+        DeliveryStatus.objects.filter(outcome=DeliveryStatus.Outcome.PENDING, received_at__lt=before)
+        .order_by("received_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    if ids:
+        delivery.send_apply(ids)
+        log.warning("sweeper: %d delivery statuses never applied; sent again", len(ids))
+    return len(ids)
 
 
 def sweep(
@@ -103,6 +119,7 @@ def sweep(
                     )
 
         transaction.on_commit(enqueue)
+    result.statuses = redrive_statuses(now - timedelta(seconds=stuck_after), limit)
     if purge:
         cutoff = now - timedelta(days=settings.INBOX_RETENTION_DAYS)
         old = ProcessedMessage.objects.filter(
@@ -114,4 +131,6 @@ def sweep(
                 deleted, _ = ProcessedMessage.objects.filter(pk__in=chunk).delete()
                 result.purged += deleted
                 shown.advance(len(chunk))
+        # Applied statuses are kept as long as the inbox rows they speak of.
+        DeliveryStatus.objects.filter(received_at__lt=cutoff).exclude(outcome=DeliveryStatus.Outcome.PENDING).delete()
     return result

@@ -20,9 +20,10 @@ from django.db import InterfaceError, OperationalError
 from config.redaction import configured_secrets
 from core import tracing
 from dlq.models import DeadLetter
-from whatsapp import saga, sweeper
+from whatsapp import delivery, read_receipts, saga, sweeper
 from whatsapp.chains import actions_signature, start_compensation
 from whatsapp.fairness import BULK_LANE, NORMAL_LANE
+from whatsapp.models import ProcessedMessage
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,38 @@ def compensate(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
 def finish(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
     try:
         with tracing.span("whatsapp.finish", "mark the message processed"):
-            saga.finish_run(processing_id, saga_run)
+            saga.finish_run(processing_id, saga_run, lane=lane_of(self))
     except saga.SagaStopped as stopped:
         log.info("finish: %s", stopped)
         raise Ignore() from None
+
+
+@shared_task(name="whatsapp.apply_delivery_status", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
+def apply_delivery_status(self: Task[Any, Any], status_id: int, attempt: int = 0) -> str | None:
+    """Apply one stored delivery status to its reply (whatsapp.delivery). A status whose
+    wamid no reply has yet is looked at again a few times, then counted unknown."""
+    outcome = delivery.apply(status_id, attempt=attempt)
+    if outcome is None:
+        raise self.retry(countdown=delivery.retry_delay(attempt), kwargs={"attempt": attempt + 1})
+    return outcome
+
+
+@shared_task(name="whatsapp.mark_read", bind=True, max_retries=None)
+def mark_read(
+    self: Task[Any, Any],
+    processing_id: str,
+    saga_run: int,
+    phone_number_id: str,
+    message_id: str,
+    lead_id: str = "",
+    intent: str = "",
+    attempt: int = 0,
+    refusals: int = 0,
+) -> None:
+    """Mark the customer's message read: best effort (whatsapp.read_receipts)."""
+    tracing.note_message(ProcessedMessage(processing_id=processing_id, lead_id=lead_id, intent=intent))
+    wait = read_receipts.mark_read(phone_number_id, message_id, attempt=attempt, refusals=refusals)
+    if wait is not None:
+        delay, refused = wait
+        kwargs = {"attempt": attempt + (0 if refused else 1), "refusals": refusals + (1 if refused else 0)}
+        raise self.retry(countdown=delay * random.uniform(0.9, 1.1), kwargs=kwargs)

@@ -184,6 +184,45 @@ def send_text(
     raise classify(status, data, retry_after=_retry_after(answer.headers.get("retry-after")), token=token)
 
 
+def mark_read(*, phone_number_id: str, message_id: str) -> None:
+    """Mark a customer's message read (the blue ticks; earlier messages of the conversation
+    with it). Raises a CloudApiError, classified as for send_text, when Meta does not say yes.
+
+    Marking read again is harmless, so unlike a send an unknown outcome can simply be retried."""
+    token = getattr(settings, "WHATSAPP_ACCESS_TOKEN", None)
+    if not token:
+        raise CloudApiPermanent("WHATSAPP_ACCESS_TOKEN is not set", title="WHATSAPP_ACCESS_TOKEN is not set")
+    if not phone_number_id or not phone_number_id.isascii() or not phone_number_id.isdigit():
+        raise CloudApiPermanent(
+            "the business's WhatsApp phone_number_id is missing or not digits only", title="invalid phone_number_id"
+        )
+    if not message_id:
+        raise CloudApiPermanent("no message id to mark read", title="no message id")
+    payload = {"messaging_product": "whatsapp", "status": "read", "message_id": message_id}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    limits = _limits()
+    failure: CloudApiError | None = None
+    try:
+        answer = http.post(
+            messages_url(phone_number_id),
+            json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+            headers,
+            limits,
+            ca_bundle=getattr(settings, "OUTBOUND_CA_BUNDLE", None),
+        )
+    except http.HttpError as exc:
+        failure = _transport_failure(exc, limits, token)
+    if failure is not None:
+        raise failure  # outside the except block: the client's exception is not chained to it
+    if not 200 <= answer.status < 300:
+        raise classify(
+            answer.status,
+            _json(answer.body),
+            retry_after=_retry_after(answer.headers.get("retry-after")),
+            token=token,
+        )
+
+
 def _transport_failure(exc: http.HttpError, limits: http.Limits, token: str) -> CloudApiError:
     """A call that got no usable answer, by whether the request may have reached Meta."""
     if isinstance(exc, http.ConnectTimedOut):

@@ -69,6 +69,18 @@ BREAKER_TRANSITIONS = Counter(
     "circuit_breaker_transitions", "Circuit breaker state changes, by breaker and new state.", ["circuit", "to"]
 )
 INGEST_BATCHES = Counter("kafka_ingest_batches", "Batches of Kafka records taken in (stored and handed off).")
+DELIVERY_STATUSES = Counter(
+    "whatsapp_delivery_status",
+    "Delivery statuses Meta reported for our messages, by status and what applying them did "
+    "(applied, stale: a status of higher meaning was there; unknown: no message of ours; "
+    "ignored: a status not ranked; invalid: not a status object).",
+    ["status", "outcome"],
+)
+MARK_READ = Counter(
+    "whatsapp_mark_read",
+    "Customer messages marked read through the Cloud API, by outcome (sent, given_up).",
+    ["outcome"],
+)
 
 # --- read at scrape time by the web process ---------------------------------------------------
 SCRAPE_TIME: dict[str, str] = {
@@ -98,6 +110,8 @@ COUNTED = (
     LEAD_STATES,
     BREAKER_TRANSITIONS,
     INGEST_BATCHES,
+    DELIVERY_STATUSES,
+    MARK_READ,
 )
 
 
@@ -181,6 +195,14 @@ def compensation(name: str, status: str) -> None:
 
 def lead_state_changed(from_state: str, to_state: str) -> None:
     on_commit(lambda: LEAD_STATES.labels(from_state, to_state).inc())
+
+
+def delivery_status(status: str, outcome: str) -> None:
+    on_commit(lambda: DELIVERY_STATUSES.labels(status, outcome).inc())
+
+
+def mark_read(outcome: str) -> None:
+    MARK_READ.labels(outcome).inc()
 
 
 def observe_stage(stage: str, seconds: float) -> None:

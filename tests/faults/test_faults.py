@@ -293,6 +293,8 @@ class FlakyCloudApi:
                     status=500,
                     content_type="application/json",
                 )
+            if body.get("status") == "read":  # a read receipt, best effort: answered, not counted
+                return Response('{"success": true}', status=200, content_type="application/json")
             self.sent[body["biz_opaque_callback_data"]] += 1
             wamid = f"wamid.{body['biz_opaque_callback_data']}.{self.sent[body['biz_opaque_callback_data']]}"
         return Response(

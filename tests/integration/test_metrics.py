@@ -48,6 +48,7 @@ ALLOWED_LABELS = {
     "partition",
     "queue",
     "le",
+    "outcome",
 }
 
 

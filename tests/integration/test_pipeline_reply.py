@@ -39,6 +39,11 @@ def send(bootstrap, topic, *events):
     kafka.produce(bootstrap, topic, [(e["lead_id"].encode(), encode(e)) for e in events])
 
 
+def texts(graph) -> list:
+    """The text messages the stand-in received (the read receipts, whatsapp.read_receipts, left out)."""
+    return [request for request, _ in graph.log if json.loads(request.data).get("type") == "text"]
+
+
 def settle(pid: str, status: str = "PROCESSED", timeout: float = 90) -> ProcessedMessage:
     wait_until(
         lambda: ProcessedMessage.objects.filter(processing_id=pid, status=status).exists(),
@@ -59,7 +64,7 @@ def test_reply_is_sent_last_with_the_cloud_api_shape(graph, bootstrap, topic):
     send(bootstrap, topic, event("reply-ok", message={"text": "2 loaves please", "received_at": now_iso()}))
     row = settle("reply-ok")
 
-    ((request, _),) = graph.log
+    (request,) = texts(graph)
     body = json.loads(request.data)
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert body["messaging_product"] == "whatsapp" and body["recipient_type"] == "individual"
@@ -73,9 +78,17 @@ def test_reply_is_sent_last_with_the_cloud_api_shape(graph, bootstrap, topic):
 
 
 def test_reply_outside_the_24_hour_window_is_skipped_and_flagged(graph, bootstrap, topic):
+    graph.expect_request("/v21.0/106540352242922/messages", method="POST").respond_with_json({"success": True})
     send(bootstrap, topic, event("reply-late", message={"text": "hello?", "received_at": now_iso(minutes_ago=25 * 60)}))
     settle("reply-late")
-    assert len(graph.log) == 0
+    assert texts(graph) == []
+    # No reply, but the customer's message is marked read all the same.
+    wait_until(lambda: graph.log, timeout=30, message="the read receipt")
+    assert json.loads(graph.log[0][0].data) == {
+        "messaging_product": "whatsapp",
+        "status": "read",
+        "message_id": "wamid.HBgLMTU1NTAxMjM0NTY3FQIAEhgg",
+    }
     assert OutboundMessage.objects.get(processing_id="reply-late").status == "SKIPPED_WINDOW_CLOSED"
     assert ReviewFlag.objects.filter(reason="window_closed", lead__lead_id="lead-123").exists()
     assert Lead.objects.get(lead_id="lead-123").needs_review
@@ -127,4 +140,4 @@ def test_permanent_reply_error_dead_letters_without_undoing_actions_and_requeue_
     out.refresh_from_db()
     assert out.status == "SENT" and out.wamid == "wamid.second"
     assert Order.objects.filter(processing_id="reply-bad").count() == 1
-    assert len(graph.log) == 2
+    assert len(texts(graph)) == 2

@@ -6,13 +6,15 @@ import logging
 
 from core import tracing
 from core.metrics import counters
+from whatsapp import read_receipts
+from whatsapp.fairness import NORMAL_LANE
 from whatsapp.models import ProcessedMessage
 from whatsapp.saga.run import SagaStopped, active_message
 
 log = logging.getLogger(__name__)
 
 
-def finish_run(processing_id: str, saga_run: int) -> bool:
+def finish_run(processing_id: str, saga_run: int, *, lane: int = NORMAL_LANE) -> bool:
     """Mark the message processed. False when the run has moved on or failed; SagaStopped
     when a step is not done; MessagePurged when its inbox row is gone."""
     done = ProcessedMessage.finish(processing_id, saga_run)
@@ -21,6 +23,16 @@ def finish_run(processing_id: str, saga_run: int) -> bool:
         if message.failed_stage:
             return False
         raise SagaStopped(f"{processing_id} reached finish with unfinished steps")
+    # Committed (one statement, outside any transaction): the read receipt goes after it.
+    read_receipts.send(
+        processing_id,
+        saga_run,
+        done["phone_number_id"] or "",
+        done["message_id"] or "",
+        lead_id=done["lead_id"],
+        intent=done["intent"],
+        lane=lane,
+    )
     tracing.note_message(ProcessedMessage(processing_id=processing_id, lead_id=done["lead_id"], intent=done["intent"]))
     since = done["kafka_timestamp"] or done["received_at"]
     counters.processed(done["intent"], since)
