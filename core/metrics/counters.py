@@ -212,7 +212,7 @@ def ingest_batch(seconds: float) -> None:
 
 
 def webhook_received(by_kind: dict[str, int]) -> None:
-    """Counted once the delivery is committed (at once for a refused request: nothing to commit)."""
+    """Counted once the delivery is committed."""
 
     def count() -> None:
         for kind, n in by_kind.items():
@@ -221,6 +221,12 @@ def webhook_received(by_kind: dict[str, int]) -> None:
 
     if any(by_kind.values()):
         on_commit(count)
+
+
+def webhook_refused(kind: str) -> None:
+    """A request refused before anything was stored: counted at once, without touching the
+    database (which may be what is down)."""
+    WEBHOOK_RECEIVED.labels(kind).inc()
 
 
 def outbox_published(n: int) -> None:

@@ -32,7 +32,7 @@ def _plain(text: str, status: int) -> HttpResponse:
 
 
 def _refused(kind: str, text: str, status: int) -> HttpResponse:
-    counters.webhook_received({kind: 1})
+    counters.webhook_refused(kind)
     return _plain(text, status)
 
 
