@@ -263,11 +263,13 @@ class Relay:
         """Until the webhook NOTIFYs (on commit) or the poll interval passes."""
         try:
             listener = self._listen()
-            for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
-                pass
-            # Drain what else arrived: one round serves them all.
-            for _ in listener.notifies(timeout=0):
-                pass
+            deadline = time.monotonic() + self.poll_interval
+            # In slices, so a SIGTERM is acted on within half a second whatever the poll interval.
+            while not self.stopping and (remaining := deadline - time.monotonic()) > 0:
+                if list(listener.notifies(timeout=min(0.5, remaining), stop_after=1)):
+                    # Drain what else arrived: one round serves them all.
+                    list(listener.notifies(timeout=0))
+                    return
         except psycopg.Error as exc:
             log.warning("relay: cannot listen for new messages (%s); polling", type(exc).__name__)
             self._close_listener()
@@ -279,6 +281,7 @@ class Relay:
             params.pop("cursor_factory", None)
             self._listener = psycopg.connect(**params, autocommit=True)
             self._listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
+            log.info("relay: listening on channel %s for new messages", OUTBOX_CHANNEL)
         return self._listener
 
     def _close_listener(self) -> None:

@@ -34,6 +34,19 @@ def published() -> int:
     return InboundMessage.objects.filter(state=InboundMessage.State.PUBLISHED).count()
 
 
+def test_the_webhooks_notify_wakes_the_relay_at_once(wa_business, bootstrap, request_topic, start_relay):
+    """With a poll of a minute, only the NOTIFY sent on commit can publish within seconds."""
+    import time
+
+    relay = start_relay(request_topic, env={"RELAY_POLL_INTERVAL_SECONDS": "60"})
+    wait_until(lambda: "listening on channel" in relay.output(), timeout=30, message="the relay listening")
+    started = time.monotonic()
+    wamids = store(1)
+    wait_until(lambda: published() == 1, timeout=10, interval=0.05, message="published on NOTIFY")
+    assert time.monotonic() - started < 5
+    assert copies_per_processing_id(requests_on(bootstrap, request_topic)) == {processing_id_for(wamids[0]): 1}
+
+
 def test_a_relay_killed_before_publishing_loses_nothing_and_doubles_nothing(
     wa_business, bootstrap, request_topic, start_relay
 ):
@@ -132,3 +145,32 @@ def test_a_row_that_is_not_a_valid_request_is_rejected_once_and_the_rest_go_out(
     assert row.state == InboundMessage.State.REJECTED and "customer.wa_id" in row.last_error
     assert row.publish_attempts == 1
     assert copies_per_processing_id(requests_on(bootstrap, request_topic)) == {processing_id_for(w): 1 for w in good}
+
+
+def test_a_database_outage_pauses_the_relay_and_it_catches_up(
+    wa_business, bootstrap, request_topic, start_relay, child_env
+):
+    from django.db import connection
+
+    from tests.support.proxy import FaultProxy
+
+    db = connection.settings_dict
+    proxy = FaultProxy(db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432))
+    try:
+        url = child_env["DATABASE_URL"].replace(f":{db['PORT'] or 5432}/", f":{proxy.port}/")
+        relay = start_relay(
+            request_topic, env={"DATABASE_URL": url, "DATABASE_CONNECT_TIMEOUT": "2", "RELAY_MAX_BACKOFF_SECONDS": "1"}
+        )
+        wamids = store(5)
+        wait_until(lambda: published() == 5, timeout=60, message="the first five published")
+        proxy.cut()
+        wamids += store(5)
+        wait_until(lambda: relay.output().count("database unavailable") >= 2, timeout=30, message="retries")
+        assert relay.alive() and published() == 5
+        proxy.restore()
+        wait_until(lambda: published() == 10, timeout=60, message="caught up")
+        assert relay.alive()
+        copies = copies_per_processing_id(requests_on(bootstrap, request_topic))
+        assert copies == {processing_id_for(w): 1 for w in wamids}
+    finally:
+        proxy.close()
