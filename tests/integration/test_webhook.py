@@ -133,6 +133,22 @@ def test_a_delivery_posted_three_times_is_one_message_and_one_request_event(
     assert row.published_at is not None and row.publish_attempts == 1 and row.last_error == ""
 
 
+def test_redeliveries_racing_each_other_store_one_message_and_count_exactly(web):
+    """Meta retries a slow answer while the first attempt is still in flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    message = meta.text_message("are you open on sunday?")
+    body = meta.encode(meta.message_delivery(message))
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: post(web, body).status_code, range(6)))
+    assert answers == [200] * 6
+    assert InboundMessage.objects.filter(wamid=message["id"]).count() == 1
+    deliveries = WebhookDelivery.objects.all()
+    assert len(deliveries) == 6
+    assert sorted(d.new_messages for d in deliveries) == [0, 0, 0, 0, 0, 1]
+    assert sum(d.duplicates for d in deliveries) == 5
+
+
 def test_media_buttons_and_list_replies_become_requests_with_their_text(web, bootstrap, request_topic, start_relay):
     image = meta.image_message(caption="do you have this one?")
     button = meta.button_message("Confirm order")

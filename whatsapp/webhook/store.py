@@ -98,16 +98,19 @@ def _store_messages(record: WebhookDelivery, items: list[InboundItem], result: S
                 state=InboundMessage.State.PENDING if business else InboundMessage.State.UNROUTABLE,
             )
         )
-    # A redelivery racing this one (Meta retries a slow answer) inserts nothing twice.
+    # A redelivery racing this one (Meta retries a slow answer) inserts nothing twice; what this
+    # delivery did insert carries its id, so the counts are exact either way.
     InboundMessage.objects.bulk_create(rows, ignore_conflicts=True)
-    routed = sum(1 for row in rows if row.business is not None)
+    inserted = list(InboundMessage.objects.filter(delivery=record).values_list("phone_number_id", "business_id"))
+    routed = sum(1 for _, business_id in inserted if business_id is not None)
     result.new += routed
-    result.unroutable += len(rows) - routed
-    if result.unroutable:
-        numbers = sorted({row.phone_number_id for row in rows if row.business is None})
+    result.unroutable += len(inserted) - routed
+    result.duplicates += len(rows) - len(inserted)
+    if len(inserted) > routed:
+        numbers = sorted({number for number, business_id in inserted if business_id is None})
         log.warning(
             "webhook: %d message(s) for phone-number id(s) %s that no single active business has; kept as unroutable",
-            len(rows) - routed,
+            len(inserted) - routed,
             ", ".join(numbers),
         )
     if routed:
