@@ -86,11 +86,15 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
 
 
 def configured_secrets() -> tuple[str, ...]:
-    """The process-wide secrets in Django's settings (the WhatsApp access token), if settings are ready."""
+    """The process-wide secrets in Django's settings (the WhatsApp access token, the webhook's
+    app secret and verify token), if settings are ready."""
     try:
         from django.conf import settings
 
-        token = getattr(settings, "WHATSAPP_ACCESS_TOKEN", None)
+        values = [
+            getattr(settings, name, None)
+            for name in ("WHATSAPP_ACCESS_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN")
+        ]
     except Exception:  # settings not configured: nothing known
         return ()
-    return (token,) if token else ()
+    return tuple(value for value in values if value)

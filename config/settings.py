@@ -307,6 +307,32 @@ WHATSAPP_READ_TIMEOUT = env.float("WHATSAPP_READ_TIMEOUT", 10.0, minimum=0.1)
 # a task of its own on the "whatsapp" queue, never failing or slowing the run.
 WHATSAPP_MARK_READ = env.bool("WHATSAPP_MARK_READ", True)
 
+# --- WhatsApp webhook (POST /webhooks/whatsapp/) and the request outbox ------
+# The verify token is the string you type into the Meta app's webhook settings; Meta
+# sends it back in the GET handshake. The app secret (App settings > Basic) signs every
+# POST (X-Hub-Signature-256); unset, deliveries are refused with 503, never taken
+# unsigned. Both are secrets: Django's error pages hide settings named *TOKEN* and
+# *SECRET*, and neither is ever logged.
+WHATSAPP_VERIFY_TOKEN = env.optional("WHATSAPP_VERIFY_TOKEN")
+WHATSAPP_APP_SECRET = env.optional("WHATSAPP_APP_SECRET")
+# A signed delivery larger than this is refused with 400 (Meta's are a few KiB).
+# DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MiB) caps every request body above it anyway.
+WHATSAPP_WEBHOOK_MAX_BYTES = env.int("WHATSAPP_WEBHOOK_MAX_BYTES", 1024 * 1024, minimum=1024)
+# The outbox relay (`manage.py relay_outbox`) publishes stored messages on
+# KAFKA_REQUEST_TOPIC: up to RELAY_BATCH_SIZE rows a round, woken by the webhook's
+# NOTIFY or at the latest every RELAY_POLL_INTERVAL_SECONDS. A broker that does not
+# acknowledge within RELAY_DELIVERY_TIMEOUT_MS leaves the rows unpublished; the relay
+# backs off (up to RELAY_MAX_BACKOFF_SECONDS) and tries them again.
+RELAY_BATCH_SIZE = env.int("RELAY_BATCH_SIZE", 200, minimum=1)
+RELAY_POLL_INTERVAL_SECONDS = env.float("RELAY_POLL_INTERVAL_SECONDS", 0.5, minimum=0.01)
+RELAY_DELIVERY_TIMEOUT_MS = env.int("RELAY_DELIVERY_TIMEOUT_MS", 15_000, minimum=1_000)
+RELAY_MAX_BACKOFF_SECONDS = env.float("RELAY_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1)
+# Fault injection for tests and drills: sleep this long after claiming a batch and
+# before producing it, or after the broker acknowledged it and before marking it
+# published. Never set in production.
+RELAY_DEBUG_PUBLISH_DELAY_SECONDS = env.float("RELAY_DEBUG_PUBLISH_DELAY_SECONDS", 0.0, minimum=0.0)
+RELAY_DEBUG_MARK_DELAY_SECONDS = env.float("RELAY_DEBUG_MARK_DELAY_SECONDS", 0.0, minimum=0.0)
+
 # --- Outbound calls: the Cloud API and the sales webhooks ---------------------
 # Every call has a total deadline (connect, TLS, send, headers and body together, even
 # against a server that drips one byte a second) and reads at most so many bytes of

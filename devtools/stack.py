@@ -4,7 +4,7 @@ Finds or starts Postgres, Redis and Kafka (as `make demo` does, but keeping
 their data under the stack directory, ./var/stack by default), migrates,
 collects the admin's static files, creates an `admin` superuser on the first
 run, then runs the Procfile's processes under honcho: web (gunicorn, the admin
-on :8000), ingest, worker, beat and Flower (:5555). Ctrl-C stops them all and
+on :8000), ingest, the outbox relay, worker, beat and Flower (:5555). Ctrl-C stops them all and
 whatever servers this started. Run as `python -m devtools.stack`.
 """
 
@@ -90,14 +90,15 @@ def ensure_database(url: str) -> None:
 
 
 def ensure_topic() -> None:
-    """Create the result topic if it is missing, so ingest has partitions to join."""
+    """Create the result and request topics if missing, so ingest has partitions to join and
+    the outbox relay somewhere to publish."""
     from django.conf import settings
 
     from whatsapp.kafka import client_config
 
-    topic = settings.KAFKA_RESULT_TOPIC
-    if create_topic(client_config(), topic, TOPIC_PARTITIONS, exist_ok=True):
-        _say(f"created topic {topic} ({TOPIC_PARTITIONS} partitions)")
+    for topic in (settings.KAFKA_RESULT_TOPIC, settings.KAFKA_REQUEST_TOPIC):
+        if create_topic(client_config(), topic, TOPIC_PARTITIONS, exist_ok=True):
+            _say(f"created topic {topic} ({TOPIC_PARTITIONS} partitions)")
 
 
 def ensure_admin() -> str | None:

@@ -17,8 +17,9 @@ from django.db import connection
 from tests.support import kafka as kafka_support
 from tests.support.processes import ManagedProcess
 
-# Fixtures that live in a support module of their own (the breakers' rdb and new_name).
-pytest_plugins = ["tests.support.breakers"]
+# Fixtures that live in a support module of their own (the breakers' rdb and new_name; the
+# webhook's business, secrets, request topic and relay processes).
+pytest_plugins = ["tests.support.breakers", "tests.support.webhook"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

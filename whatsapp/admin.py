@@ -1,4 +1,5 @@
-"""Admin for the inbox, its saga steps, replies sent, and the circuit breakers.
+"""Admin for the inbox, its saga steps, replies sent, the webhook's deliveries and inbound
+messages, and the circuit breakers.
 
 The inbox and replies are the pipeline's own records and are read-only. The
 breakers have no table (their state lives in Redis): their page lists
@@ -26,9 +27,11 @@ from whatsapp.models import (
     CircuitBreaker,
     DeliveryStatus,
     DuplicateDelivery,
+    InboundMessage,
     OutboundMessage,
     ProcessedMessage,
     SagaStep,
+    WebhookDelivery,
 )
 
 
@@ -154,6 +157,29 @@ class DeliveryStatusAdmin(ReadOnlyModelAdmin):
     list_display = ["wamid", "status", "occurred_at", "error_code", "error_title", "outcome", "received_at"]
     list_filter = ["status", "outcome", "error_code"]
     search_fields = ["wamid", "recipient_id"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyModelAdmin):
+    """Each signed delivery from Meta as it came, to read what a message or status really said."""
+
+    list_display = ["id", "received_at", "messages", "new_messages", "duplicates", "unroutable", "statuses"]
+    exclude = ["body"]
+    readonly_fields = ["raw_body"]
+
+    @admin.display(description="body (as received)")
+    def raw_body(self, obj: WebhookDelivery) -> str:
+        return pre(bytes(obj.body).decode("utf-8", errors="replace"))
+
+
+@admin.register(InboundMessage)
+class InboundMessageAdmin(ReadOnlyModelAdmin):
+    """The webhook's customer messages and their outbox state (published on the request topic or not)."""
+
+    list_display = ["wamid", "business", "wa_id", "type", "state", "received_at", "published_at", "publish_attempts"]
+    list_filter = ["state", "type", "business"]
+    search_fields = ["wamid", "processing_id", "wa_id", "lead_id"]
+    list_select_related = ["business"]
 
 
 @admin.register(CircuitBreaker)

@@ -14,7 +14,7 @@ from datetime import timedelta
 import redis
 from confluent_kafka import Consumer, TopicPartition
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, Min
 from django.utils import timezone
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -24,7 +24,7 @@ from core.metrics.counters import BREAKER_STATE_VALUE, SCRAPE_TIME
 from dlq.models import DeadLetter
 from whatsapp.actions.registry import executors
 from whatsapp.kafka import consumer_config
-from whatsapp.models import ProcessedMessage
+from whatsapp.models import InboundMessage, ProcessedMessage
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,11 @@ class ScrapeTimeCollector:
             ("inbox_stuck_messages", self.stuck_messages),
             ("dlq_open_entries", self.open_dead_letters),
             ("kafka_consumer_lag", self.consumer_lag),
+            ("whatsapp_outbox", self.outbox),
         ):
             try:
-                yield read()
+                read_out: Metric | list[Metric] = read()
+                yield from (read_out if isinstance(read_out, list) else [read_out])
             except Exception as exc:
                 log.warning("metrics: cannot read %s (%s: %s)", name, type(exc).__name__, str(exc)[:200])
 
@@ -122,6 +124,21 @@ class ScrapeTimeCollector:
         for row in rows:
             family.add_metric([row["reason"]], row["n"])
         return family
+
+    @staticmethod
+    def outbox() -> list[Metric]:
+        """The webhook's messages not yet on the request topic, and how long the oldest has waited:
+        a relay that is down or a broker that refuses shows here before customers notice."""
+        found = InboundMessage.objects.pending().aggregate(n=Count("id"), oldest=Min("stored_at"))
+        age = (timezone.now() - found["oldest"]).total_seconds() if found["oldest"] else 0.0
+        return [
+            GaugeMetricFamily("whatsapp_outbox_backlog", SCRAPE_TIME["whatsapp_outbox_backlog"], value=found["n"]),
+            GaugeMetricFamily(
+                "whatsapp_outbox_oldest_age_seconds",
+                SCRAPE_TIME["whatsapp_outbox_oldest_age_seconds"],
+                value=max(0.0, age),
+            ),
+        ]
 
     @staticmethod
     def consumer_lag() -> Metric:

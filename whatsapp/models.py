@@ -588,3 +588,7 @@ class CircuitBreaker(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# The webhook's deliveries and inbound messages (the request outbox) live in their own module.
+from whatsapp.inbound import InboundMessage, WebhookDelivery  # noqa: E402, F401

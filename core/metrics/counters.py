@@ -81,6 +81,20 @@ MARK_READ = Counter(
     "Customer messages marked read through the Cloud API, by outcome (sent, given_up).",
     ["outcome"],
 )
+WEBHOOK_RECEIVED = Counter(
+    "whatsapp_webhook_received",
+    "What Meta's webhook brought, by kind: per item (message, duplicate, unroutable, status) or per "
+    "request (delivery stored; refused_signature, refused_token, malformed, oversized, unavailable).",
+    ["kind"],
+)
+OUTBOX_PUBLISHED = Counter(
+    "whatsapp_outbox_published", "Request events the broker acknowledged on the request topic (outbox relay)."
+)
+OUTBOX_ERRORS = Counter(
+    "whatsapp_outbox_errors",
+    "Outbox rows not published: broker (not acknowledged, retried), rejected (not a valid request, kept).",
+    ["reason"],
+)
 
 # --- read at scrape time by the web process ---------------------------------------------------
 SCRAPE_TIME: dict[str, str] = {
@@ -89,6 +103,8 @@ SCRAPE_TIME: dict[str, str] = {
     "celery_queue_length": "Tasks waiting in each Celery queue (all priority lists of the queue).",
     "inbox_stuck_messages": "Inbox rows in RECEIVED or PROCESSING untouched for SWEEP_STUCK_AFTER_SECONDS.",
     "dlq_open_entries": "Open dead letters, by reason.",
+    "whatsapp_outbox_backlog": "Inbound messages stored but not yet published on the request topic.",
+    "whatsapp_outbox_oldest_age_seconds": "Age of the oldest inbound message not yet published (0 when none).",
 }
 BREAKER_STATE_VALUE = {"closed": 0, "half-open": 1, "open": 2}
 # The reply to the customer, counted among the actions: whatsapp_action_executed_total{action="REPLY"}.
@@ -112,6 +128,9 @@ COUNTED = (
     INGEST_BATCHES,
     DELIVERY_STATUSES,
     MARK_READ,
+    WEBHOOK_RECEIVED,
+    OUTBOX_PUBLISHED,
+    OUTBOX_ERRORS,
 )
 
 
@@ -212,6 +231,34 @@ def observe_stage(stage: str, seconds: float) -> None:
 def ingest_batch(seconds: float) -> None:
     INGEST_BATCHES.inc()
     observe_stage("ingest", seconds)
+
+
+def webhook_received(by_kind: dict[str, int]) -> None:
+    """Counted once the delivery is committed."""
+
+    def count() -> None:
+        for kind, n in by_kind.items():
+            if n:
+                WEBHOOK_RECEIVED.labels(kind).inc(n)
+
+    if any(by_kind.values()):
+        on_commit(count)
+
+
+def webhook_refused(kind: str) -> None:
+    """A request refused before anything was stored: counted at once, without touching the
+    database (which may be what is down)."""
+    WEBHOOK_RECEIVED.labels(kind).inc()
+
+
+def outbox_published(n: int) -> None:
+    if n:
+        on_commit(lambda: OUTBOX_PUBLISHED.inc(n))
+
+
+def outbox_errors(reason: str, n: int) -> None:
+    if n:
+        on_commit(lambda: OUTBOX_ERRORS.labels(reason).inc(n))
 
 
 def breaker_changed(change: Any) -> None:

@@ -124,7 +124,7 @@ def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_red
     assert code in (0, -signal.SIGINT), output()[-3000:]
     assert "Traceback" not in output(), output()[-3000:]
     started = [int(pid) for pid in re.findall(r"\| \w+ started \(pid=(\d+)\)", output())]
-    assert len(started) == 5, output()[-3000:]
+    assert len(started) == 6, output()[-3000:]  # web, ingest, relay, worker, beat, flower
     # Every process honcho started ran in a process group of its own.
     left = [command for pgid in [*started, make.pid] for command in running_in_group(pgid)]
     assert not left, f"left running after Ctrl-C: {left}"

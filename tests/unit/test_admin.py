@@ -39,10 +39,13 @@ from leads.models import (
     SalesNotification,
     SupportTicket,
 )
+from tests.support import meta
 from tests.support.events import BUSINESS_ID, encode, event
 from whatsapp.intake import take_in
 from whatsapp.kafka import Record
-from whatsapp.models import DuplicateDelivery, OutboundMessage, ProcessedMessage, SagaStep
+from whatsapp.models import DuplicateDelivery, OutboundMessage, ProcessedMessage, SagaStep, WebhookDelivery
+from whatsapp.webhook.payload import parse_delivery
+from whatsapp.webhook.store import store_delivery
 
 pytestmark = pytest.mark.django_db
 
@@ -196,6 +199,11 @@ def everything(business, saga_entry) -> dict:
         status="SENT",
     )
     DuplicateDelivery.objects.create(processing_id="order-1", kafka_topic="t", kafka_partition=0, kafka_offset=9)
+    # A webhook delivery and its message (the webhook's own records).
+    business.phone_number_id = meta.PHONE_NUMBER_ID
+    business.save(update_fields=["phone_number_id"])
+    body = meta.encode(meta.message_delivery(meta.image_message(caption="¿está disponible? 🍞")))
+    store_delivery(body, parse_delivery(body))
     return {"lead": lead, "message": message, "order": order}
 
 
@@ -214,6 +222,10 @@ def test_every_admin_page_renders_and_the_secret_never_shows(client, root, every
             assert SECRET not in page.content.decode(), f"the webhook secret shows on the {opts.label} page"
     business_page = client.get(f"/admin/leads/business/{everything['lead'].business_id}/change/").content.decode()
     assert "set (hidden)" in business_page
+    # A webhook delivery shows its body as it was received (escaped), non-ASCII text and all.
+    delivery = WebhookDelivery.objects.get()
+    page = client.get(f"/admin/whatsapp/webhookdelivery/{delivery.pk}/change/").content.decode()
+    assert "¿está disponible? 🍞" in page and "whatsapp_business_account" in page
 
 
 def test_a_new_webhook_secret_can_be_set_but_not_read_back(client, root, business):

@@ -131,3 +131,14 @@ def test_log_lines_lose_urls_secrets_at_every_level(settings):
     config = logging_config(level="DEBUG", log_format="json", service="worker")
     assert config["loggers"]["urllib3"]["level"] == "WARNING"
     assert "redact" in config["handlers"]["console"]["filters"]
+
+
+def test_the_webhook_app_secret_and_verify_token_are_known_secrets(settings):
+    """Whatever logs them by mistake (an exception quoting a setting, say) is redacted."""
+    from config.redaction import configured_secrets, redact
+
+    settings.WHATSAPP_APP_SECRET = "meta-app-secret-3b9f0c"
+    settings.WHATSAPP_VERIFY_TOKEN = "verify-token-8e1d2a"
+    assert {"meta-app-secret-3b9f0c", "verify-token-8e1d2a"} <= set(configured_secrets())
+    line = redact("secret meta-app-secret-3b9f0c, token verify-token-8e1d2a", configured_secrets())
+    assert line == "secret [redacted], token [redacted]"

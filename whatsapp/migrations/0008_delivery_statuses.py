@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('whatsapp', '0006_processedmessage_lead_record'),
+        ('whatsapp', '0007_duplicate_delivery_plural'),
     ]
 
     operations = [
