@@ -25,13 +25,15 @@ _MARKERS: dict[str, set[str]] = {
         "hola", "quiero", "tienen", "hay", "cuanto", "cuesta", "gracias", "porfa", "el", "los", "las", "y", "mi",
         "pedido", "llamar", "necesito", "queda", "buenas", "buenos", "dias", "precio", "por", "favor", "una",
         "todavia", "estaban", "llego", "nadie", "quien", "habla", "dale", "si", "jaja", "xfa", "porfis",
-        "les", "mañana", "manana", "llamame", "hoy", "tenes", "pueden", "puede", "esta", "noche", "saludos",
+        "les", "manana", "llamame", "vemos", "nos", "hoy", "tenes", "pueden", "puede", "esta", "noche",
+        "saludos",
     },
     "pt": {
         "oi", "quero", "tem", "vc", "vcs", "voce", "pra", "pro", "obrigado", "obrigada", "obg", "nao", "ta", "tb",
         "amanha", "ligar", "liga", "um", "uma", "meu", "minha", "quanto", "preco", "valor", "blz", "kkkk", "pfv",
         "pfvr", "td", "bom", "dia", "hoje", "ainda", "ninguem", "queria", "gente", "valeu", "abraco", "sim", "fala",
-        "alguem", "ai", "moca", "tava", "vou", "muito", "qto", "e", "do", "da", "no", "na", "ao", "sobre",
+        "alguem", "ai", "moca", "tava", "vou", "muito", "qto", "ate", "mais", "tchau", "e", "do", "da", "no", "na",
+        "ao", "sobre",
     },
 }  # fmt: skip
 # Letters only one of the three writes: ã õ ç are Portuguese, ñ ¿ ¡ Spanish.

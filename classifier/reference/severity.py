@@ -9,7 +9,7 @@ _HIGH = re.compile(
     r"\b(refund|money back|disgusting|sick|mold|mould|hair|never (arrived|came)|worst|unacceptable|ridiculous"
     r"|lawyer|food poisoning|reembolso|plata de vuelta|dinero de vuelta|asco|enferm\w*|moho|pelo|nunca llego"
     r"|pesim[oa]|inaceptable|verguenza|dinheiro de volta|nojo|passou mal|mofo|cabelo|nunca chegou|pessim[oa]"
-    r"|inaceitavel|absurdo)\b|!{3,}"
+    r"|inaceitavel|absurdo|plastic|plastico|choked|se ahoga|engasgou)\b|!{3,}"
 )
 _LOW = re.compile(
     r"\b(a bit|slightly|small issue|a little|minor|not a big deal|un poco|algo|nada grave|um pouco|meio"

@@ -37,7 +37,10 @@ _SMALL_NUMBERS = {"a": 1, "an": 1, "one": 1, "una": 1, "uma": 1, "two": 2, "dos"
 _CLOCK = re.compile(r"\b(\d{1,2})\s*(?::|h)\s*(\d{2})\b")
 _AMPM = re.compile(r"\b(\d{1,2})\s*(am|pm|a\.m\.|p\.m\.)")
 _HOUR_H = re.compile(r"\b(\d{1,2})\s*h(?:rs)?\b")
-_AT_HOUR = re.compile(r"\b(?:at|a las|a la|as|at around|around|tipo)\s+(\d{1,2})\b(?!\s*(?:x|min|hour|hora|pm|am))")
+_AT_HOUR = re.compile(
+    r"\b(?:at|a las|a la|as|at around|around|tipo|after|despues de las|depois das)\s+"
+    r"(\d{1,2})\b(?!\s*(?:x|min|hour|hora|pm|am))"
+)
 _NOON = re.compile(r"\b(noon|midday|mediodia|meio-dia|meio dia)\b")
 _MORNING = re.compile(r"\b(morning|por la manana|de la manana|la manana|de manha|da manha|manha|cedo)\b")
 _AFTERNOON = re.compile(r"\b(afternoon|tarde)\b")

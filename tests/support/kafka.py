@@ -247,3 +247,37 @@ def outcomes(topic: str) -> dict[tuple[int, int], list[str]]:
     ):
         found.setdefault((p, o), []).append(f"dead letter:{reason}")
     return found
+
+
+def read_all(bootstrap: str, topic: str, settle: float = 3.0) -> list:
+    """Every record of `topic`, read to the log's end (see end_offsets: Tansu's watermarks
+    cannot be trusted, so the end is where every partition reported EOF and nothing more came)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        partitions = list(meta.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        records = []
+        at_eof: set[int] = set()
+        deadline = time.monotonic() + 120
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is None:
+                    records.append(message)
+                    at_eof.discard(message.partition())
+                    quiet_since = time.monotonic()
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    at_eof.add(message.partition())
+            if len(at_eof) == len(partitions) and time.monotonic() - quiet_since >= settle:
+                return records
+        raise TimeoutError(f"could not read {topic} to its end")
+    finally:
+        consumer.close()
