@@ -50,5 +50,27 @@ def sample_catalog(path: Path = SAMPLE_CATALOG) -> Catalog:
     return Catalog(business_id=data["business_id"], products=products)
 
 
+def install_sample_catalog(business: Business, path: Path = SAMPLE_CATALOG) -> int:
+    """Give a business the sample catalog's products (the demo's), keeping rows it already has by
+    SKU up to date; returns how many products the catalog holds. The save of the business bumps
+    its updated_at, which is what tells every process's cached catalog to read it again."""
+    from leads.models import Product
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for item in data["products"]:
+        Product.objects.update_or_create(
+            business=business,
+            sku=item["sku"],
+            defaults={
+                "name": item["name"],
+                "price": item["price"],
+                "currency": item.get("currency", "USD"),
+                "stock": item.get("stock", 0),
+            },
+        )
+    business.save(update_fields=["updated_at"])
+    return len(data["products"])
+
+
 def forget() -> None:
     _cache.clear()

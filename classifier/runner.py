@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from classifier.backends.base import Classifier
+from classifier.backends.base import Classification, Classifier
 from classifier.catalog import catalog_for
 from classifier.results import result_value
 from whatsapp.contract import ContractError
@@ -47,13 +47,16 @@ class ClassifyStats:
     classified: int = 0
     invalid_requests: int = 0
     invalid_results: int = 0
+    backend_errors: int = 0
     outages: int = 0
     commits: int = 0
 
     def summary(self) -> str:
         return (
             f"consumed {self.consumed} requests: {self.classified} classified, "
-            f"{self.invalid_requests} invalid requests skipped, {self.invalid_results} results refused by the contract"
+            f"{self.invalid_requests} invalid requests skipped, "
+            f"{self.backend_errors} backend failures sent as UNKNOWN, "
+            f"{self.invalid_results} results refused by the contract"
         )
 
 
@@ -128,7 +131,12 @@ class ClassifyRunner:
                 self._classify_and_publish(records)
             except Exception as exc:  # Kafka or Postgres down: keep the batch, commit nothing
                 self.stats.outages += 1
-                log.warning("classify: cannot publish the batch (%s); retrying in %.1fs", type(exc).__name__, delay)
+                log.warning(
+                    "classify: cannot classify and publish the batch (%s: Postgres or Kafka unreachable); "
+                    "retrying in %.1fs",
+                    type(exc).__name__,
+                    delay,
+                )
                 connection.close()
                 if not paused:
                     paused.extend(TopicPartition(t, p) for t, p in sorted(self.assigned))
@@ -165,7 +173,19 @@ class ClassifyRunner:
                 continue
             started = time.perf_counter()
             catalog = catalog_for(request.business_id)
-            classification = self.backend.classify(request, catalog)
+            try:
+                classification = self.backend.classify(request, catalog)
+            except Exception as exc:
+                # The backend's fault with this message, not an outage: retrying would loop on it
+                # forever. It goes on as UNKNOWN with no confidence, which the pipeline sends to a
+                # person, so the customer's message is not lost.
+                self.stats.backend_errors += 1
+                log.error(
+                    "classify: the backend failed on %s (%s); publishing it as UNKNOWN",
+                    request.processing_id,
+                    type(exc).__name__,
+                )
+                classification = Classification(intent="UNKNOWN", confidence=0.0, language=catalog.default_language)
             elapsed_ms = int((time.perf_counter() - started) * 1000)
             try:
                 value, event = result_value(request, classification, self.backend.model_name, elapsed_ms)

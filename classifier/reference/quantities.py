@@ -62,7 +62,7 @@ def quantity_before(toks: list[str], start: int, language: str) -> int | None:
             skipped += 1
             continue
         if token.startswith("x") and token[1:].isdigit():
-            return None  # "SD-01 x3, BG-02": the x3 is the previous product's count
+            return None  # "SD-01 x3, BG-03": the x3 is the previous product's count
         value = number(token, language)
         if value is not None:
             if value == 12 and token in {"dozen", "docena", "duzia"}:

@@ -12,7 +12,8 @@ import pytest
 
 from tests.support import kafka
 from tests.support.ingest import committed_total
-from tests.support.processes import ROOT, ManagedProcess
+from tests.support.processes import ROOT, ManagedProcess, wait_until
+from tests.support.proxy import FaultProxy
 from tests.support.requests import encode, request
 from whatsapp.contract import parse_event
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def start_classify(child_env, processes):
-    def start(requests_topic: str, results_topic: str, *args: str) -> ManagedProcess:
+    def start(requests_topic: str, results_topic: str, *args: str, env: dict | None = None) -> ManagedProcess:
         argv = [
             sys.executable,
             "manage.py",
@@ -34,7 +35,7 @@ def start_classify(child_env, processes):
             f"g-{requests_topic}",
             *args,
         ]
-        proc = ManagedProcess("classify", argv, child_env)
+        proc = ManagedProcess("classify", argv, {**child_env, **(env or {})})
         processes.append(proc)
         return proc
 
@@ -44,7 +45,7 @@ def start_classify(child_env, processes):
 def test_each_request_becomes_one_result_that_ingest_would_accept(bootstrap, business, start_classify) -> None:
     from leads.models import Product
 
-    Product.objects.create(business=business, sku="CR-03", name="croissant", price="2.40", stock=50)
+    Product.objects.create(business=business, sku="CR-02", name="croissant", price="2.40", stock=50)
     business.save()
     requests_topic = kafka.create_topic(bootstrap, prefix="test.ai.request")
     results_topic = kafka.create_topic(bootstrap, prefix="test.ai.result")
@@ -84,7 +85,7 @@ def test_each_request_becomes_one_result_that_ingest_would_accept(bootstrap, bus
 
     order = by_wamid["wamid.en-order"]
     assert order.intent.value == "ORDER_REQUEST" and order.entities.language == "en"
-    assert [(p.sku, p.quantity) for p in order.entities.products] == [("SD-01", 2), ("CR-03", 1)]
+    assert [(p.sku, p.quantity) for p in order.entities.products] == [("SD-01", 2), ("CR-02", 1)]
     assert order.ai is not None and order.ai.model == "reference-classifier/1" and order.ai.processing_ms is not None
     assert order.customer.wa_id == "15550000001" and order.message.text == sent[0]["message"]["text"]
 
@@ -106,6 +107,71 @@ def test_each_request_becomes_one_result_that_ingest_would_accept(bootstrap, bus
     again = start_classify(requests_topic, results_topic, "--idle-exit", "3")
     assert again.wait(timeout=120) == 0
     assert "consumed 0 requests" in again.output()
+
+
+def test_a_backend_that_fails_on_a_message_does_not_stop_or_lose_it(bootstrap, business, start_classify) -> None:
+    requests_topic = kafka.create_topic(bootstrap, partitions=1, prefix="test.ai.request")
+    results_topic = kafka.create_topic(bootstrap, prefix="test.ai.result")
+    sent = [
+        request("boom", wamid="wamid.boom", wa_id="15550000011"),
+        request("I want 3 sourdough loaves", wamid="wamid.after", wa_id="15550000012"),
+    ]
+    kafka.produce(bootstrap, requests_topic, [(r["lead_id"].encode(), encode(r)) for r in sent])
+    proc = start_classify(
+        requests_topic,
+        results_topic,
+        "--idle-exit",
+        "5",
+        env={"CLASSIFIER_BACKEND": "tests.support.classifiers.ExplodingClassifier"},
+    )
+    assert proc.wait(timeout=180) == 0, proc.output()[-3000:]
+    assert "1 backend failures sent as UNKNOWN" in proc.output()
+    events = {e.message_id: e for e in (parse_event(m.value()) for m in kafka.read_all(bootstrap, results_topic))}
+    assert set(events) == {"wamid.boom", "wamid.after"}
+    assert (events["wamid.boom"].intent.value, events["wamid.boom"].confidence) == ("UNKNOWN", 0.0)
+    assert events["wamid.after"].intent.value == "ORDER_REQUEST"
+    assert events["wamid.after"].ai is not None and events["wamid.after"].ai.model == "exploding/1"
+
+
+def test_a_database_outage_pauses_classify_without_committing(bootstrap, business, start_classify, child_env) -> None:
+    """Without the catalog nothing is classified: the batch is retried, nothing is committed,
+    and after the outage every request has its result."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    proxy = FaultProxy(db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432))
+    try:
+        url = child_env["DATABASE_URL"].replace(f":{db['PORT'] or 5432}/", f":{proxy.port}/")
+        requests_topic = kafka.create_topic(bootstrap, prefix="test.ai.request")
+        results_topic = kafka.create_topic(bootstrap, prefix="test.ai.result")
+        group = f"g-{requests_topic}"
+
+        def send(prefix: str) -> list[dict]:
+            sent = [request(f"I want 2 sourdough loaves ({prefix}{i})", wamid=f"wamid.{prefix}{i}") for i in range(3)]
+            kafka.produce(bootstrap, requests_topic, [(r["lead_id"].encode(), encode(r)) for r in sent])
+            return sent
+
+        first = send("a")
+        proc = start_classify(requests_topic, results_topic, env={"DATABASE_URL": url})
+        wait_until(lambda: committed_total(bootstrap, requests_topic, group) == 3, timeout=90, message="first 3")
+
+        proxy.cut()
+        second = send("b")
+        wait_until(lambda: proc.output().count("retrying in") >= 2, timeout=60, message="retries during the outage")
+        assert proc.alive()
+        assert committed_total(bootstrap, requests_topic, group) == 3
+        assert len(kafka.read_all(bootstrap, results_topic, settle=1.0)) == 3
+
+        proxy.restore()
+        wait_until(lambda: committed_total(bootstrap, requests_topic, group) == 6, timeout=90, message="catch-up")
+        results = [parse_event(m.value()) for m in kafka.read_all(bootstrap, results_topic)]
+        # At least once: a result published twice carries the same processing_id, which ingest dedupes.
+        assert {e.processing_id for e in results} == {r["processing_id"] for r in first + second}
+        assert all(e.intent.value == "ORDER_REQUEST" for e in results)
+        proc.stop()
+        assert proc.process.returncode == 0
+    finally:
+        proxy.close()
 
 
 def _evaluate(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ import pytest
 from django.test import override_settings
 
 from classifier.backends.base import Catalog, CatalogProduct, load_backend
-from classifier.catalog import catalog_for, sample_catalog
+from classifier.catalog import catalog_for, install_sample_catalog, sample_catalog
 from classifier.checks import check_backend
 from classifier.reference import ReferenceClassifier
 from classifier.results import result_value
@@ -62,11 +62,11 @@ def test_a_greeting_is_less_certain_than_a_clear_order() -> None:
     ("text", "expected"),
     [
         # Typos, plurals and the customer's own spelling of the catalog's names.
-        ("2 croisants and a bagette pls", [("CR-03", 2), ("BG-02", 1)]),
+        ("2 croisants and a bagette pls", [("CR-02", 2), ("BG-03", 1)]),
         ("quiero 4 alfajores y 6 brigaderos", [("AL-09", 4), ("BD-12", 6)]),
         ("3 muffins de blueberry e 2 cinamon rolls", [("MF-10", 3), ("CB-11", 2)]),
         # SKUs, with or without the dash, and counts written after them.
-        ("SD-01 x2 and cr03 x4", [("SD-01", 2), ("CR-03", 4)]),
+        ("SD-01 x2 and cr02 x4", [("SD-01", 2), ("CR-02", 4)]),
         # Counts in words, in each language, and dozens.
         ("two brownies and three empanadas", [("BR-07", 2), ("EM-06", 3)]),
         ("dos cheesecakes y una docena de churros", [("CK-08", 2), ("CH-05", 12)]),
@@ -198,9 +198,21 @@ def test_the_catalog_is_read_from_the_database_and_follows_changes() -> None:
     from leads.models import Business, Product
 
     business = Business.objects.create(business_id="shop-1", tenant_id="t-1", display_name="Shop")
-    Product.objects.create(business=business, sku="CR-03", name="croissant")
-    assert [p.sku for p in catalog_for("shop-1").products] == ["CR-03"]
-    Product.objects.create(business=business, sku="BG-02", name="baguette")
+    Product.objects.create(business=business, sku="CR-02", name="croissant")
+    assert [p.sku for p in catalog_for("shop-1").products] == ["CR-02"]
+    Product.objects.create(business=business, sku="BG-03", name="baguette")
     business.save()  # what the admin does when a product is edited inline
-    assert sorted(p.sku for p in catalog_for("shop-1").products) == ["BG-02", "CR-03"]
+    assert sorted(p.sku for p in catalog_for("shop-1").products) == ["BG-03", "CR-02"]
     assert catalog_for("no-such-shop").products == ()
+
+
+@pytest.mark.django_db
+def test_the_sample_catalog_installs_into_a_business_and_is_what_the_classifier_reads() -> None:
+    from leads.models import Business, Product
+
+    business = Business.objects.create(business_id="acme-bakery", tenant_id="tenant-acme", display_name="Acme")
+    Product.objects.create(business=business, sku="SD-01", name="old name", price="1.00", stock=3)
+    catalog_for("acme-bakery")  # cached before the install
+    assert install_sample_catalog(business) == len(CATALOG.products)
+    assert Product.objects.get(business=business, sku="SD-01").name == "sourdough loaf"
+    assert set(catalog_for("acme-bakery").products) == set(CATALOG.products)
