@@ -15,6 +15,8 @@ COPY config ./config
 COPY whatsapp ./whatsapp
 COPY leads ./leads
 COPY dlq ./dlq
+# The reference classifier is an installed app (and `manage.py classify`, a process of the stack).
+COPY classifier ./classifier
 RUN pip install .
 
 # The admin's static files, served by whitenoise from gunicorn. collectstatic

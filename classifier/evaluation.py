@@ -276,7 +276,8 @@ def render(reports: list[Report], model: str, source: str) -> str:
             lines.append(f"{label:22} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>6.3f} {r.count:>8}")
         lines.append("entities (accuracy, n):")
         for key, row in r.entities.items():
-            lines.append(f"  {key:16} {row['accuracy']:.3f}  n={int(row['n'])}")
+            shown = f"{row['accuracy']:.3f}" if row["n"] else "-"  # nothing to measure in this split
+            lines.append(f"  {key:16} {shown:>5}  n={int(row['n'])}")
         lines.append("confidence calibration (bucket: n, mean confidence, accuracy):")
         lines.extend(
             f"  [{row['from']:.1f}, {row['to']:.1f}) n={int(row['n']):<4} "
