@@ -18,6 +18,7 @@ from typing import Any
 
 from classifier.backends.base import Catalog, Classification, Classifier
 from whatsapp.contract import Intent
+from whatsapp.request_contract import AIRequestEvent, validate_request
 
 LABELLED_SET = Path(__file__).resolve().parent / "data" / "labelled.jsonl"
 HOLD_OUT_EVERY = 5
@@ -119,21 +120,11 @@ class Report:
 
 
 def run(examples: Iterable[Example], classifier: Classifier, catalog: Catalog) -> list[Outcome]:
-    classify_text = getattr(classifier, "classify_text", None)
-    outcomes = []
-    for example in examples:
-        if classify_text is not None:
-            predicted = classify_text(example.text, example.received_at, catalog)
-        else:
-            predicted = classifier.classify(_request(example, catalog), catalog)
-        outcomes.append(Outcome(example, predicted))
-    return outcomes
+    """Each example through the backend's own entry point, as a request event like the relay's."""
+    return [Outcome(example, classifier.classify(_request(example, catalog), catalog)) for example in examples]
 
 
-def _request(example: Example, catalog: Catalog) -> Any:
-    """A request event carrying the example, for backends that only take requests."""
-    from whatsapp.request_contract import validate_request
-
+def _request(example: Example, catalog: Catalog) -> AIRequestEvent:
     return validate_request(
         {
             "schema_version": 1,

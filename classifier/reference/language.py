@@ -53,8 +53,11 @@ def _identifier() -> LanguageIdentifier:
 
 def detect(text: str, toks: list[str], default: str = "en") -> str:
     """toks: the normalized tokens of text (accents off); text keeps its letters for ñ, ã."""
+    default = default.split("-")[0].lower()  # a business's "pt-BR" is pt here
+    if default not in LANGUAGES:
+        default = "en"
     if not toks:
-        return default if default in LANGUAGES else "en"
+        return default
     evidence = dict.fromkeys(LANGUAGES, 0.0)
     for language, markers in _MARKERS.items():
         evidence[language] += MARKER_WEIGHT * sum(1 for t in toks if t in markers)
@@ -69,5 +72,5 @@ def detect(text: str, toks: list[str], default: str = "en") -> str:
             evidence[language] += float(ranked.get(language, 0.0))
     best = max(LANGUAGES, key=lambda language: evidence[language])
     if evidence[best] < MIN_EVIDENCE:
-        return default if default in LANGUAGES else "en"
+        return default
     return best

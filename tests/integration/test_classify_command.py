@@ -17,8 +17,6 @@ from tests.support.proxy import FaultProxy
 from tests.support.requests import encode, request
 from whatsapp.contract import parse_event
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def start_classify(child_env, processes):
@@ -133,6 +131,7 @@ def test_a_backend_that_fails_on_a_message_does_not_stop_or_lose_it(bootstrap, b
     assert events["wamid.after"].ai is not None and events["wamid.after"].ai.model == "exploding/1"
 
 
+@pytest.mark.slow
 def test_a_database_outage_pauses_classify_without_committing(bootstrap, business, start_classify, child_env) -> None:
     """Without the catalog nothing is classified: the batch is retried, nothing is committed,
     and after the outage every request has its result."""

@@ -216,3 +216,11 @@ def test_the_sample_catalog_installs_into_a_business_and_is_what_the_classifier_
     assert install_sample_catalog(business) == len(CATALOG.products)
     assert Product.objects.get(business=business, sku="SD-01").name == "sourdough loaf"
     assert set(catalog_for("acme-bakery").products) == set(CATALOG.products)
+
+
+def test_a_message_without_language_evidence_takes_the_business_language() -> None:
+    brazilian = Catalog(business_id="padaria", products=CATALOG.products, default_language="pt-BR")
+    assert classify("👍", catalog=brazilian).language == "pt"
+    assert classify("ok", catalog=brazilian).language == "pt"
+    # Evidence wins over the default, and product names are no evidence ("pão de queijo").
+    assert classify("do you have pão de queijo today?", catalog=brazilian).language == "en"
