@@ -20,6 +20,8 @@ COPY core ./core
 COPY whatsapp ./whatsapp
 COPY leads ./leads
 COPY dlq ./dlq
+# The reference classifier is an installed app (and `manage.py classify`, a process of the stack).
+COPY classifier ./classifier
 RUN pip install --no-deps .
 
 # The admin's static files, served by whitenoise from gunicorn. collectstatic

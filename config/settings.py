@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "leads",
     "whatsapp",
     "dlq",
+    "classifier",
 ]
 
 MIDDLEWARE = [
@@ -160,6 +161,10 @@ KAFKA_BOOTSTRAP_SERVERS = env.kafka_servers("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.
 KAFKA_RESULT_TOPIC = env.str("KAFKA_RESULT_TOPIC", "ai.process.result")
 KAFKA_REQUEST_TOPIC = env.str("KAFKA_REQUEST_TOPIC", "ai.process.request")
 KAFKA_GROUP_ID = env.str("KAFKA_GROUP_ID", "whatsapp-handler")
+# The reference classifier (`manage.py classify`): its own consumer group on KAFKA_REQUEST_TOPIC, and
+# the backend class that decides (a dotted path; a real model's class can replace the reference rules).
+CLASSIFIER_GROUP_ID = env.str("CLASSIFIER_GROUP_ID", "reference-classifier")
+CLASSIFIER_BACKEND = env.str("CLASSIFIER_BACKEND", "classifier.reference.ReferenceClassifier")
 # Passed through to librdkafka as-is; unset ones are left out.
 KAFKA_SECURITY = {
     key: value

@@ -740,7 +740,7 @@ def test_site_names_the_product_and_models_are_spelled_right(client, root):
     client.force_login(root)
     index = client.get("/admin/").content.decode()
     assert "WhatsApp message handler" in index and "Django administration" not in index
-    assert "Duplicate deliveries" in index and "deliverys" not in index
+    assert "Duplicate deliveries" in index and ">Duplicate deliverys<" not in index
     for model in django_apps.get_models():
         if model._meta.app_label not in {"leads", "dlq", "whatsapp"}:
             continue

@@ -1,0 +1,1 @@
+"""The classifier plugin interface and how the configured backend is loaded."""
