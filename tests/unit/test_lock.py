@@ -8,6 +8,7 @@ import re
 import tomllib
 
 import pytest
+from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -18,17 +19,23 @@ RUNTIME = [Requirement(r) for r in PROJECT["dependencies"]]
 TEST = [Requirement(r) for r in PROJECT["optional-dependencies"]["test"]]
 # One pinned requirement: "name==version [; marker] \" and its "--hash=sha256:..." lines.
 ENTRY = re.compile(
-    r"^([A-Za-z0-9._-]+)==(\S+?)(?: ;[^\\\n]*)? \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", re.M
+    r"^([A-Za-z0-9._-]+)==(\S+?)(?: ;([^\\\n]*))? \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", re.M
 )
 
 
 def pins(name: str) -> dict[str, tuple[str, int]]:
-    """{package: (version, number of hashes)} of a lock file; every requirement line must be one."""
+    """{package: (version, number of hashes)} of a lock file, as this interpreter would install it
+    (a package may be pinned once per Python version, behind a marker); every requirement line
+    must be one pin with its hashes."""
     text = (ROOT / "requirements" / name).read_text()
-    found = {canonicalize_name(m.group(1)): (m.group(2), m.group(3).count("--hash=")) for m in ENTRY.finditer(text)}
+    entries = list(ENTRY.finditer(text))
     lines = [line for line in text.splitlines() if re.match(r"^[A-Za-z0-9]", line)]
-    assert len(lines) == len(found), "a requirement line without hashes, which --require-hashes refuses"
-    return found
+    assert len(lines) == len(entries), "a requirement line without hashes, which --require-hashes refuses"
+    return {
+        canonicalize_name(m.group(1)): (m.group(2), m.group(4).count("--hash="))
+        for m in entries
+        if not m.group(3) or Marker(m.group(3).strip()).evaluate()
+    }
 
 
 @pytest.mark.parametrize(("lock", "wanted"), [("lock.txt", RUNTIME + TEST), ("runtime.lock", RUNTIME)])
