@@ -24,6 +24,12 @@
     return (ms / 3600000).toFixed(1) + " h";
   }
 
+  function clock(date, seconds) {
+    const options = { hour: "2-digit", minute: "2-digit", hour12: false };
+    if (seconds) options.second = "2-digit";
+    return date.toLocaleTimeString([], options);
+  }
+
   function cell(row, value, options) {
     const td = document.createElement(options && options.header ? "th" : "td");
     if (options && options.href) {
@@ -69,7 +75,10 @@
         width: width,
         height: 260,
         scales: { y: { range: (u, min, max) => [0, Math.max(5, max * 1.1)] } },
-        axes: [{}, { label: "messages / min", size: 60 }],
+        axes: [
+          { values: (u, splits) => splits.map((v) => clock(new Date(v * 1000), false)) },
+          { label: "messages / min", size: 60 },
+        ],
         series: [
           {},
           { label: "processed", stroke: "#2e7d32", fill: "rgba(46,125,50,0.12)", width: 2 },
@@ -80,6 +89,7 @@
       data,
       box
     );
+    root.chart = chart; // what is drawn, for a browser test to read
   }
 
   function render(d) {
@@ -168,13 +178,16 @@
         ["  messages (new / duplicate / unroutable)", w.messages + " (" + w.new_messages + " / " + w.duplicates + " / " + w.unroutable + ")"],
         ["  statuses", w.statuses],
         ["Outbox backlog", outbox.backlog === null ? "not readable" : outbox.backlog],
-        ["Oldest unpublished", outbox.oldest_age_seconds === null ? "not readable" : duration(outbox.oldest_age_seconds * 1000)],
+        [
+          "Oldest unpublished",
+          outbox.oldest_age_seconds === null ? "not readable" : outbox.backlog ? duration(outbox.oldest_age_seconds * 1000) : "–",
+        ],
       ].map(([label, value]) => (tr) => { cell(tr, label, { header: true }); cell(tr, value); }),
       "–",
       2
     );
 
-    text("ov-updated", new Date(d.generated_at).toLocaleTimeString());
+    text("ov-updated", clock(new Date(d.generated_at), true));
     root.dataset.generatedAt = d.generated_at;
   }
 
