@@ -2,7 +2,8 @@
 Playwright) against the admin served by pytest-django's live_server, with a real
 ingest process, Celery worker and Kafka topic behind it.
 
-Screenshots of the pages it visits are saved to var/test-artifacts/admin-screenshots/.
+Screenshots of the pages it visits are saved to var/test-artifacts/admin-screenshots/; with
+SCREENSHOTS=1 an entry's page also goes to docs/dead-letter.png, the README's picture.
 Without /usr/bin/chromium (or the playwright package) the test is skipped, and
 pytest's -ra summary says why.
 
@@ -14,6 +15,7 @@ is checked there is checked as a person would, on the pages.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -24,11 +26,12 @@ from werkzeug import Response
 from dlq.models import DeadLetter
 from tests.support import kafka as kafka_support
 from tests.support.events import event
-from tests.support.processes import ARTIFACTS, wait_until
+from tests.support.processes import ARTIFACTS, ROOT, wait_until
 from whatsapp.models import ProcessedMessage
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ARTIFACTS / "admin-screenshots"
+DOCS = ROOT / "docs"
 
 
 def _missing() -> str | None:
@@ -182,6 +185,8 @@ def test_dlq_review_requeue_and_permissions_in_a_browser(
             expect(page.locator(".field-saga_steps")).to_contain_text("COMPENSATED")
             expect(page.locator(".field-kafka_coordinates")).to_contain_text(pipeline.topic)
             page.screenshot(path=SCREENSHOTS / "dlq-detail.png", full_page=True)
+            if os.environ.get("SCREENSHOTS"):  # the README's picture (docs/); a normal run leaves the tree alone
+                page.screenshot(path=DOCS / "dead-letter.png", full_page=True)
 
             page.click("#requeue-button")
             expect(page.locator(".messagelist")).to_contain_text("Requeued 1 dead letter")
