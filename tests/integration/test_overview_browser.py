@@ -149,6 +149,7 @@ def test_the_overview_redraws_itself_within_5_s_of_new_messages(
             page.fill("#id_password", PASSWORD)
             page.click("input[type=submit]")
             page.wait_for_url(f"{base}/admin/")
+            page.screenshot(path=SCREENSHOTS / "admin-index.png")
             page.locator("#overview-link a").click()
             page.wait_for_url(f"{base}/admin/overview/")
             expect(page.locator("#ov-updated")).not_to_have_text("not yet")

@@ -5,7 +5,6 @@ the page redraw itself."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -18,7 +17,6 @@ from core import breakers
 from dlq.models import DeadLetter
 from whatsapp.collectors import ScrapeTimeCollector
 from whatsapp.models import InboundMessage, ProcessedMessage, WebhookDelivery
-from whatsapp.overview import figures
 
 pytestmark = pytest.mark.django_db
 
@@ -275,7 +273,6 @@ def test_a_poll_costs_a_bounded_number_of_queries_however_many_rows(client, view
         return len(captured.captured_queries)
 
     few = queries()
-    print("queries per poll", few)
     for i in range(40):
         inbox_row("PROCESSED", finished_ago=60 + i * 60)
         inbox_row("FAILED", finished_ago=90 + i * 30)
@@ -297,7 +294,3 @@ def test_the_hour_is_read_through_indexes():
         cursor.execute("SET LOCAL enable_seqscan = off")
         assert "inbox_finished" in finished.explain()
         assert "dlq_created" in written.explain()
-
-
-def test_figures_read_is_json_ready():
-    json.dumps(figures.read())
