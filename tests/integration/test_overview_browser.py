@@ -28,6 +28,7 @@ from django.utils import timezone
 from core import breakers
 from dlq.models import DeadLetter
 from tests.support import kafka as kafka_support
+from tests.support.events import event
 from tests.support.processes import ARTIFACTS, ROOT
 from whatsapp.models import ProcessedMessage, WebhookDelivery
 
@@ -196,3 +197,40 @@ def test_the_overview_redraws_itself_within_5_s_of_new_messages(
             context.close()
         finally:
             browser.close()
+
+
+def test_the_overview_shows_messages_pushed_through_the_pipeline(live_server, pipeline, django_user_model):
+    """The same through the real path: records on Kafka, ingest, a Celery worker. The page must
+    show the last message within 5 s of the worker finishing it (both clocks are this machine's)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    user = django_user_model.objects.create_user("ops", "ops@example.com", PASSWORD, is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename="view_processedmessage"))
+    base = live_server.url
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.set_default_timeout(20_000)
+            page.goto(f"{base}/admin/login/?next=/admin/overview/")
+            page.fill("#id_username", "ops")
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            page.wait_for_url(f"{base}/admin/overview/")
+            expect(page.locator("#ov-updated")).not_to_have_text("not yet")
+            expect(page.locator("#ov-processed")).to_have_text("0")
+            page.evaluate("window.notReloaded = true")
+
+            pipeline.send([event(f"avail-{i}", intent="AVAILABILITY_INQUIRY", lead_id=f"lead-{i}") for i in range(5)])
+            expect(page.locator("#ov-processed")).to_have_text("5", timeout=90_000)
+            shown = timezone.now()
+            expect(page.locator("#ov-in-flight")).to_have_text("0")
+            expect(page.locator("#ov-latency-count")).to_contain_text("5 messages processed")
+            assert page.evaluate("window.notReloaded === true"), "the page was reloaded"
+        finally:
+            browser.close()
+
+    last = ProcessedMessage.objects.filter(status="PROCESSED").latest("finished_at").finished_at
+    assert ProcessedMessage.objects.filter(status="PROCESSED").count() == 5
+    assert (shown - last).total_seconds() < 5, f"shown {(shown - last).total_seconds():.1f} s after the last finished"
