@@ -22,10 +22,22 @@ from devtools.loop import LoopError, WebhookStream, print_rows, problems
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make send", description=__doc__.split("\n\n")[0])
     parser.add_argument("--timeout", type=float, default=120, help="how long to wait for each stage (seconds)")
+    parser.add_argument(
+        "--to-whatsapp",
+        action="store_true",
+        help="send even though the stack replies through the real Cloud API (to the sample's made-up numbers)",
+    )
     args = parser.parse_args(argv)
     missing = [name for name in ("DATABASE_URL", "SECRET_KEY", "WHATSAPP_APP_SECRET") if not os.environ.get(name)]
     if missing:
         print(f"make send: {', '.join(missing)} not set; run it as `make send` with the stack up", file=sys.stderr)
+        return 2
+    if not os.environ.get("STACK_STAND_IN_URL") and not args.to_whatsapp:
+        print(
+            "make send: this stack replies through the real WhatsApp Cloud API (WHATSAPP_ACCESS_TOKEN is set),"
+            " and the sample stream's customers are made-up numbers; `make send ARGS=--to-whatsapp` sends anyway",
+            file=sys.stderr,
+        )
         return 2
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django

@@ -60,6 +60,7 @@ ENV_FILE_SETTINGS = (
     "WHATSAPP_VERIFY_TOKEN",
     "WHATSAPP_GRAPH_BASE_URL",
     "STACK_WEB_URL",
+    "STACK_STAND_IN_URL",
 )
 WEB_URL = "http://127.0.0.1:8000"
 #: The access token the stack's processes send to the stand-in (which checks nothing): not a secret.
@@ -137,7 +138,7 @@ def start_stand_in() -> StandInCloudApi | None:
     if os.environ.get("WHATSAPP_ACCESS_TOKEN"):
         return None
     stand_in = StandInCloudApi(echo=True).start()
-    os.environ["WHATSAPP_GRAPH_BASE_URL"] = stand_in.url
+    os.environ["WHATSAPP_GRAPH_BASE_URL"] = os.environ["STACK_STAND_IN_URL"] = stand_in.url
     os.environ["WHATSAPP_ACCESS_TOKEN"] = STAND_IN_TOKEN
     return stand_in
 
