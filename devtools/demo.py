@@ -236,6 +236,16 @@ def print_table(sent: int, loop: LoopReport, elapsed: float) -> None:
     )
 
 
+def print_replies(outside: StandInCloudApi, processing_ids: list[str]) -> None:
+    """What each webhook customer got back, as the stand-in Cloud API received it (first line)."""
+    wanted = set(processing_ids)
+    print()
+    print("What the webhook's customers were sent (the stand-in Cloud API's log, first lines):")
+    for reply in outside.sent():
+        if reply.processing_id in wanted:
+            print(f"  {reply.to}  {reply.text.splitlines()[0][:90] if reply.text else ''}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -347,6 +357,7 @@ def main() -> int:
         stream.wait_for("every pre-labelled record accounted for", settled)
         loop = stream.count()
         print_table(len(records), loop, time.monotonic() - begin)
+        print_replies(outside, stream.processing_ids())
         wrong = problems(loop)
         done, busy = accounted()
         if done != expected or busy:
