@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Where `make up` keeps its data between runs.
 STACK_DIR ?= var/stack
 
-.PHONY: install lock demo up lint test bench clean
+.PHONY: install lock demo up manage send lint test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,18 @@ demo: $(STAMP)
 	$(BIN)/python -m devtools.demo
 
 up: $(STAMP)
-	$(BIN)/python -m devtools.stack --data-dir $(STACK_DIR)
+	$(BIN)/python -m devtools.stack --data-dir $(STACK_DIR) $(ARGS)
+
+# Any manage.py command against the running stack, with the settings `make up` wrote to
+# $(STACK_DIR)/env: `make manage ARGS="dlq list"`, `make manage ARGS="pipeline_stats --json"`.
+manage: $(STAMP)
+	@test -f "$(abspath $(STACK_DIR))/env" || { echo "$(STACK_DIR)/env not found: start the stack with make up first"; exit 1; }
+	@. "$(abspath $(STACK_DIR))/env" && $(BIN)/python manage.py $(ARGS)
+
+# The sample stream into the running stack: signed webhook deliveries to its web process.
+send: $(STAMP)
+	@test -f "$(abspath $(STACK_DIR))/env" || { echo "$(STACK_DIR)/env not found: start the stack with make up first"; exit 1; }
+	@. "$(abspath $(STACK_DIR))/env" && $(BIN)/python -m devtools.send $(ARGS)
 
 # Static checks, configured in pyproject.toml: the import contracts ([tool.importlinter]:
 # config <- core <- (leads | dlq) <- whatsapp, no runtime package imports devtools), ruff's

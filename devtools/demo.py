@@ -1,63 +1,43 @@
-"""`make demo`: push a sample stream through the whole pipeline and show what became of it.
+"""`make demo`: drive the whole loop, webhook to reply, and show what became of every message.
 
-Starts whatever is missing (Postgres, Redis, a Kafka broker) from pip
-packages under ./var, uses a fresh database and topic so the table shows this
-run only, runs a real Celery worker and the real ingest command, then stops
-everything it started. Run as `python -m devtools.demo`.
+Starts whatever is missing (Postgres, Redis, a Kafka broker) from pip packages under ./var,
+uses a fresh database and fresh topics so the table shows this run only, and runs the service's
+real processes: web (gunicorn, the webhook), the outbox relay, the reference classifier, ingest
+and a Celery worker, against a local stand-in for the Cloud API and the CRMs
+(devtools.standin). It POSTs signed webhook deliveries to web (devtools.loop: texts in English,
+Spanish and Portuguese, an image with a caption, a redelivery, a forged signature, then status
+webhooks for two replies), and also pushes a pre-labelled result stream straight onto the result
+topic (every intent, duplicates, invalid records, a CRM that refuses). It exits 0 only when
+every record and every webhook message is accounted for, then stops everything it started.
+Run as `python -m devtools.demo`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-from devtools import ROOT, VAR
+import requests
+
+from devtools import ROOT, VAR, meta
+from devtools.loop import LoopError, LoopReport, WebhookStream, print_rows, problems
 from devtools.services import create_database, create_topic, ensure_services
+from devtools.standin import StandInCloudApi
 from devtools.urls import with_path
 
-DEMO_DB = "whatsapp_demo"
-DEMO_REDIS_DB = "/12"
-
-
-class OutsideWorld(BaseHTTPRequestHandler):
-    """Stands in for the businesses' CRMs (one accepts, one refuses everything)
-    and for the WhatsApp Cloud API (accepts every message)."""
-
-    sent = 0
-
-    def do_POST(self) -> None:
-        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        if self.path.endswith("/messages") and request.get("status") == "read":
-            status, body = 200, b'{"success": true}'  # a read receipt (whatsapp.read_receipts)
-        elif self.path.endswith("/messages"):
-            OutsideWorld.sent += 1
-            status = 200
-            body = json.dumps(
-                {
-                    "messaging_product": "whatsapp",
-                    "contacts": [{"input": request.get("to"), "wa_id": request.get("to")}],
-                    "messages": [{"id": f"wamid.demo{OutsideWorld.sent:04d}"}],
-                }
-            ).encode()
-        else:
-            status = 200 if self.path.startswith("/acme") else 422
-            body = b'{"ok": true}' if status == 200 else b'{"error": "unknown account"}'
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+# Where the demo keeps this run's data; DEMO_DATABASE and DEMO_REDIS_DB move it (two demos on one
+# server at once, as parallel test runs do, must not share them).
+DEMO_DB = os.environ.get("DEMO_DATABASE", "whatsapp_demo")
+DEMO_REDIS_DB = "/" + os.environ.get("DEMO_REDIS_DB", "12").lstrip("/")
 
 
 def prepare_environment() -> list:
@@ -68,10 +48,18 @@ def prepare_environment() -> list:
     os.environ["DATABASE_URL"] = with_path(urls["DATABASE_URL"], f"/{DEMO_DB}")
     os.environ["REDIS_URL"] = os.environ["CELERY_BROKER_URL"] = with_path(urls["REDIS_URL"], DEMO_REDIS_DB)
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = urls["KAFKA_BOOTSTRAP_SERVERS"]
-    os.environ["KAFKA_RESULT_TOPIC"] = f"ai.process.result.demo-{int(time.time())}"
-    os.environ["KAFKA_GROUP_ID"] = f"whatsapp-handler-demo-{int(time.time())}"
+    run = int(time.time())
+    os.environ["KAFKA_RESULT_TOPIC"] = f"ai.process.result.demo-{run}"
+    os.environ["KAFKA_REQUEST_TOPIC"] = f"ai.process.request.demo-{run}"
+    os.environ["KAFKA_GROUP_ID"] = f"whatsapp-handler-demo-{run}"
+    os.environ["CLASSIFIER_GROUP_ID"] = f"reference-classifier-demo-{run}"
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    os.environ.setdefault("WHATSAPP_ACCESS_TOKEN", "demo-token")
+    # Replies go to the stand-in Cloud API, never with a real token, whatever the shell holds.
+    os.environ["WHATSAPP_ACCESS_TOKEN"] = "demo-token"
+    # The webhook's secrets, made up for this run: the demo signs what it POSTs with the app secret.
+    os.environ["WHATSAPP_APP_SECRET"] = secrets.token_hex(16)
+    os.environ["WHATSAPP_VERIFY_TOKEN"] = secrets.token_urlsafe(16)
+    os.environ["RELAY_POLL_INTERVAL_SECONDS"] = "0.2"
     # The stand-in CRM is a local server over plain http, which production refuses.
     os.environ["SALES_WEBHOOK_ALLOW_HTTP"] = "1"
     os.environ["SALES_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
@@ -79,28 +67,26 @@ def prepare_environment() -> list:
     return started
 
 
-def load_businesses(webhook_base: str) -> None:
+def load_businesses(outside: str) -> None:
+    """Acme Bakery on Meta's test number with the classifier's sample catalog (its CRM accepts),
+    and Corner Cafe, whose CRM refuses everything."""
+    from classifier.catalog import install_sample_catalog
     from leads.models import Business, Product
 
     acme = Business.objects.create(
         business_id="acme-bakery",
         tenant_id="tenant-acme",
         display_name="Acme Bakery",
-        phone_number_id="106540352242922",
-        sales_webhook_url=f"{webhook_base}/acme",
+        phone_number_id=meta.PHONE_NUMBER_ID,
+        sales_webhook_url=f"{outside}/crm/acme",
         sales_webhook_secret="demo-secret",
     )
-    for sku, name, price, stock in [
-        ("SD-01", "sourdough loaf", "6.50", 40),
-        ("CR-02", "croissant", "2.20", 120),
-        ("BG-03", "baguette", "3.10", 0),
-    ]:
-        Product.objects.create(business=acme, sku=sku, name=name, price=price, stock=stock)
+    install_sample_catalog(acme)
     corner = Business.objects.create(
         business_id="corner-cafe",
         tenant_id="tenant-corner",
         display_name="Corner Cafe",
-        sales_webhook_url=f"{webhook_base}/corner",
+        sales_webhook_url=f"{outside}/crm/corner",
     )
     Product.objects.create(business=corner, sku="ES-01", name="espresso beans", price="14.00", stock=30)
 
@@ -208,13 +194,16 @@ def accounted() -> tuple[int, int]:
     return done, busy
 
 
-def print_table(sent: int, elapsed: float) -> None:
+def print_table(sent: int, loop: LoopReport, elapsed: float) -> None:
     from dlq.models import DeadLetter
     from whatsapp.stats import pipeline_stats
 
     stats = pipeline_stats()
-    rows = [
-        ("records sent to Kafka", sent),
+    rows: list[tuple[str, Any]] = [
+        (
+            "results on the result topic",
+            f"{sent + loop.classified}  ({loop.classified} classified, {sent} pre-labelled)",
+        ),
         ("processed", stats["processed"]),
         ("duplicates", stats["duplicates"]),
         ("dead-lettered", stats["dead_letters"]["total"]),
@@ -233,26 +222,110 @@ def print_table(sent: int, elapsed: float) -> None:
         by_status = stats[key]
         detail = ", ".join(f"{v} {k.lower()}" for k, v in sorted(by_status.items()))
         rows.append((label, f"{sum(by_status.values())}" + (f"  ({detail})" if detail else "")))
-    width = max(len(r[0]) for r in rows)
+    width = max(len(r[0]) for r in [*rows, *loop.rows()])
     print()
-    print(f"What became of the sample stream ({elapsed:.0f}s):")
-    print("-" * (width + 30))
-    for label, value in rows:
-        print(f"{label:<{width}}  {value}")
-    print("-" * (width + 30))
+    print(f"The loop: webhook -> relay -> classify -> ingest -> worker -> Cloud API ({elapsed:.0f}s)")
+    print("-" * (width + 40))
+    print_rows([(label.ljust(width), value) for label, value in loop.rows()])
+    print("-" * (width + 40))
+    print_rows([(label.ljust(width), value) for label, value in rows])
+    print("-" * (width + 40))
     print(
-        "Every record ended as processed, duplicate or dead-lettered;"
+        "Every webhook message and every record ended as processed, duplicate or dead-lettered;"
         " `python manage.py pipeline_stats --json` has the same counts."
     )
 
 
+def print_replies(outside: StandInCloudApi, processing_ids: list[str]) -> None:
+    """What each webhook customer got back, as the stand-in Cloud API received it (first line)."""
+    wanted = set(processing_ids)
+    print()
+    print("What the webhook's customers were sent (the stand-in Cloud API's log, first lines):")
+    for reply in outside.sent():
+        if reply.processing_id in wanted:
+            print(f"  {reply.to}  {reply.text.splitlines()[0][:90] if reply.text else ''}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_children(env: dict[str, str], logs: Path, web_port: int) -> dict[str, subprocess.Popen]:
+    """The service's own processes, each logging to var/demo-logs/<name>.log."""
+    python = sys.executable
+    commands = {
+        "web": [
+            python,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{web_port}",
+            "--workers",
+            "2",
+            "--no-control-socket",
+        ],
+        "relay": [python, "manage.py", "relay_outbox"],
+        "classify": [python, "manage.py", "classify"],
+        "ingest": [python, "manage.py", "ingest_kafka"],
+        "worker": [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-c",
+            "2",
+            "-Q",
+            "pipeline,webhooks,whatsapp",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "WARNING",
+        ],
+    }
+    children = {}
+    for name, argv in commands.items():
+        # The child keeps its own copy of the log's descriptor; ours can close at once.
+        with open(logs / f"{name}.log", "wb") as log:
+            children[name] = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+    return children
+
+
+def wait_for_web(url: str, verify_token: str, alive: Any, timeout: float = 60) -> None:
+    """Web answers Meta's subscription handshake: it is up and has the verify token."""
+    params = {"hub.mode": "subscribe", "hub.verify_token": verify_token, "hub.challenge": "demo-challenge"}
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        try:
+            answer = requests.get(f"{url}/webhooks/whatsapp/", params=params, timeout=2)
+            if answer.status_code == 200 and answer.text == "demo-challenge":
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise LoopError(f"web did not answer the webhook handshake within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
 def main() -> int:
     started = prepare_environment()
-    children: list[subprocess.Popen] = []
-    webhook = ThreadingHTTPServer(("127.0.0.1", 0), OutsideWorld)
-    threading.Thread(target=webhook.serve_forever, daemon=True).start()
+    children: dict[str, subprocess.Popen] = {}
+    outside = StandInCloudApi().start()
     logs = VAR / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
+
+    def alive() -> None:
+        for name, child in children.items():
+            if child.poll() is not None:
+                raise LoopError(f"{name} exited with {child.returncode}; see {logs / (name + '.log')}")
+
     try:
         import django
 
@@ -260,66 +333,52 @@ def main() -> int:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
-        outside = f"http://127.0.0.1:{webhook.server_address[1]}"
-        os.environ["WHATSAPP_GRAPH_BASE_URL"] = outside
-        load_businesses(outside)
-        create_topic({"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"]}, os.environ["KAFKA_RESULT_TOPIC"], 3)
-        env = dict(os.environ)
-        for name, argv in [
-            (
-                "worker",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "-c",
-                    "2",
-                    "-Q",
-                    "pipeline,webhooks,whatsapp",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-l",
-                    "WARNING",
-                ],
-            ),
-            ("ingest", [sys.executable, "manage.py", "ingest_kafka"]),
-        ]:
-            # The child keeps its own copy of the log's descriptor; ours can close at once.
-            with open(logs / f"{name}.log", "wb") as log:
-                children.append(
-                    subprocess.Popen(
-                        argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                    )
-                )
-        records = sample_stream()
+        os.environ["WHATSAPP_GRAPH_BASE_URL"] = outside.url
+        load_businesses(outside.url)
+        kafka = {"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"]}
+        create_topic(kafka, os.environ["KAFKA_RESULT_TOPIC"], 3)
+        create_topic(kafka, os.environ["KAFKA_REQUEST_TOPIC"], 3)
+        web_url = f"http://127.0.0.1:{free_port()}"
+        children.update(start_children(dict(os.environ), logs, int(web_url.rsplit(":", 1)[1])))
         begin = time.monotonic()
+        records = sample_stream()
         produce(records)
-        print(f"demo: sent {len(records)} records to {os.environ['KAFKA_RESULT_TOPIC']}; waiting for the pipeline...")
-        deadline = begin + 240
-        while time.monotonic() < deadline:
+        print(f"demo: sent {len(records)} pre-labelled records to {os.environ['KAFKA_RESULT_TOPIC']}")
+        wait_for_web(web_url, os.environ["WHATSAPP_VERIFY_TOKEN"], alive)
+        stream = WebhookStream(web_url, os.environ["WHATSAPP_APP_SECRET"], timeout=180, alive=alive)
+        print(f"demo: POSTing signed webhook deliveries to {web_url}/webhooks/whatsapp/; waiting for the loop...")
+        loop = stream.run()
+        expected = len(records) + len(loop.messages)
+
+        def settled() -> bool:
             done, busy = accounted()
-            if done >= len(records) and busy == 0:
-                break
-            if any(child.poll() is not None for child in children):
-                raise SystemExit(f"demo: a process exited early; see {logs}")
-            time.sleep(0.5)
-        else:
-            raise SystemExit(f"demo: not every record was accounted for within 240s; see {logs}")
-        print_table(len(records), time.monotonic() - begin)
+            return done >= expected and busy == 0
+
+        stream.wait_for("every pre-labelled record accounted for", settled)
+        loop = stream.count()
+        print_table(len(records), loop, time.monotonic() - begin)
+        print_replies(outside, stream.processing_ids())
+        wrong = problems(loop)
+        done, busy = accounted()
+        if done != expected or busy:
+            wrong.append(f"{done} of {expected} records accounted for, {busy} still in flight")
+        if wrong:
+            print("demo: FAILED: " + "; ".join(wrong), file=sys.stderr)
+            return 1
         return 0
+    except LoopError as exc:
+        print(f"demo: FAILED: {exc} (logs in {logs})", file=sys.stderr)
+        return 1
     finally:
-        for child in children:
+        for child in children.values():
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
-        for child in children:
+        for child in children.values():
             try:
                 child.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
-        webhook.shutdown()
+        outside.stop()
         for service in reversed(started):
             service.stop()
 

@@ -3,9 +3,16 @@
 Finds or starts Postgres, Redis and Kafka (as `make demo` does, but keeping
 their data under the stack directory, ./var/stack by default), migrates,
 collects the admin's static files, creates an `admin` superuser on the first
-run, then runs the Procfile's processes under honcho: web (gunicorn, the admin
-on :8000), ingest, the outbox relay, worker, beat and Flower (:5555). Ctrl-C stops them all and
-whatever servers this started. Run as `python -m devtools.stack`.
+run, then runs the Procfile's processes under honcho: web (gunicorn, the admin and the
+WhatsApp webhook on :8000), ingest, the outbox relay, the classifier, worker, beat and Flower
+(:5555). Ctrl-C stops them all and whatever servers this started. Run as `python -m devtools.stack`.
+
+So that it works from the first minute: on an empty database it can add a sample business
+with the classifier's sample catalog (--sample-business, the default with an embedded
+Postgres); without WHATSAPP_ACCESS_TOKEN replies go to a local stand-in Cloud API (a thread of
+this process) instead of being dead-lettered; the webhook's secrets are made up once when not
+set; and the stack's settings are written to <data dir>/env (mode 0600: it holds the secret key)
+for `make manage`, `make send` and `source var/stack/env`.
 """
 
 from __future__ import annotations
@@ -13,12 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import sys
 from pathlib import Path
 
-from devtools import ROOT, VAR
+from devtools import ROOT, VAR, meta
 from devtools.services import (
     HOST,
     LocalService,
@@ -28,6 +36,7 @@ from devtools.services import (
     ensure_services,
     port_open,
 )
+from devtools.standin import StandInCloudApi
 from devtools.urls import database_name, with_path
 
 DEFAULT_DIR = VAR / "stack"
@@ -36,6 +45,26 @@ STACK_DB = "whatsapp_handler"
 ADMIN_USERNAME = "admin"
 PORTS = {"web (admin)": 8000, "Flower": 5555}
 TOPIC_PARTITIONS = 3
+#: What a command needs to reach the running stack: written to <data dir>/env.
+ENV_FILE_SETTINGS = (
+    "DJANGO_SETTINGS_MODULE",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_RESULT_TOPIC",
+    "KAFKA_REQUEST_TOPIC",
+    "SECRET_KEY",
+    "STATIC_ROOT",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_VERIFY_TOKEN",
+    "WHATSAPP_GRAPH_BASE_URL",
+    "STACK_WEB_URL",
+    "STACK_STAND_IN_URL",
+)
+WEB_URL = "http://127.0.0.1:8000"
+#: The access token the stack's processes send to the stand-in (which checks nothing): not a secret.
+STAND_IN_TOKEN = "stand-in-cloud-api"
 
 
 class StackError(Exception):
@@ -64,12 +93,16 @@ def configure_environment(urls: dict[str, str], data_dir: Path) -> None:
     os.environ["REDIS_URL"] = urls["REDIS_URL"]
     os.environ.setdefault("CELERY_BROKER_URL", urls["REDIS_URL"])
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = urls["KAFKA_BOOTSTRAP_SERVERS"]
-    if not os.environ.get("SECRET_KEY"):
-        key_file = data_dir / "secret_key"
-        if not key_file.exists():
-            key_file.write_text(secrets.token_urlsafe(50))
-            key_file.chmod(0o600)
-        os.environ["SECRET_KEY"] = key_file.read_text().strip()
+    # Made once and kept in the stack directory when not set: the secret key, and the webhook's
+    # app secret and verify token (set your Meta app's own to receive its webhooks).
+    for name, file_name, size in [
+        ("SECRET_KEY", "secret_key", 50),
+        ("WHATSAPP_APP_SECRET", "app_secret", 24),
+        ("WHATSAPP_VERIFY_TOKEN", "verify_token", 24),
+    ]:
+        if not os.environ.get(name):
+            os.environ[name] = kept_secret(data_dir / file_name, size)
+    os.environ["STACK_WEB_URL"] = WEB_URL
     os.environ.setdefault("STATIC_ROOT", str(data_dir / "static"))
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     os.environ["STACK_DIR"] = str(data_dir)  # the Procfile keeps beat's schedule and Flower's state there
@@ -82,6 +115,60 @@ def configure_environment(urls: dict[str, str], data_dir: Path) -> None:
     os.environ["PYTHONUNBUFFERED"] = "1"
     # The Procfile's commands (python, celery, gunicorn) are this interpreter's.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def kept_secret(path: Path, size: int) -> str:
+    """A random value made on the first run and read back on the next ones (mode 0600)."""
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(size))
+    return path.read_text().strip()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, never readable by others even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    path.chmod(0o600)
+
+
+def start_stand_in() -> StandInCloudApi | None:
+    """Without WHATSAPP_ACCESS_TOKEN, replies go to a local stand-in Cloud API rather than being
+    dead-lettered for want of a token; with one, to the real Cloud API."""
+    if os.environ.get("WHATSAPP_ACCESS_TOKEN"):
+        return None
+    stand_in = StandInCloudApi(echo=True).start()
+    os.environ["WHATSAPP_GRAPH_BASE_URL"] = os.environ["STACK_STAND_IN_URL"] = stand_in.url
+    os.environ["WHATSAPP_ACCESS_TOKEN"] = STAND_IN_TOKEN
+    return stand_in
+
+
+def write_env_file(data_dir: Path) -> Path:
+    """The running stack's settings as shell exports, for `make manage`, `make send` and
+    `source var/stack/env`."""
+    path = data_dir / "env"
+    lines = ["# The settings of the stack `make up` runs (rewritten at each start). Holds secrets: keep it 0600."]
+    lines += [f"export {name}={shlex.quote(os.environ[name])}" for name in ENV_FILE_SETTINGS if os.environ.get(name)]
+    write_private(path, "\n".join(lines) + "\n")
+    return path
+
+
+def ensure_sample_business() -> str | None:
+    """On an empty database, Acme Bakery on Meta's test phone-number id with the classifier's sample
+    catalog, so `make send` has someone to write to; the business's name, or None if any existed."""
+    from classifier.catalog import install_sample_catalog
+    from leads.models import Business
+
+    if Business.objects.exists():
+        return None
+    business = Business.objects.create(
+        business_id="acme-bakery",
+        tenant_id="tenant-acme",
+        display_name="Acme Bakery",
+        phone_number_id=meta.PHONE_NUMBER_ID,
+    )
+    count = install_sample_catalog(business)
+    return f"{business.display_name} (phone-number id {meta.PHONE_NUMBER_ID}, {count} products)"
 
 
 def ensure_database(url: str) -> None:
@@ -114,7 +201,7 @@ def ensure_admin() -> str | None:
     return password
 
 
-def prepare(data_dir: Path) -> str | None:
+def prepare(data_dir: Path, *, sample_business: bool) -> str | None:
     import django
     from django.core.management import call_command
     from django.db import connections
@@ -125,6 +212,10 @@ def prepare(data_dir: Path) -> str | None:
     call_command("migrate", interactive=False, verbosity=0)
     call_command("collectstatic", interactive=False, verbosity=0)
     password = ensure_admin()
+    if sample_business:
+        added = ensure_sample_business()
+        if added:
+            _say(f"added the sample business {added}")
     connections.close_all()  # honcho forks next; no connection must be shared
     return password
 
@@ -143,7 +234,7 @@ def run_procfile() -> int:
     return 0 if manager.returncode in stopped_by_signal else (manager.returncode or 0)
 
 
-def banner(password: str | None, data_dir: Path) -> None:
+def banner(password: str | None, data_dir: Path, stand_in: StandInCloudApi | None) -> None:
     from django.conf import settings
 
     from config.env import redact_url
@@ -156,6 +247,19 @@ def banner(password: str | None, data_dir: Path) -> None:
     else:
         print(f"  admin login: {ADMIN_USERNAME} (its password was printed on the first run)", flush=True)
     print("  Flower  http://127.0.0.1:5555/", flush=True)
+    print(f"  webhook {WEB_URL}/webhooks/whatsapp/ (app secret and verify token in {data_dir / 'env'})", flush=True)
+    if stand_in is not None:
+        print(
+            f"  replies go to a local stand-in Cloud API at {stand_in.url}, not to WhatsApp "
+            "(no WHATSAPP_ACCESS_TOKEN set)",
+            flush=True,
+        )
+    else:
+        print(f"  replies go to the WhatsApp Cloud API at {settings.WHATSAPP_GRAPH_BASE_URL}", flush=True)
+    print(
+        f'  try it  make send (the sample stream);  make manage ARGS="dlq list";  source {data_dir / "env"}',
+        flush=True,
+    )
     print(
         f"  data    {data_dir} (database {db['NAME']} on {db['HOST']}:{db['PORT']}, "
         f"Redis {redact_url(settings.REDIS_URL)}, Kafka {settings.KAFKA_BOOTSTRAP_SERVERS}, "
@@ -171,6 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir", default=str(DEFAULT_DIR), help="where the stack keeps its data between runs (default: var/stack)"
     )
+    parser.add_argument(
+        "--sample-business",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="on an empty database, add a sample business with the sample catalog "
+        "(default: on when the database is an embedded one this starts)",
+    )
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -180,12 +291,18 @@ def main(argv: list[str] | None = None) -> int:
     # Until honcho takes the signals over, a SIGTERM still stops the servers started here.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started: list[LocalService] = []
+    stand_in: StandInCloudApi | None = None
     try:
         check_ports()
         urls, started = ensure_services(data_dir, persistent=True)
         configure_environment(urls, data_dir)
-        password = prepare(data_dir)
-        banner(password, data_dir)
+        stand_in = start_stand_in()
+        sample = args.sample_business
+        if sample is None:
+            sample = any(service.name == "postgres" for service in started)
+        password = prepare(data_dir, sample_business=sample)
+        write_env_file(data_dir)
+        banner(password, data_dir, stand_in)
         return run_procfile()
     except (StackError, ServiceError) as exc:
         print(f"make up: {exc}", file=sys.stderr, flush=True)
@@ -196,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        if stand_in is not None:
+            stand_in.stop()
         for service in reversed(started):
             service.stop()
 

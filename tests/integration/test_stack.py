@@ -1,11 +1,15 @@
 """`make up` serves the admin on :8000 and Flower on :5555 within 60 s, the
-printed one-time password logs in, and Ctrl-C stops every process it started."""
+printed one-time password logs in, and Ctrl-C stops every process it started. With no
+WHATSAPP_ACCESS_TOKEN, `make send`'s stream runs the whole loop into the stack and its replies
+reach the stand-in Cloud API, not the dead letters; `make manage` runs commands against it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -23,6 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PORTS = (8000, 5555)
 ADMIN = "http://127.0.0.1:8000/admin/"
 FLOWER = "http://127.0.0.1:5555/"
+# As on a fresh clone: no token (replies go to the stand-in), no webhook secrets (made up once).
+NO_WHATSAPP_SETTINGS = {
+    "WHATSAPP_ACCESS_TOKEN",
+    "WHATSAPP_GRAPH_BASE_URL",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_VERIFY_TOKEN",
+}
 
 
 def server_url(database: str) -> str:
@@ -68,7 +79,7 @@ def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_red
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "PYTEST_")) and key != "SECRET_KEY"
+        if not key.startswith(("DJANGO_", "PYTEST_")) and key not in {"SECRET_KEY", *NO_WHATSAPP_SETTINGS}
     }
     env.update(
         DATABASE_URL=stack_database,
@@ -77,17 +88,14 @@ def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_red
         KAFKA_BOOTSTRAP_SERVERS=settings.KAFKA_BOOTSTRAP_SERVERS,
         KAFKA_RESULT_TOPIC=f"stack.up.{uuid.uuid4().hex[:8]}",
         KAFKA_GROUP_ID=f"stack-up-{uuid.uuid4().hex[:8]}",
+        KAFKA_REQUEST_TOPIC=f"stack.request.{uuid.uuid4().hex[:8]}",
+        CLASSIFIER_GROUP_ID=f"stack-classify-{uuid.uuid4().hex[:8]}",
     )
     log_path = tmp_path / "make-up.log"
     # The Makefile's own recipe, with this interpreter (the install step is the test run's own).
-    argv = [
-        "make",
-        "--no-print-directory",
-        "up",
-        f"STACK_DIR={tmp_path / 'stack'}",
-        f"BIN={Path(sys.executable).parent}",
-        "STAMP=",
-    ]
+    make_vars = [f"STACK_DIR={tmp_path / 'stack'}", f"BIN={Path(sys.executable).parent}", "STAMP="]
+    # The sample business is the default only with an embedded Postgres; this one is the test server's.
+    argv = ["make", "--no-print-directory", "up", *make_vars, "ARGS=--sample-business"]
     with open(log_path, "wb") as log:
         make = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     output = lambda: log_path.read_text(errors="replace")  # noqa: E731
@@ -109,9 +117,45 @@ def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_red
             headers={"Referer": ADMIN + "login/"},
             data={"username": "admin", "password": passwords[0], "csrfmiddlewaretoken": token},
         )
-        assert logged_in.status_code == 200 and "Site administration" in logged_in.text
+        assert logged_in.status_code == 200 and "| WhatsApp message handler</title>" in logged_in.text
+        assert 'id="login-form"' not in logged_in.text, "still on the login page"
         assert session.get("http://127.0.0.1:8000/static/admin/css/base.css", timeout=5).status_code == 200
         assert (tmp_path / "stack" / "static" / "admin").is_dir() and (tmp_path / "stack" / "secret_key").exists()
+
+        # No token: one banner line says replies go to the stand-in.
+        assert len(re.findall(r"replies go to a local stand-in Cloud API at http://127\.0\.0\.1:\d+", output())) == 1
+        env_file = tmp_path / "stack" / "env"
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        assert f"export DATABASE_URL={stack_database}" in env_file.read_text()
+
+        # The sample stream into the running stack: every message answered, at the stand-in.
+        sent = subprocess.run(
+            ["make", "--no-print-directory", "send", *make_vars],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert sent.returncode == 0, sent.stdout[-3000:] + sent.stderr[-3000:] + output()[-3000:]
+        assert "all 8 messages answered" in sent.stdout, sent.stdout
+        assert len(re.findall(r"stand-in Cloud API: reply wamid\.standin\.\d+ to 1555", output())) == 8, output()[
+            -3000:
+        ]
+
+        managed = subprocess.run(
+            ["make", "--no-print-directory", "manage", *make_vars, "ARGS=pipeline_stats --json"],
+            cwd=ROOT,
+            env={key: value for key, value in env.items() if key not in {"DATABASE_URL", "REDIS_URL"}},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert managed.returncode == 0, managed.stdout[-2000:] + managed.stderr[-2000:]
+        stats = json.loads(managed.stdout)
+        assert stats["processed"] == 8 and stats["failed"] == 0, stats
+        assert stats["replies"] == {"SENT": 8}, stats
+        assert stats["dead_letters"]["total"] == 0, stats
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the terminal
@@ -124,7 +168,7 @@ def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_red
     assert code in (0, -signal.SIGINT), output()[-3000:]
     assert "Traceback" not in output(), output()[-3000:]
     started = [int(pid) for pid in re.findall(r"\| \w+ started \(pid=(\d+)\)", output())]
-    assert len(started) == 6, output()[-3000:]  # web, ingest, relay, worker, beat, flower
+    assert len(started) == 7, output()[-3000:]  # web, ingest, relay, classify, worker, beat, flower
     # Every process honcho started ran in a process group of its own.
     left = [command for pgid in [*started, make.pid] for command in running_in_group(pgid)]
     assert not left, f"left running after Ctrl-C: {left}"

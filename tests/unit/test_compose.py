@@ -97,7 +97,7 @@ def published(service: dict) -> set[int]:
 def test_services_healthchecks_and_start_order():
     expected = {"kafka", "postgres", "redis", "web", "ingest", "worker", "beat", "flower", "prometheus", "grafana"}
     assert expected <= set(SERVICES), expected - set(SERVICES)
-    assert {"web", "ingest", "worker", "beat", "flower"} <= set(APP_SERVICES)
+    assert {"web", "ingest", "relay", "classify", "worker", "beat", "flower"} <= set(APP_SERVICES)
     for name in ("kafka", "postgres", "redis", "web"):
         test = SERVICES[name].get("healthcheck", {}).get("test")
         assert test and test[0] in {"CMD", "CMD-SHELL"}, f"{name} has no healthcheck"
@@ -120,12 +120,13 @@ def test_services_healthchecks_and_start_order():
             assert condition in {"service_healthy", "service_completed_successfully"}, (name, dependency, condition)
             if condition == "service_healthy":
                 assert "healthcheck" in SERVICES[dependency], f"{name} waits for {dependency}, which has no healthcheck"
-    for name in ("web", "ingest", "worker", "beat"):
+    for name in ("web", "ingest", "relay", "classify", "worker", "beat"):
         waits = {dep: rule["condition"] for dep, rule in APP_SERVICES[name]["depends_on"].items()}
         assert waits["postgres"] == waits["redis"] == waits["kafka"] == "service_healthy", name
         assert waits["migrate"] == "service_completed_successfully", name
-    assert APP_SERVICES["ingest"]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
-    for name in ("ingest", "worker"):  # scalable: nothing that would clash between replicas
+    for name in ("ingest", "relay", "classify"):  # they read or write the topics kafka-init creates
+        assert APP_SERVICES[name]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully", name
+    for name in ("ingest", "relay", "classify", "worker"):  # scalable: nothing that would clash between replicas
         assert "container_name" not in APP_SERVICES[name] and not APP_SERVICES[name].get("ports"), name
 
 
@@ -154,7 +155,7 @@ def test_every_command_runs_something_real(source):
     if source == "Procfile":
         processes = parse_procfile((ROOT / "Procfile").read_text()).processes
         commands = {name: shlex.split(command) for name, command in processes.items()}
-        assert set(commands) == {"web", "ingest", "relay", "worker", "beat", "flower"}
+        assert set(commands) == {"web", "ingest", "relay", "classify", "worker", "beat", "flower"}
     else:
         commands = {name: s["command"] for name, s in APP_SERVICES.items()}
     problems = [problem for argv in commands.values() for problem in command_problems(argv)]
