@@ -25,31 +25,18 @@ from werkzeug import Response
 
 from dlq.models import DeadLetter
 from tests.support import kafka as kafka_support
+from tests.support.browser import CHROMIUM, needs_browser
 from tests.support.events import event
 from tests.support.processes import ARTIFACTS, ROOT, wait_until
 from whatsapp.models import ProcessedMessage
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ARTIFACTS / "admin-screenshots"
 DOCS = ROOT / "docs"
 
 
-def _missing() -> str | None:
-    if not CHROMIUM.exists():
-        return (
-            f"browser test skipped: {CHROMIUM} not found; install Debian's chromium package "
-            "(apt-get install chromium), as .ci/run does"
-        )
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "browser test skipped: the Python package playwright is missing (make install)"
-    return None
-
-
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(_missing() is not None, reason=_missing() or ""),
+    needs_browser,
 ]
 
 PASSWORD = "correct horse battery staple"

@@ -18,7 +18,6 @@ import re
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -28,32 +27,20 @@ from django.utils import timezone
 from core import breakers
 from dlq.models import DeadLetter
 from tests.support import kafka as kafka_support
+from tests.support.browser import CHROMIUM, needs_browser
 from tests.support.events import event
 from tests.support.processes import ARTIFACTS, ROOT
 from whatsapp.models import ProcessedMessage, WebhookDelivery
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ARTIFACTS / "admin-screenshots"
 DOCS = ROOT / "docs"
 PASSWORD = "correct horse battery staple"
 BREAKER = "webhook:https://crm.example.com:443"
 
 
-def _missing() -> str | None:
-    if not CHROMIUM.exists():
-        return (
-            f"browser test skipped: {CHROMIUM} not found; install Debian's chromium package (apt-get install chromium)"
-        )
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "browser test skipped: the Python package playwright is missing (make install)"
-    return None
-
-
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(_missing() is not None, reason=_missing() or ""),
+    needs_browser,
 ]
 
 _seq = iter(range(1_000_000))

@@ -5,6 +5,8 @@ reach the stand-in Cloud API, not the dead letters; `make manage` runs commands 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -22,10 +24,14 @@ import requests
 from django.conf import settings
 
 from devtools.services import HOST, port_open, start_redis
+from tests.support import kafka as kafka_support
+from tests.support.browser import CHROMIUM, needs_browser
+from tests.support.processes import ARTIFACTS
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = (8000, 5555)
-ADMIN = "http://127.0.0.1:8000/admin/"
+SITE = "http://127.0.0.1:8000"
+ADMIN = SITE + "/admin/"
 FLOWER = "http://127.0.0.1:5555/"
 # As on a fresh clone: no token (replies go to the stand-in), no webhook secrets (made up once).
 NO_WHATSAPP_SETTINGS = {
@@ -55,6 +61,18 @@ def running_in_group(pgid: int) -> list[str]:
     return [row[2] for row in rows if len(row) == 3 and int(row[0]) == pgid and not row[1].startswith("Z")]
 
 
+def log_in(browser, password: str, viewport: dict):
+    """The admin's login form, as the operator fills it in with the password `make up` printed."""
+    page = browser.new_context(viewport=viewport, accept_downloads=True).new_page()
+    page.set_default_timeout(20_000)
+    page.goto(ADMIN + "login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_url(ADMIN)
+    return page
+
+
 @pytest.fixture
 def stack_redis(tmp_path):
     """A Redis of the stack's own, so its worker never takes another test's tasks."""
@@ -71,7 +89,10 @@ def stack_database():
 
 
 @pytest.mark.slow
+@needs_browser
 def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_redis, stack_database):
+    from playwright.sync_api import expect, sync_playwright
+
     taken = [port for port in PORTS if port_open(HOST, port, timeout=0.3)]
     if taken:
         pytest.fail(f"ports {taken} are in use; `make up` needs 8000 and 5555 free (is another `make up` running?)")
@@ -128,20 +149,56 @@ def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_red
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
         assert f"export DATABASE_URL={stack_database}" in env_file.read_text()
 
-        # The sample stream into the running stack: every message answered, at the stand-in.
-        sent = subprocess.run(
-            ["make", "--no-print-directory", "send", *make_vars],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-        assert sent.returncode == 0, sent.stdout[-3000:] + sent.stderr[-3000:] + output()[-3000:]
-        assert "all 8 messages answered" in sent.stdout, sent.stdout
-        assert len(re.findall(r"stand-in Cloud API: reply wamid\.standin\.\d+ to 1555", output())) == 8, output()[
-            -3000:
-        ]
+        # The sample stream into the running stack, watched on the admin's live overview: every
+        # message answered, at the stand-in, and the page shows them within 5 s without a reload.
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+            try:
+                page = log_in(browser, passwords[0], {"width": 1280, "height": 800})
+                page.goto(SITE + "/admin/overview/")
+                expect(page.locator("#ov-updated")).not_to_have_text("not yet")
+                expect(page.locator("#ov-processed")).to_have_text("0")
+                sent = subprocess.run(
+                    ["make", "--no-print-directory", "send", *make_vars],
+                    cwd=ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=240,
+                )
+                assert sent.returncode == 0, sent.stdout[-3000:] + sent.stderr[-3000:] + output()[-3000:]
+                assert "all 8 messages answered" in sent.stdout, sent.stdout
+                expect(page.locator("#ov-processed")).to_have_text("8", timeout=5_000)
+                replies = re.findall(r"stand-in Cloud API: reply wamid\.standin\.\d+ to 1555", output())
+                assert len(replies) == 8, output()[-3000:]
+
+                # A record that is not JSON becomes a dead letter; at 1280x800 its row shows stage,
+                # reason, business, error and age without scrolling sideways, and a selection exports.
+                kafka_support.produce(
+                    settings.KAFKA_BOOTSTRAP_SERVERS, env["KAFKA_RESULT_TOPIC"], [(b"lead-x", b"{not json")]
+                )
+                rows = page.locator("#result_list tbody tr")
+                deadline = time.monotonic() + 60
+                while not rows.count():
+                    assert time.monotonic() < deadline, "no dead letter listed 60 s after the bad record"
+                    page.goto(SITE + "/admin/dlq/deadletter/")
+                results = page.locator("#changelist .results")
+                frame = results.bounding_box()
+                assert frame is not None and frame["x"] + frame["width"] <= 1280, frame
+                for column in ("age", "stage", "reason", "business", "short_error"):
+                    box = rows.first.locator(f"td.field-{column}").bounding_box()
+                    assert box is not None and box["x"] + box["width"] <= frame["x"] + frame["width"] <= 1280, column
+                expect(rows.first.locator("td.field-short_error")).to_contain_text("not valid JSON")
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=ARTIFACTS / "make-up-dead-letters-1280.png")
+                rows.first.locator("input.action-select").check()
+                page.select_option("select[name=action]", "export_csv")
+                with page.expect_download() as download:
+                    page.click("button[name=index]")
+                exported = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+                assert [(row["stage"], row["reason"]) for row in exported] == [("ingest", "invalid_payload")]
+            finally:
+                browser.close()
 
         managed = subprocess.run(
             ["make", "--no-print-directory", "manage", *make_vars, "ARGS=pipeline_stats --json"],
@@ -155,7 +212,8 @@ def test_make_up_serves_admin_and_flower_and_stops_on_ctrl_c(tmp_path, stack_red
         stats = json.loads(managed.stdout)
         assert stats["processed"] == 8 and stats["failed"] == 0, stats
         assert stats["replies"] == {"SENT": 8}, stats
-        assert stats["dead_letters"]["total"] == 0, stats
+        # The one dead letter is the bad record's; no reply was dead-lettered.
+        assert stats["dead_letters"]["total"] == 1, stats
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the terminal
