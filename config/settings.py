@@ -9,6 +9,8 @@ from __future__ import annotations
 import json as _json
 from pathlib import Path
 
+from kombu import Exchange, Queue
+
 from config import logging as _logging
 from config.env import Env, SettingError
 
@@ -151,6 +153,15 @@ CELERY_TASK_DEFAULT_QUEUE = "pipeline"
 # webhook calls and "whatsapp" for Cloud API sends, so a slow outside service
 # ties up only the workers of its queue. Workers consume all three by default
 # in the demo and tests (celery -Q pipeline,webhooks,whatsapp).
+# Every queue is declared, as Celery would create it on first use (an exchange of
+# its name, routed by its name), so that Flower's Broker tab, `celery inspect
+# active_queues` and a worker started without -Q know all of them; a new queue
+# (an executor's `queue`) goes here too (tests/unit/test_queues.py checks).
+# Priorities need no queue argument: kombu's Redis transport keeps one list per
+# priority step (0, 3, 6, 9: whatsapp.fairness's lanes); x-max-priority is AMQP's.
+CELERY_TASK_QUEUES = tuple(
+    Queue(name, Exchange(name), routing_key=name) for name in ("pipeline", "webhooks", "whatsapp")
+)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery closes the database connection around every task unless told to
 # reuse it; config/celery.py recycles connections the way Django does instead.

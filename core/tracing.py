@@ -7,8 +7,8 @@
   the chain's first task (MessageTrace.sending), as sentry-sdk's Celery
   integration would write it.
 - The Celery integration puts the trace in every task message a worker sends,
-  so every task of the message's chain (including those added by
-  `Task.replace`, retries and compensation) is a transaction of the same trace.
+  so every task of the message's chain (including the action tasks intent
+  sends, retries and compensation) is a transaction of the same trace.
   Each task gets the processing_id, intent and action as tags; spans mark the
   dedupe claim, tenant resolution, the handler, each action, the reply, and
   each outbound HTTP call (sentry-sdk's stdlib integration).

@@ -161,11 +161,13 @@ def start_ingest(child_env, processes):
 def start_worker(child_env, processes, redis_client):
     def start(
         concurrency: int = 2,
-        queues: str = "pipeline,webhooks,whatsapp",
+        queues: str | None = "pipeline,webhooks,whatsapp",
         name: str = "w1",
         env: dict[str, str] | None = None,
         ready_timeout: float = 60,
+        extra_args: tuple[str, ...] = (),
     ) -> ManagedProcess:
+        """queues None: no -Q, the worker consumes every declared queue (CELERY_TASK_QUEUES)."""
         argv = [
             sys.executable,
             "-m",
@@ -177,14 +179,14 @@ def start_worker(child_env, processes, redis_client):
             "prefork",
             "-c",
             str(concurrency),
-            "-Q",
-            queues,
+            *(("-Q", queues) if queues else ()),
             "-n",
             f"{name}@%h",
             "--without-gossip",
             "--without-mingle",
             "--loglevel",
             "INFO",
+            *extra_args,
         ]
         proc = ManagedProcess(f"worker-{name}", argv, {**child_env, **(env or {})})
         processes.append(proc)

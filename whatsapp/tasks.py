@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Task, shared_task
-from celery.exceptions import Ignore
 from django.db import InterfaceError, OperationalError
 
 from config.redaction import configured_secrets
@@ -45,15 +44,29 @@ def lane_of(task: Any) -> int:
     return BULK_LANE if priority is not None and int(priority) >= BULK_LANE else NORMAL_LANE
 
 
+def stop_chain(task: Any, why: str) -> dict[str, str]:
+    """End the task as SUCCESS with a result that says why it stopped, and send none of its
+    chain's next tasks: Celery's documented way to stop a chain from inside a task is to
+    clear the request's chain (and callbacks), which it reads only after the task returns.
+
+    Not Ignore: Celery sends no event for an ignored task, so Flower would show it
+    STARTED for ever. The result is not stored (CELERY_TASK_IGNORE_RESULT); Flower shows
+    it from the task-succeeded event."""
+    task.request.chain = None
+    task.request.callbacks = None
+    return {"stopped": why}
+
+
 @shared_task(name="whatsapp.dedupe", bind=True, **DB_RETRY)
-def dedupe(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
+def dedupe(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str, str] | None:
     """Claim the inbox row. Any state but RECEIVED stops the chain quietly:
     a duplicate delivery, or a copy Redis redelivered, does nothing."""
     with tracing.span("whatsapp.dedupe", "claim the inbox row"):
         claimed = saga.claim(processing_id, saga_run)
     if not claimed:
         log.info("dedupe: %s run %s already claimed, finished or purged; stopping this copy", processing_id, saga_run)
-        raise Ignore()
+        return stop_chain(self, "duplicate")
+    return None
 
 
 # A stage that failed for good ends its task as FAILURE, so Celery and Flower show it, with
@@ -65,12 +78,12 @@ FAILS_AS_FAILURE: dict[str, Any] = {"throws": (saga.StageFailed,), "store_errors
 
 
 @shared_task(name="whatsapp.intent", bind=True, **DB_RETRY, **FAILS_AS_FAILURE)
-def intent(self: Task[Any, Any], processing_id: str, saga_run: int) -> str:
+def intent(self: Task[Any, Any], processing_id: str, saga_run: int) -> str | dict[str, str]:
     try:
         steps = saga.plan_run(processing_id, saga_run)
     except saga.SagaStopped as stopped:
         log.info("intent: %s", stopped)
-        raise Ignore() from None
+        return stop_chain(self, str(stopped))
     except (OperationalError, InterfaceError):
         raise
     except Exception as exc:
@@ -87,17 +100,25 @@ def intent(self: Task[Any, Any], processing_id: str, saga_run: int) -> str:
         start_compensation(processing_id, saga_run)
         raise saga.StageFailed(error) from None
     # The planned actions go out as a chain of their own, sent from here: intent is the last
-    # task of its chain, so this is what Task.replace would do, without its Ignore (an
-    # exception Celery turns into a traceback report on every message).
+    # task of its chain, so this is what Task.replace would do, without its Ignore (which
+    # would leave intent STARTED in Flower, as Celery sends no event for an ignored task).
+    # The result says what replaced it, for Flower's Tasks tab.
     actions_signature(processing_id, saga_run, steps, lane=lane_of(self)).apply_async()
-    return "planned: " + (", ".join(step.action for step in steps) or "no action")
+    return f"replaced by {len(steps)} action{'' if len(steps) == 1 else 's'}: " + (
+        ", ".join(step.action for step in steps) or "none"
+    )
 
 
-@shared_task(name="whatsapp.send_reply", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
-def send_reply(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
-    # A failed reply is dead-lettered inside saga.send_reply; nothing to compensate.
-    if follow(self, "reply", lambda jitter: saga.send_reply(processing_id, saga_run, jitter=jitter)).failed:
-        raise Ignore()
+@shared_task(name="whatsapp.send_reply", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED, **FAILS_AS_FAILURE)
+def send_reply(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str, str] | None:
+    """A failed reply is dead-lettered inside saga.send_reply (nothing to compensate): the
+    task then fails, so Flower counts it, and finish, next in the chain, is not sent."""
+    outcome = follow(self, "reply", lambda jitter: saga.send_reply(processing_id, saga_run, jitter=jitter))
+    if isinstance(outcome, dict):
+        return outcome
+    if outcome.failed:
+        raise saga.StageFailed(outcome.error)
+    return None
 
 
 @shared_task(name="whatsapp.sweep")
@@ -106,30 +127,34 @@ def sweep() -> dict:
 
 
 @shared_task(name="whatsapp.execute_action", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED, **FAILS_AS_FAILURE)
-def execute_action(self: Task[Any, Any], processing_id: str, saga_run: int, order: int) -> None:
+def execute_action(self: Task[Any, Any], processing_id: str, saga_run: int, order: int) -> dict[str, str] | None:
     """Run one planned action. When the run fails here (the action for good, or a bug), the
     task fails, and its errback (whatsapp.chains.actions_signature) starts the compensation:
     this task does not start it too."""
     outcome = follow(self, "action", lambda jitter: saga.run_step(processing_id, saga_run, order, jitter=jitter))
+    if isinstance(outcome, dict):
+        return outcome
     if outcome.failed:
         raise saga.StageFailed(outcome.error)
+    return None
 
 
-def follow(task: Any, stage: str, step: Callable[[float], saga.StepOutcome]) -> saga.StepOutcome:
+def follow(task: Any, stage: str, step: Callable[[float], saga.StepOutcome]) -> saga.StepOutcome | dict[str, str]:
     """Run a saga step and do what its outcome says: carry on, retry later, or stop the
-    chain when the run moved on. A failed outcome is returned, for the task to end as it should."""
+    chain when the run moved on (then the task's result, stop_chain's). A failed outcome
+    is returned, for the task to end as it should."""
     try:
         outcome = step(random.uniform(0.9, 1.1))
     except saga.SagaStopped as stopped:
         log.info("%s: %s", stage, stopped)
-        raise Ignore() from None
+        return stop_chain(task, str(stopped))
     if outcome.retry_in is not None:
         raise task.retry(countdown=outcome.retry_in)
     return outcome
 
 
 @shared_task(name="whatsapp.compensate", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
-def compensate(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
+def compensate(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str, str] | None:
     """Undo what the failed run did, in reverse, then dead-letter it. Reads
     everything from Postgres, so running it twice is the same as once."""
     try:
@@ -139,7 +164,7 @@ def compensate(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
         entry = saga.write_dead_letter(processing_id, saga_run)
     except saga.SagaStopped as stopped:  # purged, or no failure recorded in this run
         log.info("compensate: %s", stopped)
-        raise Ignore() from None
+        return stop_chain(self, str(stopped))
     if entry is not None:
         log.warning(
             "dead-lettered %s run %s at %s (%s) as DLQ #%s",
@@ -149,16 +174,18 @@ def compensate(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
             entry.reason,
             entry.pk,
         )
+    return None
 
 
 @shared_task(name="whatsapp.finish", bind=True, **DB_RETRY)
-def finish(self: Task[Any, Any], processing_id: str, saga_run: int) -> None:
+def finish(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str, str] | None:
     try:
         with tracing.span("whatsapp.finish", "mark the message processed"):
             saga.finish_run(processing_id, saga_run, lane=lane_of(self))
     except saga.SagaStopped as stopped:
         log.info("finish: %s", stopped)
-        raise Ignore() from None
+        return stop_chain(self, str(stopped))
+    return None
 
 
 @shared_task(name="whatsapp.apply_delivery_status", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)

@@ -104,11 +104,18 @@ def test_the_errback_leaves_a_run_that_did_not_fail_alone(drilled):
     for run in (1, 2):
         chains.compensation_signature("fine-1", run).apply_async()
     wait_until(
-        lambda: all(f"[{task_id}] ignored" in worker.output() for task_id in late),
+        lambda: all(f"[{task_id}] succeeded" in worker.output() for task_id in late),
         timeout=30,
         message="both compensate tasks to end",
     )
 
+    # Each ends as SUCCESS saying it stopped (not ignored, which Flower would show STARTED for ever).
+    assert all(
+        f"[{task_id}] succeeded" in line and "{'stopped': " in line
+        for task_id in late
+        for line in worker.output().splitlines()
+        if f"[{task_id}] succeeded" in line
+    )
     assert ProcessedMessage.objects.get(processing_id="fine-1").status == "PROCESSED"
     assert steps_of("fine-1") == done
     assert SupportTicket.objects.get().status == "OPEN"

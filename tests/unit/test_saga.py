@@ -312,8 +312,11 @@ def test_a_reply_that_fails_for_good_is_dead_lettered_and_the_actions_stand(shop
     planned("reply-2")
     saga.run_step("reply-2", 1, 1)
     saga.run_step("reply-2", 1, 2)
-    assert saga.send_reply("reply-2", 1) == saga.StepOutcome(done=False, failed=True)
+    outcome = saga.send_reply("reply-2", 1)
     entry = DeadLetter.objects.get(processing_id="reply-2")
+    # Failed, with the stored error: the reply task ends as FAILURE with it (Flower counts it).
+    assert outcome == saga.StepOutcome(done=False, failed=True, error=entry.error_message)
+    assert outcome.error.startswith("CloudApiPermanent: ") and "131026" in outcome.error
     assert (entry.stage, entry.reason) == (DeadLetter.Stage.REPLY, DeadLetter.Reason.NON_RETRYABLE)
     assert row("reply-2").status == ProcessedMessage.Status.FAILED
     assert Order.objects.get(processing_id="reply-2").status == Order.Status.CREATED

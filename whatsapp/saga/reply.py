@@ -67,4 +67,4 @@ def send_reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> Ste
         if fail(processing_id, saga_run, stage=DeadLetter.Stage.REPLY, reason=reason, error=error, tb=tb):
             counters.action(counters.REPLY, "failed")
             write_dead_letter(processing_id, saga_run)
-        return StepOutcome(done=False, failed=True)
+        return StepOutcome(done=False, failed=True, error=error)
