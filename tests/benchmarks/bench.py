@@ -45,13 +45,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import HTTPServer
 from pathlib import Path
 from typing import Any
 
 from devtools import ROOT, VAR
-from devtools.demo import OutsideWorld
 from devtools.services import create_database, ensure_services, start_postgres, start_redis
+from devtools.standin import StandInCloudApi
 from devtools.urls import with_path
 
 BENCH_DB = "whatsapp_bench"
@@ -69,10 +68,6 @@ MIX = (
 QUEUES = "pipeline,webhooks,whatsapp"
 PHASES = ("pipeline", "steady", "ingest", "baseline")
 TARGETS = {"ratio": 0.60, "sql_per_message": 15, "ingest_records_per_s": 3000, "steady_p99_ms": 100, "rss_growth": 0.20}
-
-
-class StandInServer(HTTPServer):
-    request_queue_size = 128  # the workers' calls wait their turn in the backlog, not refused
 
 
 # --- services ---------------------------------------------------------------------------------
@@ -495,7 +490,7 @@ def load_business(outside: str) -> None:
         display_name="Acme Bakery",
         phone_number_id=PHONE_NUMBER_ID,
         replies_enabled=True,
-        sales_webhook_url=f"{outside}/acme",
+        sales_webhook_url=f"{outside}/crm/acme",
         sales_webhook_secret="bench-secret",
     )
     for sku, name, price in [
@@ -519,9 +514,8 @@ def run(args: argparse.Namespace) -> dict:
     urls, services = start_services()
     # One request at a time, no thread per connection: the stand-in for Meta and the CRM
     # shares the machine, and should cost the measurement as little as it can.
-    outside = StandInServer(("127.0.0.1", 0), OutsideWorld)
-    threading.Thread(target=outside.serve_forever, daemon=True).start()
-    outside_url = f"http://127.0.0.1:{outside.server_address[1]}"
+    outside = StandInCloudApi(threaded=False).start()
+    outside_url = outside.url
     logs = VAR / "bench" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}
@@ -584,7 +578,7 @@ def run(args: argparse.Namespace) -> dict:
             result["rss"] = sampler.report()
         if processes is not None:
             processes.stop()
-        outside.shutdown()
+        outside.stop()
         for service in reversed(services):
             service.stop()
     result["machine"] = {"cores": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in load_at_start]}

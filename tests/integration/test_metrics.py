@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from collections import Counter
 from datetime import UTC, datetime
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -139,14 +137,14 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
     bootstrap, topic, child_env, processes, start_worker, start_ingest, tmp_path, subtests
 ):
     """One pipeline run; each check a subtest, so one that fails does not hide the others."""
-    from devtools.demo import OutsideWorld, load_businesses, sample_stream
+    from devtools.demo import load_businesses, sample_stream
+    from devtools.standin import StandInCloudApi
     from dlq.models import DeadLetter
     from leads.models import LeadActivity
     from whatsapp.models import DuplicateDelivery, OutboundMessage, ProcessedMessage, SagaStep
 
-    outside = ThreadingHTTPServer(("127.0.0.1", 0), OutsideWorld)
-    threading.Thread(target=outside.serve_forever, daemon=True).start()
-    outside_url = f"http://127.0.0.1:{outside.server_address[1]}"
+    outside = StandInCloudApi().start()
+    outside_url = outside.url
     load_businesses(outside_url)
     records = sample_stream() + more_records(TOTAL - len(sample_stream()))
     assert len(records) == TOTAL
@@ -279,7 +277,7 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
                 "webhooks",
                 "whatsapp",
             }
-            breaker = f"webhook:http://127.0.0.1:{outside.server_address[1]}"
+            breaker = f"webhook:{outside.url}"
             assert (
                 scrape.samples["circuit_breaker_state"]
                 and ({"circuit": breaker}, 0.0) in scrape.samples["circuit_breaker_state"]
@@ -334,8 +332,7 @@ def test_metrics_equal_database_counts_and_logs_hold_no_customer_data(
                 leaked = sorted(s for s in secrets if s in text)
                 assert not leaked, f"{name} logs {leaked[:5]}"
     finally:
-        outside.shutdown()
-        outside.server_close()
+        outside.stop()
 
 
 def _answers(url: str) -> bool:
