@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
@@ -182,16 +183,17 @@ def _crc32c(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-def end_offsets(bootstrap: str, topic: str, settle: float = 3.0) -> dict[int, int]:
-    """The log end of each partition (last offset + 1), found by reading the log.
+def _read_to_end(bootstrap: str, topic: str, settle: float) -> tuple[list[int], list[Any]]:
+    """(partitions, every record), reading the log from the start until every partition has
+    reported EOF and nothing more came for `settle` seconds.
 
-    Tansu answers ListOffsets(latest) with the last batch's base offset + 1
-    rather than the high watermark, so the watermark API cannot be trusted
-    here; reading every record is slower but exact."""
+    Tansu answers ListOffsets(latest) with the last batch's base offset + 1 rather than the
+    high watermark, so the watermark API cannot be trusted here; reading every record is
+    slower but exact."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": f"probe-{uuid.uuid4().hex[:6]}",
+            "group.id": f"reader-{uuid.uuid4().hex[:6]}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
         }
@@ -200,24 +202,32 @@ def end_offsets(bootstrap: str, topic: str, settle: float = 3.0) -> dict[int, in
         meta = consumer.list_topics(topic, timeout=10)
         partitions = list(meta.topics[topic].partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        ends = dict.fromkeys(partitions, 0)
+        records: list[Any] = []
         at_eof: set[int] = set()
         deadline = time.monotonic() + 120
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
-            batch = consumer.consume(1000, 0.5)
-            for message in batch:
+            for message in consumer.consume(1000, 0.5):
                 if message.error() is None:
-                    ends[message.partition()] = max(ends[message.partition()], message.offset() + 1)
+                    records.append(message)
                     at_eof.discard(message.partition())
                     quiet_since = time.monotonic()
                 elif message.error().code() == KafkaError._PARTITION_EOF:
                     at_eof.add(message.partition())
             if len(at_eof) == len(partitions) and time.monotonic() - quiet_since >= settle:
-                return ends
+                return partitions, records
         raise TimeoutError(f"could not read {topic} to its end")
     finally:
         consumer.close()
+
+
+def end_offsets(bootstrap: str, topic: str, settle: float = 3.0) -> dict[int, int]:
+    """The log end of each partition (last offset + 1), found by reading the log (_read_to_end)."""
+    partitions, records = _read_to_end(bootstrap, topic, settle)
+    ends = dict.fromkeys(partitions, 0)
+    for message in records:
+        ends[message.partition()] = max(ends[message.partition()], message.offset() + 1)
+    return ends
 
 
 def committed_offsets(bootstrap: str, topic: str, group: str) -> dict[int, int]:
@@ -250,34 +260,6 @@ def outcomes(topic: str) -> dict[tuple[int, int], list[str]]:
 
 
 def read_all(bootstrap: str, topic: str, settle: float = 3.0) -> list[tuple[bytes | None, bytes | None]]:
-    """Every record of `topic` as (key, value), read to its end (not trusting Tansu's high
-    watermark, see end_offsets): what a consumer of the topic would get."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex[:6]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        partitions = list(meta.topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        records: list[tuple[bytes | None, bytes | None]] = []
-        at_eof: set[int] = set()
-        deadline = time.monotonic() + 120
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
-                if message.error() is None:
-                    records.append((message.key(), message.value()))
-                    at_eof.discard(message.partition())
-                    quiet_since = time.monotonic()
-                elif message.error().code() == KafkaError._PARTITION_EOF:
-                    at_eof.add(message.partition())
-            if len(at_eof) == len(partitions) and time.monotonic() - quiet_since >= settle:
-                return records
-        raise TimeoutError(f"could not read {topic} to its end")
-    finally:
-        consumer.close()
+    """Every record of `topic` as (key, value), read to its end (_read_to_end): what a
+    consumer of the topic would get."""
+    return [(message.key(), message.value()) for message in _read_to_end(bootstrap, topic, settle)[1]]
