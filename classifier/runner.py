@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import random
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,12 +29,12 @@ from classifier.backends.base import Classification, Classifier
 from classifier.catalog import catalog_for
 from classifier.results import result_value
 from whatsapp.contract import ContractError
+from whatsapp.group_member import GroupMember
 from whatsapp.kafka import Record, consumer_config, producer_config
 from whatsapp.request_contract import parse_request
 
 log = logging.getLogger("classifier.runner")
 
-JOIN_TIMEOUT_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 30.0
 BATCH_SIZE = 100
 FLUSH_SECONDS = 10.0
@@ -64,7 +63,9 @@ class _Outage(Exception):
     """The broker did not acknowledge every result of the batch in time."""
 
 
-class ClassifyRunner:
+class ClassifyRunner(GroupMember):
+    name = "classify"
+
     def __init__(
         self,
         backend: Classifier,
@@ -79,23 +80,11 @@ class ClassifyRunner:
         self.topic = topic or settings.KAFKA_REQUEST_TOPIC
         self.result_topic = result_topic or settings.KAFKA_RESULT_TOPIC
         self.group_id = group_id or settings.CLASSIFIER_GROUP_ID
-        self.max_messages = max_messages
-        self.idle_exit = idle_exit
+        self.log = log
+        self._join(max_messages=max_messages, idle_exit=idle_exit)
         self.stats = ClassifyStats()
-        self.stopping = False
-        self.assigned: set[tuple[str, int]] = set()
         self.consumer = Consumer(consumer_config(self.group_id, error_cb=self._on_error))
         self.producer = Producer(producer_config(error_cb=self._on_error))
-        self._last_activity = time.monotonic()
-
-    def stop(self, *_: object) -> None:
-        if not self.stopping:
-            log.info("classify: stop requested; finishing the batch in hand")
-        self.stopping = True
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
 
     def run(self) -> ClassifyStats:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -252,29 +241,5 @@ class ClassifyRunner:
                 log.warning("classify: consumer error: %s", error)
         return records
 
-    def _reached_max(self) -> bool:
-        return self.max_messages is not None and self.stats.consumed >= self.max_messages
-
-    def _idle_expired(self) -> bool:
-        if self.idle_exit is None:
-            return False
-        idle = time.monotonic() - self._last_activity
-        if self.assigned and idle >= self.idle_exit:
-            log.info("classify: nothing to read for %.0fs; exiting", self.idle_exit)
-            return True
-        if not self.assigned and idle >= max(self.idle_exit, JOIN_TIMEOUT_SECONDS):
-            log.warning("classify: no partitions assigned; exiting")
-            return True
-        return False
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned.update((tp.topic, tp.partition) for tp in partitions)
-        self._last_activity = time.monotonic()
-        log.info("classify: assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.assigned.discard((tp.topic, tp.partition))
-
-    def _on_error(self, error: KafkaError) -> None:
-        log.log(logging.ERROR if error.fatal() else logging.WARNING, "classify: kafka: %s", error)
+    def _consumed(self) -> int:
+        return self.stats.consumed

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import random
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +25,11 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from core.metrics import counters
+from whatsapp.group_member import GroupMember
 from whatsapp.intake import IntakeResult, is_outage, take_in_and_hand_off
 from whatsapp.kafka import Record, consumer_config
 
 log = logging.getLogger("whatsapp.ingest")
-
-JOIN_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass
@@ -52,7 +50,9 @@ class IngestStats:
         )
 
 
-class Ingestor:
+class Ingestor(GroupMember):
+    name = "ingest"
+
     def __init__(
         self,
         *,
@@ -66,23 +66,10 @@ class Ingestor:
         self.topic = topic or settings.KAFKA_RESULT_TOPIC
         self.group_id = group_id or settings.KAFKA_GROUP_ID
         self.batch_size = batch_size or settings.INGEST_BATCH_SIZE
-        self.max_messages = max_messages
-        self.idle_exit = idle_exit
+        self.log = log
+        self._join(max_messages=max_messages, idle_exit=idle_exit)
         self.stats = IngestStats()
-        self.stopping = False
-        self.assigned: set[tuple[str, int]] = set()
         self.consumer = consumer_factory(consumer_config(self.group_id, error_cb=self._on_error))
-        self._last_activity = time.monotonic()
-
-    # -- lifecycle -----------------------------------------------------------
-    def stop(self, *_: object) -> None:
-        if not self.stopping:
-            log.info("ingest: stop requested; finishing the batch in hand")
-        self.stopping = True
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
 
     def run(self) -> IngestStats:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -213,37 +200,8 @@ class Ingestor:
             return self.batch_size
         return max(1, min(self.batch_size, self.max_messages - self.stats.consumed))
 
-    def _reached_max(self) -> bool:
-        return self.max_messages is not None and self.stats.consumed >= self.max_messages
-
-    def _idle_expired(self) -> bool:
-        if self.idle_exit is None:
-            return False
-        idle = time.monotonic() - self._last_activity
-        if self.assigned and idle >= self.idle_exit:
-            log.info("ingest: nothing to read for %.0fs; exiting", self.idle_exit)
-            return True
-        # Joining a group takes seconds; the idle clock runs once partitions
-        # are assigned, but a group that never assigns anything ends too.
-        join_limit = max(self.idle_exit, JOIN_TIMEOUT_SECONDS)
-        if not self.assigned and idle >= join_limit:
-            log.warning("ingest: no partitions assigned after %.0fs; exiting", join_limit)
-            return True
-        return False
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned.update((tp.topic, tp.partition) for tp in partitions)
-        self._last_activity = time.monotonic()
-        log.info("ingest: assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.assigned.discard((tp.topic, tp.partition))
-        log.info("ingest: revoked %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions))
-
-    def _on_error(self, error: KafkaError) -> None:
-        level = logging.ERROR if error.fatal() else logging.WARNING
-        log.log(level, "ingest: kafka: %s", error)
+    def _consumed(self) -> int:
+        return self.stats.consumed
 
 
 # The outage test lives with the intake, which tells an outage from a bad record.
