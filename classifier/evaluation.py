@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from classifier.backends.base import Catalog, Classification, Classifier
-from whatsapp.contract import Intent
-from whatsapp.request_contract import AIRequestEvent, validate_request
+from whatsapp.contracts.request import AIRequestEvent, validate_request
+from whatsapp.contracts.result import Intent
 
 LABELLED_SET = Path(__file__).resolve().parent / "data" / "labelled.jsonl"
 HOLD_OUT_EVERY = 5

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from classifier.backends.base import Classification
-from whatsapp.contract import SCHEMA_VERSION, AIResultEvent, parse_event
-from whatsapp.request_contract import AIRequestEvent
+from whatsapp.contracts.request import AIRequestEvent
+from whatsapp.contracts.result import SCHEMA_VERSION, AIResultEvent, parse_event
 
 
 def result_value(

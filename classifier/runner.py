@@ -28,10 +28,10 @@ from django.db import close_old_connections, connection
 from classifier.backends.base import Classification, Classifier
 from classifier.catalog import catalog_for
 from classifier.results import result_value
-from whatsapp.contract import ContractError
-from whatsapp.group_member import GroupMember
+from whatsapp.contracts.request import parse_request
+from whatsapp.contracts.result import ContractError
 from whatsapp.kafka import Record, consumer_config, producer_config
-from whatsapp.request_contract import parse_request
+from whatsapp.kafka.group_member import GroupMember
 
 log = logging.getLogger("classifier.runner")
 

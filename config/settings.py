@@ -158,7 +158,7 @@ CELERY_TASK_DEFAULT_QUEUE = "pipeline"
 # active_queues` and a worker started without -Q know all of them; a new queue
 # (an executor's `queue`) goes here too (tests/unit/test_queues.py checks).
 # Priorities need no queue argument: kombu's Redis transport keeps one list per
-# priority step (0, 3, 6, 9: whatsapp.fairness's lanes); x-max-priority is AMQP's.
+# priority step (0, 3, 6, 9: whatsapp.pipeline.lanes's lanes); x-max-priority is AMQP's.
 CELERY_TASK_QUEUES = tuple(
     Queue(name, Exchange(name), routing_key=name) for name in ("pipeline", "webhooks", "whatsapp")
 )
@@ -201,7 +201,7 @@ if KAFKA_SECURITY.get("security.protocol", "PLAINTEXT").upper() not in {
 # How long the group waits for a silent consumer before moving its partitions.
 KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1_000)
 # The longest a consumer's fetch waits at the broker when there is nothing new
-# (librdkafka's fetch.wait.max.ms; whatsapp/kafka.py says what it costs).
+# (librdkafka's fetch.wait.max.ms; whatsapp/kafka/config.py says what it costs).
 KAFKA_FETCH_WAIT_MAX_MS = env.int("KAFKA_FETCH_WAIT_MAX_MS", 100, minimum=1)
 INGEST_BATCH_SIZE = env.int("INGEST_BATCH_SIZE", 500, minimum=1)
 INGEST_MAX_BACKOFF_SECONDS = env.float("INGEST_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1)
@@ -389,7 +389,7 @@ DLQ_ADMIN_REQUEUE_SECONDS = env.float("DLQ_ADMIN_REQUEUE_SECONDS", 20.0, minimum
 # What sends a dead letter's message through again (a dotted path to a callable taking
 # the locked entry and returning the new saga run): the DLQ app stays reusable, and the
 # app that wrote the entry decides how to run it again (dlq/requeue.py).
-DLQ_REQUEUE_HANDLER = "whatsapp.requeue.requeue_dead_letter"
+DLQ_REQUEUE_HANDLER = "whatsapp.recovery.requeue.requeue_dead_letter"
 # The model of the rows dead letters come from ("app_label.Model"), linked from the DLQ's admin.
 DLQ_SOURCE_MODEL = "whatsapp.ProcessedMessage"
 
@@ -458,6 +458,6 @@ if METRICS_TOKEN is not None and (
 METRICS_CACHE_SECONDS = env.float("METRICS_CACHE_SECONDS", 5.0, minimum=0.0)
 # The collectors /metrics reads at scrape time (dotted paths of classes), so the
 # serving code (core.metrics.serving) never imports the apps that own the data.
-METRICS_COLLECTORS = ["whatsapp.collectors.ScrapeTimeCollector"]
+METRICS_COLLECTORS = ["whatsapp.ops.collectors.ScrapeTimeCollector"]
 # /readyz gives each dependency this long to answer.
 READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", 2.0, minimum=0.1)

@@ -11,13 +11,13 @@ admin.site.index_title = "Operations"
 # The model list beside every page would leave a 1280 px screen too narrow for the
 # dead letters' columns; the breadcrumbs lead back to it.
 admin.site.enable_nav_sidebar = False
-# "View site" and the index's first panel lead to the live overview (whatsapp.overview).
+# "View site" and the index's first panel lead to the live overview (whatsapp.ops.overview).
 admin.site.site_url = "/admin/overview/"
 admin.site.index_template = "admin/whatsapp/index.html"
 
 urlpatterns = [
     # Before the admin's own URLs, which would take "overview/" for an app's label.
-    path("admin/overview/", include("whatsapp.overview.urls")),
+    path("admin/overview/", include("whatsapp.ops.overview.urls")),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz),
     path("readyz", health.readyz),

@@ -46,3 +46,19 @@ def is_retryable(exc: BaseException, also: tuple[type[BaseException], ...] = ())
     transient, or when it is one of `also` (an executor's own retryable errors).
     Everything else is permanent: a bug does not get better by trying again."""
     return isinstance(exc, (RetryableActionError, *also)) or is_transient(exc)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A dependency is away (the database or the broker unreachable): retry the whole batch
+    later. Anything else (an IntegrityError, a DataError, a bug) is the batch's own fault.
+    Ingest, the relay and requeue all ask here, so the answer is the same everywhere."""
+    from kombu.exceptions import BatchPublishError  # type: ignore[attr-defined]  # new in kombu 5.7; its stubs predate it
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    if isinstance(exc, BatchPublishError) and exc.__cause__ is not None:
+        # The hand-off's one Redis call for the batch failed (some of its messages may have
+        # gone out: sending them again is harmless); what it failed on tells.
+        return is_outage(exc.__cause__)
+    return isinstance(exc, (*DATABASE_UNAVAILABLE, BrokerError, RedisConnectionError, RedisTimeout, OSError))

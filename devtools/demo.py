@@ -196,7 +196,7 @@ def accounted() -> tuple[int, int]:
 
 def print_table(sent: int, loop: LoopReport, elapsed: float) -> None:
     from dlq.models import DeadLetter
-    from whatsapp.stats import pipeline_stats
+    from whatsapp.ops.stats import pipeline_stats
 
     stats = pipeline_stats()
     rows: list[tuple[str, Any]] = [

@@ -155,13 +155,13 @@ class WebhookStream:
             time.sleep(0.3)
 
     def processing_ids(self) -> list[str]:
-        from whatsapp.request_contract import processing_id_for
+        from whatsapp.contracts.request import processing_id_for
 
         return [processing_id_for(wamid) for wamid in self.report.messages]
 
     def wait_for_runs(self) -> None:
-        from whatsapp.inbound import InboundMessage
         from whatsapp.models import ProcessedMessage
+        from whatsapp.models.inbound import InboundMessage
 
         expected, pids = len(self.report.messages), self.processing_ids()
         self.wait_for(
@@ -221,8 +221,8 @@ class WebhookStream:
         from django.db.models import Q
 
         from dlq.models import DeadLetter
-        from whatsapp.inbound import InboundMessage
         from whatsapp.models import DeliveryStatus, OutboundMessage, ProcessedMessage
+        from whatsapp.models.inbound import InboundMessage
 
         pids = self.processing_ids()
         report = self.report

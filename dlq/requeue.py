@@ -39,7 +39,7 @@ def _load(path: str | None) -> RequeueHandler:
     if not path:
         raise ImproperlyConfigured(
             "DLQ_REQUEUE_HANDLER is not set: name the function that sends a dead letter's "
-            "message through again (say, whatsapp.requeue.requeue_dead_letter)"
+            "message through again (say, whatsapp.recovery.requeue.requeue_dead_letter)"
         )
     try:
         handler = import_string(path)

@@ -6,7 +6,6 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core import breakers, tracing
 from core.metrics import counters
-from whatsapp import signals
 
 
 class WhatsappConfig(AppConfig):
@@ -30,9 +29,11 @@ class WhatsappConfig(AppConfig):
         importlib.import_module("whatsapp.actions")
         for module in settings.WHATSAPP_PLUGINS:
             load_plugin(module)
-        # The tasks register by name (whatsapp.chains sends them by name), in every process
+        # The tasks register by name (whatsapp.pipeline.chains sends them by name), in every process
         # that sends them, not only in the workers Celery's autodiscovery imports them in.
         importlib.import_module("whatsapp.tasks")
+        from whatsapp.pipeline import signals
+
         signals.connect()
 
 

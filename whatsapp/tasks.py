@@ -2,8 +2,8 @@
 
 Tasks take ids, never payloads, so they read well in Flower and a redelivered
 copy always acts on the current state in Postgres. Which tasks follow which,
-and their ids, is whatsapp.chains; what runs around every task (log context,
-tags, timing) is whatsapp.signals.
+and their ids, is whatsapp.pipeline.chains; what runs around every task (log context,
+tags, timing) is whatsapp.pipeline.signals.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ from django.db import InterfaceError, OperationalError
 from config.redaction import configured_secrets
 from core import tracing
 from dlq.models import DeadLetter
-from whatsapp import delivery, read_receipts, saga, sweeper
-from whatsapp.chains import actions_signature, start_compensation
-from whatsapp.fairness import BULK_LANE, NORMAL_LANE
+from whatsapp import saga
 from whatsapp.models import ProcessedMessage
+from whatsapp.pipeline.chains import actions_signature, start_compensation
+from whatsapp.pipeline.lanes import BULK_LANE, NORMAL_LANE
+from whatsapp.recovery import sweeper
+from whatsapp.saga import statuses as delivery
+from whatsapp.send import read_receipts
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +132,7 @@ def sweep() -> dict:
 @shared_task(name="whatsapp.execute_action", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED, **FAILS_AS_FAILURE)
 def execute_action(self: Task[Any, Any], processing_id: str, saga_run: int, order: int) -> dict[str, str] | None:
     """Run one planned action. When the run fails here (the action for good, or a bug), the
-    task fails, and its errback (whatsapp.chains.actions_signature) starts the compensation:
+    task fails, and its errback (whatsapp.pipeline.chains.actions_signature) starts the compensation:
     this task does not start it too."""
     outcome = follow(self, "action", lambda jitter: saga.run_step(processing_id, saga_run, order, jitter=jitter))
     if isinstance(outcome, dict):
@@ -190,7 +193,7 @@ def finish(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str,
 
 @shared_task(name="whatsapp.apply_delivery_status", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
 def apply_delivery_status(self: Task[Any, Any], status_id: int, attempt: int = 0) -> str | None:
-    """Apply one stored delivery status to its reply (whatsapp.delivery). A status whose
+    """Apply one stored delivery status to its reply (whatsapp.saga.statuses). A status whose
     wamid no reply has yet is looked at again a few times, then counted unknown."""
     outcome = delivery.apply(status_id, attempt=attempt)
     if outcome is None:
@@ -210,7 +213,7 @@ def mark_read(
     attempt: int = 0,
     refusals: int = 0,
 ) -> None:
-    """Mark the customer's message read: best effort (whatsapp.read_receipts)."""
+    """Mark the customer's message read: best effort (whatsapp.send.read_receipts)."""
     tracing.note_message(ProcessedMessage(processing_id=processing_id, lead_id=lead_id, intent=intent))
     wait = read_receipts.mark_read(phone_number_id, message_id, attempt=attempt, refusals=refusals)
     if wait is not None:

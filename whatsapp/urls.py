@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from whatsapp.webhook.views import whatsapp_webhook
+from whatsapp.edge.webhook.views import whatsapp_webhook
 
 urlpatterns = [
     # With or without the slash: a POST to a URL Django would redirect to add one would be lost.

@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from whatsapp.request_contract import AIRequestEvent
+from whatsapp.contracts.request import AIRequestEvent
 
 DEFAULT_BACKEND = "classifier.reference.ReferenceClassifier"
 

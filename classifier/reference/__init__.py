@@ -9,7 +9,7 @@ from classifier.backends.base import Catalog, Classification, Classifier
 from classifier.reference import confidence, intents, language, references, severity, times
 from classifier.reference.products import ProductIndex, as_entities
 from classifier.reference.text import normalize, raw_tokens, tokens
-from whatsapp.request_contract import AIRequestEvent
+from whatsapp.contracts.request import AIRequestEvent
 
 MODEL_NAME = "reference-classifier/1"
 # Below this much evidence for any intent the message is UNKNOWN (a greeting, a thank-you).

@@ -15,7 +15,7 @@ from tests.support.ingest import committed_total
 from tests.support.processes import ROOT, ManagedProcess, wait_until
 from tests.support.proxy import FaultProxy
 from tests.support.requests import encode, request
-from whatsapp.contract import parse_event
+from whatsapp.contracts.result import parse_event
 
 
 @pytest.fixture

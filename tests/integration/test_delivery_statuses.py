@@ -1,6 +1,6 @@
 """Delivery statuses and read receipts through real processes: ingest on a Kafka topic, a
 Celery worker, and a local server speaking the Cloud API's shapes. The statuses are stored
-as the webhook stores them (whatsapp.delivery.record_statuses in one transaction) and
+as the webhook stores them (whatsapp.edge.statuses.record_statuses in one transaction) and
 applied by the worker."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from leads.models import Lead, ReviewFlag
 from tests.support import kafka
 from tests.support.events import encode, event
 from tests.support.processes import wait_until
-from whatsapp import delivery
+from whatsapp.edge import statuses as delivery
 from whatsapp.models import DeliveryStatus, OutboundMessage, ProcessedMessage
 
 pytestmark = pytest.mark.django_db(transaction=True)

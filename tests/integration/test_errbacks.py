@@ -14,8 +14,9 @@ from leads.models import ReviewFlag, SupportTicket
 from tests.conftest import Pipeline
 from tests.support.events import event
 from tests.support.processes import ManagedProcess, wait_until
-from whatsapp import chains, saga
+from whatsapp import saga
 from whatsapp.models import ProcessedMessage, SagaStep
+from whatsapp.pipeline import chains
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -26,8 +26,8 @@ from dlq.models import DeadLetter
 from tests.conftest import Pipeline
 from tests.support.events import event
 from tests.support.processes import ManagedProcess, wait_until
-from whatsapp import chains
 from whatsapp.models import ProcessedMessage
+from whatsapp.pipeline import chains
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from core.metrics.serving import exposition
 from devtools.services import start_redis
 from tests.support.observability import Scrape
-from whatsapp.collectors import ScrapeTimeCollector
+from whatsapp.ops.collectors import ScrapeTimeCollector
 
 
 @pytest.fixture(autouse=True)

@@ -138,7 +138,7 @@ def hostile_records() -> list[Hostile]:
             timestamp=2**63 - 1,
         ),
     ]
-    # What the contract refuses (closed by whatsapp.contract): dead-lettered as invalid_payload.
+    # What the contract refuses (closed by whatsapp.contracts.result): dead-lettered as invalid_payload.
     records += [
         Hostile("duplicate key", _with_text("c-dup-1", '"processing_id": "c-dup-1b"'), "invalid_payload"),
         Hostile("duplicate schema_version", _with_text("c-dup-2", '"schema_version": 2'), "invalid_payload"),

@@ -18,8 +18,8 @@ from dlq.models import DeadLetter
 from tests.support import kafka as kafka_support
 from tests.support import meta
 from tests.support.processes import ManagedProcess, wait_until
+from whatsapp.contracts.request import processing_id_for
 from whatsapp.models import DeliveryStatus, DuplicateDelivery, OutboundMessage, ProcessedMessage, SagaStep
-from whatsapp.request_contract import processing_id_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -11,10 +11,10 @@ import pytest
 from tests.support import meta
 from tests.support.processes import wait_until
 from tests.support.webhook import copies_per_processing_id, requests_on
+from whatsapp.contracts.request import processing_id_for
+from whatsapp.edge.webhook.payload import parse_delivery
+from whatsapp.edge.webhook.store import store_delivery
 from whatsapp.models import InboundMessage
-from whatsapp.request_contract import processing_id_for
-from whatsapp.webhook.payload import parse_delivery
-from whatsapp.webhook.store import store_delivery
 
 pytestmark = pytest.mark.slow
 

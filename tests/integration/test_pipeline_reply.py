@@ -40,7 +40,7 @@ def send(bootstrap, topic, *events):
 
 
 def texts(graph) -> list:
-    """The text messages the stand-in received (the read receipts, whatsapp.read_receipts, left out)."""
+    """The text messages the stand-in received (the read receipts, whatsapp.send.read_receipts, left out)."""
     return [request for request, _ in graph.log if json.loads(request.data).get("type") == "text"]
 
 

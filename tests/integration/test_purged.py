@@ -26,9 +26,10 @@ STEPS = ("dedupe", "intent", "execute_action", "send_reply", "finish", "compensa
 @pytest.mark.django_db(transaction=True)
 def test_every_pipeline_task_for_a_purged_message_ends_quietly(start_worker, business):
     from dlq.models import DeadLetter
-    from whatsapp import chains, tasks
+    from whatsapp import tasks
     from whatsapp.models import ProcessedMessage, SagaStep
-    from whatsapp.sweeper import sweep
+    from whatsapp.pipeline import chains
+    from whatsapp.recovery.sweeper import sweep
 
     # One message per task, finished (processed or failed) longer ago than the retention.
     long_ago = timezone.now() - timedelta(days=settings.INBOX_RETENTION_DAYS + 1)

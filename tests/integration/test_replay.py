@@ -138,7 +138,7 @@ def test_replay_isolates_what_it_cannot_take_in_and_reports_conflicts(
     from leads.models import Business
     from tests.support import kafka
     from tests.support.events import TENANT_ID, encode
-    from whatsapp.intake import take_in
+    from whatsapp.ingest.intake import take_in
     from whatsapp.kafka import Record
 
     Business.objects.create(business_id="other-shop", tenant_id=TENANT_ID, display_name="Other")

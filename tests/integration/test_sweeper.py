@@ -15,7 +15,7 @@ from leads.models import Order
 from tests.support.events import encode, event
 from tests.support.processes import wait_until
 from whatsapp import saga
-from whatsapp.intake import take_in
+from whatsapp.ingest.intake import take_in
 from whatsapp.kafka import Record
 from whatsapp.models import ProcessedMessage, SagaStep
 

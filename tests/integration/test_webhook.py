@@ -18,8 +18,8 @@ from tests.support import meta
 from tests.support.processes import ManagedProcess, wait_until
 from tests.support.proxy import FaultProxy
 from tests.support.webhook import copies_per_processing_id, requests_on
+from whatsapp.contracts.request import lead_id_for, parse_request, processing_id_for
 from whatsapp.models import InboundMessage, WebhookDelivery
-from whatsapp.request_contract import lead_id_for, parse_request, processing_id_for
 
 URL = "/webhooks/whatsapp/"
 

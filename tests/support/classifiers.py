@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from classifier.backends.base import Catalog, Classification
 from classifier.reference import ReferenceClassifier
-from whatsapp.request_contract import AIRequestEvent
+from whatsapp.contracts.request import AIRequestEvent
 
 
 class ExplodingClassifier(ReferenceClassifier):

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from dlq.models import DeadLetter
 from tests.conftest import ROOT
-from whatsapp.intake import take_in
+from whatsapp.ingest.intake import take_in
 from whatsapp.kafka import Record
 
 

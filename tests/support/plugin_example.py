@@ -14,7 +14,7 @@ from typing import Any
 from leads.models import LeadActivity
 from whatsapp.actions.base import ActionContext, ActionExecutor
 from whatsapp.actions.registry import register as register_action
-from whatsapp.contract import Intent
+from whatsapp.contracts.result import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import register

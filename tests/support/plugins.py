@@ -15,7 +15,7 @@ from whatsapp.actions.create_support_ticket import CreateSupportTicket
 from whatsapp.actions.flag_for_review import FlagForReview
 from whatsapp.actions.notify_sales import NotifySales
 from whatsapp.actions.registry import register as register_action
-from whatsapp.contract import Intent
+from whatsapp.contracts.result import Intent
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import register
 

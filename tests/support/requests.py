@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.support.events import BUSINESS_ID, TENANT_ID
-from whatsapp.request_contract import lead_id_for, processing_id_for
+from whatsapp.contracts.request import lead_id_for, processing_id_for
 
 
 def request(text: str, *, wamid: str, wa_id: str = "15550123456", **changes: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from leads.models import (
 from tests.support.events import encode, event
 from whatsapp.actions.base import ActionContext, PermanentActionError, RetryableActionError
 from whatsapp.actions.registry import executors, get
-from whatsapp.contract import parse_event
+from whatsapp.contracts.result import parse_event
 
 pytestmark = pytest.mark.django_db
 

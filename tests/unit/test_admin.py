@@ -41,11 +41,11 @@ from leads.models import (
 )
 from tests.support import meta
 from tests.support.events import BUSINESS_ID, encode, event
-from whatsapp.intake import take_in
+from whatsapp.edge.webhook.payload import parse_delivery
+from whatsapp.edge.webhook.store import store_delivery
+from whatsapp.ingest.intake import take_in
 from whatsapp.kafka import Record
 from whatsapp.models import DuplicateDelivery, OutboundMessage, ProcessedMessage, SagaStep, WebhookDelivery
-from whatsapp.webhook.payload import parse_delivery
-from whatsapp.webhook.store import store_delivery
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,8 @@ from classifier.checks import check_backend
 from classifier.reference import ReferenceClassifier
 from classifier.results import result_value
 from tests.support.requests import encode, request
-from whatsapp.contract import parse_event
-from whatsapp.request_contract import parse_request
+from whatsapp.contracts.request import parse_request
+from whatsapp.contracts.result import parse_event
 
 CATALOG = sample_catalog()
 CLASSIFIER = ReferenceClassifier()

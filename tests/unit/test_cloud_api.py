@@ -24,7 +24,7 @@ from core.clients.cloud_api import CloudApiAuthError, CloudApiOutcomeUnknown, Cl
 from leads.models import Lead, ReviewFlag
 from whatsapp.actions.base import PermanentActionError, RetryableActionError
 from whatsapp.models import OutboundMessage
-from whatsapp.outbound import ReplyInFlight, ReplyOutcomeUnknown, send_reply
+from whatsapp.send.reply import ReplyInFlight, ReplyOutcomeUnknown, send_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

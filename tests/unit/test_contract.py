@@ -17,7 +17,7 @@ from leads.models import Business, CallbackRequest, Lead
 from tests.support.events import later_iso, now_iso
 from whatsapp.actions.base import ActionContext
 from whatsapp.actions.schedule_call import ScheduleCall
-from whatsapp.contract import (
+from whatsapp.contracts.result import (
     MAX_VALUE_BYTES,
     AIResultEvent,
     ContractError,
@@ -27,7 +27,7 @@ from whatsapp.contract import (
 )
 from whatsapp.handlers.base import MessageContext
 from whatsapp.handlers.registry import plan
-from whatsapp.intake import inbox_values, insert_inbox_rows
+from whatsapp.ingest.intake import inbox_values, insert_inbox_rows
 from whatsapp.kafka import Record
 from whatsapp.models import ProcessedMessage
 from whatsapp.saga import load_event, upsert_lead

@@ -19,10 +19,14 @@ from dlq.models import DeadLetter
 from dlq.requeue import requeue
 from leads.models import Lead, LeadActivity, ReviewFlag
 from tests.support.events import encode, event
-from whatsapp import delivery, read_receipts, saga, sweeper
-from whatsapp.intake import take_in
+from whatsapp import saga
+from whatsapp.edge import statuses as edge_statuses
+from whatsapp.ingest.intake import take_in
 from whatsapp.kafka import Record
 from whatsapp.models import DeliveryStatus, OutboundMessage, ProcessedMessage
+from whatsapp.recovery import sweeper
+from whatsapp.saga import statuses as saga_statuses
+from whatsapp.send import read_receipts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,12 +107,12 @@ def store(*statuses: dict) -> list[int]:
     """What the webhook does: store them in its one transaction; the new rows' ids, oldest first."""
     before = set(DeliveryStatus.objects.values_list("pk", flat=True))
     with transaction.atomic():
-        delivery.record_statuses(list(statuses), phone_number_id=PHONE_NUMBER_ID)
+        edge_statuses.record_statuses(list(statuses), phone_number_id=PHONE_NUMBER_ID)
     return sorted(set(DeliveryStatus.objects.values_list("pk", flat=True)) - before)
 
 
 def apply_all(ids: list[int]) -> list[str | None]:
-    return [delivery.apply(i) for i in ids]
+    return [saga_statuses.apply(i) for i in ids]
 
 
 def metric(status: str, outcome: str) -> float:
@@ -147,7 +151,7 @@ def test_sent_delivered_read_in_order_are_each_applied(shop):
     t0 = datetime.now(UTC) - timedelta(minutes=2)
     for offset, status in enumerate(("sent", "delivered", "read")):
         [i] = store(meta_status(reply.wamid, status, t0 + timedelta(seconds=offset)))
-        assert delivery.apply(i) == "applied"
+        assert saga_statuses.apply(i) == "applied"
         reply.refresh_from_db()
         assert reply.delivery_status == status
     assert (reply.sent_at, reply.delivered_at, reply.read_at) == tuple(
@@ -160,14 +164,15 @@ def test_a_redelivered_status_is_absorbed_and_applying_twice_changes_nothing(sho
     reply = replied("order-3")
     at = datetime.now(UTC) - timedelta(minutes=1)
     with transaction.atomic():
-        assert delivery.record_statuses([meta_status(reply.wamid, "delivered", at)], phone_number_id=PHONE_NUMBER_ID)
+        delivered = [meta_status(reply.wamid, "delivered", at)]
+        assert edge_statuses.record_statuses(delivered, phone_number_id=PHONE_NUMBER_ID)
     with transaction.atomic():
         # Meta sends the same notification again (and twice in one body).
         again = [meta_status(reply.wamid, "delivered", at)] * 2
-        assert delivery.record_statuses(again, phone_number_id=PHONE_NUMBER_ID) == 0
+        assert edge_statuses.record_statuses(again, phone_number_id=PHONE_NUMBER_ID) == 0
     [row] = DeliveryStatus.objects.filter(wamid=reply.wamid)
-    assert delivery.apply(row.pk) == "applied"
-    assert delivery.apply(row.pk) == "applied"  # a Celery redelivery of the task: already settled
+    assert saga_statuses.apply(row.pk) == "applied"
+    assert saga_statuses.apply(row.pk) == "applied"  # a Celery redelivery of the task: already settled
     reply.refresh_from_db()
     assert reply.delivery_status == "delivered" and reply.delivered_at == seconds(at)
 
@@ -176,7 +181,7 @@ def test_a_failed_delivery_is_dead_lettered_and_requeueing_sends_the_reply_again
     reply = replied("order-4")
     before = metric("failed", "applied")
     [i] = store(failed(reply.wamid, datetime.now(UTC), 131026, "Message undeliverable"))
-    assert delivery.apply(i) == "applied"
+    assert saga_statuses.apply(i) == "applied"
 
     reply.refresh_from_db()
     assert (reply.status, reply.delivery_status) == ("FAILED", "failed")
@@ -188,7 +193,7 @@ def test_a_failed_delivery_is_dead_lettered_and_requeueing_sends_the_reply_again
     assert entry.error_message.endswith("Message undeliverable - Message undeliverable.")
     assert ProcessedMessage.objects.get(processing_id="order-4").status == "FAILED"
     assert metric("failed", "applied") == before + 1
-    assert delivery.apply(i) == "applied"  # a redelivered task writes no second entry
+    assert saga_statuses.apply(i) == "applied"  # a redelivered task writes no second entry
     assert DeadLetter.objects.filter(processing_id="order-4").count() == 1
 
     requeue(entry.pk, by="ops")  # sends the reply task on commit; here the stage runs by hand
@@ -201,14 +206,14 @@ def test_a_failed_delivery_is_dead_lettered_and_requeueing_sends_the_reply_again
     assert (reply.status, reply.wamid, reply.delivery_status, reply.failed_at) == ("SENT", "wamid.order-4.2", "", None)
     # The new message's own statuses apply to it.
     [j] = store(meta_status(reply.wamid, "delivered", datetime.now(UTC)))
-    assert delivery.apply(j) == "applied"
+    assert saga_statuses.apply(j) == "applied"
 
 
 def test_131047_flags_the_lead_for_review(shop):
     reply = replied("order-5")
     title = "Re-engagement message"
     [i] = store(failed(reply.wamid, datetime.now(UTC), 131047, title))
-    delivery.apply(i)
+    saga_statuses.apply(i)
     lead = Lead.objects.get(lead_id="lead-123")
     assert lead.needs_review
     flag = ReviewFlag.objects.get(lead=lead, reason="reengagement_needed")
@@ -240,31 +245,31 @@ def test_a_failure_after_read_changes_nothing_and_read_after_failure_wins(shop):
 def test_an_unknown_wamid_is_looked_at_again_then_counted_not_failed(shop):
     before = metric("delivered", "unknown")
     [i] = store(meta_status("wamid.nobody", "delivered", datetime.now(UTC)))
-    assert delivery.apply(i, attempt=0) is None, "tried again later: the send may not have stored its wamid yet"
-    assert delivery.apply(i, attempt=len(delivery.UNKNOWN_RETRY_DELAYS)) == "unknown"
+    assert saga_statuses.apply(i, attempt=0) is None, "tried again later: the send may not have stored its wamid yet"
+    assert saga_statuses.apply(i, attempt=len(saga_statuses.UNKNOWN_RETRY_DELAYS)) == "unknown"
     assert DeliveryStatus.objects.get(pk=i).outcome == "unknown"
     assert metric("delivered", "unknown") == before + 1
-    assert delivery.apply(i, attempt=0) == "unknown"  # settled: never again
+    assert saga_statuses.apply(i, attempt=0) == "unknown"  # settled: never again
 
 
 def test_statuses_that_are_not_statuses_are_skipped_and_unranked_ones_kept(shop):
     before = metric("other", "invalid")
     with transaction.atomic():
-        n = delivery.record_statuses(
+        n = edge_statuses.record_statuses(
             [{"status": "sent"}, "junk", {"id": "wamid.x", "status": "deleted", "timestamp": "soon"}],
             phone_number_id=PHONE_NUMBER_ID,
         )
     assert n == 1 and metric("other", "invalid") == before + 2
     row = DeliveryStatus.objects.get(wamid="wamid.x")
     assert row.occurred_at is None and row.raw["timestamp"] == "soon"
-    assert delivery.apply(row.pk) == "ignored"
+    assert saga_statuses.apply(row.pk) == "ignored"
 
 
 def test_applying_a_status_is_three_statements(shop):
     reply = replied("order-8")
     [i] = store(meta_status(reply.wamid, "delivered", datetime.now(UTC)))
     with CaptureQueriesContext(connection) as queries:
-        delivery.apply(i)
+        saga_statuses.apply(i)
     statements = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
     assert len(statements) == 3, statements  # read the status, update the reply, settle the status
 
@@ -316,11 +321,11 @@ def test_mark_read_is_retried_a_few_times_then_given_up(business, httpserver, se
 def test_the_sweeper_sends_again_a_status_whose_task_was_lost(shop, redis_client):
     reply = replied("order-11")
     with transaction.atomic():
-        delivery.record_statuses([meta_status(reply.wamid, "delivered", datetime.now(UTC))], phone_number_id="1")
+        edge_statuses.record_statuses([meta_status(reply.wamid, "delivered", datetime.now(UTC))], phone_number_id="1")
     row = DeliveryStatus.objects.get(wamid=reply.wamid)
     redis_client.flushdb()  # the task was lost (Redis restarted empty, say)
     assert sweeper.redrive_statuses(timezone.now() - timedelta(minutes=5), 100) == 0, "too recent to be lost"
     DeliveryStatus.objects.filter(pk=row.pk).update(received_at=timezone.now() - timedelta(minutes=10))
     assert sweeper.redrive_statuses(timezone.now() - timedelta(minutes=5), 100) == 1
-    [task] = queued(redis_client, delivery.APPLY_QUEUE)
+    [task] = queued(redis_client, edge_statuses.APPLY_QUEUE)
     assert b"whatsapp.apply_delivery_status" in task and f"delivery-status:{row.pk}".encode() in task

@@ -17,7 +17,7 @@ from tests.support.events import encode, event, now_iso
 from whatsapp.actions.create_order import CreateOrder
 from whatsapp.actions.notify_sales import NotifySales
 from whatsapp.apps import load_plugin
-from whatsapp.contract import Intent, parse_event
+from whatsapp.contracts.result import Intent, parse_event
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import FALLBACK, handlers, plan, select

@@ -10,7 +10,7 @@ from django.db import connections
 from django.test import Client, override_settings
 
 from core.metrics.serving import exposition
-from whatsapp.collectors import ScrapeTimeCollector
+from whatsapp.ops.collectors import ScrapeTimeCollector
 
 TOKEN = "metrics-scrape-token-0123456789"
 

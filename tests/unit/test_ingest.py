@@ -22,7 +22,7 @@ def test_a_batch_publish_cut_off_from_redis_is_an_outage(redis_client):
 
     from kombu import Connection
 
-    from whatsapp.intake import is_outage
+    from core.errors import is_outage
 
     broker = urlsplit(settings.REDIS_URL)
     proxy = FaultProxy(broker.hostname or "127.0.0.1", broker.port or 6379)
@@ -48,7 +48,7 @@ def test_a_processing_id_held_by_another_business_is_a_conflict_not_a_duplicate(
     from dlq.requeue import RequeueRefused, requeue
     from leads.models import Business
     from tests.support.events import TENANT_ID
-    from whatsapp.intake import take_in
+    from whatsapp.ingest.intake import take_in
     from whatsapp.kafka import Record
 
     Business.objects.create(business_id="other-shop", tenant_id=TENANT_ID, display_name="Other")

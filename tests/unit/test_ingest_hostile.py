@@ -14,7 +14,7 @@ from dlq.models import DeadLetter
 from dlq.requeue import RequeueRefused, requeue
 from leads.models import Business
 from tests.support.events import TENANT_ID, encode, event
-from whatsapp.intake import take_in
+from whatsapp.ingest.intake import take_in
 from whatsapp.kafka import Record, datetime_from_millis, headers_from_json
 from whatsapp.models import ProcessedMessage
 
@@ -66,7 +66,7 @@ def test_a_dead_letter_with_hostile_metadata_is_requeued_with_it(business):
 def test_a_record_failing_at_hand_off_ends_as_one_dead_letter(business, redis_client):
     """A record whose row is stored but cannot be handed to Celery is dead-lettered and its
     never-started row removed with it: one outcome, and a requeue takes it in again."""
-    from whatsapp.intake import HAND_OFF, dead_letter_unprocessable
+    from whatsapp.ingest.isolate import HAND_OFF, dead_letter_unprocessable
 
     record = Record(
         topic="t.handoff",

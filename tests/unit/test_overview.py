@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from core import breakers
 from dlq.models import DeadLetter
-from whatsapp.collectors import ScrapeTimeCollector
 from whatsapp.models import InboundMessage, ProcessedMessage, WebhookDelivery
+from whatsapp.ops.collectors import ScrapeTimeCollector
 
 pytestmark = pytest.mark.django_db
 

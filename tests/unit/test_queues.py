@@ -9,7 +9,7 @@ from kombu import Exchange, Queue
 
 from config.celery import app
 from whatsapp.actions.registry import executors
-from whatsapp.chains import REPLY_QUEUE
+from whatsapp.pipeline.chains import REPLY_QUEUE
 
 
 def test_every_queue_the_pipeline_sends_to_is_declared() -> None:

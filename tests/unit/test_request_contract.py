@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from whatsapp.contract import ContractError
-from whatsapp.request_contract import lead_id_for, parse_request, processing_id_for, to_request_payload
+from whatsapp.contracts.request import lead_id_for, parse_request, processing_id_for, to_request_payload
+from whatsapp.contracts.result import ContractError
 
 
 def _request(**changes: object) -> dict:

@@ -16,7 +16,7 @@ from dlq.requeue import RequeueRefused, requeue, requeue_many
 from leads.models import Business, Order
 from tests.support.events import BUSINESS_ID, TENANT_ID, encode, event
 from whatsapp import saga
-from whatsapp.intake import take_in
+from whatsapp.ingest.intake import take_in
 from whatsapp.kafka import Record
 from whatsapp.models import ProcessedMessage
 

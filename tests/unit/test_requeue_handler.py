@@ -7,7 +7,7 @@ from django.test import override_settings
 
 from dlq.apps import requeue_handler_check
 from dlq.requeue import requeue_handler
-from whatsapp.requeue import requeue_dead_letter
+from whatsapp.recovery.requeue import requeue_dead_letter
 
 
 def test_the_configured_handler_is_whatsapps():
@@ -19,9 +19,9 @@ def test_the_configured_handler_is_whatsapps():
     [
         (None, "DLQ_REQUEUE_HANDLER is not set"),
         ("", "DLQ_REQUEUE_HANDLER is not set"),
-        ("whatsapp.requeue.no_such_handler", "'whatsapp.requeue.no_such_handler' cannot be imported"),
+        ("whatsapp.recovery.requeue.no_such_handler", "'whatsapp.recovery.requeue.no_such_handler' cannot be imported"),
         ("no_such_module.handler", "'no_such_module.handler' cannot be imported"),
-        ("whatsapp.requeue.PROCESSING_ID_CONFLICT", "is not a function"),
+        ("whatsapp.recovery.requeue.PROCESSING_ID_CONFLICT", "is not a function"),
     ],
 )
 def test_a_missing_or_wrong_handler_is_a_configuration_error(path, fragment):
@@ -31,6 +31,6 @@ def test_a_missing_or_wrong_handler_is_a_configuration_error(path, fragment):
 
 def test_manage_py_check_reports_a_wrong_handler():
     assert requeue_handler_check(None) == []
-    with override_settings(DLQ_REQUEUE_HANDLER="whatsapp.requeue.nothing"):
+    with override_settings(DLQ_REQUEUE_HANDLER="whatsapp.recovery.requeue.nothing"):
         errors = requeue_handler_check(None)
     assert [e.id for e in errors] == ["dlq.E001"] and "cannot be imported" in errors[0].msg

@@ -13,7 +13,7 @@ from dlq.models import DeadLetter
 from leads.models import LeadActivity, Order, Product, SalesNotification
 from tests.support.events import encode, event
 from whatsapp import saga
-from whatsapp.intake import take_in
+from whatsapp.ingest.intake import take_in
 from whatsapp.kafka import Record
 from whatsapp.models import OutboundMessage, ProcessedMessage, SagaStep
 

@@ -68,7 +68,7 @@ def test_record_trace_continues_the_upstream_trace(dsn):
 def test_the_first_task_is_sent_in_the_records_trace(dsn, business, redis_client):
     """The chain's first task message carries the record's trace, where the worker's sentry-sdk
     reads it (the task's request headers), the ingest span as its parent."""
-    from whatsapp.intake import take_in_and_hand_off
+    from whatsapp.ingest.isolate import take_in_and_hand_off
     from whatsapp.kafka import Record
 
     record = Record(
@@ -90,10 +90,10 @@ def test_the_first_task_is_sent_in_the_records_trace(dsn, business, redis_client
 def test_requeued_and_redriven_messages_are_sent_in_their_stored_trace(business, redis_client):
     """hand_off without a live trace (requeue, the sweeper) continues the one on the inbox row:
     the task message on the broker carries it for the worker to join."""
-    from whatsapp.intake import take_in
+    from whatsapp.ingest.intake import take_in
     from whatsapp.kafka import Record
     from whatsapp.models import ProcessedMessage
-    from whatsapp.pipeline import hand_off
+    from whatsapp.pipeline.hand_off import hand_off
 
     take_in([Record(topic="t", partition=0, offset=7, value=encode(event("redrive-1")))])
     row = ProcessedMessage.objects.get(processing_id="redrive-1")

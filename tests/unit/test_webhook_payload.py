@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.support import meta
-from whatsapp.webhook.payload import MalformedDelivery, parse_delivery
-from whatsapp.webhook.signature import expected_signature, signature_valid, token_matches
+from whatsapp.edge.webhook.payload import MalformedDelivery, parse_delivery
+from whatsapp.edge.webhook.signature import expected_signature, signature_valid, token_matches
 
 
 def test_each_message_type_carries_its_text_and_media():

@@ -10,13 +10,13 @@ from django.utils import timezone
 
 from leads.models import Business
 from tests.support import meta
-from whatsapp.collectors import ScrapeTimeCollector
-from whatsapp.contract import ContractError
+from whatsapp.contracts.request import lead_id_for, processing_id_for, validate_request
+from whatsapp.contracts.result import ContractError
+from whatsapp.edge.outbox import request_payload
+from whatsapp.edge.webhook.payload import parse_delivery
+from whatsapp.edge.webhook.store import store_delivery
 from whatsapp.models import InboundMessage, WebhookDelivery
-from whatsapp.outbox import request_payload
-from whatsapp.request_contract import lead_id_for, processing_id_for, validate_request
-from whatsapp.webhook.payload import parse_delivery
-from whatsapp.webhook.store import store_delivery
+from whatsapp.ops.collectors import ScrapeTimeCollector
 
 pytestmark = pytest.mark.django_db
 

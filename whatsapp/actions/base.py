@@ -18,7 +18,7 @@ from django.db import IntegrityError, connection, models, transaction
 # The errors live in core (clients and breakers raise and read them); executors import them from here.
 from core.errors import ActionError, PermanentActionError, RetryableActionError, is_retryable  # noqa: F401
 from leads.models import Business, Lead
-from whatsapp.contract import AIResultEvent
+from whatsapp.contracts.result import AIResultEvent
 
 
 @dataclass

@@ -10,7 +10,7 @@ Plan (requires entities.products): no action; reply per product
 from __future__ import annotations
 
 from leads.models import Lead
-from whatsapp.contract import Intent
+from whatsapp.contracts.result import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, resolve_product
 from whatsapp.handlers.registry import register

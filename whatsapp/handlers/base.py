@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from leads.models import Business, Lead, Product
-from whatsapp import contract
 from whatsapp.actions.base import ActionExecutor
 from whatsapp.actions.registry import executors
-from whatsapp.contract import AIResultEvent, Intent
+from whatsapp.contracts import result as contract
+from whatsapp.contracts.result import AIResultEvent, Intent
 
 
 @dataclass(frozen=True, init=False)

@@ -11,7 +11,7 @@ intent}; reply: the fixed acknowledgement below; escalate; lead state left alone
 from __future__ import annotations
 
 from whatsapp.actions.flag_for_review import FlagForReview
-from whatsapp.contract import Intent
+from whatsapp.contracts.result import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import FALLBACK, register

@@ -20,7 +20,7 @@ from leads.models import Lead, Product
 from whatsapp.actions.create_order import CreateOrder
 from whatsapp.actions.flag_for_review import FlagForReview
 from whatsapp.actions.notify_sales import NotifySales
-from whatsapp.contract import Intent
+from whatsapp.contracts.result import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction, resolve_product
 from whatsapp.handlers.registry import register

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from core.registry import Registry
-from whatsapp.contract import Intent
+from whatsapp.contracts.result import Intent
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext
 
 FALLBACK = "fallback"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from leads.models import Lead
 from whatsapp.actions.notify_sales import NotifySales
 from whatsapp.actions.schedule_call import ScheduleCall
-from whatsapp.contract import Intent
+from whatsapp.contracts.result import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import register

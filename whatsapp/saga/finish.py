@@ -6,10 +6,10 @@ import logging
 
 from core import tracing
 from core.metrics import counters
-from whatsapp import read_receipts
-from whatsapp.fairness import NORMAL_LANE
 from whatsapp.models import ProcessedMessage
+from whatsapp.pipeline.lanes import NORMAL_LANE
 from whatsapp.saga.run import SagaStopped, active_message
+from whatsapp.send import read_receipts
 
 log = logging.getLogger(__name__)
 

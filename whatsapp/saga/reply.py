@@ -1,7 +1,7 @@
 """Stage 4: the reply to the customer. It is the saga's last step because it cannot be
 undone; for the same reason its final failure compensates nothing (the actions stand):
 the message is dead-lettered at stage "reply", and requeueing that entry sends only the
-reply again (whatsapp.requeue)."""
+reply again (whatsapp.recovery.requeue)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from core.breakers import CircuitOpen
 from core.errors import is_retryable
 from core.metrics import counters
 from dlq.models import DeadLetter
-from whatsapp import outbound
 from whatsapp.models import OutboundMessage
 from whatsapp.saga.dead_letter import write_dead_letter
 from whatsapp.saga.run import (
@@ -28,6 +27,7 @@ from whatsapp.saga.run import (
     reason_for,
     retry_delay,
 )
+from whatsapp.send import reply as outbound
 
 log = logging.getLogger(__name__)
 

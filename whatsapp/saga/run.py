@@ -18,7 +18,7 @@ from dlq.models import DeadLetter
 from leads import directory
 from leads.models import Business, Lead
 from whatsapp.actions.base import ActionContext
-from whatsapp.contract import AIResultEvent
+from whatsapp.contracts.result import AIResultEvent
 from whatsapp.models import ProcessedMessage, SagaStep
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from core.metrics import serving
-from whatsapp.ingest import Ingestor
+from whatsapp.ingest.loop import Ingestor
 
 
 class Command(BaseCommand):

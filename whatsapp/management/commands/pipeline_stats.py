@@ -3,7 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from whatsapp.stats import pipeline_stats
+from whatsapp.ops.stats import pipeline_stats
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from core.metrics import serving
-from whatsapp.outbox import Relay
+from whatsapp.edge.outbox import Relay
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from config import progress
 from config.commands import CommandWithExamples
-from whatsapp.replay import OUTCOMES, ReplayError, ReplayResult, Selection, parse_when, replay
+from whatsapp.recovery.replay import OUTCOMES, ReplayError, ReplayResult, Selection, parse_when, replay
 
 REFUSED = 2
 

@@ -4,7 +4,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from config import progress
-from whatsapp.sweeper import sweep
+from whatsapp.recovery.sweeper import sweep
 
 
 class Command(BaseCommand):

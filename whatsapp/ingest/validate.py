@@ -1,0 +1,132 @@
+"""Checking a batch of Kafka records against the result contract and the known businesses.
+
+A record the contract refuses, or one naming no active business (or the wrong tenant), is a
+Rejection: intake stores it as a dead letter in the batch's transaction. Errors are kept
+without the record's own text (WITHHELD), since an error message may quote customer data.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+
+from core.tracing import RecordTrace
+from dlq.models import DeadLetter
+from leads.models import Business
+from whatsapp.contracts.result import AIResultEvent, ContractError, parse_event, to_payload
+from whatsapp.kafka import Record
+
+UNPROCESSABLE = "unprocessable"
+PROCESSING_ID_CONFLICT = "processing_id_conflict"
+
+
+@dataclass
+class Rejection:
+    record: Record
+    reason: str
+    error_class: str
+    message: str
+    event: AIResultEvent | None = None
+    traceback: str = ""
+
+
+def validate(
+    records: list[Record],
+    traces: dict[tuple[str, int, int], RecordTrace] | None = None,
+) -> tuple[list[tuple[Record, AIResultEvent]], list[Rejection]]:
+    """Check each record against the contract and the known businesses."""
+    traces = traces if traces is not None else {r.coordinates: RecordTrace(r) for r in records}
+    valid: list[tuple[Record, AIResultEvent]] = []
+    rejected: list[Rejection] = []
+    for record in records:
+        trace = traces[record.coordinates]
+        try:
+            with trace.child("whatsapp.validate", "validate the event against the contract"):
+                event = parse_event(record.value)
+            trace.about(processing_id=event.processing_id, intent=event.intent.value, lead_id=event.lead_id)
+            valid.append((record, event))
+        except ContractError as exc:
+            rejected.append(Rejection(record, exc.reason, "ContractError", str(exc)))
+        except Exception as exc:  # a bug in validation must not lose the record (logged at ERROR when stored)
+            rejected.append(
+                Rejection(
+                    record,
+                    UNPROCESSABLE,
+                    class_name(exc),
+                    f"validation failed unexpectedly: {class_name(exc)} {WITHHELD}",
+                    traceback=frames(exc),
+                )
+            )
+
+    # Tenant resolution is one query for the batch: each record's span covers it and its own check.
+    spans = {
+        record.coordinates: traces[record.coordinates].child("whatsapp.tenant", "resolve the business and tenant")
+        for record, _ in valid
+    }
+    business_ids = {event.business_id for _, event in valid}
+    businesses = {b.business_id: b for b in Business.objects.filter(business_id__in=business_ids, is_active=True)}
+    accepted: list[tuple[Record, AIResultEvent]] = []
+    for record, event in valid:
+        spans[record.coordinates].finish()
+        business = businesses.get(event.business_id)
+        if business is None:
+            rejected.append(
+                Rejection(
+                    record,
+                    "unknown_business",
+                    "ContractError",
+                    f"business_id: no active business {event.business_id!r}",
+                    event,
+                )
+            )
+        elif event.tenant_id is not None and event.tenant_id != business.tenant_id:
+            rejected.append(
+                Rejection(
+                    record,
+                    "tenant_mismatch",
+                    "ContractError",
+                    f"tenant_id: {event.tenant_id!r} is not the tenant of business {event.business_id!r}",
+                    event,
+                )
+            )
+        else:
+            accepted.append((record, event))
+    return accepted, rejected
+
+
+def dead_letter_from_rejection(rejection: Rejection, trace_id: str) -> DeadLetter:
+    record, event = rejection.record, rejection.event
+    return DeadLetter.for_ingest(
+        record,
+        reason=rejection.reason,
+        error_class=storable_text(rejection.error_class),
+        error_message=storable_text(rejection.message),
+        traceback=storable_text(rejection.traceback),
+        trace_id=trace_id,
+        payload=to_payload(event) if event is not None else None,
+        processing_id=event.processing_id if event is not None else "",
+        business_id=event.business_id if event is not None else "",
+        lead_id=event.lead_id if event is not None else "",
+    )
+
+
+# An error's own text may quote the record (Postgres quotes the JSON around a bad token), so
+# dead letters and log lines keep its class and where it was raised, never its message.
+WITHHELD = "(its message is not kept: it may quote the record)"
+
+
+def storable_text(text: str) -> str:
+    """Text Postgres takes: no NUL, no lone surrogate."""
+    text = text.replace("\x00", "\\x00")
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def class_name(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+def frames(exc: BaseException) -> str:
+    """Where the error was raised (code lines only; see WITHHELD), for the dead letter."""
+    return "".join(traceback.format_tb(exc.__traceback__)) + f"{class_name(exc)} {WITHHELD}\n"

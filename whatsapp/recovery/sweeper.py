@@ -1,0 +1,136 @@
+"""The sweeper: the inbox, not the broker, is the source of truth.
+
+A message whose Celery tasks were lost (Redis restarted empty, a worker
+SIGKILLed and its message never redelivered) sits in RECEIVED or PROCESSING.
+The sweeper finds such rows and starts them again from what Postgres says
+they have done; every step is idempotent, so re-driving one that was merely
+slow costs a no-op. Rows are claimed with FOR UPDATE SKIP LOCKED, so several
+sweepers never re-drive the same row at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from config.progress import ProgressFactory, quiet
+from core.tracing import message_trace
+from whatsapp.edge import statuses as delivery
+from whatsapp.models import DeliveryStatus, ProcessedMessage, SagaStep
+from whatsapp.pipeline.chains import resume_signature, start_compensation
+from whatsapp.pipeline.hand_off import hand_off
+
+log = logging.getLogger(__name__)
+
+# Finished rows deleted per statement when purging: short transactions, and progress to show.
+PURGE_CHUNK = 1000
+
+
+@dataclass
+class SweepResult:
+    stuck: int = 0
+    redriven: dict[str, int] = field(default_factory=dict)
+    purged: int = 0
+    statuses: int = 0
+
+    def as_dict(self) -> dict:
+        return {"stuck": self.stuck, "redriven": self.redriven, "purged": self.purged, "statuses": self.statuses}
+
+
+def redrive(message: ProcessedMessage) -> str:
+    """Start the message again from the point its saga rows show."""
+    if message.status == ProcessedMessage.Status.RECEIVED:
+        hand_off([(message.processing_id, message.saga_run)])
+        return "restarted"
+    # The re-driven tasks join the message's own trace, not the sweeper's.
+    with message_trace(message.trace_id, name="whatsapp.redrive", processing_id=message.processing_id):
+        if message.failed_stage:
+            start_compensation(message.processing_id, message.saga_run)
+            return "compensating"
+        resume_signature(
+            message.processing_id, message.saga_run, planned=message.planned_run == message.saga_run
+        ).apply_async()
+    return "resumed"
+
+
+def redrive_statuses(before: datetime, limit: int) -> int:
+    """Send again the apply task of delivery statuses stored before `before` and never applied
+    (the broker was gone when the webhook's transaction committed). Applying is idempotent."""
+    ids = list(
+        DeliveryStatus.objects.filter(outcome=DeliveryStatus.Outcome.PENDING, received_at__lt=before)
+        .order_by("received_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    if ids:
+        delivery.send_apply(ids)
+        log.warning("sweeper: %d delivery statuses never applied; sent again", len(ids))
+    return len(ids)
+
+
+def sweep(
+    *,
+    stuck_after: float | None = None,
+    purge: bool = True,
+    limit: int = 1000,
+    now: datetime | None = None,
+    progress: ProgressFactory = quiet,
+) -> SweepResult:
+    now = now or timezone.now()
+    stuck_after = settings.SWEEP_STUCK_AFTER_SECONDS if stuck_after is None else stuck_after
+    result = SweepResult()
+    with transaction.atomic():
+        rows = list(
+            ProcessedMessage.objects.select_for_update(skip_locked=True)
+            .filter(
+                status__in=[ProcessedMessage.Status.RECEIVED, ProcessedMessage.Status.PROCESSING],
+                updated_at__lt=now - timedelta(seconds=stuck_after),
+            )
+            .order_by("updated_at")[:limit]
+        )
+        result.stuck = len(rows)
+        # A step that moved recently means the message is alive, only slow.
+        busy = set(
+            SagaStep.objects.filter(message__in=rows, updated_at__gte=now - timedelta(seconds=stuck_after)).values_list(
+                "message_id", flat=True
+            )
+        )
+        todo = [row for row in rows if row.pk not in busy]
+        result.stuck = len(todo)
+        if todo:
+            ProcessedMessage.objects.filter(pk__in=[r.pk for r in todo]).update(updated_at=now)
+
+        def enqueue() -> None:
+            with progress("re-driven", len(todo)) as shown:
+                for row in todo:
+                    how = redrive(row)
+                    shown.advance()
+                    result.redriven[how] = result.redriven.get(how, 0) + 1
+                    log.warning(
+                        "sweeper: %s stuck in %s since %s; %s",
+                        row.processing_id,
+                        row.status,
+                        row.updated_at.isoformat(),
+                        how,
+                    )
+
+        transaction.on_commit(enqueue)
+    result.statuses = redrive_statuses(now - timedelta(seconds=stuck_after), limit)
+    if purge:
+        cutoff = now - timedelta(days=settings.INBOX_RETENTION_DAYS)
+        old = ProcessedMessage.objects.filter(
+            status__in=[ProcessedMessage.Status.PROCESSED, ProcessedMessage.Status.FAILED], finished_at__lt=cutoff
+        )
+        # In chunks, oldest first: months of rows are never one long transaction.
+        with progress("purged", old.count()) as shown:
+            while chunk := list(old.order_by("finished_at").values_list("pk", flat=True)[:PURGE_CHUNK]):
+                deleted, _ = ProcessedMessage.objects.filter(pk__in=chunk).delete()
+                result.purged += deleted
+                shown.advance(len(chunk))
+        # Applied statuses are kept as long as the inbox rows they speak of.
+        DeliveryStatus.objects.filter(received_at__lt=cutoff).exclude(outcome=DeliveryStatus.Outcome.PENDING).delete()
+    return result
