@@ -15,33 +15,25 @@ from __future__ import annotations
 
 import logging
 import shlex
-from datetime import UTC, datetime, timedelta
-from typing import Any
-from urllib.parse import urlencode
+from datetime import datetime
 
 from django import forms
-from django.apps import apps
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import flatten_fieldsets
-from django.contrib.admin.views.main import IGNORED_PARAMS
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet, TextField
 from django.db.models.functions import Cast
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
-from django.utils.formats import date_format
-from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.safestring import SafeString
-from django.utils.timesince import timesince
 
-from dlq import display, export
+from dlq import export
+from dlq.admin_columns import DeadLetterColumns
+from dlq.command_line import command_filters
 from dlq.models import DeadLetter, EntryNotOpen
 from dlq.requeue import requeue_many
 
@@ -50,20 +42,8 @@ log = logging.getLogger(__name__)
 # The JSON columns, read as text on an entry's page (see dlq/display.py) and not
 # at all on the list.
 JSON_FIELDS = ("payload", "saga_state", "kafka_headers", "requeue_history")
-# Characters of an id (business, processing_id) and of an error's first line shown on the list.
-CUT_ID = 24
-CUT_ERROR = 70
-# Ids have no spaces to wrap at: they wrap anywhere. An error wraps between words.
-ID_STYLE = "display: inline-block; max-width: 10em; overflow-wrap: anywhere"
-ERROR_STYLE = "display: inline-block; min-width: 12em; max-width: 30em; overflow-wrap: break-word"
 # Left-over entries up to this many are named by id in the command the admin suggests.
 IDS_IN_COMMAND = 100
-# The changelist's filters that `manage.py dlq requeue` has an option for.
-FILTER_OPTIONS = {
-    f"{field}{lookup}": option
-    for field, option in (("stage", "--stage"), ("reason", "--reason"), ("business_id", "--business"))
-    for lookup in ("", "__exact")
-}
 
 
 class CloseForm(forms.Form):
@@ -78,7 +58,7 @@ CLOSINGS = {
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(DeadLetterColumns, admin.ModelAdmin):
     # Read at a glance on a 1280 px screen with the filters beside them: long values
     # (ids, errors) wrap or are cut, with the whole value in the cell's tooltip.
     list_display = [
@@ -322,234 +302,3 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def _back(self, request: HttpRequest) -> HttpResponse:
         """To the entry's page when the action was started there, else to the list."""
         return HttpResponseRedirect(self._next(request) or request.get_full_path())
-
-    # -- how an entry reads -----------------------------------------------------------
-    @admin.display(description="requeues", ordering="requeue_count")
-    def requeues(self, obj: DeadLetter) -> int:
-        return obj.requeue_count
-
-    @admin.display(description="age", ordering="-created_at")
-    def age(self, obj: DeadLetter) -> str:
-        """How long ago, at a glance; the time itself, to the second, in the tooltip."""
-        return format_html(
-            '<span title="{}" style="white-space: nowrap">{}</span>',
-            date_format(timezone.localtime(obj.created_at), "DATETIME_FORMAT"),
-            timesince(obj.created_at, depth=1),
-        )
-
-    @admin.display(description="business", ordering="business_id")
-    def business(self, obj: DeadLetter) -> str:
-        return _cut(obj.business_id, CUT_ID, ID_STYLE)
-
-    @admin.display(description="message", ordering="processing_id")
-    def message(self, obj: DeadLetter) -> str:
-        return _cut(obj.processing_id, CUT_ID, ID_STYLE)
-
-    @admin.display(description="error")
-    def short_error(self, obj: DeadLetter) -> str:
-        return _cut(obj.error_message.splitlines()[0] if obj.error_message else "", CUT_ERROR, ERROR_STYLE)
-
-    @admin.display(description="error message")
-    def error(self, obj: DeadLetter) -> str:
-        return display.text_block(obj.error_message) if obj.error_message else "-"
-
-    @admin.display(description="traceback")
-    def traceback_text(self, obj: DeadLetter) -> str:
-        if not obj.traceback:
-            return "- (none: the record was refused by validation)"
-        return display.text_block(obj.traceback, tail=True)
-
-    @admin.display(description="payload")
-    def payload_json(self, obj: DeadLetter) -> str:
-        return display.json_block(_json_text(obj, "payload"))
-
-    @admin.display(description="raw record")
-    def raw_record(self, obj: DeadLetter) -> str:
-        return display.bytes_block(obj.raw_value)
-
-    @admin.display(description="inbox message")
-    def inbox_message(self, obj: DeadLetter) -> str:
-        """A link to the message's row in the model settings.DLQ_SOURCE_MODEL names ("app_label.Model",
-        with processing_id and status fields), as AUTH_USER_MODEL names a model: this app imports none."""
-        source = getattr(settings, "DLQ_SOURCE_MODEL", None)
-        if not source or not obj.processing_id:
-            return "-"
-        model = apps.get_model(source)
-        row = model.objects.filter(processing_id=obj.processing_id).only("pk", "status").first()
-        if row is None:
-            return "-"
-        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[row.pk])
-        return format_html('<a href="{}">{}</a> ({})', url, obj.processing_id, row.status)
-
-    @admin.display(description="steps at failure")
-    def saga_steps(self, obj: DeadLetter) -> str:
-        def table(state: Any) -> SafeString | str | None:
-            if not isinstance(state, dict):
-                return None if state else "-"
-            steps = display.rows_of(state.get("steps") or [])
-            if steps is None:
-                return None
-            if not steps:
-                return "-"
-            cell = display.table_cell
-            rows = format_html_join(
-                "",
-                "<tr><td>{}</td><td>{}</td><td><strong>{}</strong></td><td>{}</td><td>{}</td></tr>",
-                (
-                    (
-                        cell(s.get("order")),
-                        cell(s.get("action")),
-                        cell(s.get("status")),
-                        cell(s.get("attempts")),
-                        cell(s.get("error") or s.get("compensation_error") or ""),
-                    )
-                    for s in steps
-                ),
-            )
-            return format_html(
-                '<p>handler: {}</p><table class="saga-steps"><thead><tr><th>#</th><th>action</th><th>state</th>'
-                "<th>attempts</th><th>error</th></tr></thead><tbody>{}</tbody></table>",
-                cell(state.get("handler") or "-"),
-                rows,
-            )
-
-        return display.table_or_block(_json_text(obj, "saga_state"), table)
-
-    @admin.display(description="topic [partition] @ offset")
-    def kafka_coordinates(self, obj: DeadLetter) -> str:
-        if not obj.kafka_topic:
-            return "-"
-        return f"{obj.kafka_topic} [{obj.kafka_partition}] @ {obj.kafka_offset}"
-
-    @admin.display(description="key")
-    def record_key(self, obj: DeadLetter) -> str:
-        if obj.kafka_key is None:
-            return "-"
-        key = bytes(obj.kafka_key)
-        text = display.visible(key[:1024].decode("utf-8", errors="backslashreplace"))
-        return text + (f"… ({len(key):,} bytes)" if len(key) > 1024 else "")
-
-    @admin.display(description="headers")
-    def record_headers(self, obj: DeadLetter) -> str:
-        return display.json_block(_json_text(obj, "kafka_headers"))
-
-    @admin.display(description="requeue history")
-    def requeue_log(self, obj: DeadLetter) -> str:
-        def table(history: Any) -> SafeString | str | None:
-            if not history:
-                return "never requeued"
-            rows = display.rows_of(history)
-            if rows is None:
-                return None
-            cell = display.table_cell
-            body = format_html_join(
-                "",
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                ((cell(h.get("at")), cell(h.get("by")), cell(h.get("saga_run") or "-")) for h in rows),
-            )
-            return format_html(
-                '<table class="requeue-history"><thead><tr><th>when</th><th>by</th>'
-                "<th>saga run</th></tr></thead><tbody>{}</tbody></table>",
-                body,
-            )
-
-        return display.table_or_block(_json_text(obj, "requeue_history"), table)
-
-    @admin.display(description="same message")
-    def related_entries(self, obj: DeadLetter) -> str:
-        """The entry this one follows (a requeue that failed again) and the ones after it."""
-        if not obj.processing_id:
-            return "-"
-        others = DeadLetter.objects.filter(processing_id=obj.processing_id).exclude(pk=obj.pk).count()
-        if not others:
-            return "no other entry"
-        url = reverse("admin:dlq_deadletter_changelist") + "?" + urlencode({"processing_id": obj.processing_id})
-        return format_html(
-            '<a href="{}">{} other entr{} for {}</a>', url, others, "y" if others == 1 else "ies", obj.processing_id
-        )
-
-
-def _cut(text: str, limit: int, style: str) -> str:
-    """A list cell: at most `limit` characters, wrapping anywhere (an id or a URL has no
-    spaces to wrap at), the whole text in the tooltip."""
-    if not text:
-        return "-"
-    shown = text[:limit] + ("…" if len(text) > limit else "")
-    return format_html('<span title="{}" style="{}">{}</span>', display.visible(text[:1000]), style, shown)
-
-
-def _json_text(obj: DeadLetter, name: str) -> str | None:
-    """A JSON column as text: as read by get_object, or serialised from a loaded entry."""
-    texts = getattr(obj, "json_text", None)
-    if texts is not None:
-        return texts[name]
-    import json
-
-    value = getattr(obj, name)
-    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
-
-
-def command_filters(params: QueryDict) -> tuple[list[str], datetime | None, datetime | None] | None:
-    """The `manage.py dlq requeue` options that select what the changelist's
-    filters select (as options, and the created_at bounds), or None when one of
-    them has no such option."""
-    options: list[str] = []
-    since: datetime | None = None
-    until: datetime | None = None
-    parts = {}
-    for name, value in params.items():
-        if not isinstance(value, str):
-            return None  # a parameter with no value at all: no option says that
-        if name != "q" and (name in IGNORED_PARAMS or name == "p"):
-            continue  # ordering, page, facets, popup: not a filter
-        if name in FILTER_OPTIONS:
-            options += [FILTER_OPTIONS[name], value]
-        elif name in ("status", "status__exact"):
-            if value != DeadLetter.Status.OPEN:
-                return None  # nothing there to requeue; the ids will say so
-        elif name == "q":
-            if not value or any(c.isspace() or c in "\"'" for c in value):
-                return None  # several terms: the admin ANDs them, --search takes one
-            options += ["--search", value]
-        elif name in ("created_at__gte", "created_at__lt"):
-            moment = _moment(value)
-            if moment is None:
-                return None
-            if name.endswith("gte"):
-                since = moment
-            else:
-                until = moment
-        elif name in ("created_at__year", "created_at__month", "created_at__day"):
-            if not value.isdigit():
-                return None
-            parts[name.rsplit("__", 1)[1]] = int(value)
-        else:
-            return None
-    if parts:
-        try:
-            start = datetime(parts["year"], parts.get("month", 1), parts.get("day", 1), tzinfo=UTC)
-        except (KeyError, ValueError):
-            return None
-        if "day" in parts:
-            end = start + timedelta(days=1)
-        elif "month" in parts:
-            end = (start + timedelta(days=32)).replace(day=1)
-        else:
-            end = start.replace(year=start.year + 1)
-        since = max(since, start) if since else start
-        until = min(until, end) if until else end
-    return options, since, until
-
-
-def _moment(value: str) -> datetime | None:
-    """A date or date-time as the admin's date filter writes it (UTC unless it says otherwise)."""
-    try:
-        parsed = parse_datetime(value)
-        if parsed is None:
-            day = parse_date(value)
-            parsed = datetime(day.year, day.month, day.day, tzinfo=UTC) if day else None
-    except ValueError:
-        return None
-    if parsed is None:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -276,3 +277,62 @@ class DeadLetter(models.Model):
                 )
             self.status, self.resolution_note, self.closed_by, self.closed_at = status, note, by, timezone.now()
             self.save(update_fields=["status", "resolution_note", "closed_by", "closed_at", "updated_at"])
+
+    def as_summary(self) -> dict[str, Any]:
+        """The fields `dlq list --json` gives: enough to pick entries, none of the raw bytes."""
+        return {
+            "id": self.pk,
+            "status": self.status,
+            "stage": self.stage,
+            "reason": self.reason,
+            "processing_id": self.processing_id,
+            "business_id": self.business_id,
+            "lead_id": self.lead_id,
+            "error_class": self.error_class,
+            "error_message": self.error_message,
+            "attempts": self.attempts,
+            "requeue_count": self.requeue_count,
+            "trace_id": self.trace_id,
+            "created_at": _iso(self.created_at),
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        """Every field `dlq show --json` gives (raw bytes as UTF-8 text, else base64)."""
+        return {
+            **self.as_summary(),
+            "payload": self.payload,
+            "raw_value": _bytes_json(self.raw_value),
+            "traceback": self.traceback,
+            "saga_run": self.saga_run,
+            "saga_state": self.saga_state,
+            "kafka": {
+                "topic": self.kafka_topic,
+                "partition": self.kafka_partition,
+                "offset": self.kafka_offset,
+                "timestamp": _iso(self.kafka_timestamp),
+                "key": _bytes_json(self.kafka_key),
+                "headers": self.kafka_headers,
+            }
+            if self.kafka_topic
+            else {},
+            "requeue_history": self.requeue_history,
+            "resolution_note": self.resolution_note,
+            "closed_by": self.closed_by,
+            "closed_at": _iso(self.closed_at),
+            "previous_id": self.previous_id,
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _bytes_json(value: Any) -> dict | None:
+    if value is None:
+        return None
+    raw = bytes(value)
+    try:
+        return {"encoding": "utf-8", "data": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"encoding": "base64", "data": base64.b64encode(raw).decode("ascii")}

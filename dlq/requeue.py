@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.utils.module_loading import import_string
 
+from core.dotted import import_path
 from dlq.models import DeadLetter
 
 # Called with the entry, locked, inside the transaction that marks it REQUEUED: sends the
@@ -42,7 +42,7 @@ def _load(path: str | None) -> RequeueHandler:
             "message through again (say, whatsapp.recovery.requeue.requeue_dead_letter)"
         )
     try:
-        handler = import_string(path)
+        handler = import_path(path)
     except ImportError as exc:
         raise ImproperlyConfigured(f"DLQ_REQUEUE_HANDLER {path!r} cannot be imported: {exc}") from None
     if not callable(handler):

@@ -1,11 +1,38 @@
 import importlib
+from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from core import breakers, tracing
+from core import breakers, dotted, tracing
 from core.metrics import counters
+
+# The modules the stage layout of this release moved (old path -> new path): settings that
+# name one by its old dotted path still load, for one release, and `manage.py check` warns.
+MOVED_MODULES = {
+    "whatsapp.inbound": "whatsapp.models.inbound",
+    "whatsapp.contract": "whatsapp.contracts.result",
+    "whatsapp.request_contract": "whatsapp.contracts.request",
+    "whatsapp.group_member": "whatsapp.kafka.group_member",
+    "whatsapp.webhook": "whatsapp.edge.webhook",
+    "whatsapp.outbox": "whatsapp.edge.outbox",
+    "whatsapp.ingest": "whatsapp.ingest.loop",
+    "whatsapp.intake": "whatsapp.ingest.intake",
+    "whatsapp.pipeline": "whatsapp.pipeline.hand_off",
+    "whatsapp.chains": "whatsapp.pipeline.chains",
+    "whatsapp.fairness": "whatsapp.pipeline.lanes",
+    "whatsapp.signals": "whatsapp.pipeline.signals",
+    "whatsapp.outbound": "whatsapp.send.reply",
+    "whatsapp.read_receipts": "whatsapp.send.read_receipts",
+    "whatsapp.sweeper": "whatsapp.recovery.sweeper",
+    "whatsapp.requeue": "whatsapp.recovery.requeue",
+    "whatsapp.replay": "whatsapp.recovery.replay",
+    "whatsapp.collectors": "whatsapp.ops.collectors",
+    "whatsapp.stats": "whatsapp.ops.stats",
+    "whatsapp.overview": "whatsapp.ops.overview",
+}
 
 
 class WhatsappConfig(AppConfig):
@@ -23,6 +50,8 @@ class WhatsappConfig(AppConfig):
             service=settings.SERVICE_NAME,
         )
         breakers.add_listener(counters.breaker_changed)
+        dotted.register_moves(MOVED_MODULES)
+        checks.register(moved_paths_check)
         # Handlers and executors register on import; extra ones come from
         # WHATSAPP_PLUGINS so a deployment can add its own without a code change.
         importlib.import_module("whatsapp.handlers")
@@ -49,3 +78,17 @@ def load_plugin(module: str) -> None:
         if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
             raise ImproperlyConfigured(f"WHATSAPP_PLUGINS names {module!r}, which cannot be imported: {exc}") from exc
         raise
+
+
+def moved_paths_check(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    """A setting that names a module of this app by the path it had before this release still
+    works (core.dotted), but the next release drops the old paths: say which to change now."""
+    return [
+        checks.Warning(
+            f"{name} names {old!r}, which moved to {new!r} in this release",
+            hint=f"Write {new!r}: the old path is accepted until the next release.",
+            id="whatsapp.W001",
+        )
+        for name in sorted({name for name in dir(settings) if name.isupper()})
+        for old, new in dotted.moved_paths(getattr(settings, name))
+    ]

@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
-from django.utils.module_loading import import_string
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -20,6 +19,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import Metric
 
+from core.dotted import import_path
 from core.metrics.process import MULTIPROCESS_DIR, process_identifier
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class _ThisProcess:
 def scrape_time_collectors() -> tuple[Any, ...]:
     """The collectors settings.METRICS_COLLECTORS names (dotted paths of classes), made once:
     the apps read their own gauges at scrape time, and this layer never imports them."""
-    return tuple(import_string(path)() for path in settings.METRICS_COLLECTORS)
+    return tuple(import_path(path)() for path in settings.METRICS_COLLECTORS)
 
 
 def exposition() -> tuple[bytes, str]:

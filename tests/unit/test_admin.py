@@ -572,7 +572,7 @@ def test_a_large_filtered_requeue_names_the_filters_to_finish_with(client, root,
 def test_the_admin_filters_become_command_options():
     from django.http import QueryDict
 
-    from dlq.admin import command_filters
+    from dlq.command_line import command_filters
 
     options, since, until = command_filters(
         QueryDict("reason=unknown_business&stage__exact=ingest&business_id=b-1&q=late-1&o=2&created_at__gte=2026-03-01")

@@ -10,7 +10,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_a_time_range_sorts_timestamps_no_datetime_can_hold_by_their_milliseconds():
     from whatsapp.kafka import Record
-    from whatsapp.recovery.replay import Selection, parse_when
+    from whatsapp.recovery.kafka_range import Selection
+    from whatsapp.recovery.replay import parse_when
 
     def record(millis: int | None) -> Record:
         return Record("t", 0, 0, b"{}", timestamp_ms=millis)

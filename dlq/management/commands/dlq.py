@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import getpass
 import json
 import sys
@@ -174,7 +173,7 @@ class Command(CommandWithExamples):
             self._matching(options, status=options["status"]).order_by("-created_at", "-pk")[: options["limit"]]
         )
         if options["json"]:
-            self.stdout.write(json.dumps([summary(e) for e in entries], indent=2))
+            self.stdout.write(json.dumps([e.as_summary() for e in entries], indent=2))
             return
         self._table(entries)
 
@@ -182,7 +181,7 @@ class Command(CommandWithExamples):
         entry = DeadLetter.objects.filter(pk=options["id"]).first()
         if entry is None:
             raise CommandError(f"no dead letter #{options['id']}", returncode=REFUSED)
-        detail = full(entry)
+        detail = entry.as_json()
         if options["json"]:
             self.stdout.write(json.dumps(detail, indent=2))
             return
@@ -350,64 +349,3 @@ class Command(CommandWithExamples):
                 f"{e.pk:>6}  {e.created_at:%Y-%m-%d %H:%M:%S}  {e.status:9}  {e.stage[:14]:14}  "
                 f"{e.reason[:18]:18}  {e.business_id[:14]:14}  {e.processing_id[:24]:24}  {error}"
             )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def summary(entry: DeadLetter) -> dict:
-    """The fields `list --json` gives: enough to pick entries, none of the raw bytes."""
-    return {
-        "id": entry.pk,
-        "status": entry.status,
-        "stage": entry.stage,
-        "reason": entry.reason,
-        "processing_id": entry.processing_id,
-        "business_id": entry.business_id,
-        "lead_id": entry.lead_id,
-        "error_class": entry.error_class,
-        "error_message": entry.error_message,
-        "attempts": entry.attempts,
-        "requeue_count": entry.requeue_count,
-        "trace_id": entry.trace_id,
-        "created_at": _iso(entry.created_at),
-    }
-
-
-def _bytes(value: Any) -> dict | None:
-    if value is None:
-        return None
-    raw = bytes(value)
-    try:
-        return {"encoding": "utf-8", "data": raw.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"encoding": "base64", "data": base64.b64encode(raw).decode("ascii")}
-
-
-def full(entry: DeadLetter) -> dict:
-    """Every field `show --json` gives."""
-    return {
-        **summary(entry),
-        "payload": entry.payload,
-        "raw_value": _bytes(entry.raw_value),
-        "traceback": entry.traceback,
-        "saga_run": entry.saga_run,
-        "saga_state": entry.saga_state,
-        "kafka": {
-            "topic": entry.kafka_topic,
-            "partition": entry.kafka_partition,
-            "offset": entry.kafka_offset,
-            "timestamp": _iso(entry.kafka_timestamp),
-            "key": _bytes(entry.kafka_key),
-            "headers": entry.kafka_headers,
-        }
-        if entry.kafka_topic
-        else {},
-        "requeue_history": entry.requeue_history,
-        "resolution_note": entry.resolution_note,
-        "closed_by": entry.closed_by,
-        "closed_at": _iso(entry.closed_at),
-        "previous_id": entry.previous_id,
-        "updated_at": _iso(entry.updated_at),
-    }

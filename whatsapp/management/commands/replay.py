@@ -7,7 +7,8 @@ from django.core.management.base import CommandError, CommandParser
 
 from config import progress
 from config.commands import CommandWithExamples
-from whatsapp.recovery.replay import OUTCOMES, ReplayError, ReplayResult, Selection, parse_when, replay
+from whatsapp.recovery.kafka_range import ReplayError, Selection
+from whatsapp.recovery.replay import OUTCOMES, ReplayResult, parse_when, replay
 
 REFUSED = 2
 
