@@ -156,7 +156,7 @@ CELERY_TASK_DEFAULT_QUEUE = "pipeline"
 # Every queue is declared, as Celery would create it on first use (an exchange of
 # its name, routed by its name), so that Flower's Broker tab, `celery inspect
 # active_queues` and a worker started without -Q know all of them; a new queue
-# (an executor's `queue`) goes here too (tests/unit/test_queues.py checks).
+# (an executor's `queue`) goes here too (tests/unit/pipeline/test_queues.py checks).
 # Priorities need no queue argument: kombu's Redis transport keeps one list per
 # priority step (0, 3, 6, 9: whatsapp.pipeline.lanes's lanes); x-max-priority is AMQP's.
 CELERY_TASK_QUEUES = tuple(

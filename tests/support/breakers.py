@@ -1,5 +1,5 @@
-"""Breaker test helpers shared by tests/unit/test_breakers.py and
-tests/integration/test_breakers.py: unique breaker names cleaned up afterwards, the
+"""Breaker test helpers shared by tests/unit/core/test_breakers.py and
+tests/integration/core/test_breakers.py: unique breaker names cleaned up afterwards, the
 state changes a breaker published, and the calls a guarded function makes."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 a record failing at hand-off ends as one dead letter, a dead letter's hostile
 metadata survives its requeue, and timestamps and headers of any shape are read
 without raising. (A real `ingest_kafka` reading them:
-tests/integration/test_ingest_hostile.py.)"""
+tests/integration/ingest/test_ingest_hostile.py.)"""
 
 from __future__ import annotations
 

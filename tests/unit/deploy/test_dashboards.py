@@ -11,7 +11,7 @@ import yaml
 
 from core.metrics import counters as metrics
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "whatsapp.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 

@@ -4,7 +4,7 @@ real HTTP endpoint, and a malformed override stopping `manage.py check`.
 The multi-process test is the point of the design: four OS processes hammering
 one failing service must trip the breaker once, keep the service unbothered
 while it is open, and send it no more than the configured number of probes.
-(One breaker's rules, in this process: tests/unit/test_breakers.py.)"""
+(One breaker's rules, in this process: tests/unit/core/test_breakers.py.)"""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from core.breakers import (
 )
 from tests.support.breakers import events, get
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROCESSES = 4
 FORK = multiprocessing.get_context("fork")
 

@@ -1,7 +1,7 @@
 """The sales webhook client's safety: where it may connect (the SSRF guard), how long a call
 may take (the total deadline, against a server that drips its answer byte by byte), how
 much of an answer it reads (the cap), and the timestamped signature a receiver checks. (The
-POST made with no database transaction open: tests/integration/test_webhook_client.py.)
+POST made with no database transaction open: tests/integration/core/test_webhook_client.py.)
 
 The guard is tested on addresses it must refuse by resolving them only: nothing here
 ever connects anywhere but 127.0.0.1.

@@ -20,7 +20,7 @@ import yaml
 from django.core.management import get_commands
 from honcho.environ import parse_procfile
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
 APP_SERVICES = {name: s for name, s in SERVICES.items() if s.get("build")}

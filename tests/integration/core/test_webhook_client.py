@@ -1,6 +1,6 @@
 """The sales webhook POST is made with no database transaction open: a real ingest,
 a real Celery worker and a real receiver. (The client's own safety, in this
-process: tests/unit/test_webhook_client.py.)"""
+process: tests/unit/core/test_webhook_client.py.)"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`manage.py replay`'s time range: timestamps no datetime can hold are sorted by
-their milliseconds. (Replays through a real ingest: tests/integration/test_replay.py.)"""
+their milliseconds. (Replays through a real ingest: tests/integration/recovery/test_replay.py.)"""
 
 from __future__ import annotations
 

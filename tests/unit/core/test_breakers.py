@@ -1,7 +1,7 @@
 """Circuit breakers on a real Redis and a real HTTP endpoint, in this process: what
 counts as a failure, failure rates, the local fallback through a Redis outage, the
 admin operations and the per-name overrides. (Several OS processes sharing one
-breaker: tests/integration/test_breakers.py.)"""
+breaker: tests/integration/core/test_breakers.py.)"""
 
 from __future__ import annotations
 
