@@ -7,11 +7,113 @@ in one statement, whichever order Meta's statuses arrive in.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.utils import timezone
+
+from config.redaction import configured_secrets, redact
+from core.errors import PermanentActionError, RetryableActionError
+
+log = logging.getLogger(__name__)
+
+
+class ReplyOutcomeUnknown(PermanentActionError):
+    """An earlier attempt may have delivered the reply; only a human should decide to resend."""
+
+
+class ReplyInFlight(RetryableActionError):
+    """Another worker is sending this reply right now; look again once it has finished."""
+
+    health_signal = False  # says nothing about the Cloud API's health
+
+
+class OutboundQuerySet(models.QuerySet["OutboundMessage"]):
+    """The send's state machine (whatsapp.send.reply says why it is shaped so): every status
+    change of a reply is one of these, each one statement or one short transaction."""
+
+    def claim_for_send(self, pk: int, *, in_flight: timedelta) -> OutboundMessage:
+        """Lock the row and, if it is still ours to send, mark it SENDING (one more attempt)
+        and commit. The caller sends only if it came back SENDING; a row another worker
+        finished in the meantime comes back as it is. ReplyOutcomeUnknown for a row that may
+        be out already; ReplyInFlight while another worker has held it SENDING for less
+        than `in_flight`."""
+        abandoned = False
+        with transaction.atomic():
+            row = self.select_for_update().get(pk=pk)
+            if row.status in FINAL:
+                return row
+            if row.status == OutboundMessage.Status.UNKNOWN:
+                raise ReplyOutcomeUnknown("reply outcome unknown; not re-sent to avoid a duplicate")
+            if row.status == OutboundMessage.Status.SENDING:
+                if timezone.now() - row.updated_at < in_flight:
+                    raise ReplyInFlight(
+                        f"reply {row.idempotency_key} is being sent by another worker",
+                        retry_after=in_flight.total_seconds(),
+                    )
+                # Nobody finished it: a worker died with the request possibly out. Commit that first.
+                row.status = OutboundMessage.Status.UNKNOWN
+                row.error_title = "worker stopped while sending"
+                row.save(update_fields=["status", "error_title", "updated_at"])
+                abandoned = True
+            else:
+                row.status = OutboundMessage.Status.SENDING
+                row.attempts += 1
+                row.save(update_fields=["status", "attempts", "updated_at"])
+        if abandoned:
+            log.error("reply %s was left SENDING by a stopped worker; marked UNKNOWN, not re-sent", row.idempotency_key)
+            raise ReplyOutcomeUnknown("reply outcome unknown; not re-sent to avoid a duplicate")
+        return row
+
+    def mark_sent(self, row: OutboundMessage, *, wamid: str, http_status: int | None) -> bool:
+        """SENDING -> SENT with Meta's id, on the row object too; False when the row was gone.
+        What Meta said of an earlier send (a requeue after a failed delivery) is cleared from
+        the row (its DeliveryStatus rows and dead letter keep it), so this send's statuses apply."""
+        sent_at = timezone.now()
+        sent: dict[str, Any] = {
+            "status": OutboundMessage.Status.SENT,
+            "wamid": wamid,
+            "http_status": http_status,
+            "sent_at": sent_at,
+            "error_code": None,
+            "error_title": "",
+            "fbtrace_id": "",
+            "delivery_status": "",
+            "delivered_at": None,
+            "read_at": None,
+            "failed_at": None,
+            "updated_at": sent_at,
+        }
+        updated = self.filter(pk=row.pk).update(**sent)
+        for name, value in sent.items():
+            setattr(row, name, value)
+        return bool(updated)
+
+    def record_failure(
+        self, pk: int, status: str, *, code: int | None, title: str, fbtrace_id: str, http_status: int | None
+    ) -> None:
+        """SENDING -> FAILED (Meta said no: nothing was sent) or UNKNOWN (no answer), with what
+        the Cloud API said, secrets removed."""
+        secrets = configured_secrets()
+        self.filter(pk=pk).update(
+            status=status,
+            error_code=code,
+            error_title=redact(title, secrets)[:300],
+            fbtrace_id=redact(fbtrace_id, secrets)[:64],
+            http_status=http_status,
+            updated_at=timezone.now(),
+        )
+
+    def mark_unknown(self, pk: int, why: str) -> None:
+        """A bug or a kill between the POST and its answer: whether it went out is not known."""
+        self.filter(pk=pk).update(status=OutboundMessage.Status.UNKNOWN, error_title=why, updated_at=timezone.now())
+
+    def skip(self, pk: int, status: str) -> bool:
+        """A sendable row skipped for good (replies off, window closed); False when it was not sendable."""
+        return bool(self.filter(pk=pk, status__in=SENDABLE).update(status=status, updated_at=timezone.now()))
 
 
 class OutboundMessage(models.Model):
@@ -73,6 +175,8 @@ class OutboundMessage(models.Model):
     read_at = models.DateTimeField(null=True, blank=True, help_text="Meta's time of the read status.")
     failed_at = models.DateTimeField(null=True, blank=True, help_text="Meta's time of the failed status.")
 
+    objects = OutboundQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["status", "business"], name="outbound_status_business")]
@@ -130,6 +234,12 @@ class OutboundMessage(models.Model):
             applied=DELIVERY_RANK.get(row[5], 0) < rank,
         )
 
+
+# A reply in one of these states is done; one in these may be sent (again).
+FINAL = frozenset(
+    {OutboundMessage.Status.SENT, OutboundMessage.Status.SKIPPED_WINDOW_CLOSED, OutboundMessage.Status.SKIPPED_DISABLED}
+)
+SENDABLE = frozenset({OutboundMessage.Status.PENDING, OutboundMessage.Status.FAILED})
 
 # The delivery statuses by meaning; a status applies only over one of lower rank.
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "failed": 3, "read": 4}

@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from config.redaction import configured_secrets, redact
 from core.breakers import breaker_for
 from core.clients import cloud_api
 from core.metrics import counters
 from leads.models import Business, Lead, ReviewFlag
-from whatsapp.actions.base import PermanentActionError, RetryableActionError, atomic_if_nested
-from whatsapp.models import OutboundMessage
+from whatsapp.actions.base import atomic_if_nested
+from whatsapp.models.outbound import FINAL, SENDABLE, OutboundMessage, ReplyOutcomeUnknown
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +43,6 @@ IN_FLIGHT_MARGIN_SECONDS = 30.0
 WINDOW_CLOSED_REASON = "window_closed"
 
 Status = OutboundMessage.Status
-FINAL = frozenset({Status.SENT, Status.SKIPPED_WINDOW_CLOSED, Status.SKIPPED_DISABLED})
-SENDABLE = frozenset({Status.PENDING, Status.FAILED})
-
-
-class ReplyOutcomeUnknown(PermanentActionError):
-    """An earlier attempt may have delivered the reply; only a human should decide to resend."""
-
-
-class ReplyInFlight(RetryableActionError):
-    """Another worker is sending this reply right now; look again once it has finished."""
-
-    health_signal = False  # says nothing about the Cloud API's health
 
 
 def reply_key(processing_id: str, saga_run: int) -> str:
@@ -119,10 +105,13 @@ def send_reply(
         raise ReplyOutcomeUnknown("reply outcome unknown; not re-sent to avoid a duplicate")
 
     if row.status in SENDABLE:
-        # (A SENDING row goes straight to _claim: whatever is decided now, it may be out.)
+        # (A SENDING row goes straight to the claim: whatever is decided now, it may be out.)
         # Without a WhatsApp phone-number id there is nothing to send from.
         if not business.replies_enabled or not business.phone_number_id:
-            return _finish(row, Status.SKIPPED_DISABLED)
+            if OutboundMessage.objects.skip(row.pk, Status.SKIPPED_DISABLED):
+                counters.action(counters.REPLY, "skipped")
+            row.refresh_from_db()
+            return row
         if not window_open(lead.last_inbound_at, now):
             return _skip_window_closed(row, business, lead, now)
 
@@ -149,7 +138,7 @@ def _create_and_send(fields: dict, business: Business, processing_id: str) -> Ou
 
 
 def _claim_and_send(pk: int, business: Business, processing_id: str) -> OutboundMessage:
-    row = _claim(pk)
+    row = OutboundMessage.objects.claim_for_send(pk, in_flight=_in_flight_limit())
     if row.status != Status.SENDING:
         return row
     return _send(row, business, processing_id)
@@ -174,66 +163,12 @@ def _send(row: OutboundMessage, business: Business, processing_id: str) -> Outbo
         raise
     except BaseException:
         # A bug or a kill between the POST and here: whether it went out is not known.
-        OutboundMessage.objects.filter(pk=row.pk).update(
-            status=Status.UNKNOWN, error_title="unexpected error during send", updated_at=timezone.now()
-        )
+        OutboundMessage.objects.mark_unknown(row.pk, "unexpected error during send")
         raise
 
-    sent_at = timezone.now()
-    sent: dict[str, Any] = {
-        "status": Status.SENT,
-        "wamid": result.wamid,
-        "http_status": result.http_status,
-        "sent_at": sent_at,
-        "error_code": None,
-        "error_title": "",
-        "fbtrace_id": "",
-        # A new send (a requeue after a failed delivery): what Meta said of the last one is gone
-        # from the row (its DeliveryStatus rows and dead letter keep it), so this one's statuses apply.
-        "delivery_status": "",
-        "delivered_at": None,
-        "read_at": None,
-        "failed_at": None,
-        "updated_at": sent_at,
-    }
-    if OutboundMessage.objects.filter(pk=row.pk).update(**sent):
+    if OutboundMessage.objects.mark_sent(row, wamid=result.wamid, http_status=result.http_status):
         counters.action(counters.REPLY, "succeeded")
-    for name, value in sent.items():
-        setattr(row, name, value)
     log.info("reply for %s sent as %s (attempt %d)", processing_id, result.wamid, row.attempts)
-    return row
-
-
-def _claim(pk: int) -> OutboundMessage:
-    """Lock the row and, if it is still ours to send, mark it SENDING and commit.
-
-    Returns the row; the caller sends only if it came back SENDING. A row another worker
-    finished in the meantime comes back as it is."""
-    abandoned = False
-    with transaction.atomic():
-        row = OutboundMessage.objects.select_for_update().get(pk=pk)
-        if row.status in FINAL:
-            return row
-        if row.status == Status.UNKNOWN:
-            raise ReplyOutcomeUnknown("reply outcome unknown; not re-sent to avoid a duplicate")
-        if row.status == Status.SENDING:
-            if timezone.now() - row.updated_at < _in_flight_limit():
-                raise ReplyInFlight(
-                    f"reply {row.idempotency_key} is being sent by another worker",
-                    retry_after=_in_flight_limit().total_seconds(),
-                )
-            # Nobody finished it: a worker died with the request possibly out. Commit that first.
-            row.status = Status.UNKNOWN
-            row.error_title = "worker stopped while sending"
-            row.save(update_fields=["status", "error_title", "updated_at"])
-            abandoned = True
-        else:
-            row.status = Status.SENDING
-            row.attempts += 1
-            row.save(update_fields=["status", "attempts", "updated_at"])
-    if abandoned:
-        log.error("reply %s was left SENDING by a stopped worker; marked UNKNOWN, not re-sent", row.idempotency_key)
-        raise ReplyOutcomeUnknown("reply outcome unknown; not re-sent to avoid a duplicate")
     return row
 
 
@@ -243,22 +178,14 @@ def _in_flight_limit() -> timedelta:
 
 
 def _record_failure(row: OutboundMessage, status: str, exc: cloud_api.CloudApiError) -> None:
-    secrets = configured_secrets()
-    OutboundMessage.objects.filter(pk=row.pk).update(
-        status=status,
-        error_code=exc.code,
-        error_title=redact(exc.title or str(exc), secrets)[:300],
-        fbtrace_id=redact(exc.fbtrace_id, secrets)[:64],
+    OutboundMessage.objects.record_failure(
+        row.pk,
+        status,
+        code=exc.code,
+        title=exc.title or str(exc),
+        fbtrace_id=exc.fbtrace_id,
         http_status=exc.http_status,
-        updated_at=timezone.now(),
     )
-
-
-def _finish(row: OutboundMessage, status: str) -> OutboundMessage:
-    if OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(status=status, updated_at=timezone.now()):
-        counters.action(counters.REPLY, "skipped")
-    row.refresh_from_db()
-    return row
 
 
 def _skip_window_closed(row: OutboundMessage, business: Business, lead: Lead, now: datetime) -> OutboundMessage:
@@ -283,9 +210,7 @@ def _skip_window_closed(row: OutboundMessage, business: Business, lead: Lead, no
             },
         )
         Lead.objects.filter(pk=lead.pk).update(needs_review=True, updated_at=timezone.now())
-        if OutboundMessage.objects.filter(pk=row.pk, status__in=SENDABLE).update(
-            status=Status.SKIPPED_WINDOW_CLOSED, updated_at=timezone.now()
-        ):
+        if OutboundMessage.objects.skip(row.pk, Status.SKIPPED_WINDOW_CLOSED):
             counters.action(counters.REPLY, "skipped")
     lead.needs_review = True
     log.info("reply for %s skipped: the 24-hour window is closed; lead flagged for review", row.processing_id)

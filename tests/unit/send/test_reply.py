@@ -24,7 +24,8 @@ from core.clients.cloud_api import CloudApiAuthError, CloudApiOutcomeUnknown, Cl
 from leads.models import Lead, ReviewFlag
 from whatsapp.actions.base import PermanentActionError, RetryableActionError
 from whatsapp.models import OutboundMessage
-from whatsapp.send.reply import ReplyInFlight, ReplyOutcomeUnknown, send_reply
+from whatsapp.models.outbound import ReplyInFlight, ReplyOutcomeUnknown
+from whatsapp.send.reply import send_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
