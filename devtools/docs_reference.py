@@ -9,6 +9,7 @@ an edit here. Migrations (generated) and tests are left out.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +47,33 @@ class Module:
         return "/".join((PREFIX, *self.parts)) + ".md"
 
     def markdown(self) -> str:
-        """The page: mkdocstrings renders the module's docstring and members from the source."""
-        return f"::: {self.name}\n"
+        """The page: mkdocstrings renders the module's docstring and members from the source.
+
+        A package's page shows only what its ``__init__`` defines: the names it re-exports from
+        its modules (``whatsapp.saga``'s face, ``whatsapp.models``) are documented on their own
+        modules' pages, once."""
+        if not self.is_package:
+            return f"::: {self.name}\n"
+        defined = defined_names(self.path.read_text())
+        members = "[" + ", ".join(defined) + "]" if defined else "false"
+        return f"::: {self.name}\n    options:\n      members: {members}\n"
+
+
+def defined_names(source: str) -> list[str]:
+    """The public names a module defines itself (classes, functions, assignments), in order;
+    imported names are not among them."""
+    names: list[str] = []
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            found = [node.name]
+        elif isinstance(node, ast.Assign):
+            found = [target.id for target in node.targets if isinstance(target, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            found = [node.target.id]
+        else:
+            found = []
+        names += [name for name in found if not name.startswith("_") and name not in names]
+    return names
 
 
 def modules(root: Path, packages: Iterable[str] = RUNTIME_PACKAGES) -> list[Module]:

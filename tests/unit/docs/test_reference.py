@@ -28,6 +28,10 @@ def test_every_module_has_a_page_and_migrations_have_none() -> None:
     assert "whatsapp" in modules and modules["whatsapp"].page == "reference/whatsapp/index.md"
     assert modules["whatsapp.saga.run"].page == "reference/whatsapp/saga/run.md"
     assert modules["config.settings"].markdown() == "::: config.settings\n"
+    # A package's page shows its docstring and what its __init__ defines, not what it
+    # re-exports from its modules: those have their own pages.
+    assert modules["whatsapp.saga"].markdown() == "::: whatsapp.saga\n    options:\n      members: false\n"
+    assert "members: [default_link, make_breaker, breaker_for" in modules["core.breakers"].markdown()
     assert not [name for name in modules if ".migrations" in name or ".tests" in name]
     on_disk = {
         path
