@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Where `make up` keeps its data between runs.
 STACK_DIR ?= var/stack
 
-.PHONY: install lock demo up manage send lint test bench clean
+.PHONY: install lock demo up manage send lint docs docs-serve test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,11 +57,32 @@ send: $(STAMP)
 # lint and format ([tool.ruff]) and mypy ([tool.mypy]). mypy's Django plugin imports the
 # settings, which want a SECRET_KEY unless DEBUG is on: DEBUG=1 lets them load here.
 # `ruff format .` and `ruff check --fix .` fix most of what the ruff lines report.
+# Last, the docs site's strict build (below): a broken link or anchor, or a page the nav
+# names that nobody wrote, fails lint rather than a reader (the file paths the pages name in
+# code spans are checked by tests/unit/docs/test_paths.py).
 lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DEBUG=1 $(BIN)/mypy
+	$(MKDOCS) build --strict
+
+# The docs site (mkdocs.yml) into var/site/: the pages under docs/, plus the API reference
+# (one page per module, from the docstrings) and the settings reference (from
+# config/settings.py), both generated as it builds. --strict turns every warning (a broken
+# link or anchor, a page the nav names that does not exist) into a failure. Material prints
+# a notice about MkDocs 2 on every build unless told not to. Never --quiet: it hides the
+# warnings --strict counts, and the build then passes whatever is broken.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+
+docs: $(STAMP)
+	$(MKDOCS) build --strict
+	@echo "docs: open var/site/index.html"
+
+# The same with live reload while writing (a warning is printed, not fatal), on a port
+# `make up` does not use; the hooks also watch the runtime packages' docstrings.
+docs-serve: $(STAMP)
+	$(MKDOCS) serve --dev-addr 127.0.0.1:8001
 
 # The suite is bound by the CPU its pipelines use, but many of its tests mostly wait (a
 # redelivery after a SIGKILL, a retry's countdown, a restart): on two cores, four workers

@@ -14,16 +14,27 @@ from kombu import Exchange, Queue
 from config import logging as _logging
 from config.env import Env, SettingError
 
+# Every setting read from the environment has a comment above it (or a `# --- Section ---`
+# block naming it): the docs site's settings page is generated from them
+# (devtools/docs_settings.py), and tests/unit/docs/test_settings_reference.py fails for a
+# setting the code reads that has none.
 env = Env()
+# The repository's root (the image: /app); STATIC_ROOT's default is under it.
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# --- Django: debug mode, secret key, host names -------------------------------
+# Django's debug mode: never on a deployed service. With it on, SECRET_KEY may be left unset.
 DEBUG = env.bool("DEBUG", False)
+# Django's secret key: required unless DEBUG, and at least 32 characters (50 random ones for
+# `manage.py check --deploy`; .env.example shows how to make one).
 if DEBUG:
     SECRET_KEY = env.str("SECRET_KEY", "insecure-local-development-key")
 else:
     SECRET_KEY = env.str("SECRET_KEY", required=True)
     if len(SECRET_KEY) < 32:
         raise SettingError("SECRET_KEY", "must be at least 32 characters when DEBUG is off")
+# Comma-separated: the names the site is reached by, plus those the probes and Prometheus use
+# (docker-compose: 127.0.0.1 and web).
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
 # --- Security (HTTPS, cookies, passwords) -------------------------------------
@@ -61,6 +72,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# --- Apps, middleware, templates -------------------------------------------
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -103,19 +115,24 @@ TEMPLATES = [
     },
 ]
 
+# --- Database ---------------------------------------------------------------
 # Connections are kept for DATABASE_CONN_MAX_AGE seconds and checked before
 # reuse: Celery closes a non-persistent connection after every task, and a new
 # Postgres connection per task costs more than most of our tasks do.
 DATABASES = {
     "default": env.database(
+        # PostgreSQL (psycopg 3): postgres://user[:password]@host:port/dbname.
         "DATABASE_URL",
         "postgres://postgres@127.0.0.1:5432/whatsapp_handler",
+        # Seconds a connection is reused (checked before each reuse); 0 opens one per request or task.
         conn_max_age=env.int("DATABASE_CONN_MAX_AGE", 300, minimum=0),
     )
 }
+# Seconds to wait for Postgres to accept a connection.
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Time, formats and static files -----------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -123,11 +140,17 @@ USE_TZ = True
 # Times to the second, dates as 2026-12-02, everywhere in the admin (config/formats/en/formats.py).
 FORMAT_MODULE_PATH = ["config.formats"]
 STATIC_URL = "static/"
+# Where `collectstatic` puts the admin's static files, which whitenoise serves
+# (default var/static; `make up`: var/stack/static; the image: /app/static).
 STATIC_ROOT = Path(env.str("STATIC_ROOT", str(BASE_DIR / "var" / "static")))
 
 # --- Redis and Celery -------------------------------------------------------
+# Redis: the Celery broker and result backend, the breakers' state and the
+# per-business lanes, unless the settings below name others.
 REDIS_URL = env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
+# The Celery broker; REDIS_URL unless given.
 CELERY_BROKER_URL = env.url("CELERY_BROKER_URL", REDIS_URL, schemes=("redis", "rediss", "unix"))
+# Where Celery keeps a failed task's state, under its id (app.AsyncResult(id).state); REDIS_URL unless given.
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True
 # A task is acknowledged only once it has run, and requeued when its worker
@@ -139,7 +162,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # Redis redelivers an unacknowledged task after this long.
+    # Seconds before Redis redelivers an unacknowledged task.
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=10),
     # Look for overdue unacknowledged tasks every 10 s (kombu's default
     # throttle makes that every 100 s, slowing recovery from a dead worker).
@@ -168,13 +191,18 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_DB_REUSE_MAX = 1000 if DATABASES["default"]["CONN_MAX_AGE"] else None
 
 # --- Kafka ------------------------------------------------------------------
+# The Kafka brokers: host:port[,host:port].
 KAFKA_BOOTSTRAP_SERVERS = env.kafka_servers("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+# The topic ingest consumes: the AI service's result events.
 KAFKA_RESULT_TOPIC = env.str("KAFKA_RESULT_TOPIC", "ai.process.result")
+# Where the outbox relay publishes request events (one per inbound WhatsApp message).
 KAFKA_REQUEST_TOPIC = env.str("KAFKA_REQUEST_TOPIC", "ai.process.request")
+# Ingest's consumer group on KAFKA_RESULT_TOPIC.
 KAFKA_GROUP_ID = env.str("KAFKA_GROUP_ID", "whatsapp-handler")
 # The reference classifier (`manage.py classify`): its own consumer group on KAFKA_REQUEST_TOPIC, and
 # the backend class that decides (a dotted path; a real model's class can replace the reference rules).
 CLASSIFIER_GROUP_ID = env.str("CLASSIFIER_GROUP_ID", "reference-classifier")
+# The dotted path of the Classifier subclass `classify` uses (checked by `manage.py check`).
 CLASSIFIER_BACKEND = env.str("CLASSIFIER_BACKEND", "classifier.reference.ReferenceClassifier")
 # Passed through to librdkafka as-is; unset ones are left out.
 KAFKA_SECURITY = {
@@ -198,43 +226,59 @@ if KAFKA_SECURITY.get("security.protocol", "PLAINTEXT").upper() not in {
     "SASL_SSL",
 }:
     raise SettingError("KAFKA_SECURITY_PROTOCOL", "must be one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
-# How long the group waits for a silent consumer before moving its partitions.
+# The consumer group's session timeout: how long the group waits for a silent consumer before
+# moving its partitions.
 KAFKA_SESSION_TIMEOUT_MS = env.int("KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1_000)
 # The longest a consumer's fetch waits at the broker when there is nothing new
 # (librdkafka's fetch.wait.max.ms; whatsapp/kafka/config.py says what it costs).
+# Apache Kafka answers as soon as a record arrives anyway; Tansu waits it out, so with Tansu
+# it bounds the delay a quiet topic adds (10 costs Tansu a tenth of a core per idle consumer).
 KAFKA_FETCH_WAIT_MAX_MS = env.int("KAFKA_FETCH_WAIT_MAX_MS", 100, minimum=1)
+# Records per ingest batch, at most: ingest takes what has arrived without waiting to fill one.
 INGEST_BATCH_SIZE = env.int("INGEST_BATCH_SIZE", 500, minimum=1)
+# The longest wait between ingest's retries of a batch while Postgres or the broker is down.
 INGEST_MAX_BACKOFF_SECONDS = env.float("INGEST_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1)
 # Fault injection for tests and drills: sleep this long between handing a
 # batch to the pipeline and committing its offsets. Never set in production.
 INGEST_DEBUG_COMMIT_DELAY_SECONDS = env.float("INGEST_DEBUG_COMMIT_DELAY_SECONDS", 0.0, minimum=0.0)
 
+# --- The sweeper, fairness and plugins -----------------------------------------
 # The sweeper re-drives inbox rows stuck this long, and purges finished rows
 # (the dedupe memory) older than the retention.
 SWEEP_STUCK_AFTER_SECONDS = env.float("SWEEP_STUCK_AFTER_SECONDS", 300.0, minimum=1.0)
+# How often Celery beat runs the sweeper (the task whatsapp.sweep), in seconds.
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", 60.0, minimum=1.0)
+# Finished inbox rows (the dedupe memory) are purged after this many days.
 INBOX_RETENTION_DAYS = env.int("INBOX_RETENTION_DAYS", 30, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "sweep-inbox": {"task": "whatsapp.sweep", "schedule": SWEEP_INTERVAL_SECONDS},
 }
 
-# Per-business fairness (whatsapp/fairness.py): within this rate a business's
+# Per-business fairness (whatsapp/pipeline/lanes.py): within this rate a business's
 # messages go on the normal lane, beyond it on the bulk lane, which workers
 # take only when the normal lane is empty. Excess is delayed, never failed.
 BUSINESS_RATE_PER_SECOND = env.float("BUSINESS_RATE_PER_SECOND", 20.0, minimum=0.01)
+# The per-business token bucket's burst: a business may go this many messages over its rate
+# at once before the bulk lane takes the rest.
 BUSINESS_RATE_BURST = env.int("BUSINESS_RATE_BURST", 100, minimum=1)
 
-# Extra modules that register intent handlers or action executors.
+# Comma-separated modules that register extra intent handlers or action executors
+# (a deployment's own, without editing this package); a bad one stops the start.
 WHATSAPP_PLUGINS = env.list("WHATSAPP_PLUGINS", [])
 
 # --- Logging ----------------------------------------------------------------
 # JSON lines by default (LOG_FORMAT=text to read them locally); each carries the
 # service, trace and span ids and the message's processing_id, lead_id and intent
 # (config/logging.py). SERVICE_NAME defaults to what the command line says.
+
+# The least severe level logged (DEBUG, INFO, WARNING, ERROR), any case.
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
+# `json` lines, or `text` for reading locally.
 LOG_FORMAT = env.str("LOG_FORMAT", "json").lower()
 if LOG_FORMAT not in {"json", "text"}:
     raise SettingError("LOG_FORMAT", f"must be json or text, got {LOG_FORMAT!r}")
+# The `service` field of log lines and the Sentry tag (web, worker, beat, ingest, ...); by
+# default what the command line says.
 SERVICE_NAME = env.str("SERVICE_NAME", _logging.service_name())
 LOGGING = _logging.logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT, service=SERVICE_NAME)
 
@@ -264,6 +308,7 @@ BREAKER_PROBE_TIMEOUT_SECONDS = env.float("BREAKER_PROBE_TIMEOUT_SECONDS", 30.0,
 BREAKER_LOCAL_FALLBACK = env.bool("BREAKER_LOCAL_FALLBACK", True)
 # Fail fast on a sick Redis, and during an outage try it again only this often.
 BREAKER_REDIS_TIMEOUT_SECONDS = env.float("BREAKER_REDIS_TIMEOUT_SECONDS", 0.5, minimum=0.01)
+# How often, during a Redis outage, a process tries the breakers' Redis again.
 BREAKER_REDIS_RETRY_SECONDS = env.float("BREAKER_REDIS_RETRY_SECONDS", 5.0, minimum=0.1)
 
 
@@ -306,6 +351,8 @@ def _breaker_overrides(raw: str | None) -> dict[str, dict[str, float]]:
     return value
 
 
+# JSON, per-breaker thresholds by breaker name, e.g.
+# {"webhook:https://crm.example.com:443": {"open_seconds": 60}}; checked at start.
 BREAKER_OVERRIDES = _breaker_overrides(env.optional("BREAKER_OVERRIDES"))
 
 # --- WhatsApp Cloud API -----------------------------------------------------
@@ -315,9 +362,14 @@ BREAKER_OVERRIDES = _breaker_overrides(env.optional("BREAKER_OVERRIDES"))
 WHATSAPP_GRAPH_BASE_URL = env.url(
     "WHATSAPP_GRAPH_BASE_URL", "https://graph.facebook.com", schemes=("https", "http"), credentials=False
 ).rstrip("/")
+# The Graph API version in the Cloud API's URLs.
 WHATSAPP_GRAPH_VERSION = env.str("WHATSAPP_GRAPH_VERSION", "v21.0")
+# The Cloud API's bearer token (a system user's, with whatsapp_business_messaging); without
+# it replies fail as permanent errors.
 WHATSAPP_ACCESS_TOKEN = env.optional("WHATSAPP_ACCESS_TOKEN")
+# Seconds to connect to the Cloud API.
 WHATSAPP_CONNECT_TIMEOUT = env.float("WHATSAPP_CONNECT_TIMEOUT", 3.0, minimum=0.1)
+# Seconds to wait for each read of the Cloud API's answer.
 WHATSAPP_READ_TIMEOUT = env.float("WHATSAPP_READ_TIMEOUT", 10.0, minimum=0.1)
 # Mark each customer message read (blue ticks) once its run has finished: best effort,
 # a task of its own on the "whatsapp" queue, never failing or slowing the run.
@@ -328,8 +380,10 @@ WHATSAPP_MARK_READ = env.bool("WHATSAPP_MARK_READ", True)
 # sends it back in the GET handshake. The app secret (App settings > Basic) signs every
 # POST (X-Hub-Signature-256); unset, deliveries are refused with 503, never taken
 # unsigned. Both are secrets: Django's error pages hide settings named *TOKEN* and
-# *SECRET*, and neither is ever logged.
+# *SECRET*, and neither is ever logged. Without a verify token, every handshake is refused.
 WHATSAPP_VERIFY_TOKEN = env.optional("WHATSAPP_VERIFY_TOKEN")
+# The Meta app's secret, which signs webhook deliveries; unset, deliveries are refused with
+# 503 (never taken unsigned).
 WHATSAPP_APP_SECRET = env.optional("WHATSAPP_APP_SECRET")
 # A signed delivery larger than this is refused with 400 (Meta's are a few KiB).
 # DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MiB) caps every request body above it anyway.
@@ -347,6 +401,7 @@ RELAY_MAX_BACKOFF_SECONDS = env.float("RELAY_MAX_BACKOFF_SECONDS", 30.0, minimum
 # before producing it, or after the broker acknowledged it and before marking it
 # published. Never set in production.
 RELAY_DEBUG_PUBLISH_DELAY_SECONDS = env.float("RELAY_DEBUG_PUBLISH_DELAY_SECONDS", 0.0, minimum=0.0)
+# Fault injection, as above: the pause after the broker acknowledged and before the mark.
 RELAY_DEBUG_MARK_DELAY_SECONDS = env.float("RELAY_DEBUG_MARK_DELAY_SECONDS", 0.0, minimum=0.0)
 
 # --- Outbound calls: the Cloud API and the sales webhooks ---------------------
@@ -355,9 +410,13 @@ RELAY_DEBUG_MARK_DELAY_SECONDS = env.float("RELAY_DEBUG_MARK_DELAY_SECONDS", 0.0
 # the answer (core/clients/http.py). A Cloud API send that passes its deadline
 # after the request went out is an unknown outcome, like a read timeout.
 WHATSAPP_DEADLINE_SECONDS = env.float("WHATSAPP_DEADLINE_SECONDS", 15.0, minimum=0.1)
+# The most of a Cloud API answer read, in bytes.
 WHATSAPP_MAX_RESPONSE_BYTES = env.int("WHATSAPP_MAX_RESPONSE_BYTES", 1024 * 1024, minimum=1024)
+# Seconds to connect to a business's sales webhook.
 SALES_WEBHOOK_CONNECT_TIMEOUT = env.float("SALES_WEBHOOK_CONNECT_TIMEOUT", 3.0, minimum=0.1)
+# The total time a sales webhook call may take, in seconds (retried when passed).
 SALES_WEBHOOK_DEADLINE_SECONDS = env.float("SALES_WEBHOOK_DEADLINE_SECONDS", 10.0, minimum=0.1)
+# The most of a sales webhook's answer read, in bytes; a larger answer is a permanent error.
 SALES_WEBHOOK_MAX_RESPONSE_BYTES = env.int("SALES_WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024, minimum=1024)
 # Sales webhook URLs must be https and reach public addresses only (no loopback,
 # private, link-local or cloud metadata address): core/clients/destinations.py.
@@ -398,10 +457,13 @@ DLQ_SOURCE_MODEL = "whatsapp.ProcessedMessage"
 # sent, but traces still run, so trace and span ids reach every log line and
 # every task of a message.
 SENTRY_DSN = env.optional("SENTRY_DSN")
+# The share of messages whose trace is sent to Sentry (with a DSN), 0 to 1.
 SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", 1.0, minimum=0.0)
 if SENTRY_TRACES_SAMPLE_RATE > 1:
     raise SettingError("SENTRY_TRACES_SAMPLE_RATE", f"must be a fraction <= 1, got {SENTRY_TRACES_SAMPLE_RATE}")
+# Passed to Sentry as the environment of each event.
 SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", "production")
+# Passed to Sentry as the release of each event; unset, none.
 SENTRY_RELEASE = env.optional("SENTRY_RELEASE")
 if SENTRY_DSN:
     from sentry_sdk.utils import BadDsn as _BadDsn
@@ -417,7 +479,7 @@ if SENTRY_DSN:
 # web, workers and ingest all call django.setup(). The DSN is checked here, so a bad
 # one stops the process with the other settings' errors.
 
-# Prometheus (core/metrics: counters and serving; whatsapp/collectors.py reads the
+# Prometheus (core/metrics: counters and serving; whatsapp/ops/collectors.py reads the
 # scrape-time gauges). prometheus_client reads PROMETHEUS_MULTIPROC_DIR
 # from the environment when imported: set it for every process (web, workers,
 # ingest) to add up their counts in the web process's /metrics; unset, each
@@ -430,10 +492,13 @@ if PROMETHEUS_MULTIPROC_DIR:
         Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SettingError("PROMETHEUS_MULTIPROC_DIR", f"cannot be used as a directory ({exc})") from None
+# Ingest serves its own metrics on this port, for where it runs alone (its own container);
+# 0 turns it off.
 INGEST_METRICS_PORT = env.int("INGEST_METRICS_PORT", 9108, minimum=0)
 if INGEST_METRICS_PORT > 65535:
     raise SettingError("INGEST_METRICS_PORT", f"must be a TCP port (0-65535), got {INGEST_METRICS_PORT}")
-# This machine only, unless told otherwise (docker-compose.yml: 0.0.0.0 inside its network).
+# The address ingest's metrics port listens on (0.0.0.0: every interface): this machine only,
+# unless told otherwise (docker-compose.yml: 0.0.0.0 inside its network).
 INGEST_METRICS_ADDR = env.str("INGEST_METRICS_ADDR", "127.0.0.1")
 try:
     import ipaddress as _ipaddress
@@ -446,7 +511,7 @@ except ValueError:
     ) from None
 # The web process's /metrics answers a request with "Authorization: Bearer
 # <METRICS_TOKEN>", or a logged-in staff user; anyone else gets 401/403. Unset:
-# staff only. Django's error pages hide settings named *TOKEN*.
+# staff only. At least 16 characters. Django's error pages hide settings named *TOKEN*.
 METRICS_TOKEN = env.optional("METRICS_TOKEN")
 if METRICS_TOKEN is not None and (
     len(METRICS_TOKEN) < 16 or not METRICS_TOKEN.isascii() or any(c.isspace() for c in METRICS_TOKEN)
@@ -459,5 +524,5 @@ METRICS_CACHE_SECONDS = env.float("METRICS_CACHE_SECONDS", 5.0, minimum=0.0)
 # The collectors /metrics reads at scrape time (dotted paths of classes), so the
 # serving code (core.metrics.serving) never imports the apps that own the data.
 METRICS_COLLECTORS = ["whatsapp.ops.collectors.ScrapeTimeCollector"]
-# /readyz gives each dependency this long to answer.
+# /readyz gives each dependency (the database, Redis, the Celery broker) this long to answer, in seconds.
 READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", 2.0, minimum=0.1)

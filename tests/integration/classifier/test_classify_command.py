@@ -197,7 +197,7 @@ def test_evaluate_prints_per_intent_f1_and_holds_its_measured_floor() -> None:
     report = json.loads(_evaluate("--json").stdout)
     splits = {split["split"]: split for split in report["splits"]}
     assert sum(splits["all"]["per_intent"][i]["support"] for i in splits["all"]["per_intent"]) >= 300
-    # Floors a little under today's figures (README): held-out 0.926, the blind set 0.733.
+    # Floors a little under today's figures (docs/integrating/classifier.md): held-out 0.926, the blind set 0.733.
     assert splits["held-out (every 5th line)"]["macro"]["f1"] >= 0.85
     assert splits["set blind"]["macro"]["f1"] >= 0.65
     assert splits["held-out (every 5th line)"]["entities"]["products"]["accuracy"] >= 0.9

@@ -1,6 +1,6 @@
 """One business flooding the pipeline does not delay another's messages.
 
-The bound (README, "Fairness between businesses"): while another business's
+The bound (docs/internals/pipeline.md, "Fairness between businesses"): while another business's
 flood is queued, no message of a quiet business takes longer from being taken
 in to being processed than twice the slowest of the same number on an idle
 pipeline plus FLOOD_BOUND_SLACK seconds. Both times are measured in this test, on the same

@@ -289,7 +289,7 @@ def test_a_quick_answer_is_not_disturbed_by_the_deadline(settings):
 
 
 def receiver_verdict(headers, body: bytes, secret: str, now: float, tolerance: float = 300) -> tuple[int, str]:
-    """What the README tells a receiver to do, written independently of our client."""
+    """What docs/integrating/sales-webhooks.md tells a receiver to do, written independently of our client."""
     fields = dict(item.split("=", 1) for item in headers.get("X-Signature", "").split(",") if "=" in item)
     if "t" not in fields or "v1" not in fields:
         return 400, "no signature"

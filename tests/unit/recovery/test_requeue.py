@@ -1,5 +1,5 @@
 """Requeueing a dead letter, called directly (dlq/requeue.py through the whatsapp handler,
-whatsapp/requeue.py) on the real test Postgres and Redis, with no Celery worker: what an
+whatsapp/recovery/requeue.py) on the real test Postgres and Redis, with no Celery worker: what an
 operator sees afterwards is the entry REQUEUED (or OPEN with the reason it was refused),
 the inbox row ready for its next run, and the message's first task on the broker.
 A requeued message carried through by a real worker: tests/integration/test_pipeline.py."""
