@@ -2,10 +2,6 @@
 
 The pages name paths in code spans (`whatsapp/saga/run.py`), which `mkdocs build --strict`
 cannot check. A module that moves without its page being updated fails here instead.
-
-The pages already describe `whatsapp/` by stage (issue 20), while this tree may still have
-the flat modules: until `whatsapp/edge/` exists, the paths of the new layout listed below are
-excused. Once it does, every path must exist, and the list is to be deleted.
 """
 
 from __future__ import annotations
@@ -17,36 +13,6 @@ ROOT = Path(__file__).resolve().parents[3]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 TOP = "config|core|leads|dlq|whatsapp|classifier|devtools|tests|deploy|docs|requirements|\\.ci"
 PATH = re.compile(rf"`((?:{TOP})/[^`\s]*)`")
-
-# The paths of whatsapp/ by stage that the pages name before the move lands.
-NEW_LAYOUT = {
-    "whatsapp/contracts",
-    "whatsapp/contracts/request.py",
-    "whatsapp/contracts/result.py",
-    "whatsapp/edge",
-    "whatsapp/edge/outbox.py",
-    "whatsapp/edge/statuses.py",
-    "whatsapp/edge/webhook",
-    "whatsapp/edge/webhook/store.py",
-    "whatsapp/ingest",
-    "whatsapp/ingest/intake.py",
-    "whatsapp/ingest/loop.py",
-    "whatsapp/kafka",
-    "whatsapp/kafka/group_member.py",
-    "whatsapp/models",
-    "whatsapp/ops",
-    "whatsapp/ops/collectors.py",
-    "whatsapp/ops/overview",
-    "whatsapp/pipeline",
-    "whatsapp/pipeline/chains.py",
-    "whatsapp/pipeline/hand_off.py",
-    "whatsapp/pipeline/lanes.py",
-    "whatsapp/pipeline/signals.py",
-    "whatsapp/recovery",
-    "whatsapp/saga/statuses.py",
-    "whatsapp/send",
-    "whatsapp/send/read_receipts.py",
-}
 
 
 def named_paths(text: str) -> set[str]:
@@ -69,11 +35,7 @@ def missing_paths() -> dict[str, list[str]]:
 
 
 def test_every_path_the_pages_name_exists() -> None:
-    missing = missing_paths()
-    if (ROOT / "whatsapp" / "edge").is_dir():
-        assert missing == {}, "the pages name paths that do not exist (and NEW_LAYOUT can go)"
-    else:
-        assert {path: pages for path, pages in missing.items() if path not in NEW_LAYOUT} == {}
+    assert missing_paths() == {}, "the pages name paths that do not exist"
 
 
 def test_the_check_sees_paths_in_code_spans() -> None:
