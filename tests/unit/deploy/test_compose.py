@@ -20,6 +20,8 @@ import yaml
 from django.core.management import get_commands
 from honcho.environ import parse_procfile
 
+from devtools import docs_settings
+
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
@@ -35,9 +37,9 @@ READ_BY_OTHERS = {
 
 
 def settings_read() -> set[str]:
-    """Every variable config/settings.py reads through config.env.Env."""
-    source = (ROOT / "config" / "settings.py").read_text()
-    return set(re.findall(r"""env\.\w+\(\s*["']([A-Z][A-Z0-9_]*)["']""", source))
+    """Every variable config/settings.py reads, as the settings reference finds them (its source,
+    parsed, not imported: devtools.docs_settings)."""
+    return set(docs_settings.parse((ROOT / "config" / "settings.py").read_text()).variables)
 
 
 def interpolated(node) -> set[str]:
