@@ -16,9 +16,7 @@ def result_value(
 ) -> tuple[bytes, AIResultEvent]:
     """The record value and its parsed event. Raises ContractError if the backend produced
     something the result contract refuses (a bug in the backend, not in the request)."""
-    customer: dict[str, Any] = {"wa_id": request.customer.wa_id}
-    if request.customer.name:
-        customer["name"] = request.customer.name
+    customer: dict[str, Any] = request.customer.model_dump(exclude_none=True)
     text = request.message.text
     if not text and request.message.media is not None and request.message.media.caption:
         text = request.message.media.caption

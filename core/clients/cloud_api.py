@@ -59,7 +59,11 @@ RETRYABLE_CODES = frozenset({1, 2, 4, 80007, 130429, 131016, 131056})
 AUTH_CODES = frozenset({0, 10, 190, *range(200, 300)})
 PAIR_RATE_LIMIT_CODE = 131056
 # Permanent whatever the HTTP status says; any other code is permanent unless on a 5xx or 429.
-PERMANENT_CODES = frozenset({131047, 131026, 131051, 131008, 131009})
+# 131062: a BSUID recipient is not supported for this message (some authentication templates).
+PERMANENT_CODES = frozenset({131047, 131026, 131051, 131008, 131009, 131062})
+# A business-scoped user id (US.1349…): sent as `recipient`, a number as `to` (Meta: when both
+# are given `to` wins, so exactly one is sent).
+_BSUID = re.compile(r"^[A-Z]{2}\.[A-Za-z0-9.]{1,140}$")
 
 REDACTED = "[redacted]"
 # Meta user/system/page tokens start with "EAA"; hide any that a response echoes, ours or not.
@@ -149,7 +153,7 @@ def send_text(
             "the business's WhatsApp phone_number_id is not digits only", title="invalid phone_number_id"
         )
     if not to:
-        raise CloudApiPermanent("recipient wa_id is empty", title="no recipient")
+        raise CloudApiPermanent("recipient is empty: the customer has neither a number nor a BSUID", title="no recipient")
     if not body or not body.strip():
         raise CloudApiPermanent("reply text is empty", title="empty text")
     if len(body) > MAX_TEXT_LENGTH:
@@ -265,7 +269,7 @@ def build_payload(
     payload: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        "to": to,
+        **({"recipient": to} if _BSUID.match(to) else {"to": to}),
         "type": "text",
         "text": {"body": body},
     }
@@ -348,7 +352,7 @@ def _success(status: int, data: Any) -> SendResult:
     contacts = data.get("contacts")
     wa_id = ""
     if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict):
-        wa_id = str(contacts[0].get("wa_id") or "")
+        wa_id = str(contacts[0].get("wa_id") or contacts[0].get("user_id") or "")
     return SendResult(wamid=wamid, wa_id=wa_id, http_status=status)
 
 

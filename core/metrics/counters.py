@@ -83,9 +83,16 @@ MARK_READ = Counter(
 )
 WEBHOOK_RECEIVED = Counter(
     "whatsapp_webhook_received",
-    "What Meta's webhook brought, by kind: per item (message, duplicate, unroutable, status) or per "
-    "request (delivery stored; refused_signature, refused_token, malformed, oversized, unavailable).",
+    "What Meta's webhook brought, by kind: per item (message, duplicate, unroutable, unreadable, system, "
+    "status) or per request (delivery stored; refused_signature, refused_token, malformed, oversized, "
+    "unavailable).",
     ["kind"],
+)
+WEBHOOK_CHANGES = Counter(
+    "whatsapp_webhook_changes",
+    "Changes of signed deliveries, by webhook field (the fields Meta documents; other for the rest) and "
+    "state (applied; stored: a field the product does not use; unreadable).",
+    ["field", "state"],
 )
 OUTBOX_PUBLISHED = Counter(
     "whatsapp_outbox_published", "Request events the broker acknowledged on the request topic (outbox relay)."
@@ -242,6 +249,17 @@ def webhook_received(by_kind: dict[str, int]) -> None:
                 WEBHOOK_RECEIVED.labels(kind).inc(n)
 
     if any(by_kind.values()):
+        on_commit(count)
+
+
+def webhook_changes(by_field_state: dict[tuple[str, str], int]) -> None:
+    """Counted once the delivery is committed; `field` is already one of the known names."""
+
+    def count() -> None:
+        for (name, state), n in by_field_state.items():
+            WEBHOOK_CHANGES.labels(name, state).inc(n)
+
+    if by_field_state:
         on_commit(count)
 
 

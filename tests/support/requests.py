@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.support.events import BUSINESS_ID, TENANT_ID
-from whatsapp.contracts.request import lead_id_for, processing_id_for
+from whatsapp.contracts.request import processing_id_for
 
 
 def request(text: str, *, wamid: str, wa_id: str = "15550123456", **changes: Any) -> dict[str, Any]:
@@ -17,7 +17,7 @@ def request(text: str, *, wamid: str, wa_id: str = "15550123456", **changes: Any
         "processing_id": processing_id_for(wamid),
         "business_id": BUSINESS_ID,
         "tenant_id": TENANT_ID,
-        "lead_id": lead_id_for(wa_id),
+        "lead_id": "ld.0123456789abcdef0123",
         "customer": {"wa_id": wa_id, "name": "Ana"},
         "message": {"id": wamid, "type": "text", "text": text, "received_at": received_at.isoformat()},
     }

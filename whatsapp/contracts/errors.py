@@ -36,6 +36,9 @@ class ContractError(Exception):
 def format_error(error: ErrorDetails) -> str:
     """Turn a pydantic error into "<dotted.loc>: <rule>" without the offending value."""
     where = ".".join(str(part) for part in error["loc"]) or "value"
+    if error["type"] == "customer_unnamed":
+        # Raised on the customer object as a whole; said of the field a producer must add.
+        return f"{where}.wa_id: field required when {where}.user_id is absent"
     return f"{where}: {_rule(error)}"
 
 

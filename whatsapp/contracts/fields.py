@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 # PostgreSQL's timestamptz input takes offsets up to 15:59:59 either way (checked against the
@@ -19,6 +19,9 @@ _MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 WA_ID_PATTERN = r"^[0-9]{7,15}$"
+# Meta's business-scoped user id: the country, a dot, letters and digits (at most 128); a
+# parent BSUID has a second part (US.ENT.…). The same rule as leads.models.BSUID_PATTERN.
+USER_ID_PATTERN = r"^[A-Z]{2}\.[A-Za-z0-9]{1,128}(\.[A-Za-z0-9]{1,128})?$"
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 
 # Pattern errors get a human rule instead of the raw regex.
@@ -26,6 +29,7 @@ PATTERN_RULES = {
     ID_PATTERN: "must contain only A-Z a-z 0-9 . _ : -",
     WA_ID_PATTERN: "must be 7-15 digits",
     LANGUAGE_PATTERN: "must be a BCP-47 language tag such as en or pt-BR",
+    USER_ID_PATTERN: "must be a business-scoped user id such as US.13491208655302741918",
 }
 
 
@@ -63,5 +67,17 @@ class Strict(BaseModel):
 
 
 class Customer(Strict):
-    wa_id: Annotated[str, Field(pattern=WA_ID_PATTERN)]
+    """The customer as Meta names them: by BSUID (`user_id`) and, unless they adopted a
+    username, by number (`wa_id`); at least one of the two."""
+
+    wa_id: Annotated[str, Field(pattern=WA_ID_PATTERN)] | None = None
+    user_id: Annotated[str, Field(max_length=140, pattern=USER_ID_PATTERN)] | None = None
+    parent_user_id: Annotated[str, Field(max_length=140, pattern=USER_ID_PATTERN)] | None = None
+    username: Annotated[str, Field(max_length=64)] | None = None
     name: Annotated[str, Field(max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _named(self) -> Customer:
+        if not self.wa_id and not self.user_id:
+            raise PydanticCustomError("customer_unnamed", "wa_id: field required when user_id is absent")
+        return self

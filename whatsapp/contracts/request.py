@@ -24,7 +24,6 @@ _MESSAGE_TYPE_PATTERN = r"^[a-z_]{1,32}$"
 # The prefix marks ids we derived from a WhatsApp message, so they can never collide with
 # processing ids an upstream producer makes up.
 _PROCESSING_ID_PREFIX = "wa."
-_LEAD_ID_PREFIX = "wa."
 
 
 class Media(Strict):
@@ -59,11 +58,6 @@ def processing_id_for(wamid: str) -> str:
     Hashed because a wamid may hold characters the id alphabet refuses (base64's `=`, `/`, `+`).
     """
     return _PROCESSING_ID_PREFIX + hashlib.sha256(wamid.encode("utf-8")).hexdigest()[:40]
-
-
-def lead_id_for(wa_id: str) -> str:
-    """One lead per customer number within a business (leads are unique per business and lead_id)."""
-    return _LEAD_ID_PREFIX + wa_id
 
 
 def parse_request(value: bytes | None) -> AIRequestEvent:

@@ -170,7 +170,17 @@ def parse_event(value: bytes | None) -> AIResultEvent:
 
 def to_payload(event: AIResultEvent) -> dict[str, Any]:
     """The validated event as plain JSON types, ready for a JSONField or the DLQ."""
-    return event.model_dump(mode="json")
+    payload = event.model_dump(mode="json")
+    # The 2026-12 customer fields only when given, so a v1 event without them reads as before.
+    payload["customer"] = {
+        key: value
+        for key, value in payload["customer"].items()
+        if value is not None or key not in _OPTIONAL_CUSTOMER_KEYS
+    }
+    return payload
+
+
+_OPTIONAL_CUSTOMER_KEYS = frozenset({"user_id", "parent_user_id", "username"})
 
 
 def _check_schema_version(data: dict[str, Any]) -> None:

@@ -69,7 +69,17 @@ def request_payload(row: InboundMessage) -> dict[str, Any]:
         "business_id": row.business.business_id,
         "tenant_id": row.business.tenant_id,
         "lead_id": row.lead_id,
-        "customer": {"wa_id": row.wa_id, **({"name": row.profile_name} if row.profile_name else {})},
+        "customer": {
+            key: value
+            for key, value in {
+                "wa_id": row.wa_id,
+                "user_id": row.user_id,
+                "parent_user_id": row.parent_user_id,
+                "username": row.username,
+                "name": row.profile_name,
+            }.items()
+            if value
+        },
         "message": {
             "id": row.wamid,
             "type": row.type,

@@ -30,13 +30,13 @@ APPLY_QUEUE = "pipeline"
 
 _INSERT = """
     INSERT INTO whatsapp_deliverystatus
-        (wamid, status, phone_number_id, recipient_id, occurred_at, error_code, error_title, errors, raw,
-         received_at, outcome, applied_at)
+        (wamid, status, phone_number_id, recipient_id, recipient_user_id, occurred_at, error_code, error_title,
+         errors, raw, received_at, outcome, applied_at)
     VALUES {rows}
     ON CONFLICT (wamid, status) DO NOTHING
     RETURNING id
 """
-_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, '', NULL)"
+_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, '', NULL)"
 
 
 def record_statuses(statuses: list[dict[str, Any]], *, phone_number_id: str) -> int:
@@ -93,11 +93,14 @@ def _parse(item: Any, phone_number_id: str, now: datetime) -> tuple[Any, ...] | 
     code = first.get("code") if isinstance(first.get("code"), int) else None
     title = redact(str(first.get("title") or first.get("message") or ""), configured_secrets())[:300]
     recipient = item.get("recipient_id")
+    # Meta's BSUID of the recipient (2026): kept beside the number, which it may withhold.
+    recipient_user_id = item.get("recipient_user_id")
     return (
         wamid[:256],
         status[:32],
         (phone_number_id or "")[:32],
         recipient[:64] if isinstance(recipient, str) else "",
+        recipient_user_id[:140] if isinstance(recipient_user_id, str) else "",
         _meta_time(item.get("timestamp")),
         code,
         title,

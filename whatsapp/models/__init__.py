@@ -4,12 +4,14 @@
 - saga: SagaStep, one planned action of one run;
 - outbound: OutboundMessage (a reply we sent) and DeliveryStatus (what Meta said of it);
 - inbound: WebhookDelivery and InboundMessage, what the webhook stored (the request outbox);
+- account: WebhookChange (every change of a delivery), MessageTemplate and AccountNotice;
 - breakers: CircuitBreaker, the admin's page for the breakers kept in Redis.
 
 State changes are methods of these models and their query sets, never written elsewhere.
 This package imports no stage of the app: every stage imports it.
 """
 
+from whatsapp.models.account import AccountNotice, MessageTemplate, WebhookChange
 from whatsapp.models.breakers import CircuitBreaker
 from whatsapp.models.inbound import InboundMessage, WebhookDelivery
 from whatsapp.models.inbox import DuplicateDelivery, ProcessedMessage
@@ -18,6 +20,9 @@ from whatsapp.models.saga import SagaStep
 
 __all__ = [
     "DELIVERY_RANK",
+    "AccountNotice",
+    "MessageTemplate",
+    "WebhookChange",
     "CircuitBreaker",
     "DeliveryStatus",
     "DuplicateDelivery",

@@ -86,8 +86,15 @@ class InboundMessage(models.Model):
         # What we built from it is not a valid request (say, a wa_id that is not a number):
         # a bad record, kept with the reason, never retried.
         REJECTED = "REJECTED", "not a valid request"
+        # An item of a signed delivery we could not read (no id, a body of the wrong shape):
+        # kept with its JSON path and the reason, while the delivery's other items run.
+        UNREADABLE = "UNREADABLE", "could not be read"
+        # Meta's system messages (a customer changed number or BSUID): applied to the lead
+        # where it is stored, never published nor answered.
+        APPLIED = "APPLIED", "applied at the webhook"
 
-    wamid = models.CharField("WhatsApp message id", max_length=256, unique=True)
+    # Empty (NULL) only on an UNREADABLE item that had no readable id.
+    wamid = models.CharField("WhatsApp message id", max_length=256, unique=True, null=True, blank=True)
     delivery = models.ForeignKey(
         WebhookDelivery, on_delete=models.SET_NULL, null=True, blank=True, related_name="inbound_messages"
     )
@@ -95,7 +102,11 @@ class InboundMessage(models.Model):
         "leads.Business", on_delete=models.PROTECT, null=True, blank=True, related_name="inbound_messages"
     )
     phone_number_id = models.CharField("to phone-number id", max_length=64)
-    wa_id = models.CharField("customer WhatsApp number", max_length=32)
+    # Meta withholds the number of a customer who adopted a username: then only the BSUID.
+    wa_id = models.CharField("customer WhatsApp number", max_length=32, blank=True)
+    user_id = models.CharField("customer BSUID", max_length=140, blank=True)
+    parent_user_id = models.CharField("customer parent BSUID", max_length=140, blank=True)
+    username = models.CharField(max_length=64, blank=True)
     profile_name = models.CharField(max_length=256, blank=True)
     type = models.CharField(max_length=32)
     text = models.TextField(blank=True, help_text="Text body, button or reply title, or media caption.")
@@ -103,10 +114,12 @@ class InboundMessage(models.Model):
     media_mime_type = models.CharField(max_length=255, blank=True)
     media_caption = models.TextField(blank=True)
     media_filename = models.CharField(max_length=255, blank=True)
-    received_at = models.DateTimeField(help_text="When the customer sent it (Meta's timestamp).")
+    received_at = models.DateTimeField(null=True, blank=True, help_text="When the customer sent it (Meta's timestamp).")
     stored_at = models.DateTimeField(default=timezone.now, db_index=True)
-    processing_id = models.CharField(max_length=128, unique=True)
-    lead_id = models.CharField(max_length=64)
+    processing_id = models.CharField(max_length=128, unique=True, null=True, blank=True)
+    lead_id = models.CharField(max_length=64, blank=True)
+    # Where in the delivery an UNREADABLE item was (entry[0].changes[0].value.messages[1]).
+    json_path = models.CharField(max_length=200, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     published_at = models.DateTimeField(null=True, blank=True)
     publish_attempts = models.PositiveIntegerField(default=0)
@@ -119,10 +132,12 @@ class InboundMessage(models.Model):
         indexes = [
             # The relay's poll and the backlog gauge read only the unpublished rows.
             models.Index(fields=["id"], name="inbound_pending", condition=models.Q(state="PENDING")),
+            # route_unroutable reads only the messages no business had.
+            models.Index(fields=["phone_number_id"], name="inbound_unroutable", condition=models.Q(state="UNROUTABLE")),
         ]
 
     def __str__(self) -> str:
-        return f"{self.wamid} ({self.state})"
+        return f"{self.wamid or self.json_path} ({self.state})"
 
     def reject(self, reason: str) -> None:
         """A bad record: kept with its reason, never published, never retried."""

@@ -148,7 +148,8 @@ class OutboundMessage(models.Model):
     idempotency_key = models.CharField(max_length=200, unique=True)
     business = models.ForeignKey("leads.Business", on_delete=models.PROTECT, related_name="outbound_messages")
     lead = models.ForeignKey("leads.Lead", on_delete=models.PROTECT, related_name="outbound_messages")
-    to = models.CharField("recipient wa_id", max_length=32)
+    # The customer's number, or their BSUID when we know no number (sent as `recipient`).
+    to = models.CharField("recipient", max_length=140)
     body = models.TextField()
     context_message_id = models.CharField(max_length=256, blank=True, help_text="The inbound wamid replied to.")
     wamid = models.CharField(max_length=256, blank=True, db_index=True, help_text="The id Meta gave the sent message.")
@@ -309,6 +310,7 @@ class DeliveryStatus(models.Model):
     status = models.CharField(max_length=32)
     phone_number_id = models.CharField(max_length=32, blank=True, help_text="The business number it came to.")
     recipient_id = models.CharField(max_length=64, blank=True)
+    recipient_user_id = models.CharField("recipient BSUID", max_length=140, blank=True)
     occurred_at = models.DateTimeField(null=True, blank=True, help_text="Meta's time of the status.")
     error_code = models.IntegerField(null=True, blank=True, help_text="The first errors[].code of a failed status.")
     error_title = models.CharField(max_length=300, blank=True)

@@ -16,7 +16,7 @@ from core.errors import ActionError
 from core.metrics import counters
 from dlq.models import DeadLetter
 from leads import directory
-from leads.models import Business, Lead
+from leads.models import Business, CustomerIds, Lead
 from whatsapp.actions.base import ActionContext
 from whatsapp.contracts.result import AIResultEvent
 from whatsapp.models import ProcessedMessage, SagaStep
@@ -84,11 +84,17 @@ def active_message(processing_id: str, saga_run: int, *, lock: bool = False) -> 
 
 def upsert_lead(event: AIResultEvent, business: Business) -> Lead:
     """The message's lead, created or brought up to date, and locked until the transaction ends."""
+    customer = event.customer
     return Lead.objects.upsert(
         business=business,
         lead_id=event.lead_id,
-        wa_id=event.customer.wa_id,
-        customer_name=event.customer.name or "",
+        ids=CustomerIds(
+            wa_id=customer.wa_id or "",
+            user_id=customer.user_id or "",
+            parent_user_id=customer.parent_user_id or "",
+            username=customer.username or "",
+            name=customer.name or "",
+        ),
         received_at=event.message.received_at,
     )
 
@@ -103,7 +109,7 @@ def lead_of(message: ProcessedMessage, event: AIResultEvent, business: Business)
     return (
         message.lead_record  # type: ignore[return-value]  # set whenever lead_record_id is
         if message.lead_record_id is not None
-        else Lead.objects.get(business=business, lead_id=event.lead_id)
+        else Lead.objects.by_id(business, event.lead_id)
     )
 
 

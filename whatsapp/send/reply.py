@@ -85,7 +85,7 @@ def send_reply(
         "saga_run": saga_run,
         "business": business,
         "lead": lead,
-        "to": lead.wa_id,
+        "to": lead.address,
         "body": text,
         "context_message_id": context_message_id or "",
     }

@@ -18,7 +18,8 @@ from tests.support import meta
 from tests.support.processes import ManagedProcess, wait_until
 from tests.support.proxy import FaultProxy
 from tests.support.webhook import copies_per_processing_id, requests_on
-from whatsapp.contracts.request import lead_id_for, parse_request, processing_id_for
+from leads.models import Lead
+from whatsapp.contracts.request import parse_request, processing_id_for
 from whatsapp.models import InboundMessage, WebhookDelivery
 
 URL = "/webhooks/whatsapp/"
@@ -119,7 +120,9 @@ def test_a_delivery_posted_three_times_is_one_message_and_one_request_event(
     key, value = records[0]
     request = parse_request(value)  # as the classifier validates it
     assert request.processing_id == processing_id_for(message["id"])
-    assert key == request.lead_id.encode() == lead_id_for(meta.CUSTOMER).encode()
+    lead = Lead.objects.get(wa_id=meta.CUSTOMER)
+    assert key == request.lead_id.encode() == lead.lead_id.encode(), "the lead's opaque id, never the number"
+    assert meta.CUSTOMER.encode() not in key
     assert (request.business_id, request.tenant_id) == (wa_business.business_id, wa_business.tenant_id)
     assert (request.customer.wa_id, request.customer.name) == (meta.CUSTOMER, "Ana Souza")
     assert (request.message.id, request.message.type, request.message.text) == (

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from whatsapp.contracts.request import lead_id_for, parse_request, processing_id_for, to_request_payload
+from whatsapp.contracts.request import parse_request, processing_id_for, to_request_payload
 from whatsapp.contracts.result import ContractError
 
 
@@ -16,7 +16,7 @@ def _request(**changes: object) -> dict:
         "processing_id": processing_id_for(wamid),
         "business_id": "acme-bakery",
         "tenant_id": "tenant-acme",
-        "lead_id": lead_id_for("15550123456"),
+        "lead_id": "ld.0123456789abcdef0123",
         "customer": {"wa_id": "15550123456", "name": "Ana"},
         "message": {
             "id": wamid,
@@ -33,7 +33,7 @@ def test_a_request_round_trips_with_its_text_and_derived_ids() -> None:
     event = parse_request(json.dumps(_request()).encode())
     payload = to_request_payload(event)
     assert payload["message"]["text"] == "Quero 2 pães 🍞"
-    assert payload["lead_id"] == "wa.15550123456"
+    assert payload["lead_id"] == "ld.0123456789abcdef0123"
     assert payload["processing_id"].startswith("wa.") and "=" not in payload["processing_id"]
 
 

@@ -24,7 +24,7 @@ def test_each_message_type_carries_its_text_and_media():
     )
     parsed = parse_delivery(meta.encode(delivery))
     text, button, interactive, image = parsed.messages
-    assert (text.type, text.text, text.wa_id, text.profile_name) == (
+    assert (text.type, text.text, text.customer.wa_id, text.customer.name) == (
         "text",
         "Quiero 2 panes 🍞",
         meta.CUSTOMER,
@@ -41,10 +41,11 @@ def test_each_message_type_carries_its_text_and_media():
         "image/jpeg",
         "is this in stock?",
     )
-    assert parsed.statuses == {} and parsed.ignored_changes == 0
+    assert parsed.statuses == {} and parsed.unreadable == []
+    assert [(c.field, c.problems) for c in parsed.changes] == [("messages", [])]
 
 
-def test_statuses_are_grouped_by_the_number_they_came_for_and_other_fields_are_ignored():
+def test_statuses_are_grouped_by_the_number_they_came_for_and_other_fields_are_kept_with_their_value():
     delivery = meta.status_delivery(meta.status("wamid.A", "delivered"), meta.status("wamid.A", "read"))
     delivery["entry"].append(
         {"id": meta.WABA_ID, "changes": [{"field": "account_update", "value": {"event": "VERIFIED_ACCOUNT"}}]}
@@ -52,7 +53,9 @@ def test_statuses_are_grouped_by_the_number_they_came_for_and_other_fields_are_i
     parsed = parse_delivery(meta.encode(delivery))
     assert parsed.messages == []
     assert [s["status"] for s in parsed.statuses[meta.PHONE_NUMBER_ID]] == ["delivered", "read"]
-    assert parsed.status_count == 2 and parsed.ignored_changes == 1
+    assert parsed.status_count == 2
+    account = parsed.changes[-1]
+    assert (account.field, account.waba_id, account.value) == ("account_update", meta.WABA_ID, {"event": "VERIFIED_ACCOUNT"})
 
 
 def test_text_that_postgres_cannot_hold_is_replaced_not_refused():
@@ -65,31 +68,62 @@ def test_text_that_postgres_cannot_hold_is_replaced_not_refused():
     [
         (b"{not json", "body is not JSON"),
         (b"\xff\xfe{}", "body is not UTF-8"),
-        (b"[1, 2]", "body must be a JSON object, got list"),
-        (json.dumps({"object": "page", "entry": []}).encode(), "object must be 'whatsapp_business_account'"),
-        (json.dumps({"object": "whatsapp_business_account"}).encode(), "entry must be a list, got null"),
     ],
 )
-def test_a_body_we_cannot_read_is_refused_with_a_reason(body: bytes, reason: str):
+def test_only_a_body_that_is_not_utf8_json_is_refused(body: bytes, reason: str):
     with pytest.raises(MalformedDelivery, match="^" + reason.replace("(", r"\(")):
         parse_delivery(body)
 
 
-def test_a_malformed_message_refuses_the_delivery_and_the_reason_never_quotes_the_customer():
+@pytest.mark.parametrize(
+    ("body", "path", "reason"),
+    [
+        (b"[1, 2]", "object", "body must be an object, got list"),
+        (json.dumps({"object": "page", "entry": []}).encode(), "object", "object must be 'whatsapp_business_account'"),
+        (json.dumps({"object": "whatsapp_business_account"}).encode(), "entry", "entry must be a list, got null"),
+    ],
+)
+def test_json_of_the_wrong_shape_is_kept_as_an_unreadable_change(body: bytes, path: str, reason: str):
+    (change,) = parse_delivery(body).changes
+    assert (change.path, change.problems) == (path, [reason])
+
+
+def test_an_unreadable_message_costs_only_itself_and_the_reason_never_quotes_the_customer():
     secret_text = "my card number is 4111"
     broken = meta.text_message(secret_text)
     broken["timestamp"] = secret_text
-    with pytest.raises(MalformedDelivery) as raised:
-        parse_delivery(meta.encode(meta.message_delivery(meta.text_message("fine"), broken)))
-    assert str(raised.value) == "entry[0].changes[0].value.messages[1].timestamp must be unix seconds as a string"
     missing_id = meta.text_message("hello")
     del missing_id["id"]
-    with pytest.raises(MalformedDelivery, match=r"messages\[0\]\.id must be a non-empty string, got null"):
-        parse_delivery(meta.encode(meta.message_delivery(missing_id)))
+    parsed = parse_delivery(meta.encode(meta.message_delivery(meta.text_message("fine"), broken, missing_id)))
+    assert [m.text for m in parsed.messages] == ["fine"]
+    assert [(u.path, u.reason, u.wamid) for u in parsed.unreadable] == [
+        (
+            "entry[0].changes[0].value.messages[1]",
+            "entry[0].changes[0].value.messages[1].timestamp must be unix seconds as a string",
+            broken["id"],
+        ),
+        (
+            "entry[0].changes[0].value.messages[2]",
+            "entry[0].changes[0].value.messages[2].id must be a non-empty string, got null",
+            "",
+        ),
+    ]
+    assert secret_text not in repr(parsed.unreadable)
     no_metadata = meta.message_delivery(meta.text_message("hello"))
     del no_metadata["entry"][0]["changes"][0]["value"]["metadata"]
-    with pytest.raises(MalformedDelivery, match=r"value\.metadata must be an object, got null"):
-        parse_delivery(meta.encode(no_metadata))
+    (unroutable,) = parse_delivery(meta.encode(no_metadata)).unreadable
+    assert unroutable.reason.endswith("metadata.phone_number_id is missing: the message cannot be routed")
+
+
+def test_an_interactive_message_without_a_reply_is_unreadable_and_meta_errors_are_noted():
+    empty = meta.interactive_message("x")
+    empty["interactive"] = {"type": "button_reply"}
+    delivery = meta.message_delivery(meta.text_message("one"), empty, meta.text_message("three"))
+    delivery["entry"][0]["changes"][0]["value"]["errors"] = [{"code": 131051, "title": "Unsupported message type"}]
+    parsed = parse_delivery(meta.encode(delivery))
+    assert [m.text for m in parsed.messages] == ["one", "three"]
+    assert parsed.unreadable[0].reason.endswith("interactive has no button_reply, list_reply or nfm_reply")
+    assert parsed.changes[0].problems == ["entry[0].changes[0].value.errors: Meta reported error(s) 131051"]
 
 
 def test_the_signature_is_over_the_raw_bytes_including_non_ascii():

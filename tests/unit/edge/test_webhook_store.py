@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from leads.models import Business
 from tests.support import meta
-from whatsapp.contracts.request import lead_id_for, processing_id_for, validate_request
+from leads.models import Lead
+from whatsapp.contracts.request import processing_id_for, validate_request
 from whatsapp.contracts.result import ContractError
 from whatsapp.edge.outbox import request_payload
 from whatsapp.edge.webhook.payload import parse_delivery
@@ -40,7 +41,10 @@ def test_a_message_is_stored_with_its_derived_ids_and_a_redelivery_adds_nothing(
     keep(delivery)
     row = InboundMessage.objects.get()
     assert row.business == shop and row.state == InboundMessage.State.PENDING
-    assert row.processing_id == processing_id_for(message["id"]) and row.lead_id == lead_id_for(meta.CUSTOMER)
+    assert row.processing_id == processing_id_for(message["id"])
+    lead = Lead.objects.get(business=shop, wa_id=meta.CUSTOMER)
+    assert row.lead_id == lead.lead_id and lead.lead_id.startswith("ld.") and meta.CUSTOMER not in lead.lead_id
+    assert Lead.objects.count() == 1, "a redelivery joins the same lead"
     first, second = WebhookDelivery.objects.order_by("id")
     assert (first.messages, first.new_messages, first.duplicates) == (2, 1, 1)
     assert (second.messages, second.new_messages, second.duplicates) == (2, 0, 2)
@@ -72,7 +76,7 @@ def test_the_request_of_a_stored_message_is_a_valid_v1_request(shop):
         "processing_id": processing_id_for(image["id"]),
         "business_id": "biz-wa",
         "tenant_id": "tenant-wa",
-        "lead_id": lead_id_for(meta.CUSTOMER),
+        "lead_id": Lead.objects.get(wa_id=meta.CUSTOMER).lead_id,
         "customer": {"wa_id": meta.CUSTOMER, "name": "José"},
         "message": {
             "id": image["id"],
@@ -88,8 +92,10 @@ def test_an_unroutable_or_invalid_message_makes_no_request(shop):
     with pytest.raises(ContractError, match="not routed to a business"):
         request_payload(InboundMessage.objects.get())
     keep(meta.message_delivery(meta.text_message("hi", sender="not-a-number")))
-    with pytest.raises(ContractError, match=r"customer\.wa_id"):
-        request_payload(InboundMessage.objects.get(business=shop))
+    unreadable = InboundMessage.objects.get(state=InboundMessage.State.UNREADABLE)
+    assert unreadable.json_path == "entry[0].changes[0].value.messages[0]"
+    assert unreadable.last_error.endswith("from is neither a phone number nor a business-scoped user id")
+    assert not InboundMessage.objects.filter(business=shop).exists(), "nothing to publish"
 
 
 def test_the_backlog_gauges_count_unpublished_rows_and_the_oldest_ones_age(shop):

@@ -91,7 +91,7 @@ def test_131047_flags_the_lead_for_review(shop):
     title = "Re-engagement message"
     [i] = store(failed(reply.wamid, datetime.now(UTC), 131047, title))
     saga_statuses.apply(i)
-    lead = Lead.objects.get(lead_id="lead-123")
+    lead = Lead.objects.get(aliases__alias="lead-123")
     assert lead.needs_review
     flag = ReviewFlag.objects.get(lead=lead, reason="reengagement_needed")
     assert flag.status == "OPEN" and flag.detail["error_code"] == 131047

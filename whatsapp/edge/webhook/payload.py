@@ -1,62 +1,69 @@
-"""Meta's webhook payload, read into what we keep.
+"""Meta's webhook delivery, read item by item into what we keep.
 
     {"object": "whatsapp_business_account",
      "entry": [{"id": "<WABA id>", "changes": [{"field": "messages", "value": {
          "messaging_product": "whatsapp",
          "metadata": {"display_phone_number": "...", "phone_number_id": "..."},
-         "contacts": [{"profile": {"name": "..."}, "wa_id": "..."}],
+         "contacts": [{"profile": {"name": "...", "username": "..."}, "wa_id": "...", "user_id": "US.…"}],
          "messages": [{"from": "...", "id": "wamid...", "timestamp": "<unix seconds>", "type": "text",
                        "text": {"body": "..."}}],
          "statuses": [{"id": "wamid...", "status": "delivered", "timestamp": "...", ...}]}}]}]}
 
-A delivery whose shape is wrong anywhere is refused whole (MalformedDelivery), so nothing of
-it is half-stored. The reasons name where the problem is, never what the customer wrote: they
-are logged. Message types we do not read (location, contacts, reaction, ...) are kept with
-their type and whatever text they carry; a consumer decides what it understands.
+Once the signature checked, a delivery is never refused for what it holds: Meta would
+retry it and then drop it, losing every item with the one we could not read. Only a body
+that is not UTF-8 JSON is refused (MalformedDelivery). Each change is kept with its field
+(`changes`); each message we can read is a message, each we cannot is an unreadable item
+with its JSON path and the reason, and the rest of the delivery goes on. Reasons name where
+a problem is, never what the customer wrote.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from whatsapp.edge.webhook.messages import InboundItem, read_contacts, read_message
+from whatsapp.edge.webhook.reading import Unreadable, kind_of, optional_id, read_list
+
 _OBJECT = "whatsapp_business_account"
-_MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
+MESSAGES = "messages"
 
 
 class MalformedDelivery(ValueError):
-    """The body is not a webhook delivery we can read; the reason is safe to log."""
+    """The body is not JSON we can read at all; the reason is safe to log."""
 
 
 @dataclass(frozen=True)
-class Media:
-    id: str
-    mime_type: str = ""
-    caption: str = ""
-    filename: str = ""
+class UnreadableItem:
+    path: str
+    reason: str
+    phone_number_id: str = ""
+    # The item's id when it had a readable one, so a redelivery is still one row.
+    wamid: str = ""
 
 
-@dataclass(frozen=True)
-class InboundItem:
-    wamid: str
-    phone_number_id: str
-    wa_id: str
-    profile_name: str
-    type: str
-    text: str
-    received_at: datetime
-    media: Media | None = None
+@dataclass
+class Change:
+    """One `entry[].changes[]` item: its field, where it was, and its value (for fields other
+    than messages, whose items are read into `Delivery.messages` and `Delivery.statuses`)."""
+
+    field: str
+    path: str
+    waba_id: str
+    phone_number_id: str = ""
+    value: dict[str, Any] | None = None
+    # Why it could not be read, or Meta's own errors on a messages change.
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Delivery:
     messages: list[InboundItem] = field(default_factory=list)
+    unreadable: list[UnreadableItem] = field(default_factory=list)
     # The status notifications of each phone-number id, as Meta sent them.
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    # Changes of fields other than "messages" (account updates, template statuses, ...).
-    ignored_changes: int = 0
+    changes: list[Change] = field(default_factory=list)
 
     @property
     def status_count(self) -> int:
@@ -72,161 +79,96 @@ def parse_delivery(body: bytes) -> Delivery:
         raise MalformedDelivery(
             f"body is not JSON ({type(exc).__name__} at position {getattr(exc, 'pos', '?')})"
         ) from None
-    if not isinstance(data, dict):
-        raise MalformedDelivery(f"body must be a JSON object, got {_kind(data)}")
-    if data.get("object") != _OBJECT:
-        raise MalformedDelivery(f"object must be {_OBJECT!r}")
     delivery = Delivery()
-    for e, entry in enumerate(_list(data, "entry", "")):
+    if not isinstance(data, dict) or data.get("object") != _OBJECT:
+        reason = (
+            f"object must be {_OBJECT!r}" if isinstance(data, dict) else f"body must be an object, got {kind_of(data)}"
+        )
+        delivery.changes.append(Change(field="", path="object", waba_id="", problems=[reason]))
+        return delivery
+    try:
+        entries = read_list(data, "entry", "")
+    except Unreadable as exc:
+        delivery.changes.append(Change(field="", path="entry", waba_id="", problems=[str(exc)]))
+        return delivery
+    for e, entry in enumerate(entries):
         where = f"entry[{e}]"
-        entry = _object(entry, where)
-        for c, change in enumerate(_list(entry, "changes", where)):
-            _read_change(_object(change, f"{where}.changes[{c}]"), f"{where}.changes[{c}]", delivery)
+        if not isinstance(entry, dict):
+            delivery.changes.append(Change(field="", path=where, waba_id="", problems=[f"{where} must be an object"]))
+            continue
+        waba_id = optional_id(entry, "id", max_chars=64)
+        try:
+            changes = read_list(entry, "changes", where)
+        except Unreadable as exc:
+            delivery.changes.append(Change(field="", path=f"{where}.changes", waba_id=waba_id, problems=[str(exc)]))
+            continue
+        for c, change in enumerate(changes):
+            _read_change(change, f"{where}.changes[{c}]", waba_id, delivery)
     return delivery
 
 
-def _read_change(change: dict[str, Any], where: str, delivery: Delivery) -> None:
-    if change.get("field") != "messages":
-        delivery.ignored_changes += 1
+def _read_change(change: Any, where: str, waba_id: str, delivery: Delivery) -> None:
+    if not isinstance(change, dict):
+        delivery.changes.append(
+            Change(
+                field="", path=where, waba_id=waba_id, problems=[f"{where} must be an object, got {kind_of(change)}"]
+            )
+        )
         return
-    value = _object(change.get("value"), f"{where}.value")
-    where = f"{where}.value"
-    messages = _list(value, "messages", where, required=False)
-    statuses = _list(value, "statuses", where, required=False)
-    if not messages and not statuses:
+    name = optional_id(change, "field", max_chars=64)
+    value = change.get("value")
+    if not name or not isinstance(value, dict):
+        problem = f"{where}.field is missing" if not name else f"{where}.value must be an object, got {kind_of(value)}"
+        delivery.changes.append(Change(field=name, path=where, waba_id=waba_id, problems=[problem]))
         return
-    metadata = _object(value.get("metadata"), f"{where}.metadata")
-    phone_number_id = _string(metadata, "phone_number_id", f"{where}.metadata", max_chars=64)
-    names: dict[str, str] = {}
-    for i, contact in enumerate(_list(value, "contacts", where, required=False)):
-        contact = _object(contact, f"{where}.contacts[{i}]")
-        profile = contact.get("profile")
-        name = profile.get("name") if isinstance(profile, dict) else None
-        wa_id = contact.get("wa_id")
-        if isinstance(wa_id, str) and isinstance(name, str):
-            names[wa_id] = _storable(name)
+    if name != MESSAGES:
+        metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+        delivery.changes.append(
+            Change(
+                field=name,
+                path=where,
+                waba_id=waba_id,
+                phone_number_id=optional_id(metadata, "phone_number_id", max_chars=64),
+                value=value,
+            )
+        )
+        return
+    record = Change(field=name, path=where, waba_id=waba_id)
+    delivery.changes.append(record)
+    _read_messages_value(value, f"{where}.value", record, delivery)
+
+
+def _read_messages_value(value: dict[str, Any], where: str, record: Change, delivery: Delivery) -> None:
+    errors = value.get("errors")
+    if isinstance(errors, list) and errors:
+        # Meta's own errors on the change (a message it could not deliver to us, say).
+        codes = [str(e.get("code")) for e in errors if isinstance(e, dict) and e.get("code") is not None]
+        record.problems.append(f"{where}.errors: Meta reported error(s) {', '.join(codes) or '(no code)'}")
+    metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+    phone_number_id = optional_id(metadata, "phone_number_id", max_chars=64)
+    record.phone_number_id = phone_number_id
+    contacts = read_contacts(value.get("contacts") if isinstance(value.get("contacts"), list) else [])
+    for key in ("messages", "statuses"):
+        items = value.get(key)
+        if items is not None and not isinstance(items, list):
+            record.problems.append(f"{where}.{key} must be a list, got {kind_of(items)}")
+    messages = value.get("messages") if isinstance(value.get("messages"), list) else []
+    statuses = value.get("statuses") if isinstance(value.get("statuses"), list) else []
     for i, message in enumerate(messages):
-        delivery.messages.append(
-            _read_message(_object(message, f"{where}.messages[{i}]"), f"{where}.messages[{i}]", phone_number_id, names)
-        )
+        at = f"{where}.messages[{i}]"
+        wamid = optional_id(message, "id") if isinstance(message, dict) else ""
+        if not phone_number_id:
+            reason = f"{where}.metadata.phone_number_id is missing: the message cannot be routed"
+            delivery.unreadable.append(UnreadableItem(path=at, reason=reason, wamid=wamid))
+            continue
+        try:
+            delivery.messages.append(read_message(message, at, phone_number_id, contacts))
+        except Unreadable as exc:
+            delivery.unreadable.append(
+                UnreadableItem(path=at, reason=str(exc), phone_number_id=phone_number_id, wamid=wamid)
+            )
     for i, status in enumerate(statuses):
-        delivery.statuses.setdefault(phone_number_id, []).append(_object(status, f"{where}.statuses[{i}]"))
-
-
-def _read_message(message: dict[str, Any], where: str, phone_number_id: str, names: dict[str, str]) -> InboundItem:
-    wamid = _string(message, "id", where)
-    wa_id = _string(message, "from", where, max_chars=32)
-    kind = _string(message, "type", where, max_chars=32)
-    received_at = _timestamp(message, where)
-    text, media = "", None
-    body = message.get(kind)
-    if kind == "text":
-        text = _optional_string(_object(body, f"{where}.text"), "body", f"{where}.text")
-    elif kind == "button":
-        text = _optional_string(_object(body, f"{where}.button"), "text", f"{where}.button")
-    elif kind == "interactive":
-        interactive = _object(body, f"{where}.interactive")
-        for reply_kind in ("button_reply", "list_reply"):
-            reply = interactive.get(reply_kind)
-            if isinstance(reply, dict):
-                text = _optional_string(reply, "title", f"{where}.interactive.{reply_kind}")
-                break
-    elif kind in _MEDIA_TYPES:
-        item = _object(body, f"{where}.{kind}")
-        media = Media(
-            id=_string(item, "id", f"{where}.{kind}"),
-            mime_type=_optional_string(item, "mime_type", f"{where}.{kind}"),
-            caption=_optional_string(item, "caption", f"{where}.{kind}"),
-            filename=_optional_string(item, "filename", f"{where}.{kind}"),
-        )
-        text = media.caption
-    elif kind == "reaction" and isinstance(body, dict):
-        emoji = body.get("emoji")
-        text = _storable(emoji) if isinstance(emoji, str) else ""
-    return InboundItem(
-        wamid=wamid,
-        phone_number_id=phone_number_id,
-        wa_id=wa_id,
-        profile_name=names.get(wa_id, ""),
-        type=kind,
-        text=text,
-        received_at=received_at,
-        media=media,
-    )
-
-
-def _timestamp(message: dict[str, Any], where: str) -> datetime:
-    raw = message.get("timestamp")
-    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
-        seconds = int(raw)
-    elif isinstance(raw, int) and not isinstance(raw, bool):
-        seconds = raw
-    else:
-        raise MalformedDelivery(f"{where}.timestamp must be unix seconds as a string")
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise MalformedDelivery(f"{where}.timestamp is out of range") from None
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise MalformedDelivery(f"{where or 'body'} must be an object, got {_kind(value)}")
-    return value
-
-
-def _list(container: dict[str, Any], key: str, where: str, *, required: bool = True) -> list[Any]:
-    value = container.get(key)
-    if value is None and not required:
-        return []
-    if not isinstance(value, list):
-        raise MalformedDelivery(f"{_path(where, key)} must be a list, got {_kind(value)}")
-    return value
-
-
-def _string(container: dict[str, Any], key: str, where: str, *, max_chars: int = 256) -> str:
-    """An id: present, a string, and no longer than the column that keeps it."""
-    value = container.get(key)
-    if not isinstance(value, str) or not value:
-        raise MalformedDelivery(f"{_path(where, key)} must be a non-empty string, got {_kind(value)}")
-    if len(value) > max_chars:
-        raise MalformedDelivery(f"{_path(where, key)} is longer than {max_chars} characters")
-    return _storable(value)
-
-
-def _optional_string(container: dict[str, Any], key: str, where: str) -> str:
-    value = container.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise MalformedDelivery(f"{_path(where, key)} must be a string, got {_kind(value)}")
-    return _storable(value)
-
-
-def _storable(value: str) -> str:
-    """Text Postgres can hold: JSON may carry a NUL or a lone surrogate (\\u0000, \\ud800),
-    which a text column refuses; each becomes U+FFFD rather than failing the delivery."""
-    if value.isascii() and "\x00" not in value:
-        return value
-    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-
-
-def _path(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _kind(value: Any) -> str:
-    """The JSON type of a value, for a reason that never quotes the value itself."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string" if value else "empty string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+        if not isinstance(status, dict):
+            record.problems.append(f"{where}.statuses[{i}] must be an object, got {kind_of(status)}")
+            continue
+        delivery.statuses.setdefault(phone_number_id, []).append(status)

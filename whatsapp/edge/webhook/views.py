@@ -2,9 +2,10 @@
 
 The answer tells Meta whether to deliver again, so it follows what was kept: 200 only once
 the delivery is committed; 503 when the database is away (Meta redelivers, the wamid makes
-the redelivery harmless); 403 for a bad signature and 400 for a body we will never be able
-to read, both with nothing stored. Neither the app secret, the verify token nor what the
-customer wrote appears in a log line or a response.
+the redelivery harmless); 403 for a bad signature and 400 for an oversized body or one that
+is not UTF-8 JSON, both with nothing stored. A signed JSON delivery is never refused for what
+it holds: an item we cannot read is kept as UNREADABLE and the others run. Neither the app
+secret, the verify token nor what the customer wrote appears in a log line or a response.
 """
 
 from __future__ import annotations
@@ -100,11 +101,15 @@ def _receive(request: HttpRequest) -> HttpResponse:
         )
         return _refused("unavailable", "temporarily unavailable", 503)
     log.info(
-        "webhook: delivery %d stored: %d new, %d duplicate, %d unroutable message(s), %d status(es)",
+        "webhook: delivery %d stored: %d new, %d duplicate, %d unroutable, %d unreadable, %d system message(s), "
+        "%d status(es), %d change(s)",
         result.delivery_id,
         result.new,
         result.duplicates,
         result.unroutable,
+        result.unreadable,
+        result.system,
         result.statuses,
+        sum(result.changes.values()),
     )
     return _plain("OK", 200)
