@@ -162,15 +162,29 @@ class LeadActivityInline(ReadOnlyTabularInline):
 
 @admin.register(Lead)
 class LeadAdmin(ReadOnlyModelAdmin):
-    list_display = ["lead_id", "business", "tenant", "state", "needs_review", "last_inbound_at", "updated_at"]
+    list_display = [
+        "lead_id",
+        "customer",
+        "business",
+        "tenant",
+        "state",
+        "needs_review",
+        "last_inbound_at",
+        "updated_at",
+    ]
     list_filter = ["business", "business__tenant_id", "state", "needs_review"]
-    search_fields = ["lead_id", "customer_name"]
+    # A customer is found by any name Meta gave them: number, BSUID, username, or an old lead id.
+    search_fields = ["lead_id", "customer_name", "=wa_id", "=user_id", "=parent_user_id", "username", "=aliases__alias"]
     list_select_related = ["business"]
     inlines = [LeadActivityInline]
 
     @admin.display(description="tenant", ordering="business__tenant_id")
     def tenant(self, obj: Lead) -> str:
         return obj.business.tenant_id
+
+    @admin.display(description="customer")
+    def customer(self, obj: Lead) -> str:
+        return obj.display_name
 
 
 class OrderLineInline(ReadOnlyTabularInline):

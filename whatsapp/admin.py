@@ -23,11 +23,11 @@ from django.utils.html import format_html
 from core import breakers
 from core.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre, pre_json
 from dlq.models import DeadLetter
+from whatsapp.admin_webhook import AccountNoticeAdmin, InboundMessageAdmin, MessageTemplateAdmin, WebhookChangeAdmin
 from whatsapp.models import (
     CircuitBreaker,
     DeliveryStatus,
     DuplicateDelivery,
-    InboundMessage,
     OutboundMessage,
     ProcessedMessage,
     SagaStep,
@@ -172,16 +172,6 @@ class WebhookDeliveryAdmin(ReadOnlyModelAdmin):
         return pre(bytes(obj.body).decode("utf-8", errors="replace"))
 
 
-@admin.register(InboundMessage)
-class InboundMessageAdmin(ReadOnlyModelAdmin):
-    """The webhook's customer messages and their outbox state (published on the request topic or not)."""
-
-    list_display = ["wamid", "business", "wa_id", "type", "state", "received_at", "published_at", "publish_attempts"]
-    list_filter = ["state", "type", "business"]
-    search_fields = ["wamid", "processing_id", "wa_id", "lead_id"]
-    list_select_related = ["business"]
-
-
 @admin.register(CircuitBreaker)
 class CircuitBreakerAdmin(admin.ModelAdmin):
     """One page: every breaker's state, with force-open / force-close / reset buttons."""
@@ -242,3 +232,6 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
         self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         return self.change_view(request, object_id)
+
+
+__all__ = ["AccountNoticeAdmin", "InboundMessageAdmin", "MessageTemplateAdmin", "WebhookChangeAdmin"]

@@ -21,15 +21,15 @@ from whatsapp.models.saga import SagaStep
 __all__ = [
     "DELIVERY_RANK",
     "AccountNotice",
-    "MessageTemplate",
-    "WebhookChange",
     "CircuitBreaker",
     "DeliveryStatus",
     "DuplicateDelivery",
     "InboundMessage",
+    "MessageTemplate",
     "OutboundMessage",
     "ProcessedMessage",
     "SagaStep",
     "StatusApplied",
+    "WebhookChange",
     "WebhookDelivery",
 ]

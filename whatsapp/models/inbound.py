@@ -139,6 +139,14 @@ class InboundMessage(models.Model):
     def __str__(self) -> str:
         return f"{self.wamid or self.json_path} ({self.state})"
 
+    def route(self, business: models.Model) -> None:
+        """An UNROUTABLE message whose number a business now has: to the relay, with its lead."""
+        self.business = business
+        # A system notice is never published (its identifier change needs the lead it named).
+        self.state = self.State.APPLIED if self.type == "system" else self.State.PENDING
+        self.last_error = ""
+        self.save(update_fields=["business", "lead_id", "state", "last_error"])
+
     def reject(self, reason: str) -> None:
         """A bad record: kept with its reason, never published, never retried."""
         self.state = self.State.REJECTED

@@ -222,8 +222,10 @@ def test_oldest_stuck_row_breakers_not_closed_and_the_webhook_and_outbox(client,
         "new_messages": 2,
         "duplicates": 2,
         "unroutable": 0,
+        "unreadable": 0,
         "statuses": 2,
     }
+    assert data["account_notices"] == []
     assert data["outbox"]["backlog"] == 1 and 85 < data["outbox"]["oldest_age_seconds"] < 200
     # The queues /metrics reads, from the same collector.
     assert set(data["queues"]) >= {"pipeline", "webhooks", "whatsapp"}

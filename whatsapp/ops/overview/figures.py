@@ -24,7 +24,7 @@ from prometheus_client.core import Metric
 
 from core.breakers import all_breakers
 from dlq.models import DeadLetter
-from whatsapp.models import ProcessedMessage, WebhookDelivery
+from whatsapp.models import AccountNotice, InboundMessage, ProcessedMessage, WebhookDelivery
 from whatsapp.ops.collectors import ScrapeTimeCollector
 
 # The chart's span, in one-minute buckets (the current, unfinished minute is the last).
@@ -41,6 +41,7 @@ def read(now: datetime | None = None) -> dict[str, Any]:
     gauges = _scrape_time_gauges()
     return {
         "generated_at": now.isoformat(),
+        "account_notices": account_notices(),
         "per_minute": per_minute(now),
         "latency": latency(now),
         "in_flight": in_flight(),
@@ -241,7 +242,25 @@ def webhooks(now: datetime) -> dict[str, int]:
         unroutable=Sum("unroutable"),
         statuses=Sum("statuses"),
     )
-    return {name: int(value or 0) for name, value in found.items()}
+    figures = {name: int(value or 0) for name, value in found.items()}
+    figures["unreadable"] = InboundMessage.objects.filter(
+        stored_at__gte=now - timedelta(minutes=MINUTES), state=InboundMessage.State.UNREADABLE
+    ).count()
+    return figures
+
+
+# The notices shown; the admin lists the rest.
+NOTICES = 10
+
+
+def account_notices() -> list[dict[str, Any]]:
+    """What Meta said of the accounts and numbers that nobody acknowledged yet, most serious
+    first: a restricted account or a lowered messaging limit comes before everything else."""
+    notices = AccountNotice.objects.open().select_related("business").serious_first()[:NOTICES]
+    return [
+        {**notice.as_overview(), "url": reverse("admin:whatsapp_accountnotice_change", args=[notice.pk])}
+        for notice in notices
+    ]
 
 
 def _scrape_time_gauges() -> dict[str, Metric]:

@@ -126,6 +126,18 @@
     );
 
     fill(
+      $("ov-notices").querySelector("tbody"),
+      d.account_notices.map((n) => (tr) => {
+        cell(tr, n.severity, { className: n.severity === "info" ? "" : "ov-bad" });
+        cell(tr, n.summary, { href: n.url });
+        cell(tr, n.business || "–");
+        cell(tr, clock(new Date(n.received_at), false));
+      }),
+      "None: Meta reported nothing about the accounts",
+      4
+    );
+
+    fill(
       $("ov-breakers").querySelector("tbody"),
       d.breakers.map((b) => (tr) => {
         cell(tr, b.name, { href: b.url });
@@ -176,6 +188,7 @@
       [
         ["Webhook deliveries, last hour", w.deliveries],
         ["  messages (new / duplicate / unroutable)", w.messages + " (" + w.new_messages + " / " + w.duplicates + " / " + w.unroutable + ")"],
+        ["  unreadable items", w.unreadable],
         ["  statuses", w.statuses],
         ["Outbox backlog", outbox.backlog === null ? "not readable" : outbox.backlog],
         [
