@@ -87,7 +87,7 @@ def message_delivery(
     *messages: dict, phone_number_id: str = PHONE_NUMBER_ID, name: str = "Ana Souza", wa_id: str | None = None
 ) -> dict:
     """A delivery of inbound messages, with the contact card Meta adds for their sender."""
-    sender = wa_id or (messages[0]["from"] if messages else CUSTOMER)
+    sender = wa_id or (messages[0].get("from", CUSTOMER) if messages else CUSTOMER)
     return _delivery(
         {
             "messaging_product": "whatsapp",

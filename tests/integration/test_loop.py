@@ -43,16 +43,18 @@ class CloudApi:
         with self.lock:
             self.texts.append(body)
             wamid = f"wamid.reply.{len(self.texts)}"
-        answer = {
-            "messaging_product": "whatsapp",
-            "contacts": [{"input": body["to"], "wa_id": body["to"]}],
-            "messages": [{"id": wamid}],
-        }
+        # Meta: a send to a number answers with its wa_id, one to a BSUID (`recipient`) with its user_id.
+        contact = (
+            {"input": body["to"], "wa_id": body["to"]}
+            if "to" in body
+            else {"input": body["recipient"], "user_id": body["recipient"]}
+        )
+        answer = {"messaging_product": "whatsapp", "contacts": [contact], "messages": [{"id": wamid}]}
         return Response(json.dumps(answer), status=200, content_type="application/json")
 
     def sent_to(self, wa_id: str) -> list[dict]:
         with self.lock:
-            return [text for text in self.texts if text["to"] == wa_id]
+            return [text for text in self.texts if wa_id in (text.get("to"), text.get("recipient"))]
 
 
 def post(web: str, delivery: dict) -> int:
@@ -61,8 +63,23 @@ def post(web: str, delivery: dict) -> int:
 
 
 @pytest.fixture
+def worker_log_level() -> str:
+    """A module whose test reads the tasks' arguments in the worker's log overrides this with DEBUG."""
+    return "INFO"
+
+
+@pytest.fixture
 def loop(
-    live_server, webhook_secrets, wa_business, httpserver, bootstrap, request_topic, topic, child_env, processes
+    live_server,
+    webhook_secrets,
+    wa_business,
+    httpserver,
+    bootstrap,
+    request_topic,
+    topic,
+    child_env,
+    processes,
+    worker_log_level,
 ) -> tuple[str, CloudApi, list[ManagedProcess]]:
     """Web (the live server), relay, classify, ingest and a worker, wired topic to topic."""
     from leads.models import Product
@@ -106,7 +123,7 @@ def loop(
             "--without-gossip",
             "--without-mingle",
             "-l",
-            "INFO",
+            worker_log_level,
         ],
     }
     started = [ManagedProcess(name, argv, env) for name, argv in commands.items()]
