@@ -55,7 +55,11 @@ def test_statuses_are_grouped_by_the_number_they_came_for_and_other_fields_are_k
     assert [s["status"] for s in parsed.statuses[meta.PHONE_NUMBER_ID]] == ["delivered", "read"]
     assert parsed.status_count == 2
     account = parsed.changes[-1]
-    assert (account.field, account.waba_id, account.value) == ("account_update", meta.WABA_ID, {"event": "VERIFIED_ACCOUNT"})
+    assert (account.field, account.waba_id, account.value) == (
+        "account_update",
+        meta.WABA_ID,
+        {"event": "VERIFIED_ACCOUNT"},
+    )
 
 
 def test_text_that_postgres_cannot_hold_is_replaced_not_refused():

@@ -113,7 +113,9 @@ def test_the_plan_is_the_handlers_and_is_written_once(business):
     assert (message.handler, message.planned_run) == ("order", 1)
     assert "Acme Bakery" in message.reply_text
     lead = message.lead_record
-    assert lead.lead_id.startswith("ld.") and lead.aliases.get().alias == "lead-123", "an opaque id; the event's is its alias"
+    assert lead.lead_id.startswith("ld.") and lead.aliases.get().alias == "lead-123", (
+        "an opaque id; the event's is its alias"
+    )
     received_activity = LeadActivity.objects.get(processing_id="plan-1", kind="message_received")
     assert received_activity.detail["actions"] == ["CREATE_ORDER", "NOTIFY_SALES"]
 
