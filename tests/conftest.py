@@ -19,7 +19,7 @@ from tests.support.processes import ManagedProcess
 
 # Fixtures that live in a support module of their own (the breakers' rdb and new_name; the
 # webhook's business, secrets, request topic and relay processes).
-pytest_plugins = ["tests.support.breakers", "tests.support.statuses", "tests.support.webhook"]
+pytest_plugins = ["tests.support.breakers", "tests.support.loop", "tests.support.statuses", "tests.support.webhook"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -153,7 +153,9 @@ def send_text(
             "the business's WhatsApp phone_number_id is not digits only", title="invalid phone_number_id"
         )
     if not to:
-        raise CloudApiPermanent("recipient is empty: the customer has neither a number nor a BSUID", title="no recipient")
+        raise CloudApiPermanent(
+            "recipient is empty: the customer has neither a number nor a BSUID", title="no recipient"
+        )
     if not body or not body.strip():
         raise CloudApiPermanent("reply text is empty", title="empty text")
     if len(body) > MAX_TEXT_LENGTH:

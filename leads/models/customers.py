@@ -52,7 +52,7 @@ class LeadQuerySet(models.QuerySet["Lead"]):
         by_phone = self.filter(business=business, wa_id=ids.wa_id).order_by("pk").first() if ids.wa_id else None
         lead = by_user or by_phone
         if lead is None:
-            lead = self.create(
+            made: Lead = self.create(
                 business=business,
                 lead_id=new_lead_id(),
                 wa_id=ids.wa_id,
@@ -62,7 +62,7 @@ class LeadQuerySet(models.QuerySet["Lead"]):
                 customer_name=ids.name,
                 last_inbound_at=received_at,
             )
-            return Resolution(lead=lead, created=True)
+            return Resolution(lead=made, created=True)
         resolution = Resolution(lead=lead)
         changed: list[str] = []
         if ids.user_id and not lead.user_id:

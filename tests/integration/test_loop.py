@@ -7,132 +7,18 @@ delivered and read, or, failed, dead-letter its run."""
 from __future__ import annotations
 
 import json
-import sys
-import threading
 
 import pytest
-import requests
-from werkzeug import Response
 
 from dlq.models import DeadLetter
 from tests.support import kafka as kafka_support
 from tests.support import meta
-from tests.support.processes import ManagedProcess, wait_until
+from tests.support.loop import logs, post
+from tests.support.processes import wait_until
 from whatsapp.contracts.request import processing_id_for
 from whatsapp.models import DeliveryStatus, DuplicateDelivery, OutboundMessage, ProcessedMessage, SagaStep
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-TOKEN = "EAAG-loop-integration-token"
-MESSAGES = f"/v21.0/{meta.PHONE_NUMBER_ID}/messages"
-URL = "/webhooks/whatsapp/"
-
-
-class CloudApi:
-    """Answers each text message with a fresh wamid and each read receipt with success, as Meta does."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.texts: list[dict] = []
-
-    def __call__(self, request) -> Response:
-        body = request.get_json()
-        assert request.headers["Authorization"] == f"Bearer {TOKEN}"
-        if body.get("status") == "read":
-            return Response('{"success": true}', status=200, content_type="application/json")
-        with self.lock:
-            self.texts.append(body)
-            wamid = f"wamid.reply.{len(self.texts)}"
-        # Meta: a send to a number answers with its wa_id, one to a BSUID (`recipient`) with its user_id.
-        contact = (
-            {"input": body["to"], "wa_id": body["to"]}
-            if "to" in body
-            else {"input": body["recipient"], "user_id": body["recipient"]}
-        )
-        answer = {"messaging_product": "whatsapp", "contacts": [contact], "messages": [{"id": wamid}]}
-        return Response(json.dumps(answer), status=200, content_type="application/json")
-
-    def sent_to(self, wa_id: str) -> list[dict]:
-        with self.lock:
-            return [text for text in self.texts if wa_id in (text.get("to"), text.get("recipient"))]
-
-
-def post(web: str, delivery: dict) -> int:
-    body = meta.encode(delivery)
-    return requests.post(web + URL, data=body, headers=meta.signed_headers(body), timeout=10).status_code
-
-
-@pytest.fixture
-def worker_log_level() -> str:
-    """A module whose test reads the tasks' arguments in the worker's log overrides this with DEBUG."""
-    return "INFO"
-
-
-@pytest.fixture
-def loop(
-    live_server,
-    webhook_secrets,
-    wa_business,
-    httpserver,
-    bootstrap,
-    request_topic,
-    topic,
-    child_env,
-    processes,
-    worker_log_level,
-) -> tuple[str, CloudApi, list[ManagedProcess]]:
-    """Web (the live server), relay, classify, ingest and a worker, wired topic to topic."""
-    from leads.models import Product
-
-    Product.objects.create(business=wa_business, sku="CR-02", name="croissant", price="2.20", stock=100)
-    wa_business.save()
-    api = CloudApi()
-    httpserver.expect_request(MESSAGES, method="POST").respond_with_handler(api)
-    env = {
-        **child_env,
-        "WHATSAPP_GRAPH_BASE_URL": httpserver.url_for("").rstrip("/"),
-        "WHATSAPP_ACCESS_TOKEN": TOKEN,
-        "RELAY_POLL_INTERVAL_SECONDS": "0.2",
-    }
-    python = sys.executable
-    commands = {
-        "relay": [python, "manage.py", "relay_outbox", "--topic", request_topic],
-        "classify": [
-            python,
-            "manage.py",
-            "classify",
-            "--topic",
-            request_topic,
-            "--result-topic",
-            topic,
-            "--group-id",
-            f"g-{request_topic}",
-        ],
-        "ingest": [python, "manage.py", "ingest_kafka", "--topic", topic, "--group-id", f"g-{topic}"],
-        "worker": [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-c",
-            "2",
-            "-Q",
-            "pipeline,webhooks,whatsapp",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            worker_log_level,
-        ],
-    }
-    started = [ManagedProcess(name, argv, env) for name, argv in commands.items()]
-    processes.extend(started)
-    return live_server.url, api, started
-
-
-def logs(started: list[ManagedProcess]) -> str:
-    return "\n".join(f"--- {p.log_path.name}\n{p.output()[-2500:]}" for p in started)
 
 
 def test_a_webhook_message_ends_as_the_reply_and_its_statuses_are_applied(loop, bootstrap, request_topic, redis_client):

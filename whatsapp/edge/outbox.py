@@ -86,7 +86,7 @@ def request_payload(row: InboundMessage) -> dict[str, Any]:
             "text": row.text,
             **({"media": media} if media else {}),
             # Meta's own timestamp: the lead's last_inbound_at (the 24-hour window) comes from it.
-            "received_at": row.received_at.isoformat(),
+            "received_at": row.received_at.isoformat() if row.received_at else None,
         },
     }
     return to_request_payload(validate_request(data))

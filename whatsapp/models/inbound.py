@@ -11,9 +11,13 @@ the row) the same request, which the consumers dedupe.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.db import models
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    from leads.models import Business
 
 # The Postgres channel the webhook notifies (on commit) when it stored something to
 # publish, so the relay wakes at once instead of at its next poll.
@@ -139,7 +143,7 @@ class InboundMessage(models.Model):
     def __str__(self) -> str:
         return f"{self.wamid or self.json_path} ({self.state})"
 
-    def route(self, business: models.Model) -> None:
+    def route(self, business: Business) -> None:
         """An UNROUTABLE message whose number a business now has: to the relay, with its lead."""
         self.business = business
         # A system notice is never published (its identifier change needs the lead it named).

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from leads.models import Lead, LeadActivity
-from tests.integration.test_loop import CloudApi, logs, loop, post  # noqa: F401  (loop is a fixture)
 from tests.support import meta
+from tests.support.loop import logs, post
 from tests.support.observability import Scrape
 from tests.support.processes import wait_until
 from whatsapp.contracts.request import processing_id_for

@@ -13,12 +13,12 @@ import requests
 from prometheus_client import REGISTRY
 
 from devtools.services import free_port
+from leads.models import Lead
 from tests.support import kafka as kafka_support
 from tests.support import meta
 from tests.support.processes import ManagedProcess, wait_until
 from tests.support.proxy import FaultProxy
 from tests.support.webhook import copies_per_processing_id, requests_on
-from leads.models import Lead
 from whatsapp.contracts.request import parse_request, processing_id_for
 from whatsapp.models import InboundMessage, WebhookDelivery
 

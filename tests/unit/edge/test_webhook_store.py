@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from leads.models import Business
+from leads.models import Business, Lead
 from tests.support import meta
-from leads.models import Lead
 from whatsapp.contracts.request import processing_id_for, validate_request
 from whatsapp.contracts.result import ContractError
 from whatsapp.edge.outbox import request_payload

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from leads.models import Business, CustomerIds, Lead, LeadActivity, is_bsuid
 from whatsapp.edge.webhook.payload import Change
-from whatsapp.edge.webhook.reading import optional_id
+from whatsapp.edge.webhook.reading import list_at, optional_id
 from whatsapp.models import AccountNotice, MessageTemplate, WebhookChange
 
 APPLIED, STORED, UNREADABLE = WebhookChange.State.APPLIED, WebhookChange.State.STORED, WebhookChange.State.UNREADABLE
@@ -228,7 +228,7 @@ def _customer(item: dict[str, Any], value: dict[str, Any]) -> CustomerIds:
     user_id = optional_id(item, "user_id", max_chars=140)
     if not is_bsuid(user_id):
         user_id = ""
-    contacts = value.get("contacts") if isinstance(value.get("contacts"), list) else []
+    contacts = list_at(value, "contacts")
     if not user_id and len(contacts) == 1 and isinstance(contacts[0], dict):
         candidate = optional_id(contacts[0], "user_id", max_chars=140)
         user_id = candidate if is_bsuid(candidate) else ""

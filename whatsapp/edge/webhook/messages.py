@@ -18,6 +18,7 @@ from typing import Any
 from leads.models import CustomerIds, is_bsuid
 from whatsapp.edge.webhook.reading import (
     Unreadable,
+    object_at,
     optional_id,
     optional_text,
     read_id,
@@ -78,7 +79,7 @@ def read_contacts(contacts: list[Any]) -> list[Contact]:
     for contact in contacts:
         if not isinstance(contact, dict):
             continue
-        profile = contact.get("profile") if isinstance(contact.get("profile"), dict) else {}
+        profile = object_at(contact, "profile")
         read.append(
             Contact(
                 wa_id=_number(optional_id(contact, "wa_id", max_chars=32)),

@@ -19,12 +19,13 @@ a problem is, never what the customer wrote.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from whatsapp.edge.webhook.messages import InboundItem, read_contacts, read_message
-from whatsapp.edge.webhook.reading import Unreadable, kind_of, optional_id, read_list
+from whatsapp.edge.webhook.reading import Unreadable, kind_of, list_at, object_at, optional_id, read_list
 
 _OBJECT = "whatsapp_business_account"
 MESSAGES = "messages"
@@ -54,16 +55,16 @@ class Change:
     phone_number_id: str = ""
     value: dict[str, Any] | None = None
     # Why it could not be read, or Meta's own errors on a messages change.
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass
 class Delivery:
-    messages: list[InboundItem] = field(default_factory=list)
-    unreadable: list[UnreadableItem] = field(default_factory=list)
+    messages: list[InboundItem] = dataclasses.field(default_factory=list)
+    unreadable: list[UnreadableItem] = dataclasses.field(default_factory=list)
     # The status notifications of each phone-number id, as Meta sent them.
-    statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    changes: list[Change] = field(default_factory=list)
+    statuses: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    changes: list[Change] = dataclasses.field(default_factory=list)
 
     @property
     def status_count(self) -> int:
@@ -122,7 +123,7 @@ def _read_change(change: Any, where: str, waba_id: str, delivery: Delivery) -> N
         delivery.changes.append(Change(field=name, path=where, waba_id=waba_id, problems=[problem]))
         return
     if name != MESSAGES:
-        metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+        metadata = object_at(value, "metadata")
         delivery.changes.append(
             Change(
                 field=name,
@@ -144,16 +145,16 @@ def _read_messages_value(value: dict[str, Any], where: str, record: Change, deli
         # Meta's own errors on the change (a message it could not deliver to us, say).
         codes = [str(e.get("code")) for e in errors if isinstance(e, dict) and e.get("code") is not None]
         record.problems.append(f"{where}.errors: Meta reported error(s) {', '.join(codes) or '(no code)'}")
-    metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+    metadata = object_at(value, "metadata")
     phone_number_id = optional_id(metadata, "phone_number_id", max_chars=64)
     record.phone_number_id = phone_number_id
-    contacts = read_contacts(value.get("contacts") if isinstance(value.get("contacts"), list) else [])
+    contacts = read_contacts(list_at(value, "contacts"))
     for key in ("messages", "statuses"):
         items = value.get(key)
         if items is not None and not isinstance(items, list):
             record.problems.append(f"{where}.{key} must be a list, got {kind_of(items)}")
-    messages = value.get("messages") if isinstance(value.get("messages"), list) else []
-    statuses = value.get("statuses") if isinstance(value.get("statuses"), list) else []
+    messages = list_at(value, "messages")
+    statuses = list_at(value, "statuses")
     for i, message in enumerate(messages):
         at = f"{where}.messages[{i}]"
         wamid = optional_id(message, "id") if isinstance(message, dict) else ""

@@ -26,6 +26,18 @@ def read_list(container: dict[str, Any], key: str, where: str, *, required: bool
     return value
 
 
+def object_at(container: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested object that is only a hint (metadata, a profile): {} when absent or not one."""
+    value = container.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def list_at(container: dict[str, Any], key: str) -> list[Any]:
+    """A list that may be absent: [] when absent or not a list (the caller notes the latter)."""
+    value = container.get(key)
+    return value if isinstance(value, list) else []
+
+
 def read_id(container: dict[str, Any], key: str, where: str, *, max_chars: int = 256) -> str:
     """An id: present, a string, and no longer than the column that keeps it."""
     value = container.get(key)

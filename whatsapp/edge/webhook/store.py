@@ -113,9 +113,9 @@ def _store_changes(record: WebhookDelivery, changes: list[Change], router: Route
     rows = []
     for change in changes:
         if change.problems and change.field != MESSAGES:
-            state, reason = UNREADABLE, "; ".join(change.problems)
+            state, reason = str(UNREADABLE), "; ".join(change.problems)
         elif change.field == MESSAGES:
-            state, reason = WebhookChange.State.APPLIED, "; ".join(change.problems)
+            state, reason = str(WebhookChange.State.APPLIED), "; ".join(change.problems)
         else:
             with transaction.atomic():  # a savepoint: an odd value costs this change, not the delivery
                 state, reason = apply_change(change, router.for_change)
@@ -153,7 +153,7 @@ def _store_messages(record: WebhookDelivery, items: list[InboundItem], router: R
     rows = []
     for item in fresh:
         business = businesses.get(item.phone_number_id)
-        state, lead_id = State.UNROUTABLE, ""
+        state, lead_id = str(State.UNROUTABLE), ""
         if business is not None:
             state, lead_id = _lead_of(business, item)
         rows.append(_row(record, item, business, state, lead_id))
