@@ -117,6 +117,7 @@ class BusinessAdmin(admin.ModelAdmin):
         "tenant_id",
         "phone_number_id",
         "replies_enabled",
+        "accepts_direct_results",
         "is_active",
         "webhook_secret",
     ]
@@ -129,6 +130,8 @@ class BusinessAdmin(admin.ModelAdmin):
         "display_name",
         "is_active",
         "phone_number_id",
+        "waba_id",
+        "accepts_direct_results",
         "replies_enabled",
         "default_language",
         "confidence_thresholds",

@@ -52,6 +52,14 @@ class Business(models.Model):
         "WhatsApp Business Account id", max_length=64, blank=True, db_index=True, validators=[validate_phone_number_id]
     )
     replies_enabled = models.BooleanField(default=True)
+    # A result whose processing_id names no message our webhook stored comes from the AI
+    # service's own intake; a business that takes all its messages through our webhook turns
+    # this off, and such a result is then a dead letter (request_mismatch), never run.
+    accepts_direct_results = models.BooleanField(
+        "accepts results for messages the webhook did not store",
+        default=True,
+        help_text="Off when every message of this business comes through our WhatsApp webhook.",
+    )
     default_language = models.CharField(max_length=16, default="en")
     confidence_thresholds = models.JSONField(
         default=dict, blank=True, help_text='Per-intent overrides, e.g. {"ORDER_REQUEST": 0.9}.'

@@ -1,7 +1,15 @@
 """Checking a batch of Kafka records against the result contract and the known businesses.
 
 A record the contract refuses, or one naming no active business (or the wrong tenant), is a
-Rejection: intake stores it as a dead letter in the batch's transaction. Errors are kept
+Rejection: intake stores it as a dead letter in the batch's transaction.
+
+A result answers a request: when its processing_id names a message our webhook stored, it
+must name that message's business and customer (anyone who can write to the result topic
+could otherwise act on another tenant's customer), and the message's own time, not the
+record's, is the customer's; a mismatch is `request_mismatch`. A result for a message we
+never stored (the AI service's own intake) is taken only for a business that accepts direct
+results. A `received_at` more than FUTURE_TOLERANCE ahead is refused: it would keep the
+lead's 24-hour window open for good. Errors are kept
 without the record's own text (WITHHELD), since an error message may quote customer data.
 """
 
@@ -9,14 +17,20 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
+from datetime import timedelta
+
+from django.utils import timezone
 
 from core.tracing import RecordTrace
 from dlq.models import DeadLetter
 from leads.models import Business
 from whatsapp.contracts.result import AIResultEvent, ContractError, parse_event, to_payload
 from whatsapp.kafka import Record
+from whatsapp.models import InboundMessage
 
 UNPROCESSABLE = "unprocessable"
+REQUEST_MISMATCH = "request_mismatch"
+FUTURE_TOLERANCE = timedelta(minutes=5)
 PROCESSING_ID_CONFLICT = "processing_id_conflict"
 
 
@@ -65,11 +79,24 @@ def validate(
     }
     business_ids = {event.business_id for _, event in valid}
     businesses = {b.business_id: b for b in Business.objects.filter(business_id__in=business_ids, is_active=True)}
+    stored = _stored_requests([event.processing_id for _, event in valid])
+    latest = timezone.now() + FUTURE_TOLERANCE
     accepted: list[tuple[Record, AIResultEvent]] = []
     for record, event in valid:
         spans[record.coordinates].finish()
         business = businesses.get(event.business_id)
-        if business is None:
+        request = stored.get(event.processing_id)
+        if event.message.received_at > latest:
+            rejected.append(
+                Rejection(
+                    record,
+                    "invalid_payload",
+                    "ContractError",
+                    "message.received_at: more than 5 minutes in the future",
+                    event,
+                )
+            )
+        elif business is None:
             rejected.append(
                 Rejection(
                     record,
@@ -89,9 +116,46 @@ def validate(
                     event,
                 )
             )
+        elif (problem := _mismatch(event, business, request)) is not None:
+            rejected.append(Rejection(record, REQUEST_MISMATCH, "ContractError", problem, event))
         else:
+            if request is not None and request.received_at is not None:
+                event.message.received_at = request.received_at  # the webhook's time is the customer's
             accepted.append((record, event))
     return accepted, rejected
+
+
+def _stored_requests(processing_ids: list[str]) -> dict[str, InboundMessage]:
+    """The webhook's messages the batch's results answer, in one query."""
+    if not processing_ids:
+        return {}
+    rows = InboundMessage.objects.filter(processing_id__in=processing_ids).only(
+        "processing_id", "business_id", "wa_id", "user_id", "received_at"
+    )
+    return {row.processing_id: row for row in rows if row.processing_id}
+
+
+def _mismatch(event: AIResultEvent, business: Business, request: InboundMessage | None) -> str | None:
+    """Why a result does not answer its request; None when it does. Names ids, never customer data."""
+    if request is None:
+        if business.accepts_direct_results:
+            return None
+        return (
+            f"processing_id: no message the webhook stored has it, and business {business.business_id!r} "
+            "accepts results only for those"
+        )
+    if request.business_id != business.pk:
+        return (
+            "business_id: the message with this processing_id was routed to another business, "
+            f"not {business.business_id!r}"
+        )
+    customer = event.customer
+    same = (customer.user_id and customer.user_id == request.user_id) or (
+        customer.wa_id and customer.wa_id == request.wa_id
+    )
+    if not same:
+        return "customer: not the customer who sent the message with this processing_id"
+    return None
 
 
 def dead_letter_from_rejection(rejection: Rejection, trace_id: str) -> DeadLetter:
