@@ -174,7 +174,7 @@ def test_a_failed_delivery_is_dead_lettered_flags_the_lead_and_requeue_sends_aga
     entry = DeadLetter.objects.get(processing_id="status-2")
     assert (entry.stage, entry.reason, entry.status) == ("reply", "delivery_failed", "OPEN")
     assert ProcessedMessage.objects.get(processing_id="status-2").status == "FAILED"
-    assert Lead.objects.get(lead_id="lead-123").needs_review
+    assert Lead.objects.get(aliases__alias="lead-123").needs_review
     assert ReviewFlag.objects.filter(reason="reengagement_needed", processing_id="status-2").exists()
 
     requeue(entry.pk, by="ops")

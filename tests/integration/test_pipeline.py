@@ -133,15 +133,20 @@ CASES = [
 
 def test_every_intent_produces_its_documented_plan(pipeline, business):
     Product.objects.create(business=business, sku="BG-03", name="baguette", price="3.10", stock=40)
-    # One lead per case, so each lead state shows that case alone.
-    pipeline.send([event(pid, lead_id=f"lead-{pid}", **overrides) for pid, overrides, *_ in CASES])
+    # One customer, so one lead, per case: each lead state shows that case alone.
+    pipeline.send(
+        [
+            event(pid, lead_id=f"lead-{pid}", customer={"wa_id": f"1555010{n:04d}", "name": "Ana"}, **overrides)
+            for n, (pid, overrides, *_) in enumerate(CASES)
+        ]
+    )
     pipeline.wait_settled(len(CASES))
 
     problems = []
     for pid, _, actions, reply, state in CASES:
         row = ProcessedMessage.objects.get(processing_id=pid)
         got_steps = steps_of(pid)
-        lead = Lead.objects.get(lead_id=f"lead-{pid}")
+        lead = Lead.objects.get(aliases__alias=f"lead-{pid}")
         if row.status != "PROCESSED":
             problems.append(f"{pid}: status {row.status} ({row.last_error})")
         if got_steps != [(a, "SUCCEEDED") for a in actions]:

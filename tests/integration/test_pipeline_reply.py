@@ -90,8 +90,8 @@ def test_reply_outside_the_24_hour_window_is_skipped_and_flagged(graph, bootstra
         "message_id": "wamid.HBgLMTU1NTAxMjM0NTY3FQIAEhgg",
     }
     assert OutboundMessage.objects.get(processing_id="reply-late").status == "SKIPPED_WINDOW_CLOSED"
-    assert ReviewFlag.objects.filter(reason="window_closed", lead__lead_id="lead-123").exists()
-    assert Lead.objects.get(lead_id="lead-123").needs_review
+    assert ReviewFlag.objects.filter(reason="window_closed", lead__aliases__alias="lead-123").exists()
+    assert Lead.objects.get(aliases__alias="lead-123").needs_review
 
 
 def test_permanent_reply_error_dead_letters_without_undoing_actions_and_requeue_resends(graph, bootstrap, topic):

@@ -17,6 +17,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 MEMBER = {"products": [{"sku": "SD-01", "name": "sourdough loaf"}], "loyalty_card": "LC-0042"}
 
 
+# Three customers, so three leads: a stamp lands on its own customer's card alone.
+MEMBER_EN = {"wa_id": "15550100001"}
+
+
 @pytest.fixture
 def plugged_pipeline(bootstrap, topic, start_ingest, start_worker, business) -> Pipeline:
     worker = start_worker(env={"WHATSAPP_PLUGINS": "tests.support.plugin_example"})
@@ -26,10 +30,22 @@ def plugged_pipeline(bootstrap, topic, start_ingest, start_worker, business) -> 
 def test_plugin_handler_and_action_carry_a_message_end_to_end(plugged_pipeline):
     plugged_pipeline.send(
         [
-            event("member-en", intent="PRICING_INQUIRY", lead_id="lead-member", entities=MEMBER),
-            event("member-es", intent="PRICING_INQUIRY", lead_id="lead-socio", entities={**MEMBER, "language": "es"}),
+            event("member-en", intent="PRICING_INQUIRY", lead_id="lead-member", customer=MEMBER_EN, entities=MEMBER),
+            event(
+                "member-es",
+                intent="PRICING_INQUIRY",
+                lead_id="lead-socio",
+                customer={"wa_id": "15550100002"},
+                entities={**MEMBER, "language": "es"},
+            ),
             # Not a member: the built-in pricing handler still answers.
-            event("plain", intent="PRICING_INQUIRY", lead_id="lead-plain", entities={"products": MEMBER["products"]}),
+            event(
+                "plain",
+                intent="PRICING_INQUIRY",
+                lead_id="lead-plain",
+                customer={"wa_id": "15550100003"},
+                entities={"products": MEMBER["products"]},
+            ),
         ]
     )
     plugged_pipeline.wait_settled(3)
@@ -39,7 +55,7 @@ def test_plugin_handler_and_action_carry_a_message_end_to_end(plugged_pipeline):
     assert member.reply_text == "Thanks for being a member! Acme Bakery has added a stamp to your loyalty card."
     step = SagaStep.objects.get(message=member)
     assert (step.action, step.status, step.attempts) == ("STAMP_LOYALTY_CARD", "SUCCEEDED", 1)
-    stamp = LeadActivity.objects.get(lead__lead_id="lead-member", kind="loyalty_stamp")
+    stamp = LeadActivity.objects.get(lead__aliases__alias="lead-member", kind="loyalty_stamp")
     assert step.result == {"activity_id": stamp.pk}
     assert (stamp.processing_id, stamp.detail["stamps"]) == ("member-en", 1)
 
@@ -52,15 +68,17 @@ def test_plugin_handler_and_action_carry_a_message_end_to_end(plugged_pipeline):
     assert "sourdough loaf: 6.50 USD" in plain.reply_text
     plain_steps = SagaStep.objects.filter(message=plain).values_list("action", "status")
     assert list(plain_steps) == [("NOTIFY_SALES", "SUCCEEDED")]
-    assert not LeadActivity.objects.filter(lead__lead_id="lead-plain", kind="loyalty_stamp").exists()
+    assert not LeadActivity.objects.filter(lead__aliases__alias="lead-plain", kind="loyalty_stamp").exists()
 
     # The same record delivered again is a duplicate: still one stamp.
-    plugged_pipeline.send([event("member-en", intent="PRICING_INQUIRY", lead_id="lead-member", entities=MEMBER)])
+    plugged_pipeline.send(
+        [event("member-en", intent="PRICING_INQUIRY", lead_id="lead-member", customer=MEMBER_EN, entities=MEMBER)]
+    )
     wait_until(
         lambda: DuplicateDelivery.objects.filter(processing_id="member-en").exists(),
         timeout=60,
         message="the repeat to be recorded as a duplicate",
     )
     assert LeadActivity.objects.filter(kind="loyalty_stamp").count() == 2  # member-en and member-es, once each
-    assert Lead.objects.get(lead_id="lead-member").activities.filter(kind="loyalty_stamp").count() == 1
+    assert Lead.objects.get(aliases__alias="lead-member").activities.filter(kind="loyalty_stamp").count() == 1
     assert SagaStep.objects.filter(action="STAMP_LOYALTY_CARD").count() == 2

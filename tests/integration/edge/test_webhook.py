@@ -20,7 +20,7 @@ from tests.support.processes import ManagedProcess, wait_until
 from tests.support.proxy import FaultProxy
 from tests.support.webhook import copies_per_processing_id, requests_on
 from whatsapp.contracts.request import parse_request, processing_id_for
-from whatsapp.models import InboundMessage, WebhookDelivery
+from whatsapp.models import InboundMessage, WebhookChange, WebhookDelivery
 
 URL = "/webhooks/whatsapp/"
 
@@ -175,22 +175,39 @@ def test_media_buttons_and_list_replies_become_requests_with_their_text(web, boo
     assert (by_id[listed["id"]]["type"], by_id[listed["id"]]["text"]) == ("interactive", "Rye, 1 kg")
 
 
-def test_malformed_or_oversized_bodies_with_a_valid_signature_are_400_and_nothing_is_stored(web, settings):
+def test_only_non_json_or_oversized_signed_bodies_are_400_and_nothing_is_stored(web, settings):
     settings.WHATSAPP_WEBHOOK_MAX_BYTES = 4096
     malformed = received("malformed")
-    broken = meta.message_delivery(meta.text_message("hello"), meta.text_message("secret text 4111"))
-    del broken["entry"][0]["changes"][0]["value"]["messages"][1]["id"]
-    for body in (b'{"object": "whatsapp_business_account", "entry": [', b"[]", meta.encode(broken)):
+    for body in (b'{"object": "whatsapp_business_account", "entry": [', b"\xff\xfe not utf-8"):
         answer = post(web, body)
         assert answer.status_code == 400, body[:60]
-        assert "secret text" not in answer.text
-    assert received("malformed") - malformed == 3
+    assert received("malformed") - malformed == 2
     oversized = received("oversized")
     big = meta.encode(meta.message_delivery(meta.text_message("x" * 5000)))
     answer = post(web, big)
     assert answer.status_code == 400 and "too large" in answer.text
     assert received("oversized") - oversized == 1
     assert WebhookDelivery.objects.count() == 0 and InboundMessage.objects.count() == 0
+
+
+def test_a_signed_delivery_with_an_odd_item_is_kept_whole_and_answered_200(web):
+    """What a signed body holds is never a reason to refuse it: Meta would retry, then drop
+    every other message with it. The odd item is kept as its own UNREADABLE row."""
+    unreadable = received("unreadable")
+    broken = meta.message_delivery(meta.text_message("hello"), meta.text_message("secret text 4111"))
+    del broken["entry"][0]["changes"][0]["value"]["messages"][1]["id"]
+    answer = post(web, meta.encode(broken))
+    assert answer.status_code == 200
+    assert "secret text" not in answer.text
+    assert post(web, b"[]").status_code == 200, "JSON, signed: kept as an unreadable change"
+    assert WebhookDelivery.objects.count() == 2
+    rows = {row.state: row for row in InboundMessage.objects.all()}
+    assert set(rows) == {InboundMessage.State.PENDING, InboundMessage.State.UNREADABLE}
+    odd = rows[InboundMessage.State.UNREADABLE]
+    assert odd.json_path == "entry[0].changes[0].value.messages[1]" and "id" in odd.last_error
+    assert "secret text" not in odd.last_error
+    assert received("unreadable") - unreadable == 1
+    assert WebhookChange.objects.filter(state="UNREADABLE").count() == 1, "the [] body, kept"
 
 
 def test_a_message_for_an_unknown_number_is_kept_as_unroutable_and_counted(web, request_topic, start_relay, bootstrap):
