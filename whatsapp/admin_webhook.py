@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core.admin_display import ReadOnlyModelAdmin
-from whatsapp.edge.routing import route_unroutable
+from whatsapp.edge.routing import route_unroutable, run_too_old
 from whatsapp.models import AccountNotice, InboundMessage, MessageTemplate, WebhookChange
 
 
@@ -23,7 +23,7 @@ class InboundMessageAdmin(ReadOnlyModelAdmin):
     list_filter = ["state", "type", "business"]
     search_fields = ["wamid", "processing_id", "=wa_id", "=user_id", "username", "lead_id"]
     list_select_related = ["business"]
-    actions = ["route_unroutable_messages"]
+    actions = ["route_unroutable_messages", "run_too_old_messages"]
 
     @admin.display(description="customer")
     def customer(self, obj: InboundMessage) -> str:
@@ -40,6 +40,21 @@ class InboundMessageAdmin(ReadOnlyModelAdmin):
             return
         result = route_unroutable()
         self.message_user(request, f"Route unroutable: {result.summary()}.", messages.SUCCESS)
+
+    @admin.action(description="Run the selected messages older than Meta's retry horizon")
+    def run_too_old_messages(self, request: HttpRequest, queryset: QuerySet[InboundMessage]) -> None:
+        if not request.user.has_perm("whatsapp.change_inboundmessage"):
+            self.message_user(
+                request, "Running messages needs the change permission on inbound messages.", messages.ERROR
+            )
+            return
+        chosen = list(queryset.values_list("pk", flat=True))
+        ran = run_too_old(chosen)
+        skipped = len(chosen) - ran
+        text = f"Ran {ran} message(s) older than Meta's retry horizon"
+        if skipped:
+            text += f"; {skipped} selected were not TOO_OLD (or another run had them) and were left as they were"
+        self.message_user(request, text + ".", messages.SUCCESS)
 
 
 @admin.register(WebhookChange)

@@ -84,8 +84,8 @@ MARK_READ = Counter(
 WEBHOOK_RECEIVED = Counter(
     "whatsapp_webhook_received",
     "What Meta's webhook brought, by kind: per item (message, duplicate, unroutable, unreadable, system, "
-    "status) or per request (delivery stored; refused_signature, refused_token, malformed, oversized, "
-    "unavailable).",
+    "too_old, status) or per request (delivery stored; replay of a delivery stored before; "
+    "refused_signature, refused_token, malformed, oversized, unavailable).",
     ["kind"],
 )
 WEBHOOK_CHANGES = Counter(

@@ -6,7 +6,8 @@ number, `manage.py route_unroutable` (or the admin's action) routes each such me
 joins it to its customer's lead and hands it to the relay, in batches of short
 transactions with the rows locked (SKIP LOCKED: two runs at once route each message once).
 A message's processing_id was derived from its wamid when it was stored, so even a message
-routed twice would run once.
+routed twice would run once. A message kept as TOO_OLD (sent longer ago than Meta retries)
+runs the same way, but only the ones an operator picks (run_too_old).
 """
 
 from __future__ import annotations
@@ -46,6 +47,36 @@ class RouteResult:
         return text
 
 
+def _customer(row: InboundMessage) -> CustomerIds:
+    return CustomerIds(
+        wa_id=row.wa_id,
+        user_id=row.user_id,
+        parent_user_id=row.parent_user_id,
+        username=row.username,
+        name=row.profile_name,
+    )
+
+
+def run_too_old(pks: list[int]) -> int:
+    """The TOO_OLD messages an operator chose, to the relay with their lead; how many. Rows
+    another run holds are skipped, so each is run once."""
+    with transaction.atomic():
+        rows = list(
+            InboundMessage.objects.filter(pk__in=pks, state=State.TOO_OLD, business__isnull=False)
+            .select_related("business")
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by("received_at", "id")
+        )
+        for row in rows:
+            assert row.business is not None
+            row.lead_id = Lead.objects.identify(row.business, _customer(row), received_at=row.received_at).lead.lead_id
+            row.route(row.business)
+        if rows:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_notify(%s, '')", [OUTBOX_CHANNEL])
+    return len(rows)
+
+
 def route_unroutable() -> RouteResult:
     result = RouteResult()
     router = Router()
@@ -62,14 +93,7 @@ def route_unroutable() -> RouteResult:
                 break
             for row in rows:
                 business = businesses[row.phone_number_id]
-                ids = CustomerIds(
-                    wa_id=row.wa_id,
-                    user_id=row.user_id,
-                    parent_user_id=row.parent_user_id,
-                    username=row.username,
-                    name=row.profile_name,
-                )
-                row.lead_id = Lead.objects.identify(business, ids, received_at=row.received_at).lead.lead_id
+                row.lead_id = Lead.objects.identify(business, _customer(row), received_at=row.received_at).lead.lead_id
                 row.route(business)
                 result.routed[business.business_id] += 1
             with connection.cursor() as cursor:

@@ -32,6 +32,12 @@ class WebhookDelivery(models.Model):
 
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     body = models.BinaryField(help_text="The raw request body, as signed.")
+    # A replay of bytes already stored (Meta's retry of a slow answer, or anyone holding a
+    # signed body) is answered 200 and stored once: the hash is unique. Empty on deliveries
+    # stored before it was kept (NULL, so they never clash).
+    body_sha256 = models.CharField(  # noqa: DJ001
+        "SHA-256 of the body", max_length=64, null=True, blank=True, editable=False
+    )
     messages = models.PositiveIntegerField(default=0, help_text="Messages in the delivery.")
     new_messages = models.PositiveIntegerField(default=0, help_text="Of those, seen for the first time.")
     duplicates = models.PositiveIntegerField(default=0, help_text="Of those, already stored (a redelivery).")
@@ -41,6 +47,7 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-received_at", "-id"]
         verbose_name_plural = "webhook deliveries"
+        constraints = [models.UniqueConstraint(fields=["body_sha256"], name="webhook_delivery_unique_body")]
 
     def __str__(self) -> str:
         return f"webhook delivery {self.pk} ({self.messages} messages, {self.statuses} statuses)"
@@ -96,6 +103,9 @@ class InboundMessage(models.Model):
         # Meta's system messages (a customer changed number or BSUID): applied to the lead
         # where it is stored, never published nor answered.
         APPLIED = "APPLIED", "applied at the webhook"
+        # Sent more than Meta's retry horizon (7 days) ago, say a replayed body or a clock
+        # from 2001: kept, never run automatically; an operator runs it from the admin.
+        TOO_OLD = "TOO_OLD", "older than Meta's retry horizon"
 
     # Empty (NULL) only on an UNREADABLE item that had no readable id.
     wamid = models.CharField("WhatsApp message id", max_length=256, unique=True, null=True, blank=True)
@@ -144,7 +154,8 @@ class InboundMessage(models.Model):
         return f"{self.wamid or self.json_path} ({self.state})"
 
     def route(self, business: Business) -> None:
-        """An UNROUTABLE message whose number a business now has: to the relay, with its lead."""
+        """An UNROUTABLE message whose number a business now has, or a TOO_OLD one an operator
+        runs: to the relay, with its lead."""
         self.business = business
         # A system notice is never published (its identifier change needs the lead it named).
         self.state = self.State.APPLIED if self.type == "system" else self.State.PENDING

@@ -9,16 +9,22 @@ number no business (or more than one) has is kept as UNROUTABLE and counted, and
 the number is configured (route_unroutable). A system notice that the customer changed
 number or BSUID is applied to the lead here and never published. The relay is woken by a
 NOTIFY, which Postgres delivers only if the transaction commits.
+
+Replays are bounded: a body whose bytes were stored before (its SHA-256 is unique) is
+answered 200 and stored nothing, and a message sent longer ago than Meta retries
+(RETRY_HORIZON) is kept as TOO_OLD, never run unless an operator asks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from core.metrics import counters
 from leads.models import Business, CustomerIds, Lead
@@ -32,6 +38,8 @@ from whatsapp.models.inbound import OUTBOX_CHANNEL
 
 log = logging.getLogger("whatsapp.webhook")
 State = InboundMessage.State
+# Meta retries a delivery for up to 7 days; a message older than that is not a retry.
+RETRY_HORIZON = timedelta(days=7)
 
 
 @dataclass
@@ -43,16 +51,32 @@ class StoreResult:
     unreadable: int = 0
     system: int = 0
     statuses: int = 0
+    too_old: int = 0
+    # The id of the delivery with the same bytes, when this one was a replay of it.
+    replay_of: int | None = None
     changes: Counter[tuple[str, str]] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
 
 
 def store_delivery(body: bytes, delivery: Delivery) -> StoreResult:
     """Raises only what the database raises (an outage: the caller answers 503)."""
+    digest = hashlib.sha256(body).hexdigest()
     with transaction.atomic():
-        record = WebhookDelivery.objects.create(
-            body=body, messages=len(delivery.messages) + len(delivery.unreadable), statuses=delivery.status_count
-        )
+        earlier = _stored_before(digest)
+        if earlier is None:
+            try:
+                with transaction.atomic():  # a savepoint: the same bytes racing in lose here
+                    record = WebhookDelivery.objects.create(
+                        body=body,
+                        body_sha256=digest,
+                        messages=len(delivery.messages) + len(delivery.unreadable),
+                        statuses=delivery.status_count,
+                    )
+            except IntegrityError:
+                earlier = _stored_before(digest)
+        if earlier is not None:
+            counters.webhook_received({"replay": 1})
+            return StoreResult(delivery_id=earlier, replay_of=earlier)
         result = StoreResult(delivery_id=record.pk)
         router = Router()
         _store_changes(record, delivery.changes, router, result)
@@ -71,11 +95,16 @@ def store_delivery(body: bytes, delivery: Delivery) -> StoreResult:
             unroutable=result.unroutable,
             unreadable=result.unreadable,
             system=result.system,
+            too_old=result.too_old,
             status=result.statuses,
         )
         counters.webhook_received(dict(result.kinds))
         counters.webhook_changes(dict(result.changes))
     return result
+
+
+def _stored_before(digest: str) -> int | None:
+    return WebhookDelivery.objects.filter(body_sha256=digest).values_list("pk", flat=True).first()
 
 
 class Router:
@@ -150,11 +179,14 @@ def _store_messages(record: WebhookDelivery, items: list[InboundItem], router: R
     if not fresh:
         return
     businesses = router.numbers({item.phone_number_id for item in fresh})
+    horizon = timezone.now() - RETRY_HORIZON
     rows = []
     for item in fresh:
         business = businesses.get(item.phone_number_id)
         state, lead_id = str(State.UNROUTABLE), ""
-        if business is not None:
+        if business is not None and item.received_at is not None and item.received_at < horizon:
+            state = str(State.TOO_OLD)  # joins no lead until someone runs it
+        elif business is not None:
             state, lead_id = _lead_of(business, item)
         rows.append(_row(record, item, business, state, lead_id))
     # A redelivery racing this one (Meta retries a slow answer) inserts nothing twice; what this
@@ -168,6 +200,7 @@ def _store_messages(record: WebhookDelivery, items: list[InboundItem], router: R
     result.new += routed
     result.unroutable += unroutable
     result.system += sum(1 for _, state in inserted if state == State.APPLIED)
+    result.too_old += sum(1 for _, state in inserted if state == State.TOO_OLD)
     result.duplicates += len(rows) - len(inserted)
     if unroutable:
         numbers = sorted({number for number, state in inserted if state == State.UNROUTABLE})
@@ -176,6 +209,14 @@ def _store_messages(record: WebhookDelivery, items: list[InboundItem], router: R
             "unroutable (manage.py route_unroutable runs them once the number is configured)",
             unroutable,
             ", ".join(numbers),
+        )
+    if result.too_old:
+        log.warning(
+            "webhook: delivery %d: %d message(s) sent more than %d days ago kept as TOO_OLD, not run "
+            "(the admin's inbound messages run them on request)",
+            record.pk,
+            result.too_old,
+            RETRY_HORIZON.days,
         )
     if routed:
         with connection.cursor() as cursor:

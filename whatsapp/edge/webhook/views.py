@@ -100,15 +100,19 @@ def _receive(request: HttpRequest) -> HttpResponse:
             str(exc).splitlines()[0][:200] if str(exc) else "",
         )
         return _refused("unavailable", "temporarily unavailable", 503)
+    if result.replay_of is not None:
+        log.info("webhook: delivery identical to delivery %d, stored then; nothing stored again", result.replay_of)
+        return _plain("OK", 200)
     log.info(
         "webhook: delivery %d stored: %d new, %d duplicate, %d unroutable, %d unreadable, %d system message(s), "
-        "%d status(es), %d change(s)",
+        "%d too old, %d status(es), %d change(s)",
         result.delivery_id,
         result.new,
         result.duplicates,
         result.unroutable,
         result.unreadable,
         result.system,
+        result.too_old,
         result.statuses,
         sum(result.changes.values()),
     )
