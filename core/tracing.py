@@ -21,7 +21,8 @@ ids still propagate between processes and into every log line
 (MessageTrace), and the workers' tasks run in unsampled transactions. No
 customer text or phone number is put on a span or tag, local variables are
 not attached to errors, and our trace headers are not sent to Meta or the
-sales CRMs (trace_propagation_targets is empty).
+sales CRMs (trace_propagation_targets is empty). Every event and transaction leaves
+without the request's query string, body, cookies and credential headers (scrub_event).
 """
 
 from __future__ import annotations
@@ -105,8 +106,33 @@ def init_sentry(
         include_local_variables=False,
         max_request_body_size="never",
         trace_propagation_targets=[],  # no trace headers to Meta or the businesses' CRMs
+        before_send=scrub_event,
+        before_send_transaction=scrub_event,
     )
     sentry_sdk.get_global_scope().set_tag("service", service)
+
+
+# Request headers that carry a credential or a signature of the body.
+_SECRET_HEADERS = frozenset({"authorization", "cookie", "x-hub-signature-256", "x-hub-signature", "x-metrics-token"})
+
+
+def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An event or transaction as sentry-sdk would send it, without what the request carried:
+    the webhook handshake's query string holds the verify token, a body holds customers'
+    messages. The URL keeps its path; credentials' headers are filtered."""
+    request = event.get("request")
+    if isinstance(request, dict):
+        for key in ("query_string", "data", "cookies", "env"):
+            request.pop(key, None)
+        url = request.get("url")
+        if isinstance(url, str):
+            request["url"] = url.split("?", 1)[0]
+        headers = request.get("headers")
+        if isinstance(headers, dict):
+            for name in list(headers):
+                if str(name).lower() in _SECRET_HEADERS:
+                    headers[name] = "[Filtered]"
+    return event
 
 
 # Probes and scrapes: a transaction each would drown the messages' traces.
