@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import sentry_sdk
+from sentry_sdk.types import Event
 
 from config.logging import bind, bound, context
 
@@ -116,11 +117,11 @@ def init_sentry(
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "x-hub-signature-256", "x-hub-signature", "x-metrics-token"})
 
 
-def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+def scrub_event(event: Event, hint: dict[str, Any] | None = None) -> Event:
     """An event or transaction as sentry-sdk would send it, without what the request carried:
     the webhook handshake's query string holds the verify token, a body holds customers'
     messages. The URL keeps its path; credentials' headers are filtered."""
-    request = event.get("request")
+    request: Any = event.get("request")
     if isinstance(request, dict):
         for key in ("query_string", "data", "cookies", "env"):
             request.pop(key, None)
