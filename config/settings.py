@@ -7,6 +7,7 @@ points at services on this machine, so a developer can start with nothing set.
 from __future__ import annotations
 
 import json as _json
+from datetime import timedelta as _timedelta
 from pathlib import Path
 
 from kombu import Exchange, Queue
@@ -71,6 +72,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The admin login is throttled by django-axes: AXES_FAILURE_LIMIT failed logins for one
+# username from one address lock that pair out for AXES_COOLOFF_MINUTES (the attempts and
+# lockouts are in the admin under Axes, where deleting one lifts it). Behind the reverse
+# proxy every client has the proxy's address: the lockout is then per username, and the
+# proxy's own rate limit (deploy/nginx/) is per client.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", 5, minimum=1)
+# Minutes a locked-out username and address wait before they may try again.
+AXES_COOLOFF_TIME = _timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", 15, minimum=1))
+# What a lockout applies to: the username and the address together, so a guesser cannot
+# lock a real operator out from elsewhere.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# A successful login clears that pair's failures.
+AXES_RESET_ON_SUCCESS = True
+# Django's own user model check, then axes in front of it: axes must come first.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 # --- Apps, middleware, templates -------------------------------------------
 INSTALLED_APPS = [
@@ -80,6 +99,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "leads",
     "whatsapp",
     "dlq",
@@ -96,6 +116,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout answer (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
