@@ -210,9 +210,12 @@ def _describe(field: str, value: dict[str, Any]) -> tuple[str, str, str]:
             extra += f" (ban state {ban.get('waba_ban_state')})"
         return event, severity, f"Account update {event or '(no event)'}{extra}"
     if field == "account_alerts":
-        severity = _ALERT_SEVERITY.get(str(value.get("alert_severity", "")).upper(), "info")
-        event = optional_id(value, "alert_type", max_chars=64)
-        description = str(value.get("alert_description") or "")
+        # Meta nests the alert in alert_info (beside the entity it is about); read it flat too.
+        nested = value.get("alert_info")
+        alert = nested if isinstance(nested, dict) else value
+        severity = _ALERT_SEVERITY.get(str(alert.get("alert_severity", "")).upper(), "info")
+        event = optional_id(alert, "alert_type", max_chars=64)
+        description = str(alert.get("alert_description") or "")
         return event, severity, f"Account alert {event}: {description}".rstrip(": ")
     if field == "phone_number_quality_update":
         event = optional_id(value, "event", max_chars=64)
