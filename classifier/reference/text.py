@@ -10,9 +10,16 @@ _TOKEN = re.compile(r"#\d+|[a-z0-9]+(?:-[a-z0-9]+)*")
 _RAW_TOKEN = re.compile(r"#\d+|[^\W_]+(?:-[^\W_]+)*")
 
 
+# The request contract allows 4,096 characters of text; NFKD can grow one character into
+# eighteen (U+FDFA), so the normal form is capped at twice the contract's text: every rule
+# then reads a bounded text, whatever characters it was written in.
+MAX_TEXT = 4096
+MAX_NORMALIZED = 2 * MAX_TEXT
+
+
 def normalize(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    decomposed = unicodedata.normalize("NFKD", text[:MAX_TEXT].lower())[: 2 * MAX_NORMALIZED]
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))[:MAX_NORMALIZED]
 
 
 def tokens(normalized: str) -> list[str]:

@@ -17,6 +17,8 @@ from typing import Any
 from whatsapp.contracts.errors import invalid
 
 MAX_VALUE_BYTES = 262_144
+# More objects and arrays (counted as `{` and `[` bytes) than any real event needs.
+MAX_CONTAINERS = 20_000
 
 # Deeper documents are refused up front: nothing in the contract nests this far, and
 # unbounded nesting in kept-but-ignored keys would only cause trouble when serialised again.
@@ -41,6 +43,13 @@ def read_object(value: bytes | None) -> dict[str, Any]:
     value = bytes(value)
     if len(value) > MAX_VALUE_BYTES:
         raise invalid(f"value: {len(value)} bytes exceeds the {MAX_VALUE_BYTES}-byte limit")
+    # Before parsing: 256 KiB of `{}` is 87,000 objects for json to build and scan to walk.
+    # Counting brackets in the raw bytes (those inside strings too, so an upper bound) is
+    # cheap, and a real event holds a few dozen containers, plus whatever brackets a
+    # customer typed into 4,096 characters of text.
+    containers = value.count(b"{") + value.count(b"[")
+    if containers > MAX_CONTAINERS:
+        raise invalid(f"value: {containers} JSON objects and arrays exceed the limit of {MAX_CONTAINERS}")
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -467,7 +467,10 @@ def test_absurd_nesting_is_invalid() -> None:
     error = rejection(b"[" * 100_000 + b"]" * 100_000)
 
     assert error.reason == "invalid_payload"
-    assert error.errors[0].startswith("value: not valid JSON: ")
+    assert error.errors == ["value: 100000 JSON objects and arrays exceed the limit of 20000"], "before parsing"
+    # Under the container limit, nesting deeper than the parser goes is still refused.
+    deep = rejection(b'{"a": ' * 15_000 + b"1" + b"}" * 15_000)
+    assert deep.reason == "invalid_payload" and deep.errors[0].startswith("value: not valid JSON: ")
 
 
 @pytest.mark.parametrize(
