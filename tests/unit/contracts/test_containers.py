@@ -17,7 +17,7 @@ def test_a_record_of_87000_empty_objects_is_refused_before_parsing():
     hostile["entities"] = {"x": [{}] * 1}
     body = json.dumps(hostile).encode()
     filler = b"{}," * ((MAX_VALUE_BYTES - len(body) - 64) // 3)
-    value = body.replace(b'[{}]', b"[" + filler + b"{}]")
+    value = body.replace(b"[{}]", b"[" + filler + b"{}]")
     assert len(value) <= MAX_VALUE_BYTES and value.count(b"{}") > 80_000
     with pytest.raises(ContractError) as refused:
         parse_event(value)
