@@ -112,7 +112,27 @@ class DeadLetterAdmin(DeadLetterColumns, admin.ModelAdmin):
             },
         ),
     ]
-    readonly_fields = flatten_fieldsets(fieldsets)
+    readonly_fields = [*flatten_fieldsets(fieldsets), "record_withheld"]
+    # What a customer wrote, as it came: shown to those the export gives it to, no one else.
+    RECORD_FIELDS = ("payload_json", "raw_record", "record_key", "record_headers")
+
+    def get_fieldsets(self, request: HttpRequest, obj: DeadLetter | None = None) -> list:
+        if self.has_requeue_permission(request):
+            return self.fieldsets
+        shown = []
+        for name, options in self.fieldsets:
+            fields = [f for f in options["fields"] if f not in self.RECORD_FIELDS]
+            if name == "Payload":
+                fields = ["record_withheld"]
+            shown.append((name, {**options, "fields": fields}))
+        return shown
+
+    @admin.display(description="record")
+    def record_withheld(self, obj: DeadLetter) -> str:
+        return (
+            "Withheld: the payload, the raw record and its key and headers are shown to users "
+            "with the permission to requeue dead letters (dlq.requeue_deadletter), as the export is."
+        )
 
     # -- permissions ------------------------------------------------------------------
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -751,3 +751,22 @@ def test_site_names_the_product_and_models_are_spelled_right(client, root):
             assert plural == singular + "es", model._meta.label
         else:
             assert plural == singular + "s", model._meta.label
+
+
+def test_a_view_only_user_sees_no_raw_record_or_payload_on_the_entrys_page(client, agent, root, exportable):
+    """The page gives what the export gives: the record only with the requeue permission."""
+    saga_entry, _, leaky = exportable
+    viewer = agent
+    viewer.user_permissions.set(Permission.objects.filter(content_type__app_label="dlq", codename="view_deadletter"))
+    client.force_login(viewer)
+    page = client.get(f"/admin/dlq/deadletter/{leaky.pk}/change/").content.decode()
+    assert "Withheld: the payload, the raw record" in page and "dlq.requeue_deadletter" in page
+    assert "crm.example.com" not in page and "lead-1" not in page, "neither the record nor its key"
+    saga_page = client.get(f"/admin/dlq/deadletter/{saga_entry.pk}/change/").content.decode()
+    assert "complaint-9" in saga_page, "the ids stay"
+    assert '"intent": "COMPLAINT"' not in saga_page and "intent&quot;: &quot;COMPLAINT" not in saga_page
+
+    client.force_login(root)
+    page = client.get(f"/admin/dlq/deadletter/{leaky.pk}/change/").content.decode()
+    assert "Withheld: the payload" not in page
+    assert "crm.example.com" in page, "shown to who may requeue"
