@@ -7,7 +7,6 @@ process a test starts uses the same services.
 """
 
 import os
-import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,8 +15,7 @@ from devtools.urls import with_path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_WEBHOOK_HOSTS = "127.0.0.1,localhost,::1"
-# A key of this run's own: a key written in the repository is refused outside DEBUG.
-os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
 os.environ.setdefault("DEBUG", "0")
 
 _urls, STARTED_SERVICES = ensure_services(ROOT / "var" / "test-services")
