@@ -27,7 +27,8 @@ RUN pip install --no-deps .
 # The admin's static files, served by whitenoise from gunicorn. collectstatic
 # needs settings to load but touches no database; the key is thrown away.
 ENV STATIC_ROOT=/app/static
-RUN SECRET_KEY=collectstatic-only-build-key-not-used-at-run-time python manage.py collectstatic --noinput
+# A random key (a published one is refused, config/hardening.py), made and dropped in this step.
+RUN SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')" python manage.py collectstatic --noinput
 
 USER app
 EXPOSE 8000 5555 9108

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kombu import Exchange, Queue
 
+from config import hardening as _hardening
 from config import logging as _logging
 from config.env import Env, SettingError
 
@@ -26,14 +27,15 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # --- Django: debug mode, secret key, host names -------------------------------
 # Django's debug mode: never on a deployed service. With it on, SECRET_KEY may be left unset.
 DEBUG = env.bool("DEBUG", False)
-# Django's secret key: required unless DEBUG, and at least 32 characters (50 random ones for
-# `manage.py check --deploy`; .env.example shows how to make one).
+# Django's secret key: required unless DEBUG, at least 50 characters, not a startproject
+# (django-insecure-) key and none of the keys published in this repository
+# (config/hardening.py); .env.example shows how to make one.
 if DEBUG:
     SECRET_KEY = env.str("SECRET_KEY", "insecure-local-development-key")
 else:
     SECRET_KEY = env.str("SECRET_KEY", required=True)
-    if len(SECRET_KEY) < 32:
-        raise SettingError("SECRET_KEY", "must be at least 32 characters when DEBUG is off")
+    if (_problem := _hardening.secret_key_problem(SECRET_KEY, debug=False)) is not None:
+        raise SettingError("SECRET_KEY", _problem)
 # Comma-separated: the names the site is reached by, plus those the probes and Prometheus use
 # (docker-compose: 127.0.0.1 and web).
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
@@ -381,11 +383,16 @@ BREAKER_OVERRIDES = _breaker_overrides(env.optional("BREAKER_OVERRIDES"))
 # Replies go to POST {base}/{version}/{phone_number_id}/messages. The token is a
 # bearer secret: Django's error pages hide settings named *TOKEN*, and the client
 # never logs it. Unset, replies fail with "WHATSAPP_ACCESS_TOKEN is not set".
+# https only, but for DEBUG and a stand-in on a loopback host (127.0.0.1, localhost, ::1).
 WHATSAPP_GRAPH_BASE_URL = env.url(
     "WHATSAPP_GRAPH_BASE_URL", "https://graph.facebook.com", schemes=("https", "http"), credentials=False
 ).rstrip("/")
-# The Graph API version in the Cloud API's URLs.
+if (_problem := _hardening.graph_base_url_problem(WHATSAPP_GRAPH_BASE_URL, debug=DEBUG)) is not None:
+    raise SettingError("WHATSAPP_GRAPH_BASE_URL", _problem)
+# The Graph API version in the Cloud API's URLs: vN.N, e.g. v21.0.
 WHATSAPP_GRAPH_VERSION = env.str("WHATSAPP_GRAPH_VERSION", "v21.0")
+if (_problem := _hardening.graph_version_problem(WHATSAPP_GRAPH_VERSION)) is not None:
+    raise SettingError("WHATSAPP_GRAPH_VERSION", _problem)
 # The Cloud API's bearer token (a system user's, with whatsapp_business_messaging); without
 # it replies fail as permanent errors.
 WHATSAPP_ACCESS_TOKEN = env.optional("WHATSAPP_ACCESS_TOKEN")

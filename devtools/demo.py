@@ -41,7 +41,7 @@ DEMO_REDIS_DB = "/" + os.environ.get("DEMO_REDIS_DB", "12").lstrip("/")
 
 
 def prepare_environment() -> list:
-    os.environ.setdefault("SECRET_KEY", "demo-only-secret-key-never-use-in-production-0123456789")
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # a published key is refused
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("INGEST_METRICS_PORT", "0")  # the demo scrapes nothing; leave the port to a real ingest
     urls, started = ensure_services(VAR / "demo-services")

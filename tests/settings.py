@@ -7,6 +7,7 @@ process a test starts uses the same services.
 """
 
 import os
+import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -532,7 +533,7 @@ def run(args: argparse.Namespace) -> dict:
             "KAFKA_BOOTSTRAP_SERVERS": urls["kafka"],
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "SECRET_KEY": "bench-only-secret-key-never-use-in-production-0123456789",
+            "SECRET_KEY": secrets.token_urlsafe(50),
             # Production's defaults: INFO, JSON lines.
             "LOG_LEVEL": "INFO",
             "INGEST_METRICS_PORT": "0",

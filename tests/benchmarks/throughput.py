@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -37,7 +38,7 @@ BENCH_DB = "whatsapp_bench"
 
 
 def prepare() -> list:
-    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-never-use-in-production-0123456789")
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     urls, started = ensure_services(VAR / "bench-services")
     os.environ["DATABASE_URL"] = with_path(urls["DATABASE_URL"], f"/{BENCH_DB}")

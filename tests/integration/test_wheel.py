@@ -82,7 +82,7 @@ def test_the_wheel_installs_and_runs_without_the_source_tree(tmp_path):
         "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
         "HOME": str(tmp_path),
         "DJANGO_SETTINGS_MODULE": "config.settings",
-        "SECRET_KEY": "wheel-test-secret-key-0123456789-abcdefghijklmnop",
+        "SECRET_KEY": "wheel-test-secret-key-0123456789-abcdefghijklmnopqrstuv",
         "STATIC_ROOT": str(tmp_path / "static"),
     }
     run([str(python), "-m", "django", "check"], cwd=elsewhere, env=env)

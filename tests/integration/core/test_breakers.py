@@ -177,7 +177,7 @@ def test_processes_share_one_breaker(httpserver, rdb, new_name, probes):
 )
 def test_malformed_overrides_stop_the_process_with_one_line(value, fragment):
     env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", SECRET_KEY="s" * 40, DEBUG="0", BREAKER_OVERRIDES=value)
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", SECRET_KEY="s" * 60, DEBUG="0", BREAKER_OVERRIDES=value)
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
