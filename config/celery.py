@@ -22,3 +22,21 @@ def recycle_database_connections(**kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@signals.worker_init.connect
+def refuse_tasks_outliving_the_visibility_timeout(sender: Any = None, **kwargs: Any) -> None:
+    """Stop a worker whose tasks could wait or run past the broker's visibility timeout
+    (config/task_limits.py). Celery runs Django's system checks at worker start but carries
+    on past their errors, and logs and swallows an exception from a signal handler: a
+    SystemExit is what stops it, with the problems as its message."""
+    import django
+    from django.core.exceptions import ImproperlyConfigured
+
+    from config.task_limits import refuse_bad_limits
+
+    django.setup()
+    try:
+        refuse_bad_limits(app)
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"configuration error: {exc}") from None

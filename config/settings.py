@@ -195,6 +195,34 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 5,
     "socket_timeout": 10,
 }
+# Every task's limits, each below CELERY_VISIBILITY_TIMEOUT (checked here, and per task by
+# config/task_limits.py): Redis hands a message no worker acknowledged within it to another
+# worker, and a task is acknowledged once it returned (a retry's countdown is spent holding
+# its message, too). A step does at most one outbound call (WHATSAPP_DEADLINE_SECONDS,
+# SALES_WEBHOOK_DEADLINE_SECONDS) and a few queries.
+# Seconds a task runs before Celery raises SoftTimeLimitExceeded inside it.
+TASK_SOFT_TIME_LIMIT_SECONDS = env.float("TASK_SOFT_TIME_LIMIT_SECONDS", 60.0, minimum=1.0)
+# Seconds a task runs before its worker process is killed; above the soft limit.
+TASK_TIME_LIMIT_SECONDS = env.float("TASK_TIME_LIMIT_SECONDS", 90.0, minimum=1.0)
+# The longest any retry waits, in seconds: longer waits (a breaker open for long, a server's
+# Retry-After) are cut to it, and the retry is refused again if it is still too early.
+TASK_MAX_RETRY_COUNTDOWN_SECONDS = env.float("TASK_MAX_RETRY_COUNTDOWN_SECONDS", 300.0, minimum=1.0)
+if TASK_SOFT_TIME_LIMIT_SECONDS >= TASK_TIME_LIMIT_SECONDS:
+    raise SettingError(
+        "TASK_SOFT_TIME_LIMIT_SECONDS",
+        f"must be below TASK_TIME_LIMIT_SECONDS ({TASK_TIME_LIMIT_SECONDS:g}), got {TASK_SOFT_TIME_LIMIT_SECONDS:g}",
+    )
+for _name, _seconds in (
+    ("TASK_SOFT_TIME_LIMIT_SECONDS", TASK_SOFT_TIME_LIMIT_SECONDS),
+    ("TASK_TIME_LIMIT_SECONDS", TASK_TIME_LIMIT_SECONDS),
+    ("TASK_MAX_RETRY_COUNTDOWN_SECONDS", TASK_MAX_RETRY_COUNTDOWN_SECONDS),
+):
+    if _seconds >= CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]:
+        raise SettingError(
+            _name,
+            f"must be below CELERY_VISIBILITY_TIMEOUT ({CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']} s), "
+            f"got {_seconds:g}: Redis would run the task twice",
+        )
 CELERY_TASK_DEFAULT_QUEUE = "pipeline"
 # Queues: "pipeline" for the pipeline's own steps; "webhooks" for sales
 # webhook calls and "whatsapp" for Cloud API sends, so a slow outside service

@@ -16,7 +16,8 @@ from devtools.urls import with_path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_WEBHOOK_HOSTS = "127.0.0.1,localhost,::1"
-os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
+# A key of this run's own: a published one (config/hardening.py) is refused outside DEBUG.
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("DEBUG", "0")
 
 _urls, STARTED_SERVICES = ensure_services(ROOT / "var" / "test-services")
@@ -42,6 +43,10 @@ if _worker.startswith("gw") and _worker[2:].isdigit():
 os.environ["CELERY_BROKER_URL"] = os.environ["REDIS_URL"]
 os.environ["KAFKA_BOOTSTRAP_SERVERS"] = _urls["KAFKA_BOOTSTRAP_SERVERS"]
 os.environ.setdefault("CELERY_VISIBILITY_TIMEOUT", "30")
+# Below that visibility timeout, as every task's limits must be (config/task_limits.py).
+os.environ.setdefault("TASK_SOFT_TIME_LIMIT_SECONDS", "20")
+os.environ.setdefault("TASK_TIME_LIMIT_SECONDS", "25")
+os.environ.setdefault("TASK_MAX_RETRY_COUNTDOWN_SECONDS", "25")
 # Tansu answers a group join after half the session timeout; 6 s (the usual
 # broker minimum) keeps each ingest start in the tests to about 3 s.
 os.environ.setdefault("KAFKA_SESSION_TIMEOUT_MS", "6000")

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
+from config import task_limits
+from config.celery import app as celery_app
 from core import breakers, dotted, tracing
 from core.metrics import counters
 
@@ -52,6 +54,8 @@ class WhatsappConfig(AppConfig):
         breakers.add_listener(counters.breaker_changed)
         dotted.register_moves(MOVED_MODULES)
         checks.register(moved_paths_check)
+        # Every task's time limits and retry countdowns below the broker's visibility timeout.
+        checks.register(task_limits.system_check(celery_app))
         # Handlers and executors register on import; extra ones come from
         # WHATSAPP_PLUGINS so a deployment can add its own without a code change.
         importlib.import_module("whatsapp.handlers")

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Task, shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from config.redaction import configured_secrets
+from config.task_limits import BoundedTask
 from core import tracing
 from dlq.models import DeadLetter
 from whatsapp import saga
@@ -29,11 +31,21 @@ from whatsapp.send import read_receipts
 
 log = logging.getLogger(__name__)
 
+# Every task's limits, below the broker's visibility timeout (config/task_limits.py checks,
+# settings.py too): a hard and a soft time limit, and every retry's wait cut to
+# TASK_MAX_RETRY_COUNTDOWN_SECONDS by BoundedTask, whatever asked for it.
+LIMITS: dict[str, Any] = {
+    "base": BoundedTask,
+    "soft_time_limit": settings.TASK_SOFT_TIME_LIMIT_SECONDS,
+    "time_limit": settings.TASK_TIME_LIMIT_SECONDS,
+    "max_retry_countdown": settings.TASK_MAX_RETRY_COUNTDOWN_SECONDS,
+}
+
 # A stage that cannot reach Postgres waits and tries again.
 DB_RETRY: dict[str, Any] = {
     "autoretry_for": (OperationalError, InterfaceError),
     "retry_backoff": 2,
-    "retry_backoff_max": 60,
+    "retry_backoff_max": int(min(60, settings.TASK_MAX_RETRY_COUNTDOWN_SECONDS)),
     "retry_jitter": True,
     "max_retries": 20,
 }
@@ -60,7 +72,7 @@ def stop_chain(task: Any, why: str) -> dict[str, str]:
     return {"stopped": why}
 
 
-@shared_task(name="whatsapp.dedupe", bind=True, **DB_RETRY)
+@shared_task(name="whatsapp.dedupe", **LIMITS, bind=True, **DB_RETRY)
 def dedupe(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str, str] | None:
     """Claim the inbox row. Any state but RECEIVED stops the chain quietly:
     a duplicate delivery, or a copy Redis redelivered, does nothing."""
@@ -80,7 +92,7 @@ def dedupe(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str,
 FAILS_AS_FAILURE: dict[str, Any] = {"throws": (saga.StageFailed,), "store_errors_even_if_ignored": True}
 
 
-@shared_task(name="whatsapp.intent", bind=True, **DB_RETRY, **FAILS_AS_FAILURE)
+@shared_task(name="whatsapp.intent", **LIMITS, bind=True, **DB_RETRY, **FAILS_AS_FAILURE)
 def intent(self: Task[Any, Any], processing_id: str, saga_run: int) -> str | dict[str, str]:
     try:
         steps = saga.plan_run(processing_id, saga_run)
@@ -112,7 +124,9 @@ def intent(self: Task[Any, Any], processing_id: str, saga_run: int) -> str | dic
     )
 
 
-@shared_task(name="whatsapp.send_reply", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED, **FAILS_AS_FAILURE)
+@shared_task(
+    name="whatsapp.send_reply", **LIMITS, bind=True, max_retries=None, **DB_RETRY_UNBOUNDED, **FAILS_AS_FAILURE
+)
 def send_reply(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str, str] | None:
     """A failed reply is dead-lettered inside saga.send_reply (nothing to compensate): the
     task then fails, so Flower counts it, and finish, next in the chain, is not sent."""
@@ -124,12 +138,14 @@ def send_reply(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[
     return None
 
 
-@shared_task(name="whatsapp.sweep")
+@shared_task(name="whatsapp.sweep", **LIMITS)
 def sweep() -> dict:
     return sweeper.sweep().as_dict()
 
 
-@shared_task(name="whatsapp.execute_action", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED, **FAILS_AS_FAILURE)
+@shared_task(
+    name="whatsapp.execute_action", **LIMITS, bind=True, max_retries=None, **DB_RETRY_UNBOUNDED, **FAILS_AS_FAILURE
+)
 def execute_action(self: Task[Any, Any], processing_id: str, saga_run: int, order: int) -> dict[str, str] | None:
     """Run one planned action. When the run fails here (the action for good, or a bug), the
     task fails, and its errback (whatsapp.pipeline.chains.actions_signature) starts the compensation:
@@ -156,7 +172,7 @@ def follow(task: Any, stage: str, step: Callable[[float], saga.StepOutcome]) -> 
     return outcome
 
 
-@shared_task(name="whatsapp.compensate", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
+@shared_task(name="whatsapp.compensate", **LIMITS, bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
 def compensate(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str, str] | None:
     """Undo what the failed run did, in reverse, then dead-letter it. Reads
     everything from Postgres, so running it twice is the same as once."""
@@ -180,7 +196,7 @@ def compensate(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[
     return None
 
 
-@shared_task(name="whatsapp.finish", bind=True, **DB_RETRY)
+@shared_task(name="whatsapp.finish", **LIMITS, bind=True, **DB_RETRY)
 def finish(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str, str] | None:
     try:
         with tracing.span("whatsapp.finish", "mark the message processed"):
@@ -191,7 +207,7 @@ def finish(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str,
     return None
 
 
-@shared_task(name="whatsapp.apply_delivery_status", bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
+@shared_task(name="whatsapp.apply_delivery_status", **LIMITS, bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
 def apply_delivery_status(self: Task[Any, Any], status_id: int, attempt: int = 0) -> str | None:
     """Apply one stored delivery status to its reply (whatsapp.saga.statuses). A status whose
     wamid no reply has yet is looked at again a few times, then counted unknown."""
@@ -201,7 +217,7 @@ def apply_delivery_status(self: Task[Any, Any], status_id: int, attempt: int = 0
     return outcome
 
 
-@shared_task(name="whatsapp.mark_read", bind=True, max_retries=None)
+@shared_task(name="whatsapp.mark_read", **LIMITS, bind=True, max_retries=None)
 def mark_read(
     self: Task[Any, Any],
     processing_id: str,

@@ -79,7 +79,11 @@ def test_good_settings_pass():
     "name, value, fragment",
     [
         ("SECRET_KEY", None, "SECRET_KEY: is required"),
-        ("SECRET_KEY", "short", "SECRET_KEY: must be at least 32"),
+        ("SECRET_KEY", "short", "SECRET_KEY: must be at least 50"),
+        ("SECRET_KEY", "django-insecure-" + "x" * 50, "SECRET_KEY: starts with 'django-insecure-'"),
+        ("WHATSAPP_GRAPH_BASE_URL", "http://graph.example.com", "WHATSAPP_GRAPH_BASE_URL: must be https://"),
+        ("WHATSAPP_GRAPH_VERSION", "v21.0/../x", "WHATSAPP_GRAPH_VERSION: must look like v21.0"),
+        ("TASK_TIME_LIMIT_SECONDS", "4000", "TASK_TIME_LIMIT_SECONDS: must be below CELERY_VISIBILITY_TIMEOUT"),
         ("DATABASE_URL", "mysql://root@localhost/db", "DATABASE_URL: must be a URL with scheme postgres"),
         ("DATABASE_URL", "postgres://127.0.0.1:5432/", "DATABASE_URL: names no database"),
         ("REDIS_URL", "http://localhost:6379", "REDIS_URL: must be a URL with scheme redis"),
