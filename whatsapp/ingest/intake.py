@@ -31,6 +31,7 @@ from whatsapp.contracts.result import AIResultEvent, to_payload
 from whatsapp.ingest.validate import (
     PROCESSING_ID_CONFLICT,
     UNPROCESSABLE,
+    ContractOutcomes,
     Rejection,
     dead_letter_from_rejection,
     validate,
@@ -116,15 +117,16 @@ def insert_inbox_rows(rows: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
         return {tuple(row) for row in cursor.fetchall()}
 
 
-def take_in(records: list[Record], *, source: str = "kafka") -> IntakeResult:
+def take_in(records: list[Record], *, source: str = "kafka", outcomes: ContractOutcomes | None = None) -> IntakeResult:
     """Store one batch in a single transaction and say what became of each record.
 
     Each record gets its trace (RecordTrace); the traces of the rows to hand on are returned
     in `result.traces` for hand_off to finish, the others are finished here. `source` labels
-    the received-messages metric (kafka, requeue, replay)."""
+    the received-messages metric (kafka, requeue, replay). `outcomes` keeps the records'
+    contract outcomes across the attempts of one batch (validate)."""
     traces = {r.coordinates: RecordTrace(r) for r in records}
     try:
-        result, logged = _take_in(records, traces, source)
+        result, logged = _take_in(records, traces, source, outcomes)
     except BaseException:
         for trace in traces.values():
             trace.finish("unavailable")
@@ -139,11 +141,14 @@ def take_in(records: list[Record], *, source: str = "kafka") -> IntakeResult:
 
 
 def _take_in(
-    records: list[Record], traces: dict[tuple[str, int, int], RecordTrace], source: str
+    records: list[Record],
+    traces: dict[tuple[str, int, int], RecordTrace],
+    source: str,
+    outcomes: ContractOutcomes | None,
 ) -> tuple[IntakeResult, list[tuple[RecordTrace, int, str, tuple]]]:
     result = IntakeResult()
     logged: list[tuple[RecordTrace, int, str, tuple]] = []
-    accepted, rejected = validate(records, traces)
+    accepted, rejected = validate(records, traces, outcomes=outcomes)
     with transaction.atomic():
         if rejected:
             _store_rejections(rejected, traces, result, logged)

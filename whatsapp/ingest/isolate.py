@@ -20,7 +20,7 @@ from core.tracing import RecordTrace
 from dlq.models import DeadLetter
 from whatsapp.contracts.result import parse_event
 from whatsapp.ingest.intake import IntakeResult, dead_lettered_before, take_in
-from whatsapp.ingest.validate import UNPROCESSABLE, WITHHELD, class_name, frames, storable_text
+from whatsapp.ingest.validate import UNPROCESSABLE, WITHHELD, ContractOutcomes, class_name, frames, storable_text
 from whatsapp.kafka import Record
 from whatsapp.models import ProcessedMessage
 from whatsapp.pipeline.hand_off import hand_off
@@ -32,19 +32,23 @@ STORE = "store"
 HAND_OFF = "hand-off"
 
 
-def take_in_and_hand_off(records: list[Record], *, source: str = "kafka") -> IntakeResult:
+def take_in_and_hand_off(
+    records: list[Record], *, source: str = "kafka", outcomes: ContractOutcomes | None = None
+) -> IntakeResult:
     """Take in a batch and hand its new rows to the pipeline. Raises only on an outage.
 
     Any other error isolates the record(s) causing it: the batch is split in halves, each
     taken in on its own, down to the single record, which is dead-lettered as unprocessable.
     A batch without such a record costs nothing more than before; one bad record among n
-    costs about 2·log2(n) more attempts."""
+    costs about 2·log2(n) more attempts, each a transaction and its queries: the contract
+    (the CPU-bound part) is checked once per record, its outcomes kept for the halves."""
+    outcomes = {} if outcomes is None else outcomes
     try:
-        result = take_in(records, source=source)
+        result = take_in(records, source=source, outcomes=outcomes)
     except Exception as exc:
         if is_outage(exc):
             raise
-        return _isolate(records, exc, source=source, stage=STORE)
+        return _isolate(records, exc, source=source, stage=STORE, outcomes=outcomes)
     try:
         hand_off(result.new, result.traces, result.rows)
     except Exception as exc:
@@ -52,17 +56,19 @@ def take_in_and_hand_off(records: list[Record], *, source: str = "kafka") -> Int
         if is_outage(exc):
             raise
         # The rows are stored; taking the halves in again finds them (re-read) and hands them off.
-        return _isolate(records, exc, source=source, stage=HAND_OFF)
+        return _isolate(records, exc, source=source, stage=HAND_OFF, outcomes=outcomes)
     return result
 
 
-def _isolate(records: list[Record], exc: BaseException, *, source: str, stage: str) -> IntakeResult:
+def _isolate(
+    records: list[Record], exc: BaseException, *, source: str, stage: str, outcomes: ContractOutcomes
+) -> IntakeResult:
     if len(records) == 1:
         return dead_letter_unprocessable(records[0], exc, stage=stage)
     middle = len(records) // 2
     result = IntakeResult()
     for half in (records[:middle], records[middle:]):
-        part = take_in_and_hand_off(half, source=source)
+        part = take_in_and_hand_off(half, source=source, outcomes=outcomes)
         result.merge(part)
         result.new.extend(part.new)
     return result

@@ -44,33 +44,42 @@ class Rejection:
     traceback: str = ""
 
 
+# What the contract made of one record: its event, or the rejection it earns. It depends on
+# the record's bytes alone, so a batch split in halves (whatsapp.ingest.isolate) keeps it,
+# by the record object's id, and parses each record once however deep the split goes.
+ContractOutcomes = dict[int, AIResultEvent | Rejection]
+
+
 def validate(
     records: list[Record],
     traces: dict[tuple[str, int, int], RecordTrace] | None = None,
+    *,
+    outcomes: ContractOutcomes | None = None,
 ) -> tuple[list[tuple[Record, AIResultEvent]], list[Rejection]]:
-    """Check each record against the contract and the known businesses."""
+    """Check each record against the contract and the known businesses.
+
+    With `outcomes`, a record's contract outcome found there is reused and a new one is
+    kept there; the business checks below read the database, so they run every time."""
     traces = traces if traces is not None else {r.coordinates: RecordTrace(r) for r in records}
     valid: list[tuple[Record, AIResultEvent]] = []
     rejected: list[Rejection] = []
     for record in records:
         trace = traces[record.coordinates]
-        try:
-            with trace.child("whatsapp.validate", "validate the event against the contract"):
-                event = parse_event(record.value)
-            trace.about(processing_id=event.processing_id, intent=event.intent.value, lead_id=event.lead_id)
-            valid.append((record, event))
-        except ContractError as exc:
-            rejected.append(Rejection(record, exc.reason, "ContractError", str(exc)))
-        except Exception as exc:  # a bug in validation must not lose the record (logged at ERROR when stored)
-            rejected.append(
-                Rejection(
-                    record,
-                    UNPROCESSABLE,
-                    class_name(exc),
-                    f"validation failed unexpectedly: {class_name(exc)} {WITHHELD}",
-                    traceback=frames(exc),
-                )
-            )
+        outcome = outcomes.get(id(record)) if outcomes is not None else None
+        if outcome is None:
+            outcome = _contract_outcome(record, trace)
+            if outcomes is not None:
+                outcomes[id(record)] = outcome
+        if isinstance(outcome, Rejection):
+            rejected.append(outcome)
+            continue
+        event = outcome
+        if outcomes is not None:
+            # The kept event stays as parsed: below, an accepted one gets the webhook's
+            # received_at, so each call works on its own copy of message (the one field set).
+            event = outcome.model_copy(update={"message": outcome.message.model_copy()})
+        trace.about(processing_id=event.processing_id, intent=event.intent.value, lead_id=event.lead_id)
+        valid.append((record, event))
 
     # Tenant resolution is one query for the batch: each record's span covers it and its own check.
     spans = {
@@ -123,6 +132,23 @@ def validate(
                 event.message.received_at = request.received_at  # the webhook's time is the customer's
             accepted.append((record, event))
     return accepted, rejected
+
+
+def _contract_outcome(record: Record, trace: RecordTrace) -> AIResultEvent | Rejection:
+    """The record's parsed event, or why the contract refuses it."""
+    try:
+        with trace.child("whatsapp.validate", "validate the event against the contract"):
+            return parse_event(record.value)
+    except ContractError as exc:
+        return Rejection(record, exc.reason, "ContractError", str(exc))
+    except Exception as exc:  # a bug in validation must not lose the record (logged at ERROR when stored)
+        return Rejection(
+            record,
+            UNPROCESSABLE,
+            class_name(exc),
+            f"validation failed unexpectedly: {class_name(exc)} {WITHHELD}",
+            traceback=frames(exc),
+        )
 
 
 def _stored_requests(processing_ids: list[str]) -> dict[str, InboundMessage]:

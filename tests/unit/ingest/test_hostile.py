@@ -92,6 +92,42 @@ def test_a_record_failing_at_hand_off_ends_as_one_dead_letter(business, redis_cl
     assert ProcessedMessage.objects.get(processing_id="handoff-1").kafka_offset == 9
 
 
+def test_an_isolated_batch_checks_each_record_against_the_contract_once(business, redis_client, monkeypatch):
+    """Splitting a failing batch down to its bad record re-runs the transaction at every level,
+    but each record's contract outcome (parsed event or rejection) is kept from the first."""
+    from whatsapp.ingest import intake, validate
+    from whatsapp.ingest.isolate import take_in_and_hand_off
+
+    parsed: list[bytes] = []
+    real_parse, real_insert = validate.parse_event, intake.insert_inbox_rows
+
+    def counting_parse(value):
+        parsed.append(value)
+        return real_parse(value)
+
+    def insert_failing_on_the_poison(rows):
+        if any(row["processing_id"] == "iso-05" for row in rows):
+            raise KeyError("a fault inside intake, past the contract")
+        return real_insert(rows)
+
+    monkeypatch.setattr(validate, "parse_event", counting_parse)
+    monkeypatch.setattr(intake, "insert_inbox_rows", insert_failing_on_the_poison)
+    records = [Record("t.iso", 0, i, _valid(f"iso-{i:02d}")) for i in range(16)]
+    records.append(Record("t.iso", 0, 16, b"{not json"))  # a rejection is kept too
+
+    result = take_in_and_hand_off(records)
+
+    assert len(parsed) == len(records), "every record parsed once, however deep the split"
+    assert result.unprocessable == [("t.iso", 0, 5)]
+    assert set(ProcessedMessage.objects.values_list("processing_id", flat=True)) == {
+        f"iso-{i:02d}" for i in range(16) if i != 5
+    }
+    assert sorted(DeadLetter.objects.values_list("kafka_offset", "reason")) == [
+        (5, "unprocessable"),
+        (16, "invalid_payload"),
+    ]
+
+
 # --- reading metadata never raises -------------------------------------------------------------
 @pytest.mark.parametrize("millis", [None, 0, -1, *NEGATIVE, *FAR_FUTURE, -(2**63)])
 def test_timestamps_no_datetime_can_hold_give_none(millis):
