@@ -197,7 +197,11 @@ def _describe(field: str, value: dict[str, Any]) -> tuple[str, str, str]:
     """The notice's event, severity and one line an operator reads first."""
     if field == "account_update":
         event = optional_id(value, "event", max_chars=64)
-        severity = "critical" if event in _CRITICAL_ACCOUNT_EVENTS else "info"
+        ban = value.get("ban_info")
+        ban_state = str(ban.get("waba_ban_state") or "") if isinstance(ban, dict) else ""
+        # DISABLED_UPDATE also tells of a reinstated account: good news, not an alarm.
+        reinstated = event == "DISABLED_UPDATE" and ban_state == "REINSTATE"
+        severity = "critical" if event in _CRITICAL_ACCOUNT_EVENTS and not reinstated else "info"
         restrictions = value.get("restriction_info")
         kinds = (
             [str(r.get("restriction_type")) for r in restrictions if isinstance(r, dict)]
@@ -205,9 +209,11 @@ def _describe(field: str, value: dict[str, Any]) -> tuple[str, str, str]:
             else []
         )
         extra = f": {', '.join(kinds)}" if kinds else ""
-        ban = value.get("ban_info")
-        if isinstance(ban, dict) and ban.get("waba_ban_state"):
-            extra += f" (ban state {ban.get('waba_ban_state')})"
+        if ban_state:
+            extra += f" (ban state {ban_state})"
+        violation = value.get("violation_info")
+        if isinstance(violation, dict) and violation.get("violation_type"):
+            extra += f" (violation {violation.get('violation_type')})"
         return event, severity, f"Account update {event or '(no event)'}{extra}"
     if field == "account_alerts":
         # Meta nests the alert in alert_info (beside the entity it is about); read it flat too.
@@ -219,7 +225,13 @@ def _describe(field: str, value: dict[str, Any]) -> tuple[str, str, str]:
         return event, severity, f"Account alert {event}: {description}".rstrip(": ")
     if field == "phone_number_quality_update":
         event = optional_id(value, "event", max_chars=64)
-        limit = value.get("current_limit") or value.get("messaging_limit_tier") or ""
+        # current_limit goes in February 2026; max_daily_conversations_per_business replaces it.
+        limit = (
+            value.get("max_daily_conversations_per_business")
+            or value.get("current_limit")
+            or value.get("messaging_limit_tier")
+            or ""
+        )
         severity = _QUALITY_SEVERITY.get(event, "info")
         return event, severity, f"Phone number quality {event or 'update'}; messaging limit now {limit or 'unknown'}"
     limits = ", ".join(f"{key} {val}" for key, val in value.items() if key.startswith("max_"))

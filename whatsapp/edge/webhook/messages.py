@@ -28,6 +28,8 @@ from whatsapp.edge.webhook.reading import (
 )
 
 _MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
+# The interactive replies whose title (or body) is the customer's answer.
+_TEXT_REPLIES = ("button_reply", "list_reply", "nfm_reply")
 _NUMBER = re.compile(r"^[0-9]{7,15}$")
 # System notices that change who the customer is (Meta's `system.type`).
 CHANGED_NUMBER = "user_changed_number"
@@ -154,6 +156,11 @@ def _content(message: dict[str, Any], kind: str, where: str) -> tuple[str, Media
         nfm = interactive.get("nfm_reply")
         if isinstance(nfm, dict):
             return optional_text(nfm, "body", f"{at}.nfm_reply"), None, None
+        # A reply of a kind with no text (Meta's call_permission_reply, say) names itself in
+        # `type` and carries an object of that name: kept with its type, like a location.
+        reply_kind = optional_id(interactive, "type", max_chars=64)
+        if reply_kind not in _TEXT_REPLIES and isinstance(interactive.get(reply_kind), dict):
+            return "", None, None
         raise Unreadable(f"{at} has no button_reply, list_reply or nfm_reply")
     if kind in _MEDIA_TYPES:
         item = read_object(body, at)
