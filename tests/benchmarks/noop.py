@@ -17,6 +17,8 @@ import os
 import redis
 from celery import Celery, chain
 
+from config.task_limits import BoundedTask
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("bench_noop")
@@ -26,7 +28,10 @@ DONE_KEY = "bench:noop:done"
 _client: redis.Redis | None = None
 
 
-@app.task(name="bench.noop")
+# Limits as every task of ours has them (config/task_limits.py): the worker refuses to start
+# on a task that could outlive the broker's visibility timeout, and bare Celery is measured
+# with the same task class the pipeline's tasks use.
+@app.task(name="bench.noop", base=BoundedTask, soft_time_limit=20, time_limit=25, max_retry_countdown=25)
 def noop(last: bool = False) -> None:
     global _client
     if last:
