@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import sys
 from datetime import UTC, datetime, time
 from typing import Any
@@ -19,6 +20,7 @@ from dlq.models import DeadLetter, DeadLetterQuerySet, EntryNotOpen
 from dlq.requeue import requeue_many
 
 USAGE = 2  # exit code of a usage error, as argparse uses
+log = logging.getLogger("dlq")
 REFUSED = 1  # exit code when some entries could not be requeued, resolved or discarded
 # Entries deleted per statement by purge: short transactions, and progress to show.
 PURGE_CHUNK = 500
@@ -143,6 +145,9 @@ class Command(CommandWithExamples):
         purge.add_argument("--older-than", type=positive(float), required=True, metavar="DAYS")
         purge.add_argument("--include-open", action="store_true", help="Delete OPEN entries that old too.")
         purge.add_argument("--dry-run", action="store_true", help="Only count what would be deleted.")
+        purge.add_argument(
+            "--yes", action="store_true", help="Delete without asking (for scripts); off a terminal it is required."
+        )
 
     @staticmethod
     def _filters(parser: argparse.ArgumentParser, *, status: bool) -> None:
@@ -258,6 +263,8 @@ class Command(CommandWithExamples):
             self.stdout.write(f"would delete {doomed.count()}")
             return
         total, deleted = doomed.count(), 0
+        if total and not options["yes"]:
+            self._confirm_purge(total, options)
         # In chunks, oldest first: a year of entries is never one long transaction.
         with progress.Progress(self.stdout, "deleted", total) as shown:
             while chunk := list(doomed.order_by("created_at", "pk").values_list("pk", flat=True)[:PURGE_CHUNK]):
@@ -265,6 +272,27 @@ class Command(CommandWithExamples):
                 deleted += count
                 shown.advance(len(chunk))
         self.stdout.write(f"deleted {deleted}")
+        log.warning(
+            "dlq purge: %s deleted %d dead letter(s) created more than %g day(s) ago%s",
+            operator(),
+            deleted,
+            options["older_than"],
+            ", OPEN ones included" if options["include_open"] else " (closed ones only)",
+        )
+
+    def _confirm_purge(self, total: int, options: dict) -> None:
+        """Deleting entries cannot be undone: say how many, then ask; a script says --yes."""
+        what = (
+            "entries, OPEN ones included (messages nobody has dealt with)"
+            if options["include_open"]
+            else "closed entries"
+        )
+        warning = f"purge will delete {total} dead-letter {what}, created more than {options['older_than']:g} days ago."
+        if not sys.stdin.isatty():
+            raise CommandError(f"{warning} Refused without confirmation: add --yes. Nothing deleted.", returncode=USAGE)
+        self.stderr.write(warning)
+        if input("Type 'yes' to delete them: ").strip().lower() != "yes":
+            raise CommandError("not confirmed; nothing deleted", returncode=USAGE)
 
     # -- helpers ----------------------------------------------------------------------
     def _matching(self, options: dict[str, Any], *, status: str | None) -> DeadLetterQuerySet:

@@ -120,7 +120,7 @@ def test_dlq_purge_and_sweep_write_progress_lines(settings):
         status="DISCARDED", created_at=timezone.now() - timedelta(days=100)
     )
     out = io.StringIO()
-    call_command("dlq", "purge", "--older-than", "30", stdout=out)
+    call_command("dlq", "purge", "--older-than", "30", "--yes", stdout=out)
     assert out.getvalue().splitlines() == [
         "deleted 4/4, done in 0 s",
         "deleted 4",

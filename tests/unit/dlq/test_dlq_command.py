@@ -89,8 +89,16 @@ def test_list_show_resolve_discard_and_purge():
         assert error.value.returncode == 2, usage
 
     assert run("purge", "--older-than", "30", "--dry-run").strip() == "would delete 1"
-    assert run("purge", "--older-than", "30").strip() == "deleted 1"
+    # Off a terminal (as here) a purge without --yes asks nobody and deletes nothing.
+    refusal = io.StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("dlq", "purge", "--older-than", "30", "--include-open", stdout=io.StringIO(), stderr=refusal)
+    assert refused.value.returncode == 2
+    assert "purge will delete 2 dead-letter entries, OPEN ones included" in str(refused.value)
+    assert "Refused without confirmation: add --yes. Nothing deleted." in str(refused.value)
+    assert DeadLetter.objects.filter(pk__in=[old_closed.pk, old_open.pk]).count() == 2
+    assert run("purge", "--older-than", "30", "--yes").strip() == "deleted 1"
     assert not DeadLetter.objects.filter(pk=old_closed.pk).exists()
     assert DeadLetter.objects.filter(pk=old_open.pk).exists(), "OPEN entries are kept"
-    assert run("purge", "--older-than", "30", "--include-open").strip() == "deleted 1"
+    assert run("purge", "--older-than", "30", "--include-open", "--yes").strip() == "deleted 1"
     assert DeadLetter.objects.count() == 5
