@@ -33,6 +33,7 @@ READ_BY_OTHERS = {
     "POSTGRES_PASSWORD": "the postgres image (and the app's DATABASE_URL, built from it)",
     "FLOWER_BASIC_AUTH": "Flower itself (FLOWER_* options)",
     "GRAFANA_ADMIN_PASSWORD": "the grafana image",
+    "REDIS_PASSWORD": "the redis container (--requirepass, and the app's REDIS_URL, built from it)",
 }
 
 
@@ -244,6 +245,19 @@ def test_kafka_sasl_is_documented_and_passed_to_the_application():
     for name in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
         assert app_env[name] == f"${{{name}:-}}", name
         assert name in settings_read()
+
+
+def test_redis_requires_the_password_and_the_app_sends_it():
+    redis = SERVICES["redis"]
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")
+    assert redis["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?"), "the healthcheck logs in"
+    assert "PONG" in " ".join(redis["healthcheck"]["test"]), "NOAUTH must not pass for healthy"
+    url = COMPOSE["x-app"]["environment"]["REDIS_URL"]
+    assert re.fullmatch(r"redis://:\$\{REDIS_PASSWORD:\?[^}]*\}@redis:6379/0", url), url
+    # The broker, the result backend and the breakers all default to REDIS_URL.
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "BREAKER_REDIS_URL"):
+        assert all(name not in s.get("environment", {}) for s in APP_SERVICES.values()), name
 
 
 def test_prometheus_and_grafana_files_match_the_services():
