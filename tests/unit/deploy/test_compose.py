@@ -33,6 +33,13 @@ READ_BY_OTHERS = {
     "POSTGRES_PASSWORD": "the postgres image (and the app's DATABASE_URL, built from it)",
     "FLOWER_BASIC_AUTH": "Flower itself (FLOWER_* options)",
     "GRAFANA_ADMIN_PASSWORD": "the grafana image",
+    "REDIS_PASSWORD": "the redis container (--requirepass, and the app's REDIS_URL, built from it)",
+    "KAFKA_ADMIN_PASSWORD": "the kafka container (its JAAS lines) and kafka-init",
+    # Each also becomes one service's KAFKA_SASL_PASSWORD (tests/unit/deploy/test_kafka_acls.py).
+    "KAFKA_RELAY_PASSWORD": "kafka-init (the relay's SCRAM user)",
+    "KAFKA_CLASSIFIER_PASSWORD": "kafka-init (the classifier's SCRAM user)",
+    "KAFKA_INGEST_PASSWORD": "kafka-init (ingest's SCRAM user)",
+    "KAFKA_MONITOR_PASSWORD": "kafka-init (web's read-only monitor user)",
 }
 
 
@@ -111,7 +118,8 @@ def test_services_healthchecks_and_start_order():
     assert kraft["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{kraft['KAFKA_NODE_ID']}@kafka:")
     assert "CONTROLLER" in kraft["KAFKA_CONTROLLER_LISTENER_NAMES"] and kraft.get("CLUSTER_ID")
     assert not any("ZOOKEEPER" in key for key in kraft)
-    assert "PLAINTEXT://kafka:9092" in kraft["KAFKA_ADVERTISED_LISTENERS"]
+    assert "CLIENT://kafka:9092" in kraft["KAFKA_ADVERTISED_LISTENERS"]  # KAFKA_BOOTSTRAP_SERVERS
+    assert COMPOSE["x-app"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert " ".join(SERVICES["redis"]["command"]).count("--appendonly yes") == 1
     assert SERVICES["postgres"]["image"].startswith("postgres:")
 
@@ -126,7 +134,8 @@ def test_services_healthchecks_and_start_order():
         waits = {dep: rule["condition"] for dep, rule in APP_SERVICES[name]["depends_on"].items()}
         assert waits["postgres"] == waits["redis"] == waits["kafka"] == "service_healthy", name
         assert waits["migrate"] == "service_completed_successfully", name
-    for name in ("ingest", "relay", "classify"):  # they read or write the topics kafka-init creates
+    # They use the topics, users and ACLs kafka-init creates (web: the monitor user).
+    for name in ("web", "ingest", "relay", "classify"):
         assert APP_SERVICES[name]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully", name
     for name in ("ingest", "relay", "classify", "worker"):  # scalable: nothing that would clash between replicas
         assert "container_name" not in APP_SERVICES[name] and not APP_SERVICES[name].get("ports"), name
@@ -227,23 +236,70 @@ def test_metrics_token_reaches_web_and_prometheus_but_is_never_committed():
     assert example["METRICS_TOKEN"] == "" and example["SECRET_KEY"] == "", ".env.example holds no secret"
 
 
-def test_kafka_sasl_is_documented_and_passed_to_the_application():
-    text = (ROOT / "docker-compose.yml").read_text()
-    header = text[: text.index("\nname:")]
-    for needed in (
-        "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT",
-        "KAFKA_SASL_MECHANISM=PLAIN",
-        "KAFKA_SASL_USERNAME",
-        "KAFKA_SASL_PASSWORD",
-        "KAFKA_SASL_ENABLED_MECHANISMS",
-        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
-        "--command-config",
-    ):
-        assert needed in header, f"the SASL how-to does not mention {needed}"
+def listeners(kafka_env: dict) -> dict[str, str]:
+    """Each listener of the broker and the security protocol it speaks."""
+    protocols = dict(pair.split(":") for pair in kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    names = [listener.split("://")[0] for listener in kafka_env["KAFKA_LISTENERS"].split(",")]
+    return {name: protocols[name] for name in names}
+
+
+def test_kafka_requires_a_login_on_every_listener_and_authorizes_with_acls():
+    kafka = SERVICES["kafka"]["environment"]
+    assert listeners(kafka) == dict.fromkeys(("CONTROLLER", "BROKER", "CLIENT", "HOST"), "SASL_PLAINTEXT")
+    assert all("_" not in name for name in listeners(kafka)), "the image turns _ into . in setting names"
+    # The node's own listeners: SASL/PLAIN with the admin of the JAAS line, who exists before any SCRAM user.
+    assert kafka["KAFKA_INTER_BROKER_LISTENER_NAME"] == "BROKER"
+    assert (
+        kafka["KAFKA_SASL_MECHANISM_INTER_BROKER_PROTOCOL"]
+        == kafka["KAFKA_SASL_MECHANISM_CONTROLLER_PROTOCOL"]
+        == "PLAIN"
+    )
+    for listener in ("CONTROLLER", "BROKER"):
+        assert kafka[f"KAFKA_LISTENER_NAME_{listener}_SASL_ENABLED_MECHANISMS"] == "PLAIN"
+        jaas = kafka[f"KAFKA_LISTENER_NAME_{listener}_PLAIN_SASL_JAAS_CONFIG"]
+        assert jaas.startswith("org.apache.kafka.common.security.plain.PlainLoginModule required") and jaas.endswith(
+            ";"
+        )
+        assert 'username="admin"' in jaas
+        assert jaas.count('"${KAFKA_ADMIN_PASSWORD:?') == 2, "password and user_admin, from .env only"
+    # The applications' listener and the host's: SCRAM users only.
+    for listener in ("CLIENT", "HOST"):
+        assert kafka[f"KAFKA_LISTENER_NAME_{listener}_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+        jaas = kafka[f"KAFKA_LISTENER_NAME_{listener}_SCRAM___SHA___512_SASL_JAAS_CONFIG"]
+        assert jaas == "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert kafka["KAFKA_SUPER_USERS"] == "User:admin"
+    # No password lands in a KAFKA_* variable of its own (the image would make it a broker setting).
+    assert not [key for key in kafka if key.startswith("KAFKA_") and "PASSWORD" in key]
+
+    # The healthcheck logs in: the command writes the admin's client settings before starting the broker.
+    command = " ".join(SERVICES["kafka"]["command"])
+    assert "/tmp/admin.properties" in command and command.rstrip().endswith("exec /etc/kafka/docker/run")
+    assert "security.protocol=SASL_PLAINTEXT" in command and "$$ADMIN_PASSWORD" in command
+    assert SERVICES["kafka"]["environment"]["ADMIN_PASSWORD"].startswith("${KAFKA_ADMIN_PASSWORD:?")
+    health = SERVICES["kafka"]["healthcheck"]["test"][1]
+    assert "--bootstrap-server localhost:9094" in health and "--command-config /tmp/admin.properties" in health
+
+    # Every application speaks SCRAM to the broker; the users are per service (test_kafka_acls.py).
     app_env = COMPOSE["x-app"]["environment"]
+    assert app_env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and app_env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
     for name in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
-        assert app_env[name] == f"${{{name}:-}}", name
         assert name in settings_read()
+    assert "KAFKA_SECURITY_PROTOCOL" not in env_example_keys(), "fixed by the compose broker, not a choice in .env"
+
+
+def test_redis_requires_the_password_and_the_app_sends_it():
+    redis = SERVICES["redis"]
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")
+    assert redis["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?"), "the healthcheck logs in"
+    assert "PONG" in " ".join(redis["healthcheck"]["test"]), "NOAUTH must not pass for healthy"
+    url = COMPOSE["x-app"]["environment"]["REDIS_URL"]
+    assert re.fullmatch(r"redis://:\$\{REDIS_PASSWORD:\?[^}]*\}@redis:6379/0", url), url
+    # The broker, the result backend and the breakers all default to REDIS_URL.
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "BREAKER_REDIS_URL"):
+        assert all(name not in s.get("environment", {}) for s in APP_SERVICES.values()), name
 
 
 def test_prometheus_and_grafana_files_match_the_services():
