@@ -13,6 +13,16 @@ from tests.support import kafka as kafka_support
 from tests.support import meta
 from tests.support.processes import ManagedProcess
 
+WEBHOOK_URL = "/webhooks/whatsapp/"
+
+
+def post_signed(client, delivery: dict) -> int:
+    """A delivery posted through Django's test client as Meta posts it, signed; its status."""
+    body = meta.encode(delivery)
+    return client.post(
+        WEBHOOK_URL, data=body, content_type="application/json", HTTP_X_HUB_SIGNATURE_256=meta.sign(body)
+    ).status_code
+
 
 @pytest.fixture
 def wa_business(business):

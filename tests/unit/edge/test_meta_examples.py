@@ -6,26 +6,18 @@ are recorded; and the fields the product uses are applied where it keeps them.""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from leads.models import CustomerIds, Lead
 from tests.support import meta
 from tests.support import meta_reference as ref
+from tests.support.webhook import post_signed as post
 from whatsapp.models import AccountNotice, DeliveryStatus, InboundMessage, MessageTemplate, WebhookChange
 
 pytestmark = pytest.mark.django_db
 URL = "/webhooks/whatsapp/"
 PATH = "entry[0].changes[0].value.messages[0]"
 MEDIA = ("image", "video", "audio", "document", "sticker")
-
-
-def post(client, delivery: dict[str, Any]) -> int:
-    body = meta.encode(delivery)
-    return client.post(
-        URL, data=body, content_type="application/json", HTTP_X_HUB_SIGNATURE_256=meta.sign(body)
-    ).status_code
 
 
 @pytest.fixture

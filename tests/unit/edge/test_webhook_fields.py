@@ -9,6 +9,7 @@ from django.core.management import call_command
 
 from leads.models import Lead, LeadActivity
 from tests.support import meta
+from tests.support.webhook import post_signed as post
 from whatsapp.models import AccountNotice, InboundMessage, MessageTemplate, WebhookChange
 
 pytestmark = pytest.mark.django_db
@@ -20,13 +21,6 @@ def change(field: str, value: dict) -> dict:
         "object": "whatsapp_business_account",
         "entry": [{"id": meta.WABA_ID, "changes": [{"field": field, "value": value}]}],
     }
-
-
-def post(client, delivery: dict) -> int:
-    body = meta.encode(delivery)
-    return client.post(
-        URL, data=body, content_type="application/json", HTTP_X_HUB_SIGNATURE_256=meta.sign(body)
-    ).status_code
 
 
 @pytest.fixture
