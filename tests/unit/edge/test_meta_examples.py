@@ -15,7 +15,6 @@ from tests.support.webhook import post_signed as post
 from whatsapp.models import AccountNotice, DeliveryStatus, InboundMessage, MessageTemplate, WebhookChange
 
 pytestmark = pytest.mark.django_db
-URL = "/webhooks/whatsapp/"
 PATH = "entry[0].changes[0].value.messages[0]"
 MEDIA = ("image", "video", "audio", "document", "sticker")
 

@@ -13,7 +13,6 @@ from tests.support.webhook import post_signed as post
 from whatsapp.models import AccountNotice, InboundMessage, MessageTemplate, WebhookChange
 
 pytestmark = pytest.mark.django_db
-URL = "/webhooks/whatsapp/"
 
 
 def change(field: str, value: dict) -> dict:
