@@ -567,9 +567,11 @@ except ValueError:
         f"must be an IP address to listen on (127.0.0.1, 0.0.0.0, ::), got {INGEST_METRICS_ADDR!r}",
     ) from None
 # The web process's /metrics answers a request with "Authorization: Bearer
-# <METRICS_TOKEN>", or a logged-in staff user; anyone else gets 401/403. Unset:
-# staff only. At least 16 characters. Django's error pages hide settings named *TOKEN*.
+# <METRICS_TOKEN>", or a logged-in active staff user holding METRICS_PERMISSION
+# (superusers hold every permission); anyone else gets 401/403. Unset: those users
+# only. At least 16 characters. Django's error pages hide settings named *TOKEN*.
 METRICS_TOKEN = env.optional("METRICS_TOKEN")
+METRICS_PERMISSION = "whatsapp.view_metrics"
 if METRICS_TOKEN is not None and (
     len(METRICS_TOKEN) < 16 or not METRICS_TOKEN.isascii() or any(c.isspace() for c in METRICS_TOKEN)
 ):

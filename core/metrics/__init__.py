@@ -18,7 +18,8 @@ Two kinds:
   kept for METRICS_CACHE_SECONDS per process, so scrapes (however many, however
   close together) cost Postgres, Redis and Kafka one read per window.
 
-/metrics is served to a scraper with METRICS_TOKEN or a staff user only
+/metrics is served to a scraper with METRICS_TOKEN or a staff user holding
+settings.METRICS_PERMISSION only
 (core/metrics/views.py).
 
 Multiprocess mode: with PROMETHEUS_MULTIPROC_DIR set in the environment of

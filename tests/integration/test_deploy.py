@@ -58,8 +58,10 @@ def test_behind_the_proxy_cookies_are_secure_hsts_is_sent_and_trusted_origins_ma
     """The test talks plain http to the process, as the proxy does; a client library
     would rightly keep Secure cookies from plain http, so they are passed on by hand."""
     from django.contrib.auth.hashers import PBKDF2PasswordHasher
+    from django.contrib.auth.models import Permission
 
     user = django_user_model.objects.create_user("ops", "ops@example.com", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_metrics", content_type__app_label="whatsapp"))
     # Hashed as the production settings hash (the test settings use a faster hasher the child does not know).
     user.password = PBKDF2PasswordHasher().encode("plum-Harbor-quietly-7", PBKDF2PasswordHasher().salt())
     user.save(update_fields=["password"])
@@ -92,7 +94,7 @@ def test_behind_the_proxy_cookies_are_secure_hsts_is_sent_and_trusted_origins_ma
     assert login.status_code == 302, login.text[:2000]
     session_cookie = next(c for c in login.cookies if c.name == "sessionid")
     assert session_cookie.secure and session_cookie.has_nonstandard_attr("HttpOnly")
-    # Logged in as staff, the browser may read /metrics.
+    # Logged in as staff with the permission to, the browser may read /metrics.
     metrics = requests.get(
         f"{secure_web}/metrics", timeout=30, headers={**PROXIED, "Cookie": f"sessionid={session_cookie.value}"}
     )

@@ -27,7 +27,12 @@ def fresh_scrape():
 
 @pytest.fixture
 def staff(django_user_model):
-    return django_user_model.objects.create_user("ops", "ops@example.com", "pw", is_staff=True)
+    """Operations staff with the permission to read /metrics."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("ops", "ops@example.com", "pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_metrics", content_type__app_label="whatsapp"))
+    return user
 
 
 @pytest.fixture

@@ -191,6 +191,9 @@ class ProcessedMessage(models.Model):
     class Meta:
         verbose_name = "inbox message"
         ordering = ["-received_at"]
+        # /metrics names businesses, breakers and queues: staff see it only with this
+        # (settings.METRICS_PERMISSION), the scraper with METRICS_TOKEN.
+        permissions = [("view_metrics", "Can read /metrics")]
         indexes = [
             models.Index(fields=["status", "updated_at"], name="inbox_status_updated"),
             models.Index(fields=["kafka_topic", "kafka_partition", "kafka_offset"], name="inbox_kafka_coords"),

@@ -25,7 +25,12 @@ def fresh_scrape():
 
 @pytest.fixture
 def staff(django_user_model):
-    return django_user_model.objects.create_user("ops", "ops@example.com", "pw", is_staff=True)
+    """Operations staff: may read /metrics (whatsapp.view_metrics)."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("ops", "ops@example.com", "pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_metrics", content_type__app_label="whatsapp"))
+    return user
 
 
 def test_healthz_says_the_process_is_up(client: Client):
@@ -42,7 +47,7 @@ def test_readyz_never_shows_a_password(client: Client):
 
 
 @pytest.mark.django_db
-def test_metrics_need_the_token_or_a_staff_login(client: Client, django_user_model, staff):
+def test_metrics_need_the_token_or_a_staff_login_with_the_permission(client: Client, django_user_model, staff):
     def scrape(**headers):
         response = client.get("/metrics", headers=headers)
         assert response["Cache-Control"].startswith("max-age=0"), "never cached by a proxy"
@@ -64,6 +69,13 @@ def test_metrics_need_the_token_or_a_staff_login(client: Client, django_user_mod
 
         client.force_login(django_user_model.objects.create_user("customer", "c@example.com", "pw"))
         refused(scrape(), 403)
+        # Staff status alone is not enough: a support agent who reads dead letters sees no volumes.
+        client.force_login(django_user_model.objects.create_user("agent", "a@example.com", "pw", is_staff=True))
+        agent = scrape()
+        refused(agent, 403)
+        assert b"whatsapp.view_metrics" in agent.content, "the refusal names the permission to ask for"
+        client.force_login(django_user_model.objects.create_superuser("root", "r@example.com", "pw"))
+        assert scrape().status_code == 200, "a superuser holds every permission"
         client.force_login(staff)
         assert scrape().status_code == 200
         refused(scrape(Authorization="Bearer wrong-token-wrong-token"), 401)
