@@ -51,6 +51,24 @@ def operator() -> str:
         return "cli"
 
 
+def recorded_operator(name: str | None) -> str:
+    """Who a change is recorded as: the Django user --by names, which must exist and be
+    active, or else the OS user. A free-text name would let anyone write anyone into an
+    entry's history; a user is someone the admin knows and can account for."""
+    if name is None:
+        return operator()
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    if not User._default_manager.filter(**{User.USERNAME_FIELD: name, "is_active": True}).exists():
+        raise CommandError(
+            f"--by {name!r}: no active user of that name in the admin; name one, or leave --by out to be "
+            f"recorded as {operator()!r}",
+            returncode=USAGE,
+        )
+    return name
+
+
 def when(value: str) -> datetime:
     """An ISO date (midnight UTC) or date-time (UTC when it names no zone)."""
     parsed = parse_datetime(value)
@@ -148,6 +166,7 @@ class Command(CommandWithExamples):
         purge.add_argument(
             "--yes", action="store_true", help="Delete without asking (for scripts); off a terminal it is required."
         )
+        self._by(purge)
 
     @staticmethod
     def _filters(parser: argparse.ArgumentParser, *, status: bool) -> None:
@@ -163,14 +182,24 @@ class Command(CommandWithExamples):
         group.add_argument("--until", type=when, metavar="DATE", help="Created before.")
         group.add_argument("--search", metavar="TEXT", help="In processing_id, lead_id and the error.")
 
+    @staticmethod
+    def _by(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--by",
+            metavar="USERNAME",
+            help=f"The admin user to record, who must exist and be active (default: the OS user, {operator()!r}).",
+        )
+
     def _selection(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("ids", nargs="*", type=int, metavar="ID", help="Entry ids.")
         self._filters(parser, status=False)
         parser.add_argument("--all-open", action="store_true", help="Every OPEN entry (narrowed by any filter).")
-        parser.add_argument("--by", default=operator(), help="Who to record (default: %(default)s).")
+        self._by(parser)
 
     # -- actions ----------------------------------------------------------------------
     def handle(self, *args: Any, **options: Any) -> None:
+        if "by" in options:
+            options["by"] = recorded_operator(options["by"])
         getattr(self, f"do_{options['action']}")(options)
 
     def do_list(self, options: dict) -> None:
@@ -274,7 +303,7 @@ class Command(CommandWithExamples):
         self.stdout.write(f"deleted {deleted}")
         log.warning(
             "dlq purge: %s deleted %d dead letter(s) created more than %g day(s) ago%s",
-            operator(),
+            options["by"],
             deleted,
             options["older_than"],
             ", OPEN ones included" if options["include_open"] else " (closed ones only)",

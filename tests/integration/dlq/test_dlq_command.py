@@ -29,6 +29,9 @@ def test_requeue_by_reason_requeues_exactly_those_and_the_stats_follow(business,
     }
     assert before["processed"] == 0
 
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_user("ops@example.com", "ops@example.com")
     start_worker(concurrency=1)
     done = manage(child_env, "dlq", "requeue", "--reason", "unknown_business", "--rate", "2", "--by", "ops@example.com")
     assert done.returncode == 0, done.stderr

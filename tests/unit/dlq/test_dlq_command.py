@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from datetime import timedelta
 
 import pytest
@@ -23,7 +24,7 @@ def run(*args: str) -> str:
 
 
 @pytest.mark.django_db
-def test_list_show_resolve_discard_and_purge():
+def test_list_show_resolve_discard_and_purge(caplog):
     unknown = dead_letters([encode(event(f"late-{i}", business_id="late-bakery")) for i in range(2)])
     bad_utf8, not_json = dead_letters([invalid_values()["bad_utf8"], b"not json"], first_offset=10)
     old_closed, old_open = dead_letters([b"old 1", b"old 2"], first_offset=20)
@@ -54,6 +55,16 @@ def test_list_show_resolve_discard_and_purge():
         run("show", "999999")
     assert missing.value.returncode == 1
 
+    # --by names an active admin user, never free text: anyone else is refused and nothing changes.
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_user("ana")
+    get_user_model().objects.create_user("gone", is_active=False)
+    for who in ("the-ceo", "gone"):
+        with pytest.raises(CommandError) as nobody:
+            run("resolve", str(unknown[0].pk), "--note", "entered by hand", "--by", who)
+        assert nobody.value.returncode == 2 and f"--by {who!r}: no active user" in str(nobody.value)
+    assert DeadLetter.objects.get(pk=unknown[0].pk).status == "OPEN"
     assert "resolved 1 of 1" in run("resolve", str(unknown[0].pk), "--note", "entered by hand", "--by", "ana")
     unknown[0].refresh_from_db()
     assert (unknown[0].status, unknown[0].resolution_note, unknown[0].closed_by) == (
@@ -97,7 +108,11 @@ def test_list_show_resolve_discard_and_purge():
     assert "purge will delete 2 dead-letter entries, OPEN ones included" in str(refused.value)
     assert "Refused without confirmation: add --yes. Nothing deleted." in str(refused.value)
     assert DeadLetter.objects.filter(pk__in=[old_closed.pk, old_open.pk]).count() == 2
-    assert run("purge", "--older-than", "30", "--yes").strip() == "deleted 1"
+    with caplog.at_level(logging.WARNING, logger="dlq"):
+        assert run("purge", "--older-than", "30", "--yes", "--by", "ana").strip() == "deleted 1"
+    assert "dlq purge: ana deleted 1 dead letter(s) created more than 30 day(s) ago (closed ones only)" in [
+        r.getMessage() for r in caplog.records
+    ]
     assert not DeadLetter.objects.filter(pk=old_closed.pk).exists()
     assert DeadLetter.objects.filter(pk=old_open.pk).exists(), "OPEN entries are kept"
     assert run("purge", "--older-than", "30", "--include-open", "--yes").strip() == "deleted 1"
