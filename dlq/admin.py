@@ -216,7 +216,14 @@ class DeadLetterAdmin(DeadLetterColumns, admin.ModelAdmin):
             self.message_user(request, f"Requeued {len(report.requeued)} dead letter(s).", messages.SUCCESS)
         for _, why in report.refused:
             self.message_user(request, f"Not requeued: {why}", messages.WARNING)
-        if report.left:
+        if report.unavailable:
+            self.message_user(
+                request,
+                f"Stopped: {report.unavailable}. Requeued {len(report.requeued)} of {len(ids)}; the "
+                f"{len(report.left)} left are OPEN, as they were: select them again once it is back.",
+                messages.ERROR,
+            )
+        elif report.left:
             command = self._finishing_command(request, report.left, started)
             self.message_user(
                 request,

@@ -21,12 +21,18 @@ from dlq.models import DeadLetter
 
 # Called with the entry, locked, inside the transaction that marks it REQUEUED: sends the
 # message through again (on commit), returns the saga run it starts (or None), or raises
-# RequeueRefused saying why it cannot.
+# RequeueRefused saying why it cannot, or RequeueUnavailable when what it sends to is down.
 RequeueHandler = Callable[[DeadLetter], "int | None"]
 
 
 class RequeueRefused(Exception):
     """The entry cannot be requeued as it stands; the message says why."""
+
+
+class RequeueUnavailable(Exception):
+    """What requeueing sends to (say, the Celery broker) cannot be reached: an outage, not
+    a property of the entry. Nothing was changed; a bulk requeue stops here, since every
+    entry after this one would meet the same outage, and leaves them all as they were."""
 
 
 def requeue_handler() -> RequeueHandler:
@@ -69,8 +75,11 @@ class RequeueReport:
 
     requeued: list[DeadLetter] = field(default_factory=list)
     refused: list[tuple[int, str]] = field(default_factory=list)
-    # Not tried, because the time given ran out first (oldest first, as they were given).
+    # Not tried, because the time given ran out first or an outage stopped the run (oldest
+    # first, as they were given); still OPEN, as they were.
     left: list[int] = field(default_factory=list)
+    # Why the run stopped early on an outage (RequeueUnavailable's message), else None.
+    unavailable: str | None = None
 
 
 def requeue_many(
@@ -89,7 +98,9 @@ def requeue_many(
     the others; `on_each(entry_id, entry, refusal)` is told about each as it goes,
     so a command can print progress. With `seconds`, no requeue starts after that
     many seconds: the entries not reached are in the report's `left` (the admin,
-    whose request must end before the web worker's timeout)."""
+    whose request must end before the web worker's timeout). An outage
+    (RequeueUnavailable) stops the run: that entry and the rest are `left`, untouched,
+    and `unavailable` says why."""
     rate = rate or settings.DLQ_REQUEUE_RATE_PER_SECOND
     interval = 1.0 / rate
     report = RequeueReport()
@@ -109,6 +120,10 @@ def requeue_many(
         refusal: str | None = None
         try:
             entry = requeue(entry_id, by=by)
+        except RequeueUnavailable as exc:
+            report.left = entry_ids[index:]
+            report.unavailable = str(exc)
+            break
         except RequeueRefused as exc:
             refusal = str(exc)
         except DeadLetter.DoesNotExist:

@@ -7,18 +7,28 @@ done again once, and nothing is done twice within a run. A failed reply is sent
 again in the same run (the actions stand). An ingest failure (say, an unknown
 business since created) is validated again from the raw record and taken in like a
 new one; one whose processing_id belongs to another business's message
-(processing_id_conflict) is refused as long as that message holds it."""
+(processing_id_conflict) is refused as long as that message holds it.
+
+The broker is asked first: with it down, nothing is changed and the DLQ is told
+(RequeueUnavailable), so a bulk requeue during a Redis outage leaves every entry as it
+was. The hand-off itself follows the commit (a worker must find the new run); should
+the broker fail in between, the entry stays REQUEUED with its history and the row
+waits in RECEIVED (or PROCESSING, for a reply), where the sweeper starts it again
+after SWEEP_STUCK_AFTER_SECONDS: logged, never a lost message or an error page."""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Callable
 
 from django.db import transaction
 
+from config.health import check_broker
 from core.errors import is_outage
 from core.tracing import message_trace
 from dlq.models import DeadLetter
-from dlq.requeue import RequeueRefused
+from dlq.requeue import RequeueRefused, RequeueUnavailable
 from whatsapp.contracts.result import ContractError, parse_event
 from whatsapp.ingest.intake import take_in
 from whatsapp.ingest.validate import PROCESSING_ID_CONFLICT
@@ -28,9 +38,21 @@ from whatsapp.pipeline.chains import reply_signature
 from whatsapp.pipeline.hand_off import hand_off
 
 
+log = logging.getLogger(__name__)
+
+
 def requeue_dead_letter(entry: DeadLetter) -> int | None:
     """Send the entry's message through again once the caller's transaction commits;
-    the saga run it starts. RequeueRefused when it cannot be, as things stand."""
+    the saga run it starts. RequeueRefused when it cannot be, as things stand;
+    RequeueUnavailable, before anything is changed, when the broker cannot be reached."""
+    try:
+        check_broker()
+    except Exception as exc:
+        # By class only: a broker error's text may carry its URL.
+        raise RequeueUnavailable(
+            f"the Celery broker (Redis) cannot be reached ({type(exc).__name__}): nothing was requeued; "
+            "try again once it is back"
+        ) from None
     if entry.stage == DeadLetter.Stage.INGEST:
         return _take_in_again(entry)
     message = _inbox_row(entry.processing_id)
@@ -48,15 +70,34 @@ def requeue_dead_letter(entry: DeadLetter) -> int | None:
             with message_trace(trace_id, name="whatsapp.requeue", processing_id=pid):
                 reply_signature(pid, run).apply_async()
 
-        transaction.on_commit(send_again)
+        after_commit(message.processing_id, send_again)
         return message.saga_run
     if message.status not in {ProcessedMessage.Status.FAILED, ProcessedMessage.Status.PROCESSED}:
         raise RequeueRefused(f"{message.processing_id} is {message.status}; wait until its run has ended")
     message.start_new_run()
     runs = [(message.processing_id, message.saga_run)]
     # Enqueue only once the new run is committed, so a worker finds it.
-    transaction.on_commit(lambda: hand_off(runs))
+    after_commit(message.processing_id, lambda: hand_off(runs))
     return message.saga_run
+
+
+def after_commit(processing_id: str, send: Callable[[], object]) -> None:
+    """Run `send` once the requeue is committed. Should the broker fail in the moment since
+    it was asked, the requeue stands (committed, with its history): say so, and leave the
+    row to the sweeper rather than fail the page or the command that asked."""
+
+    def sending() -> None:
+        try:
+            send()
+        except Exception as exc:
+            log.warning(
+                "requeue of %s is committed but the broker refused its hand-off (%s); the sweeper starts it "
+                "again after SWEEP_STUCK_AFTER_SECONDS",
+                processing_id,
+                type(exc).__name__,
+            )
+
+    transaction.on_commit(sending)
 
 
 def _take_in_again(entry: DeadLetter) -> int | None:
@@ -95,7 +136,7 @@ def _take_in_again(entry: DeadLetter) -> int | None:
         raise RequeueRefused(f"the record is still refused: {', '.join(result.dead_lettered)}")
     runs, traces = result.new, result.traces
     if runs:
-        transaction.on_commit(lambda: hand_off(runs, traces))
+        after_commit(runs[0][0], lambda: hand_off(runs, traces))
     return runs[0][1] if runs else None
 
 

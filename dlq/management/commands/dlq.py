@@ -28,7 +28,8 @@ PURGE_CHUNK = 500
 EPILOG = """\
 exit codes:
   0  done (for requeue/resolve/discard: every selected entry)
-  1  some entries were refused (each printed with why on stderr), or no such entry
+  1  some entries were refused (each printed with why on stderr), an outage (the
+     broker down) stopped a requeue with the rest left OPEN, or no such entry
   2  usage error
 
 examples:
@@ -277,6 +278,12 @@ class Command(CommandWithExamples):
 
             result = requeue_many(ids, by=options["by"], rate=rate, on_each=report)
         self.stdout.write(f"requeued {len(result.requeued)} of {len(ids)}, {len(result.refused)} refused")
+        if result.unavailable:
+            raise CommandError(
+                f"stopped: {result.unavailable}. {len(result.left)} of {len(ids)} left OPEN, as they were "
+                f"(first #{result.left[0]}); run the same command again to requeue them",
+                returncode=REFUSED,
+            )
         if result.refused:
             raise CommandError(f"{len(result.refused)} of {len(ids)} not requeued (see above)", returncode=REFUSED)
 

@@ -32,6 +32,14 @@ def test_requeue_by_reason_requeues_exactly_those_and_the_stats_follow(business,
     from django.contrib.auth import get_user_model
 
     get_user_model().objects.create_user("ops@example.com", "ops@example.com")
+    # With Redis stopped (here: a broker URL nothing listens on) nothing is marked requeued.
+    down = manage(
+        {**child_env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}, "dlq", "requeue", "--reason", "unknown_business"
+    )
+    assert down.returncode == 1, down.stderr
+    assert "stopped: the Celery broker (Redis) cannot be reached" in down.stderr
+    assert "3 of 3 left OPEN, as they were" in down.stderr
+    assert stats(child_env)["dead_letters"]["by_status"] == {"OPEN": 5} and not ProcessedMessage.objects.exists()
     start_worker(concurrency=1)
     done = manage(child_env, "dlq", "requeue", "--reason", "unknown_business", "--rate", "2", "--by", "ops@example.com")
     assert done.returncode == 0, done.stderr

@@ -540,6 +540,33 @@ def test_a_bulk_requeue_stops_in_time_and_names_the_command_for_the_rest(client,
     assert set(DeadLetter.objects.values_list("status", flat=True)) == {"REQUEUED"}
 
 
+# Nothing listens here: the broker, stopped.
+BROKER_DOWN = "redis://127.0.0.1:1/0"
+
+
+def test_a_bulk_requeue_with_the_broker_down_changes_nothing_and_says_so(client, root, business, settings):
+    """Redis stopped: no entry is marked requeued without a queued task, the page says why
+    (no error page), and the same selection requeues once the broker is back."""
+    entries = late_dead_letters(3, first_offset=30)
+    selected = {"action": "requeue_selected", "index": "0", "_selected_action": [str(e.pk) for e in entries]}
+    client.force_login(root)
+    settings.CELERY_BROKER_URL = BROKER_DOWN
+    answer = client.post("/admin/dlq/deadletter/", selected, follow=True)
+    page = html.unescape(answer.content.decode())
+    assert answer.status_code == 200
+    assert "Stopped: the Celery broker (Redis) cannot be reached" in page
+    assert "Requeued 0 of 3; the 3 left are OPEN, as they were" in page and "127.0.0.1:1" not in page
+    for entry in entries:
+        entry.refresh_from_db()
+        assert (entry.status, entry.requeue_count, entry.requeue_history) == ("OPEN", 0, [])
+    assert not ProcessedMessage.objects.exists() and not LogEntry.objects.exists()
+
+    settings.CELERY_BROKER_URL = settings.REDIS_URL
+    client.post("/admin/dlq/deadletter/", selected, follow=True)
+    assert set(DeadLetter.objects.values_list("status", flat=True)) == {"REQUEUED"}
+    assert ProcessedMessage.objects.count() == 3 and LogEntry.objects.count() == 3
+
+
 def test_a_large_filtered_requeue_names_the_filters_to_finish_with(client, root, business, settings, monkeypatch):
     """ "Select all" of a filtered list, cut short: the command left is the list's filters
     from the first entry not reached, and it requeues exactly the ones left."""

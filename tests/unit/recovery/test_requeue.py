@@ -7,9 +7,11 @@ A requeued message carried through by a real worker: tests/integration/test_pipe
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
 from dlq.models import DeadLetter
 from dlq.requeue import RequeueRefused, requeue, requeue_many
@@ -143,6 +145,34 @@ def test_a_failed_run_is_requeued_as_a_new_run_that_acts_again_once(business, re
         (1, Order.Status.CANCELLED),
         (2, Order.Status.CREATED),
     ]
+
+
+def test_a_broker_lost_after_the_commit_leaves_the_requeue_to_the_sweeper(business, redis_client, monkeypatch, caplog):
+    """The broker answered the check, then failed the hand-off that follows the commit: the
+    requeue stands with its history, nothing raises, the warning says what happens next,
+    and the sweeper sends the new run once the broker is back."""
+    import redis
+
+    from whatsapp.recovery import requeue as handler
+    from whatsapp.recovery.sweeper import sweep
+
+    entry = failed_run("lost-1")
+
+    def broker_gone(*args, **kwargs):
+        raise redis.ConnectionError("Error 111 connecting to the broker")
+
+    monkeypatch.setattr(handler, "hand_off", broker_gone)
+    with caplog.at_level("WARNING", logger=handler.__name__):
+        requeue(entry.pk, by="ops")
+    entry.refresh_from_db()
+    assert entry.status == DeadLetter.Status.REQUEUED and entry.requeue_history[-1]["by"] == "ops"
+    assert (row("lost-1").status, row("lost-1").saga_run) == (ProcessedMessage.Status.RECEIVED, 2)
+    assert queued_task_ids(redis_client) == []
+    assert any("the sweeper starts it again" in r.getMessage() and "lost-1" in r.getMessage() for r in caplog.records)
+
+    monkeypatch.undo()
+    sweep(stuck_after=0, purge=False, now=timezone.now() + timedelta(seconds=1))
+    assert queued_task_ids(redis_client) == ["lost-1:2:dedupe"]
 
 
 def test_a_failed_reply_is_sent_again_in_the_same_run(business, redis_client):
