@@ -37,7 +37,6 @@ from whatsapp.models import ProcessedMessage
 from whatsapp.pipeline.chains import reply_signature
 from whatsapp.pipeline.hand_off import hand_off
 
-
 log = logging.getLogger(__name__)
 
 
