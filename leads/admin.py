@@ -8,10 +8,12 @@ edited or deleted from anywhere: the database refuses it too.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -29,6 +31,9 @@ from leads.models import (
     SalesNotification,
     SupportTicket,
 )
+
+log = logging.getLogger(__name__)
+ROUTING_PERMISSION = "leads.change_business_routing"
 
 
 class WriteOnlyURLInput(forms.URLInput):
@@ -90,6 +95,25 @@ class BusinessForm(forms.ModelForm):
             "" if self.data.get(self.add_prefix("clear_sales_webhook_url")) else (self.instance.sales_webhook_url or "")
         )
 
+    def clean(self) -> dict[str, Any]:
+        """One active business per phone-number id. The database's constraint says so too;
+        checked here as well because a user who may not change routing has no
+        phone-number field in the form, so Django would not check it when they reactivate
+        a business whose number another one has taken since."""
+        cleaned = super().clean()
+        number = cleaned.get("phone_number_id", self.instance.phone_number_id)
+        active = cleaned.get("is_active", self.instance.is_active)
+        if number and active:
+            taken = Business.objects.filter(is_active=True, phone_number_id=number).exclude(pk=self.instance.pk)
+            other = taken.values_list("business_id", flat=True).first()
+            if other is not None:
+                raise ValidationError(
+                    f"The active business {other} already has the WhatsApp phone-number id {number}: one number "
+                    "belongs to one active business (deactivate the other first).",
+                    code="phone_number_taken",
+                )
+        return cleaned
+
     def save(self, commit: bool = True) -> Business:
         business = super().save(commit=False)
         if self.cleaned_data.get("clear_webhook_secret"):
@@ -144,6 +168,52 @@ class BusinessAdmin(admin.ModelAdmin):
         "created_at",
     ]
     inlines = [ProductInline]
+    # Shown and set only with ROUTING_PERMISSION (the write-only fields of BusinessForm,
+    # and the two ids, which are shown read-only without it).
+    ROUTING_INPUTS = ("sales_webhook_url", "clear_sales_webhook_url", "new_webhook_secret", "clear_webhook_secret")
+    ROUTING_IDS = ("phone_number_id", "waba_id")
+
+    def has_routing_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(ROUTING_PERMISSION)
+
+    def get_fields(self, request: HttpRequest, obj: Business | None = None) -> list[str]:
+        fields = list(super().get_fields(request, obj))
+        if self.has_routing_permission(request):
+            return fields
+        return [f for f in fields if f not in self.ROUTING_INPUTS]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Business | None = None) -> list[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if self.has_routing_permission(request):
+            return readonly
+        # Declared form fields named here are dropped from the form itself (ModelAdmin.get_form),
+        # so a forged POST of a new URL or secret is not even read.
+        return [*readonly, *self.ROUTING_IDS, *self.ROUTING_INPUTS]
+
+    def save_model(self, request: HttpRequest, obj: Business, form: forms.ModelForm, change: bool) -> None:
+        """Each routing change is logged (which field, by whom; the URL's origin only, never
+        its path or the secret), and refused outright without the permission."""
+        before = Business.objects.filter(pk=obj.pk).values(*Business.ROUTING_FIELDS).first() if change else None
+        before = before or dict.fromkeys(Business.ROUTING_FIELDS, "")
+        changed = [f for f in Business.ROUTING_FIELDS if (getattr(obj, f) or "") != (before[f] or "")]
+        if changed and not self.has_routing_permission(request):
+            raise PermissionDenied(f"changing {', '.join(changed)} needs the permission {ROUTING_PERMISSION}")
+        super().save_model(request, obj, form, change)
+        if changed:
+            log.warning(
+                "business %s: routing changed by %s: %s",
+                obj.business_id,
+                request.user.get_username(),
+                "; ".join(self._describe(f, before[f] or "", getattr(obj, f) or "") for f in changed),
+            )
+
+    @staticmethod
+    def _describe(field: str, old: str, new: str) -> str:
+        if field == "sales_webhook_secret":
+            return f"{field} {'cleared' if not new else 'set'}"
+        if field == "sales_webhook_url":
+            return f"{field} {origin(old) if old else 'none'} -> {origin(new) if new else 'none'} (paths hidden)"
+        return f"{field} {old or 'none'} -> {new or 'none'}"
 
     @admin.display(description="sales webhook")
     def webhook(self, obj: Business) -> str:

@@ -72,9 +72,29 @@ class Business(models.Model):
     # workers' per-process cache checks (leads.directory).
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Where a business's messages come from and where its notifications go: the admin
+    # changes them only with the permission change_business_routing, and logs each change.
+    ROUTING_FIELDS = ("phone_number_id", "waba_id", "sales_webhook_url", "sales_webhook_secret")
+
     class Meta:
         verbose_name_plural = "businesses"
         ordering = ["business_id"]
+        permissions = [
+            (
+                "change_business_routing",
+                "Can change a business's routing (phone-number id, WABA id, sales webhook URL and secret)",
+            )
+        ]
+        constraints = [
+            # The webhook routes a message by the number it came to: two active businesses
+            # claiming one number would each be a customer's messages away from the other's.
+            models.UniqueConstraint(
+                fields=["phone_number_id"],
+                condition=models.Q(is_active=True) & ~models.Q(phone_number_id=""),
+                name="business_one_active_per_phone_number",
+                violation_error_message="Another active business already has this WhatsApp phone-number id.",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.display_name} ({self.business_id})"

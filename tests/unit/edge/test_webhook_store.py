@@ -52,17 +52,23 @@ def test_a_message_is_stored_with_its_derived_ids_and_a_redelivery_adds_nothing(
     assert row.delivery == first
 
 
-def test_a_number_two_active_businesses_claim_routes_nowhere(shop):
+def test_a_number_routes_to_its_one_active_business(shop):
+    """One active business per number is the database's rule (leads' constraint), so an
+    inactive business keeping the number does not count: messages go to the active one,
+    and with none active they are UNROUTABLE."""
     Business.objects.create(
-        business_id="biz-other", tenant_id="t2", display_name="Other", phone_number_id=meta.PHONE_NUMBER_ID
+        business_id="biz-other",
+        tenant_id="t2",
+        display_name="Other",
+        phone_number_id=meta.PHONE_NUMBER_ID,
+        is_active=False,
     )
     keep(meta.message_delivery(meta.text_message("whose am I?")))
-    row = InboundMessage.objects.get()
-    assert row.business is None and row.state == InboundMessage.State.UNROUTABLE
-    # An inactive business does not count: the number is the active one's again.
-    Business.objects.filter(business_id="biz-other").update(is_active=False)
+    assert InboundMessage.objects.get().business == shop
+    Business.objects.filter(pk=shop.pk).update(is_active=False)
     keep(meta.message_delivery(meta.text_message("and me?")))
-    assert InboundMessage.objects.filter(business=shop).count() == 1
+    row = InboundMessage.objects.exclude(business=shop).get()
+    assert row.business is None and row.state == InboundMessage.State.UNROUTABLE
 
 
 def test_the_request_of_a_stored_message_is_a_valid_v1_request(shop):
