@@ -43,6 +43,14 @@ class WriteOnlyURLInput(forms.URLInput):
         return None
 
 
+class HttpsURLField(forms.URLField):
+    """A URL field that reads a bare host as https (Django 6's default, asked for now)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("assume_scheme", "https")
+        super().__init__(**kwargs)
+
+
 class BusinessForm(forms.ModelForm):
     """The webhook secret is never rendered: one can set a new one or clear it, not read it.
 
@@ -87,6 +95,9 @@ class BusinessForm(forms.ModelForm):
             "confidence_thresholds",
             "sales_webhook_url",
         ]
+        # Where the admin builds the model's own field (a form without the routing
+        # permission, whose declared URL field is dropped).
+        field_classes = {"sales_webhook_url": HttpsURLField}
 
     def clean_sales_webhook_url(self) -> str:
         if self.cleaned_data.get("sales_webhook_url"):
