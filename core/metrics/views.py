@@ -24,9 +24,7 @@ def metrics_allowed(request: HttpRequest) -> bool:
     if token and scheme.lower() == "bearer" and given.strip():
         return hmac.compare_digest(given.strip().encode(), token.encode())
     user = getattr(request, "user", None)
-    return bool(
-        user is not None and user.is_active and user.is_staff and user.has_perm(settings.METRICS_PERMISSION)
-    )
+    return bool(user is not None and user.is_active and user.is_staff and user.has_perm(settings.METRICS_PERMISSION))
 
 
 @require_GET
