@@ -111,7 +111,7 @@ class BusinessForm(forms.ModelForm):
         checked here as well because a user who may not change routing has no
         phone-number field in the form, so Django would not check it when they reactivate
         a business whose number another one has taken since."""
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         number = cleaned.get("phone_number_id", self.instance.phone_number_id)
         active = cleaned.get("is_active", self.instance.is_active)
         if number and active:
@@ -187,7 +187,7 @@ class BusinessAdmin(admin.ModelAdmin):
     def has_routing_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(ROUTING_PERMISSION)
 
-    def get_fields(self, request: HttpRequest, obj: Business | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Business | None = None) -> Any:
         fields = list(super().get_fields(request, obj))
         if self.has_routing_permission(request):
             return fields
