@@ -42,11 +42,19 @@ class SweepResult:
         return {"stuck": self.stuck, "redriven": self.redriven, "purged": self.purged, "statuses": self.statuses}
 
 
+def restart(messages: list[ProcessedMessage]) -> None:
+    """Hand messages never started (RECEIVED) to Celery again, all in one hand-off (one
+    Redis round trip, as ingest sends a batch): after Redis restarted empty that is every
+    message in flight, and a round trip and a lookup each made the sweep outlast its caller."""
+    if messages:
+        hand_off(
+            [(m.processing_id, m.saga_run) for m in messages],
+            known={m.processing_id: (m.business_id, m.trace_id) for m in messages},
+        )
+
+
 def redrive(message: ProcessedMessage) -> str:
-    """Start the message again from the point its saga rows show."""
-    if message.status == ProcessedMessage.Status.RECEIVED:
-        hand_off([(message.processing_id, message.saga_run)])
-        return "restarted"
+    """Carry on a started message (PROCESSING) from the point its saga rows show."""
     # The re-driven tasks join the message's own trace, not the sweeper's.
     with message_trace(message.trace_id, name="whatsapp.redrive", processing_id=message.processing_id):
         if message.failed_stage:
@@ -105,10 +113,16 @@ def sweep(
             ProcessedMessage.objects.filter(pk__in=[r.pk for r in todo]).update(updated_at=now)
 
         def enqueue() -> None:
+            fresh = [row for row in todo if row.status == ProcessedMessage.Status.RECEIVED]
             with progress("re-driven", len(todo)) as shown:
+                restart(fresh)
+                shown.advance(len(fresh))
                 for row in todo:
-                    how = redrive(row)
-                    shown.advance()
+                    if row.status == ProcessedMessage.Status.RECEIVED:
+                        how = "restarted"
+                    else:
+                        how = redrive(row)
+                        shown.advance()
                     result.redriven[how] = result.redriven.get(how, 0) + 1
                     log.warning(
                         "sweeper: %s stuck in %s since %s; %s",
