@@ -25,9 +25,10 @@ class InboxQuerySet(models.QuerySet["ProcessedMessage"]):
         a subquery, fifty columns) afresh each time, at more CPU than the query itself."""
         by, value = ("processing_id", processing_id) if processing_id is not None else ("id", pk)
         rows = list(self.raw(_row_sql(by, lock), [value]))
-        if not rows:
-            return None
-        message = rows[0]
+        return self.with_lead(rows[0]) if rows else None
+
+    def with_lead(self, message: ProcessedMessage) -> ProcessedMessage:
+        """A row read with ROW_COLUMNS, its lead's columns made into its lead."""
         if message.lead_record_id is not None:
             message.lead_record = Lead.from_db(
                 self.db,
@@ -123,16 +124,26 @@ def _columns(model: type[models.Model]) -> list[str]:
 
 
 @functools.cache
-def _row_sql(by: str, lock: bool) -> str:
-    """InboxQuerySet.row's statement, built once per shape from the models' own columns."""
+def row_columns() -> str:
+    """What InboxQuerySet.row selects, from `m` (the inbox row) and `l` (its lead, LEFT
+    JOINed): every column of both, and the business's version. Built once, from the
+    models' own columns; read back with InboxQuerySet.with_lead."""
     quote = connection.ops.quote_name
     columns = [f"m.{quote(column)}" for column in _columns(ProcessedMessage)]
     columns += [f"l.{quote(column)} AS {quote('lead__' + column)}" for column in _columns(Lead)]
     return (
-        f"SELECT {', '.join(columns)}, (SELECT b.updated_at FROM leads_business b "
-        f"WHERE b.business_id = m.business_id) AS business_version "
+        f"{', '.join(columns)}, (SELECT b.updated_at FROM leads_business b "
+        f"WHERE b.business_id = m.business_id) AS business_version"
+    )
+
+
+@functools.cache
+def _row_sql(by: str, lock: bool) -> str:
+    """InboxQuerySet.row's statement, built once per shape."""
+    return (
+        f"SELECT {row_columns()} "
         f"FROM whatsapp_processedmessage m LEFT JOIN leads_lead l ON l.id = m.lead_record_id "
-        f"WHERE m.{quote(by)} = %s" + (" FOR UPDATE OF m" if lock else "")
+        f"WHERE m.{connection.ops.quote_name(by)} = %s" + (" FOR UPDATE OF m" if lock else "")
     )
 
 

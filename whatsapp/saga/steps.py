@@ -36,8 +36,9 @@ _NOT_A_STEP_FAILURE: tuple[type[BaseException], ...] = (SagaStopped, *DATABASE_U
 
 
 def step_message(step: SagaStep) -> ProcessedMessage:
-    """The inbox row of a step, with its lead and its business's version, in one query."""
-    message = ProcessedMessage.objects.row(pk=step.message_id)
+    """The inbox row of a step, with its lead and its business's version: the one
+    begin_attempt read with the step, else read now, in one query."""
+    message = step.message if SagaStep.message.is_cached(step) else ProcessedMessage.objects.row(pk=step.message_id)
     if message is None:
         raise MessagePurged(str(step.message_id))
     tracing.note_message(message)
