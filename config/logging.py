@@ -121,7 +121,9 @@ class ContextFilter(logging.Filter):
             if getattr(record, key, None) is None:
                 setattr(record, key, bound_fields.get(key))
         if getattr(record, "trace_id", None) is None:
-            record.trace_id, record.span_id = _current_trace()
+            # A task's trace, bound as it started (without a Sentry DSN), else the current span's.
+            traced = bound_fields.get("trace_id")
+            record.trace_id, record.span_id = (traced, bound_fields.get("span_id")) if traced else _current_trace()
         if getattr(record, "duration_ms", None) is None:
             # Celery's "Task ... succeeded in Ns" passes its runtime in extra={"data": ...}.
             data = getattr(record, "data", None)

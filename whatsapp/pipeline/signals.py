@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from celery.signals import task_postrun, task_prerun, worker_process_shutdown
+from celery.signals import before_task_publish, task_postrun, task_prerun, worker_process_shutdown
 
 from config import logging as log_context
 from core import tracing
@@ -21,11 +21,16 @@ _running: dict[str, tuple[float, contextvars.Token[Mapping[str, Any]] | None]] =
 
 def task_started(task_id: str | None = None, task: Any = None, args: Any = None, **_: Any) -> None:
     """A pipeline task's first two arguments are (processing_id, saga_run): bind them to its
-    log lines and tag its transaction with them (Celery runs this inside the task's trace)."""
-    token = None
+    log lines and tag its transaction with them (Celery runs this inside the task's trace).
+    Without a Sentry DSN there is no such transaction: the trace the task's message carries
+    is bound to its log lines here, and stamp_trace passes it on to what the task sends."""
+    fields: dict[str, Any] = {}
+    if task is not None and not tracing.recording():
+        fields.update(tracing.task_trace(task.request))
     if task is not None and task.name.startswith("whatsapp.") and args and len(args) >= 2 and isinstance(args[0], str):
-        token = log_context.bind(processing_id=args[0], saga_run=args[1])
+        fields.update(processing_id=args[0], saga_run=args[1])
         tracing.tag_task(processing_id=args[0])
+    token = log_context.bind(**fields) if fields else None
     if task_id is not None:
         _running[task_id] = (time.perf_counter(), token)
 
@@ -46,4 +51,5 @@ def connect() -> None:
     """Connect the hooks (once: the dispatch_uids make a second call a no-op)."""
     task_prerun.connect(task_started, weak=False, dispatch_uid="whatsapp.task_started")
     task_postrun.connect(task_ended, weak=False, dispatch_uid="whatsapp.task_ended")
+    before_task_publish.connect(tracing.stamp_trace, weak=False, dispatch_uid="whatsapp.stamp_trace")
     worker_process_shutdown.connect(worker_process_ended, weak=False, dispatch_uid="whatsapp.worker_process_ended")

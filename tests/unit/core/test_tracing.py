@@ -102,3 +102,52 @@ def test_requeued_and_redriven_messages_are_sent_in_their_stored_trace(business,
     messages = [json.loads(m) for key in redis_client.keys("pipeline*") for m in redis_client.lrange(key, 0, -1)]
     assert len(messages) == 1
     assert messages[0]["headers"]["sentry-trace"].startswith(f"{row.trace_id}-")
+
+
+def test_without_a_dsn_a_task_passes_its_trace_on_to_what_it_sends(business, redis_client):
+    """No Sentry DSN, so no sentry-sdk Celery integration: a task's trace comes from its
+    message's header (task_trace), is bound to its log lines, and goes on every task sent
+    from inside it or from a stored trace (stamp_trace); a message sent with its own trace
+    keeps it."""
+    from types import SimpleNamespace
+
+    from config.celery import app
+    from config.logging import bound
+    from core import tracing
+
+    assert not tracing.recording()
+    request = SimpleNamespace(headers={"sentry-trace": f"{UPSTREAM_TRACE}-{UPSTREAM_SPAN}"})
+    fields = tracing.task_trace(request)
+    assert fields["trace_id"] == UPSTREAM_TRACE and len(fields["span_id"]) == 16
+    assert fields["span_id"] != UPSTREAM_SPAN
+    assert tracing.task_trace(SimpleNamespace(headers=None)) == {}
+    assert tracing.task_trace(SimpleNamespace(headers={"sentry-trace": "not-a-trace"})) == {}
+
+    def sent() -> list[dict]:
+        found = [
+            json.loads(m)
+            for key in redis_client.keys("*")
+            if redis_client.type(key) == b"list"
+            for m in redis_client.lrange(key, 0, -1)
+        ]
+        redis_client.flushdb()
+        return [m["headers"] for m in found]
+
+    with bound(**fields):
+        app.signature("whatsapp.finish", args=("p-1", 1)).apply_async(task_id="p-1:1:finish")
+        app.signature("whatsapp.finish", args=("p-2", 1)).apply_async(
+            task_id="p-2:1:finish", headers={"sentry-trace": f"{W3C_TRACE}-{UPSTREAM_SPAN}"}
+        )
+    by_id = {h["id"]: h for h in sent()}
+    assert by_id["p-1:1:finish"]["sentry-trace"] == f"{UPSTREAM_TRACE}-{fields['span_id']}"
+    assert by_id["p-1:1:finish"]["headers"]["sentry-trace"] == by_id["p-1:1:finish"]["sentry-trace"]
+    assert by_id["p-2:1:finish"]["sentry-trace"].startswith(W3C_TRACE), "its own trace is kept"
+
+    stored = "5" * 32
+    with tracing.message_trace(stored, name="whatsapp.requeue", processing_id="p-3"):
+        app.signature("whatsapp.finish", args=("p-3", 1)).apply_async(task_id="p-3:1:finish")
+    (headers,) = sent()
+    assert headers["sentry-trace"].startswith(f"{stored}-")
+    app.signature("whatsapp.finish", args=("p-4", 1)).apply_async(task_id="p-4:1:finish")
+    (headers,) = sent()
+    assert "sentry-trace" not in headers, "outside any trace, nothing is made up"
