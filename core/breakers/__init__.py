@@ -20,6 +20,9 @@ HTTP 4xx other than 429 counts neither way. BREAKER_OVERRIDES changes any of
 these per breaker name. Every change is appended to the Redis stream
 ``breaker:events`` and passed to the listeners by the one process that made it.
 If Redis is unreachable each process guards on its own (BREAKER_LOCAL_FALLBACK).
+A call costs one Redis round trip: after a success, a process takes the breaker
+for closed for up to a second without asking (core.breakers.storage says why
+that keeps every rule above).
 """
 
 from __future__ import annotations

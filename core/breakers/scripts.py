@@ -6,6 +6,18 @@ trip the breaker, both take the last probe slot, or both report one change.
 Time is Redis's clock (TIME), not the callers', so skew between hosts cannot
 make one worker think the open time has passed while another does not.
 
+Every command a script runs counts in Redis (INFO commandstats shows each one),
+so the common path is kept short: a success recorded on a closed breaker runs
+HMGET, TIME and one ZADD, and nothing else unless housekeeping is due. The
+housekeeping (trimming the window, the keys' TTLs, the registry) runs when the
+state changes, on a failure, when a probe is involved, and otherwise once per
+window (`touched` in the state hash says when it last ran): the window zsets
+then hold at most two windows of calls, and the counts never include calls
+older than the window, since they are counted from a floor, not by size.
+A key a script creates gets its TTL in that script, or in the next one to
+write it: set_open and set_closed delete the window and leave `touched` at 0
+so that the next success, which creates the calls zset again, runs it.
+
 KEYS: 1 state hash, 2 calls zset, 3 failures zset, 4 probes zset, 5 events
 stream, 6 registry zset. Keys 1-4 share the hash tag {name}; 5 and 6 are
 global, so on Redis Cluster these scripts would need those two moved into the
@@ -13,8 +25,10 @@ tag (standalone Redis is what this service uses).
 ARGV: 1 name, 2 window ms, 3 min calls, 4 failure rate, 5 consecutive failures,
 6 open ms, 7 half-open probes, 8 close after, 9 probe ttl ms, 10 key ttl ms,
 11 events maxlen, 12.. per script.
-Every script returns {kind, ms, from, to}; from/to are '' unless the script
-changed the state, and then the caller is the one process that announces it.
+acquire, record and force return {kind, ms, from, to, state}; from/to are ''
+unless the script changed the state, and then the caller is the one process
+that announces it; state is the breaker's state once the script is done, so
+the caller's view of it (core.breakers.storage) is refreshed for free.
 """
 
 PRELUDE = r"""
@@ -32,13 +46,20 @@ local events_max = tonumber(ARGV[11])
 local state_key, calls_key, fails_key, probes_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local events_key, registry_key = KEYS[5], KEYS[6]
 
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- Read only where the script needs it: a closed breaker's acquire, and a record
+-- that changes nothing, do without.
+local now = 0
+local function tick()
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
 
 local function load()
-  local v = redis.call('HMGET', state_key, 'state', 'open_until', 'consecutive', 'successes', 'opened_at', 'forced')
+  local v = redis.call('HMGET', state_key, 'state', 'open_until', 'consecutive', 'successes', 'opened_at', 'forced',
+                       'touched')
   return {state = v[1] or 'closed', open_until = tonumber(v[2]) or 0, consecutive = tonumber(v[3]) or 0,
-          successes = tonumber(v[4]) or 0, opened_at = tonumber(v[5]) or 0, forced = v[6] == '1'}
+          successes = tonumber(v[4]) or 0, opened_at = tonumber(v[5]) or 0, forced = v[6] == '1',
+          touched = tonumber(v[7]) or 0, cleared = false}
 end
 
 local function emit(from, to)
@@ -47,8 +68,16 @@ local function emit(from, to)
              'at', string.format('%d.%03d', math.floor(now / 1000), now % 1000))
 end
 
+-- Housekeeping is due once per window, or at once when its keys may lack a TTL.
+local function due(s)
+  return s.touched == 0 or now - s.touched >= window_ms
+end
+
 -- Idle keys expire; a breaker forced open stays open until someone closes it.
+-- After set_open/set_closed deleted the window, `touched` stays 0: the next
+-- call recreates the calls zset and must give it its TTL.
 local function touch(s)
+  redis.call('HSET', state_key, 'touched', s.cleared and 0 or now)
   if s.forced then redis.call('PERSIST', state_key) else redis.call('PEXPIRE', state_key, key_ttl_ms) end
   redis.call('PEXPIRE', calls_key, key_ttl_ms)
   redis.call('PEXPIRE', fails_key, key_ttl_ms)
@@ -64,7 +93,7 @@ local function set_open(s, until_ms)
              'consecutive', 0, 'successes', 0, 'forced', s.forced and 1 or 0)
   redis.call('DEL', calls_key, fails_key, probes_key)
   emit(s.state, 'open')
-  s.state = 'open'
+  s.state, s.cleared = 'open', true
 end
 
 local function set_half_open(s)
@@ -78,36 +107,36 @@ local function set_closed(s)
   redis.call('HSET', state_key, 'state', 'closed', 'consecutive', 0, 'successes', 0, 'forced', 0, 'open_until', 0)
   redis.call('DEL', calls_key, fails_key, probes_key)
   emit(s.state, 'closed')
-  s.state = 'closed'
+  s.state, s.cleared = 'closed', true
 end
 """
 
 # ARGV[12] = a fresh token, used as the probe slot if this call gets one.
+# A closed breaker costs HMGET alone: no clock, no writes.
 ACQUIRE = (
     PRELUDE
     + r"""
 local token = ARGV[12]
 local s = load()
+if s.state == 'closed' then return {'allow', 0, '', '', 'closed'} end
+tick()
 local from, to = '', ''
 if s.state == 'open' then
-  if s.forced then return {'reject', open_ms, '', ''} end
-  if now < s.open_until then return {'reject', s.open_until - now, '', ''} end
+  if s.forced then return {'reject', open_ms, '', '', 'open'} end
+  if now < s.open_until then return {'reject', s.open_until - now, '', '', 'open'} end
   set_half_open(s)
   from, to = 'open', 'half-open'
 end
-if s.state == 'half-open' then
-  redis.call('ZREMRANGEBYSCORE', probes_key, '-inf', now)
-  if redis.call('ZCARD', probes_key) < max_probes then
-    redis.call('ZADD', probes_key, now + probe_ttl_ms, token)
-    touch(s)
-    return {'probe', 0, from, to}
-  end
-  -- Every slot is taken: come back when the oldest probe must have ended.
-  local oldest = redis.call('ZRANGE', probes_key, 0, 0, 'WITHSCORES')
+redis.call('ZREMRANGEBYSCORE', probes_key, '-inf', now)
+if redis.call('ZCARD', probes_key) < max_probes then
+  redis.call('ZADD', probes_key, now + probe_ttl_ms, token)
   touch(s)
-  return {'reject', math.min(tonumber(oldest[2]) - now, open_ms), from, to}
+  return {'probe', 0, from, to, s.state}
 end
-return {'allow', 0, '', ''}
+-- Every slot is taken: come back when the oldest probe must have ended.
+local oldest = redis.call('ZRANGE', probes_key, 0, 0, 'WITHSCORES')
+touch(s)
+return {'reject', math.min(tonumber(oldest[2]) - now, open_ms), from, to, s.state}
 """
 )
 
@@ -119,46 +148,52 @@ local outcome, token, member = ARGV[12], ARGV[13], ARGV[14]
 local s = load()
 if token ~= '' then
   -- A probe whose slot expired, or whose breaker moved on, no longer speaks for it.
-  if redis.call('ZREM', probes_key, token) == 0 or s.state ~= 'half-open' then return {'stale', 0, '', ''} end
+  if redis.call('ZREM', probes_key, token) == 0 or s.state ~= 'half-open' then return {'stale', 0, '', '', s.state} end
+  tick()
   if outcome == 'success' then
     s.successes = s.successes + 1
     if s.successes >= close_after then
       set_closed(s)
       touch(s)
-      return {'ok', 0, 'half-open', 'closed'}
+      return {'ok', 0, 'half-open', 'closed', s.state}
     end
     redis.call('HSET', state_key, 'successes', s.successes)
   elseif outcome == 'failure' then
     set_open(s, now + open_ms)
     touch(s)
-    return {'ok', 0, 'half-open', 'open'}
+    return {'ok', 0, 'half-open', 'open', s.state}
   end
   touch(s)
-  return {'ok', 0, '', ''}
+  return {'ok', 0, '', '', s.state}
 end
 -- A call let through while closed that ends after the breaker opened says nothing new.
-if s.state ~= 'closed' or outcome == 'ignored' then return {'stale', 0, '', ''} end
+if s.state ~= 'closed' or outcome == 'ignored' then return {'stale', 0, '', '', s.state} end
+tick()
 local floor = now - window_ms
-redis.call('ZREMRANGEBYSCORE', calls_key, '-inf', floor)
-redis.call('ZREMRANGEBYSCORE', fails_key, '-inf', floor)
 redis.call('ZADD', calls_key, now, member)
 if outcome == 'success' then
   if s.consecutive > 0 then redis.call('HSET', state_key, 'consecutive', 0) end
-  touch(s)
-  return {'ok', 0, '', ''}
+  if due(s) then
+    redis.call('ZREMRANGEBYSCORE', calls_key, '-inf', floor)
+    redis.call('ZREMRANGEBYSCORE', fails_key, '-inf', floor)
+    touch(s)
+  end
+  return {'ok', 0, '', '', s.state}
 end
 redis.call('ZADD', fails_key, now, member)
+redis.call('ZREMRANGEBYSCORE', calls_key, '-inf', floor)
+redis.call('ZREMRANGEBYSCORE', fails_key, '-inf', floor)
 s.consecutive = s.consecutive + 1
 local calls = redis.call('ZCARD', calls_key)
 local fails = redis.call('ZCARD', fails_key)
 if s.consecutive >= consecutive_max or (calls >= min_calls and fails >= failure_rate * calls) then
   set_open(s, now + open_ms)
   touch(s)
-  return {'ok', 0, 'closed', 'open'}
+  return {'ok', 0, 'closed', 'open', s.state}
 end
 redis.call('HSET', state_key, 'state', 'closed', 'consecutive', s.consecutive)
 touch(s)
-return {'ok', 0, '', ''}
+return {'ok', 0, '', '', s.state}
 """
 )
 
@@ -167,14 +202,15 @@ FORCE = (
     PRELUDE
     + r"""
 local target, hold = ARGV[12], ARGV[13]
+tick()
 local s = load()
 local from = s.state
 if target == 'reset' then
   redis.call('DEL', state_key, calls_key, fails_key, probes_key)
   redis.call('ZREM', registry_key, name)
   emit(from, 'closed')
-  if from == 'closed' then return {'ok', 0, '', ''} end
-  return {'ok', 0, from, 'closed'}
+  if from == 'closed' then return {'ok', 0, '', '', 'closed'} end
+  return {'ok', 0, from, 'closed', 'closed'}
 end
 if target == 'open' then
   s.forced = hold == ''
@@ -186,8 +222,8 @@ else
   set_closed(s)
 end
 touch(s)
-if from == s.state then return {'ok', 0, '', ''} end
-return {'ok', 0, from, s.state}
+if from == s.state then return {'ok', 0, '', '', s.state} end
+return {'ok', 0, from, s.state, s.state}
 """
 )
 
@@ -196,6 +232,7 @@ return {'ok', 0, from, s.state}
 SNAPSHOT = (
     PRELUDE
     + r"""
+tick()
 local s = load()
 local floor = string.format('(%d', now - window_ms)
 local calls = redis.call('ZCOUNT', calls_key, floor, '+inf')

@@ -4,10 +4,25 @@
 it (state, counter, success_counter, opened_at), but the breaker itself never
 uses pybreaker's read-then-write primitives: it asks `acquire` before a call and
 `record` after, each one Lua script, so the decisions hold across processes.
+
+A guarded call costs one round trip to Redis, not two. Every script answers with
+the breaker's state; after a success that Redis recorded on a closed breaker,
+`acquire` takes the breaker for closed, without asking, for VIEW_SECONDS (never
+longer than the breaker's open time), and only the call's `record` goes to
+Redis. So a breaker opened by another process, or forced open, is seen open by
+this one within VIEW_SECONDS, and at the latest by the record of the one call it
+let through on the view. Only successes earn the view: a process whose own calls
+fail, which is where a trip comes from, asks Redis before each of its calls,
+so while a service is failing no process calls it once the breaker is open
+except for a call already in flight. The view being shorter than the open time,
+it is gone before the breaker can go half-open, so probes stay bounded across
+processes (a breaker forced open for less than VIEW_SECONDS is the exception).
+Refusals, probes and trips are decided in Redis, by the scripts, never from the view.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -29,6 +44,8 @@ logger = logging.getLogger("core.breakers")
 EVENTS_KEY = "breaker:events"
 REGISTRY_KEY = "breaker:registry"
 EVENTS_MAXLEN = 10_000
+# How long, after a success Redis recorded on a closed breaker, a process takes it for closed without asking.
+VIEW_SECONDS = 1.0
 
 
 def keys_for(name: str) -> list[str]:
@@ -51,6 +68,25 @@ def make_client(url: str, timeout: float) -> redis.Redis:
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _script_inputs(name: str, config: BreakerConfig) -> tuple[tuple[str, ...], tuple[str | int, ...]]:
+    """The keys and leading ARGV of every script (see scripts.py), worked out once per breaker, not per call."""
+    args = (
+        name,
+        int(config.window_seconds * 1000),
+        config.min_calls,
+        repr(float(config.failure_rate)),
+        config.consecutive_failures,
+        int(config.open_seconds * 1000),
+        config.half_open_probes,
+        config.close_after,
+        int(config.probe_timeout_seconds * 1000),
+        int(config.key_ttl_seconds * 1000),
+        EVENTS_MAXLEN,
+    )
+    return tuple(keys_for(name)), args
 
 
 class RedisLink:
@@ -76,22 +112,9 @@ class RedisLink:
     def run(self, script: str, name: str, config: BreakerConfig, *extra: str) -> list:
         if self._down and time.monotonic() < self._retry_at:
             raise RedisUnavailable()
-        args: list[str | int | float] = [
-            name,
-            int(config.window_seconds * 1000),
-            config.min_calls,
-            repr(float(config.failure_rate)),
-            config.consecutive_failures,
-            int(config.open_seconds * 1000),
-            config.half_open_probes,
-            config.close_after,
-            int(config.probe_timeout_seconds * 1000),
-            int(config.key_ttl_seconds * 1000),
-            EVENTS_MAXLEN,
-            *extra,
-        ]
+        keys, args = _script_inputs(name, config)
         try:
-            result = self._scripts[script](keys=keys_for(name), args=args)
+            result = self._scripts[script](keys=keys, args=[*args, *extra])
         except (redis.RedisError, OSError) as exc:
             self._went_down(exc)
             raise RedisUnavailable() from exc
@@ -135,13 +158,18 @@ class BreakerStorage(pybreaker.CircuitBreakerStorage):
         self.local_fallback = local_fallback
         self.local = LocalState(name)
         self._local_used = False
+        # Until when (time.monotonic()) this process takes the breaker for closed without asking Redis.
+        self._closed_until = 0.0
+        self._view_seconds = min(VIEW_SECONDS, config.open_seconds)
 
     # -- what Breaker uses -------------------------------------------------
 
     def acquire(self) -> Decision:
+        if time.monotonic() < self._closed_until and not self.link.down:
+            return Decision("allow", backend="redis")
         token = uuid.uuid4().hex
         try:
-            kind, ms, old, new = self.link.run("acquire", self.name, self.config, token)
+            kind, ms, old, new, _ = self.link.run("acquire", self.name, self.config, token)
         except RedisUnavailable:
             return self._local(token)
         if self._local_used:
@@ -153,25 +181,43 @@ class BreakerStorage(pybreaker.CircuitBreakerStorage):
         if decision.backend == "none":
             return None
         if decision.backend == "redis":
+            asked = time.monotonic()
             try:
-                _, _, old, new = self.link.run(
+                _, _, old, new, state = self.link.run(
                     "record", self.name, self.config, outcome, decision.token or "", uuid.uuid4().hex
                 )
+                self._saw(outcome, state, asked)
                 return self._change(old, new)
             except RedisUnavailable:
                 # Redis went away during the call: the outcome still counts, here.
+                self._closed_until = 0.0
                 decision = Decision("allow", backend="local")
         if not self.local_fallback:
             return None
         self._local_used = True
         return self.local.record(self.config, decision.token, outcome)
 
+    def _saw(self, outcome: Outcome, state: str, asked: float) -> None:
+        """Redis answered `state` to the record of `outcome`, sent at `asked`.
+
+        Only a success on a closed breaker is taken for "closed" for the next calls: a
+        process whose own calls fail is where a trip is coming from, so it asks Redis
+        before each call. The view counts from when the script
+        was sent, never from when its answer came: the state it read was at least that recent.
+        """
+        if outcome == "success" and state == CLOSED:
+            self._closed_until = asked + self._view_seconds
+        else:
+            self._closed_until = 0.0
+
     def force(self, target: str, hold_seconds: float | None = None) -> Change | None:
         hold = "" if hold_seconds is None else str(int(hold_seconds * 1000))
+        self._closed_until = 0.0
         try:
-            _, _, old, new = self.link.run("force", self.name, self.config, target, hold)
+            _, _, old, new, _ = self.link.run("force", self.name, self.config, target, hold)
             return self._change(old, new)
         except RedisUnavailable:
+            self._closed_until = 0.0
             self._local_used = True
             return self.local.force(self.config, "closed" if target == "reset" else target, hold_seconds)
 

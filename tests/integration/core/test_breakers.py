@@ -8,6 +8,7 @@ while it is open, and send it no more than the configured number of probes.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import subprocess
@@ -29,7 +30,8 @@ from core.breakers import (
     CircuitOpen,
     make_breaker,
 )
-from tests.support.breakers import events, get
+from core.breakers.storage import VIEW_SECONDS
+from tests.support.breakers import events, fail, get, ok
 
 ROOT = Path(__file__).resolve().parents[3]
 PROCESSES = 4
@@ -154,6 +156,32 @@ def test_processes_share_one_breaker(httpserver, rdb, new_name, probes):
     assert changes == Counter({("open", "half-open"): 1, ("half-open", "closed"): 1})
     assert counts["ok"] == len(endpoint.hits) - before > config.close_after
     assert counts["error"] == 0
+
+
+def _trip(name: str, config: BreakerConfig) -> None:
+    """Another process: fails until its breaker trips."""
+    guard = make_breaker(name, config, redis_client=settings.REDIS_URL)
+    for _ in range(config.consecutive_failures):
+        with contextlib.suppress(ConnectionError):
+            guard.call(fail)
+    assert guard.snapshot()["state"] == "open"
+
+
+def test_a_breaker_tripped_by_another_process_is_seen_within_a_second(new_name):
+    """This process's view of the closed breaker (earned by a success) lasts VIEW_SECONDS
+    at most: after that, the trip another process made refuses its calls unmade."""
+    name = new_name("webhook")
+    config = BreakerConfig(consecutive_failures=3, open_seconds=30)
+    guard = make_breaker(name, config, redis_client=settings.REDIS_URL)
+    assert guard.call(ok) == "ok"
+    seen_at = time.monotonic()
+    other = FORK.Process(target=_trip, args=(name, config))
+    other.start()
+    other.join(timeout=20)
+    assert other.exitcode == 0
+    time.sleep(max(0.0, seen_at + VIEW_SECONDS - time.monotonic()))
+    with pytest.raises(CircuitOpen):
+        guard.call(pytest.fail, "an open breaker must not run the call")
 
 
 # --- 2. what counts as a failure --------------------------------------------

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pybreaker
 import pytest
+import redis
 import requests
 from django.conf import settings
 
@@ -22,6 +25,7 @@ from core.breakers import (
     keys_for,
     make_breaker,
 )
+from core.breakers.storage import VIEW_SECONDS
 from tests.support.breakers import breaker, events, fail, get, ok
 from tests.support.proxy import FaultProxy
 
@@ -275,3 +279,92 @@ def test_overrides_apply_per_name(settings):
     settings.BREAKER_OVERRIDES = {"webhook:crm.example.com": {"open_seconds": 60.0}}
     assert breakers.config_for("webhook:crm.example.com").open_seconds == 60
     assert breakers.config_for("webhook:other.example.com").open_seconds == 30
+
+
+# --- 6. round trips and the view of a closed breaker ------------------------
+# Two breakers of one name on two clients are what two processes hold: each has its own view.
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[redis.Redis]:
+    """A Redis of this test's own, so INFO commandstats counts this test's commands and nobody else's."""
+    from devtools.services import start_redis
+
+    server = start_redis(tmp_path / "redis")
+    client = redis.Redis.from_url(server.url)
+    try:
+        yield client
+    finally:
+        client.close()
+        server.stop()
+
+
+def commands(client: redis.Redis) -> Counter[str]:
+    """Commands the server ran, those inside scripts included, not counting INFO and CONFIG themselves."""
+    stats = client.info("commandstats")
+    return Counter(
+        {
+            key.removeprefix("cmdstat_"): value["calls"]
+            for key, value in stats.items()
+            if key not in ("cmdstat_info", "cmdstat_config")
+        }
+    )
+
+
+def test_a_closed_breaker_call_costs_one_round_trip_and_four_commands(own_redis, new_name):
+    url = own_redis.connection_pool.connection_kwargs
+    guard = breaker(new_name(), f"redis://{url['host']}:{url['port']}/0")
+    assert guard.call(ok) == "ok"  # loads the scripts, registers the breaker, sets the keys' TTLs
+    own_redis.config_resetstat()
+
+    for _ in range(10):
+        assert guard.call(ok) == "ok"
+    # One EVALSHA per call (the record; the acquire was the view's), and inside it HMGET, TIME, ZADD.
+    assert commands(own_redis) == Counter({"evalsha": 10, "hmget": 10, "time": 10, "zadd": 10})
+    assert guard.snapshot()["calls"] == 11
+
+    # A failure earns no view: the next call asks Redis first (acquire, record), then it is one again.
+    with pytest.raises(ConnectionError):
+        guard.call(fail)
+    own_redis.config_resetstat()
+    assert guard.call(ok) == "ok"
+    assert commands(own_redis)["evalsha"] == 2
+    own_redis.config_resetstat()
+    assert guard.call(ok) == "ok"
+    assert commands(own_redis)["evalsha"] == 1
+
+
+def test_a_breaker_opened_elsewhere_is_seen_within_a_second(new_name):
+    name = new_name()
+    here = breaker(name, settings.REDIS_URL, consecutive_failures=3, open_seconds=30)
+    elsewhere = breaker(name, settings.REDIS_URL, consecutive_failures=3, open_seconds=30)
+
+    # Opened after this process's last success: at most the one call its view lets through,
+    # whose record tells it; then refused.
+    assert here.call(ok) == "ok"
+    elsewhere.open()
+    assert here.call(ok) == "ok"
+    with pytest.raises(CircuitOpen):
+        here.call(ok)
+
+    # Opened and left alone for VIEW_SECONDS: the view is gone, no call is made.
+    elsewhere.close()
+    assert here.call(ok) == "ok"
+    elsewhere.open()
+    time.sleep(VIEW_SECONDS)
+    with pytest.raises(CircuitOpen):
+        here.call(pytest.fail, "an open breaker must not run the call")
+
+
+def test_the_view_never_outlives_the_open_time_so_probes_stay_bounded(new_name):
+    """Closed -> open -> half-open within a second: the view must not let a call bypass the probe slots."""
+    name = new_name()
+    options = {"consecutive_failures": 1, "open_seconds": 0.3, "half_open_probes": 1, "probe_timeout_seconds": 5}
+    here, elsewhere = breaker(name, settings.REDIS_URL, **options), breaker(name, settings.REDIS_URL, **options)
+    assert here.call(ok) == "ok"
+    with pytest.raises(ConnectionError):
+        elsewhere.call(fail)
+    time.sleep(0.35)
+    assert elsewhere.storage.acquire().kind == "probe"  # the only slot
+    with pytest.raises(CircuitOpen):
+        here.call(pytest.fail, "the probe slot is taken")
