@@ -125,17 +125,74 @@ def intent(self: Task[Any, Any], processing_id: str, saga_run: int) -> str | dic
 
 
 @shared_task(
-    name="whatsapp.send_reply", **LIMITS, bind=True, max_retries=None, **DB_RETRY_UNBOUNDED, **FAILS_AS_FAILURE
+    name="whatsapp.reply_and_finish", **LIMITS, bind=True, max_retries=None, **DB_RETRY_UNBOUNDED, **FAILS_AS_FAILURE
 )
-def send_reply(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str, str] | None:
-    """A failed reply is dead-lettered inside saga.send_reply (nothing to compensate): the
-    task then fails, so Flower counts it, and finish, next in the chain, is not sent."""
-    outcome = follow(self, "reply", lambda jitter: saga.send_reply(processing_id, saga_run, jitter=jitter))
+def reply_and_finish(
+    self: Task[Any, Any], processing_id: str, saga_run: int, mark_read: bool = True
+) -> dict[str, str] | None:
+    """The run's tail, after its last action, in one task on the reply queue: mark the
+    message read (best effort: whatsapp.saga.read), send the reply, finish.
+
+    Postgres, not the broker, says what is done, so a copy Redis redelivers (a worker
+    SIGKILLed) or the sweeper re-drives does no harm: a finished run stops it at once, and a
+    reply already sent is not sent again (its idempotency key, whatsapp.send.reply). A reply
+    that fails for good is dead-lettered at stage "reply" (nothing to compensate): the task
+    then fails, so Flower counts it, and the run is not finished. With mark_read False (a
+    requeued reply, a retry of this task) the message is not marked read again."""
+    return _reply_and_finish(self, processing_id, saga_run, mark_read=mark_read)
+
+
+def _reply_and_finish(task: Any, processing_id: str, saga_run: int, *, mark_read: bool) -> dict[str, str] | None:
+    try:
+        message = saga.active_message(processing_id, saga_run)
+    except saga.SagaStopped as stopped:
+        log.info("reply_and_finish: %s", stopped)
+        return stop_chain(task, str(stopped))
+    if mark_read:
+        saga.mark_read(message, lane=lane_of(task))
+        # Task.retry sends the request's kwargs again: any retry of this task (the reply's, or
+        # Postgres') skips the read receipt, which has had its try (and its own retry task).
+        task.request.kwargs = {**(task.request.kwargs or {}), "mark_read": False}
+    outcome = follow(
+        task, "reply", lambda jitter: saga.send_reply(processing_id, saga_run, jitter=jitter, message=message)
+    )
     if isinstance(outcome, dict):
         return outcome
     if outcome.failed:
         raise saga.StageFailed(outcome.error)
+    try:
+        with tracing.span("whatsapp.finish", "mark the message processed"):
+            saga.finish_run(processing_id, saga_run)
+    except saga.SagaStopped as stopped:
+        log.info("finish: %s", stopped)
+        return stop_chain(task, str(stopped))
     return None
+
+
+# The old tail, two tasks (send_reply, then finish, which sent mark_read): registered for one
+# release more, for the copies still queued in Redis when the workers are upgraded (or a
+# requeue sent by a web process not yet upgraded). Each does the whole tail, which is
+# idempotent; drop them in the release after.
+@shared_task(
+    name="whatsapp.send_reply", **LIMITS, bind=True, max_retries=None, **DB_RETRY_UNBOUNDED, **FAILS_AS_FAILURE
+)
+def send_reply(
+    self: Task[Any, Any], processing_id: str, saga_run: int, mark_read: bool = True
+) -> dict[str, str] | None:
+    """Deprecated, kept for one release for tasks queued under this name: the whole tail
+    (reply_and_finish; mark_read as there, for its own retries). The old chain's finish,
+    next, is then not sent: this did it."""
+    stopped = _reply_and_finish(self, processing_id, saga_run, mark_read=mark_read)
+    return stopped if stopped is not None else stop_chain(self, "finished here (whatsapp.reply_and_finish)")
+
+
+@shared_task(name="whatsapp.finish", **LIMITS, bind=True, max_retries=None, **DB_RETRY_UNBOUNDED, **FAILS_AS_FAILURE)
+def finish(self: Task[Any, Any], processing_id: str, saga_run: int, mark_read: bool = True) -> dict[str, str] | None:
+    """Deprecated, kept for one release for tasks queued under this name: the whole tail
+    (reply_and_finish; mark_read as there, for its own retries). Queued only once the old
+    send_reply succeeded, so the reply is not sent again (its idempotency key); the message
+    is marked read, as the old finish did."""
+    return _reply_and_finish(self, processing_id, saga_run, mark_read=mark_read)
 
 
 @shared_task(name="whatsapp.sweep", **LIMITS)
@@ -196,17 +253,6 @@ def compensate(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[
     return None
 
 
-@shared_task(name="whatsapp.finish", **LIMITS, bind=True, **DB_RETRY)
-def finish(self: Task[Any, Any], processing_id: str, saga_run: int) -> dict[str, str] | None:
-    try:
-        with tracing.span("whatsapp.finish", "mark the message processed"):
-            saga.finish_run(processing_id, saga_run, lane=lane_of(self))
-    except saga.SagaStopped as stopped:
-        log.info("finish: %s", stopped)
-        return stop_chain(self, str(stopped))
-    return None
-
-
 @shared_task(name="whatsapp.apply_delivery_status", **LIMITS, bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
 def apply_delivery_status(self: Task[Any, Any], status_id: int, attempt: int = 0) -> str | None:
     """Apply one stored delivery status to its reply (whatsapp.saga.statuses). A status whose
@@ -229,7 +275,8 @@ def mark_read(
     attempt: int = 0,
     refusals: int = 0,
 ) -> None:
-    """Mark the customer's message read: best effort (whatsapp.send.read_receipts)."""
+    """Mark the customer's message read again, after a first try (whatsapp.saga.read) that
+    failed retryably: best effort (whatsapp.send.read_receipts)."""
     tracing.note_message(ProcessedMessage(processing_id=processing_id, lead_id=lead_id, intent=intent))
     wait = read_receipts.mark_read(phone_number_id, message_id, attempt=attempt, refusals=refusals)
     if wait is not None:

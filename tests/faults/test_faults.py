@@ -23,7 +23,7 @@ from werkzeug import Response
 
 from devtools.services import start_kafka, start_redis
 from dlq.models import DeadLetter
-from leads.models import Order, Product, SalesNotification, SupportTicket
+from leads.models import LeadActivity, Order, Product, SalesNotification, SupportTicket
 from tests.support import kafka
 from tests.support.database import OwnPostgres, use_own_postgres
 from tests.support.events import encode, event, later_iso
@@ -121,6 +121,14 @@ def assert_nothing_lost_or_doubled(env: dict, failed_stages: set[str] = frozense
     assert SupportTicket.objects.filter(status="OPEN").count() == acted.filter(intent="COMPLAINT").count()
     # Every plan has at most one sales notification.
     assert not SalesNotification.objects.values("processing_id").annotate(n=Count("id")).filter(n__gt=1).exists()
+    # The tail (reply, then finish) acted once per run, however often its task was delivered:
+    # one reply row per run, and one "message_processed" activity per processed message.
+    assert (
+        not OutboundMessage.objects.values("processing_id", "saga_run").annotate(n=Count("id")).filter(n__gt=1).exists()
+    )
+    finishes = LeadActivity.objects.filter(kind="message_processed")
+    assert finishes.count() == statuses.get("PROCESSED", 0)
+    assert finishes.values("processing_id").distinct().count() == finishes.count()
     assert sweep(env, stuck_after=0)["stuck"] == 0
 
 

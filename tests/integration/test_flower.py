@@ -157,7 +157,12 @@ def test_flower_shows_stopped_copies_as_success_and_one_failure_per_dead_letter(
     assert state[dedupe_id] == "SUCCESS"
     assert tasks[chains.task_id(ok, 1, "intent")]["state"] == "SUCCESS"
     assert tasks[chains.task_id(ok, 1, "intent")]["result"] == "'replaced by 1 action: FLAG_FOR_REVIEW'"
-    assert state[chains.task_id(ok, 1, "finish")] == "SUCCESS"
+    # The processed message's tasks, one per step: no separate reply, finish or read receipt.
+    assert {uuid for uuid in state if uuid.startswith(f"{ok}:")} == {
+        chains.task_id(ok, 1, step) for step in ("dedupe", "intent", "action1-FLAG_FOR_REVIEW", chains.TAIL_STEP)
+    }
+    assert tasks[chains.task_id(ok, 1, chains.TAIL_STEP)]["name"] == chains.REPLY_AND_FINISH
+    assert state[chains.task_id(ok, 1, chains.TAIL_STEP)] == "SUCCESS"
     # Nothing of these messages is left STARTED (or RECEIVED): every task reached an end.
     assert not {uuid: s for uuid, s in state.items() if s not in FINAL}
 
@@ -174,10 +179,10 @@ def test_flower_shows_stopped_copies_as_success_and_one_failure_per_dead_letter(
     # The one that ran out of retries was retried on the same task (RETRY meanwhile), failing once.
     assert failures[chains.task_id(exhausted, 1, "action1-NOTIFY_SALES")]["retries"] >= 3
     assert failures[chains.task_id(refused, 1, "action1-NOTIFY_SALES")]["retries"] == 0
-    # Compensation ran and succeeded; the reply and finish after a failed action never ran.
+    # Compensation ran and succeeded; the tail (reply, finish) after a failed action never ran.
     for pid in (refused, exhausted):
         assert state[chains.task_id(pid, 1, "compensate")] == "SUCCESS"
-        assert chains.task_id(pid, 1, "reply") not in state and chains.task_id(pid, 1, "finish") not in state
+        assert not {chains.task_id(pid, 1, step) for step in (chains.TAIL_STEP, "reply", "finish")} & set(state)
 
     # Flower's failure count over all tasks it saw matches the dead letters.
     assert len(flower.get("/api/tasks", state="FAILURE")) == DeadLetter.objects.count() == 2

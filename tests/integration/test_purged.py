@@ -20,7 +20,8 @@ from tests.support.events import BUSINESS_ID, event
 from tests.support.observability import json_lines
 from tests.support.processes import wait_until
 
-STEPS = ("dedupe", "intent", "execute_action", "send_reply", "finish", "compensate")
+# reply_and_finish, and the old names kept for one release (send_reply, finish).
+STEPS = ("dedupe", "intent", "execute_action", "reply_and_finish", "send_reply", "finish", "compensate")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -57,6 +58,7 @@ def test_every_pipeline_task_for_a_purged_message_ends_quietly(start_worker, bus
         "dedupe": tasks.dedupe.si(ids["dedupe"], 1),
         "intent": tasks.intent.si(ids["intent"], 1),
         "execute_action": tasks.execute_action.si(ids["execute_action"], 1, 1).set(queue="pipeline"),
+        "reply_and_finish": tasks.reply_and_finish.si(ids["reply_and_finish"], 1).set(queue="whatsapp"),
         "send_reply": tasks.send_reply.si(ids["send_reply"], 1).set(queue="whatsapp"),
         "finish": tasks.finish.si(ids["finish"], 1),
         "compensate": tasks.compensate.si(ids["compensate"], 1),

@@ -26,8 +26,7 @@ CHAIN = [
     "whatsapp.intent",
     "whatsapp.execute_action:CREATE_ORDER",
     "whatsapp.execute_action:NOTIFY_SALES",
-    "whatsapp.send_reply",
-    "whatsapp.finish",
+    "whatsapp.reply_and_finish",
 ]
 
 
@@ -128,13 +127,19 @@ def test_one_trace_from_kafka_record_to_reply(
     for action in ("CREATE_ORDER", "NOTIFY_SALES"):
         span = ops(f"whatsapp.execute_action:{action}")["whatsapp.action"]
         assert span["description"] == action and span["tags"]["action"] == action
-    # Outbound HTTP calls are children of the action (or reply) span that made them.
+    # Outbound HTTP calls are children of the action (or read receipt, or reply) span that made them.
     for name, op in (
         ("whatsapp.execute_action:NOTIFY_SALES", "whatsapp.action"),
-        ("whatsapp.send_reply", "whatsapp.reply"),
+        ("whatsapp.reply_and_finish", "whatsapp.mark_read"),
+        ("whatsapp.reply_and_finish", "whatsapp.reply"),
     ):
         http = [s for s in by_name[name]["spans"] if s["op"] == "http.client"]
-        assert len(http) == 1 and http[0]["parent_span_id"] == ops(name)[op]["span_id"], by_name[name]["spans"]
+        assert len(http) == (2 if name == "whatsapp.reply_and_finish" else 1), by_name[name]["spans"]
+        ours = [s for s in http if s["parent_span_id"] == ops(name)[op]["span_id"]]
+        assert len(ours) == 1, by_name[name]["spans"]
+    # The tail's three parts, in one transaction: the read receipt, then the reply, then finish.
+    tail = [s["op"] for s in by_name["whatsapp.reply_and_finish"]["spans"] if s["op"].startswith("whatsapp.")]
+    assert tail == ["whatsapp.mark_read", "whatsapp.reply", "whatsapp.finish"], tail
     for name, transaction in by_name.items():
         assert transaction["tags"]["processing_id"] == "trace-1", name
         assert transaction["tags"]["intent"] == "ORDER_REQUEST", name

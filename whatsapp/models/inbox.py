@@ -76,9 +76,7 @@ class InboxQuerySet(models.QuerySet["ProcessedMessage"]):
                       AND NOT EXISTS (SELECT 1 FROM whatsapp_sagastep s WHERE s.message_id = m.id
                                       AND s.saga_run = m.saga_run AND s.status <> 'SUCCEEDED')
                     RETURNING m.id, m.handler, m.reply_text <> '' AS replied, m.intent, m.kafka_timestamp,
-                              m.received_at, m.lead_id, m.payload->>'message_id' AS message_id,
-                              (SELECT b.phone_number_id FROM leads_business b
-                               WHERE b.business_id = m.business_id) AS phone_number_id,
+                              m.received_at, m.lead_id,
                               -- rows planned before inbox rows knew their lead find it by its ids
                               coalesce(m.lead_record_id, (
                                   SELECT l.id FROM leads_lead l JOIN leads_business b ON b.id = l.business_id
@@ -95,7 +93,7 @@ class InboxQuerySet(models.QuerySet["ProcessedMessage"]):
                            %(now)s
                     FROM done WHERE done.lead IS NOT NULL
                 )
-                SELECT intent, kafka_timestamp, received_at, lead_id, message_id, phone_number_id FROM done
+                SELECT intent, kafka_timestamp, received_at, lead_id FROM done
                 """,
                 {"now": now, "pid": processing_id, "run": saga_run},
             )
@@ -107,8 +105,6 @@ class InboxQuerySet(models.QuerySet["ProcessedMessage"]):
             "kafka_timestamp": row[1],
             "received_at": row[2],
             "lead_id": row[3],
-            "message_id": row[4],
-            "phone_number_id": row[5],
             "finished_at": now,
         }
 

@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 DEDUPE = "whatsapp.dedupe"
 INTENT = "whatsapp.intent"
 EXECUTE_ACTION = "whatsapp.execute_action"
-SEND_REPLY = "whatsapp.send_reply"
-FINISH = "whatsapp.finish"
+# The run's tail, one task: mark read (best effort), the reply, finish (whatsapp.tasks.reply_and_finish).
+REPLY_AND_FINISH = "whatsapp.reply_and_finish"
 COMPENSATE = "whatsapp.compensate"
+# The tail task's step in its id ("<processing_id>:<run>:reply-finish").
+TAIL_STEP = "reply-finish"
 # Replies have a queue of their own, so a slow Cloud API ties up only its workers.
 REPLY_QUEUE = "whatsapp"
 
@@ -63,7 +65,8 @@ def pipeline_signature(processing_id: str, saga_run: int, *, lane: int = NORMAL_
 def actions_signature(
     processing_id: str, saga_run: int, steps: Iterable[SagaStep], *, lane: int = NORMAL_LANE
 ) -> Signature:
-    """The planned actions in order, each on its executor's queue, then the reply and finish.
+    """The planned actions in order, each on its executor's queue, then the run's tail: one
+    task on the reply queue that marks the message read, sends the reply and finishes.
 
     Each action carries the run's compensation as its errback (link_error): an action that
     fails, for good or by a bug, ends its task as FAILURE once the failure is in Postgres,
@@ -80,33 +83,40 @@ def actions_signature(
         )
         action.link_error(compensation_signature(processing_id, saga_run))
         rest.append(action)
-    rest.append(
-        _task(SEND_REPLY, processing_id, saga_run).set(
-            task_id=task_id(processing_id, saga_run, "reply"), queue=REPLY_QUEUE, priority=lane
-        )
-    )
-    rest.append(
-        _task(FINISH, processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "finish"), priority=lane)
-    )
+    rest.append(tail_signature(processing_id, saga_run, lane=lane))
     return chain(*rest)
 
 
+def tail_signature(processing_id: str, saga_run: int, *, lane: int = NORMAL_LANE, mark_read: bool = True) -> Signature:
+    """The run's tail as one task on the reply queue (a slow Cloud API ties up only its
+    workers): the read receipt's first try, the reply, then finish. One task, not three,
+    because each task costs a publish, a delivery, an ack and a read of the inbox row."""
+    return app.signature(
+        REPLY_AND_FINISH,
+        args=(processing_id, saga_run),
+        kwargs={} if mark_read else {"mark_read": False},
+        immutable=True,
+    ).set(task_id=task_id(processing_id, saga_run, TAIL_STEP), queue=REPLY_QUEUE, priority=lane)
+
+
 def reply_signature(processing_id: str, saga_run: int) -> Signature:
-    """For requeueing a failed reply: send it again, then finish."""
-    return chain(
-        _task(SEND_REPLY, processing_id, saga_run).set(
-            task_id=task_id(processing_id, saga_run, "reply"), queue=REPLY_QUEUE
-        ),
-        _task(FINISH, processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "finish")),
-    )
+    """For requeueing a failed reply: send it again, then finish, in the same task as a
+    run's tail. The message was marked read when the reply first went (or failed)."""
+    return tail_signature(processing_id, saga_run, mark_read=False)
 
 
 def resume_signature(processing_id: str, saga_run: int, *, planned: bool) -> Signature:
-    """For the sweeper: carry on a PROCESSING message from its saga rows.
-    Succeeded steps are no-ops when their task runs again."""
+    """For the sweeper: carry on a PROCESSING message from its saga rows: the actions not yet
+    succeeded (a succeeded one would be a no-op, at the cost of a task), then the tail. A
+    message whose actions are all done, stuck in its tail, gets the tail task alone, which
+    sends no reply already sent and finishes once."""
     if not planned:
         return _task(INTENT, processing_id, saga_run).set(task_id=task_id(processing_id, saga_run, "intent"))
-    steps = SagaStep.objects.filter(message__processing_id=processing_id, saga_run=saga_run).order_by("order")
+    steps = (
+        SagaStep.objects.filter(message__processing_id=processing_id, saga_run=saga_run)
+        .exclude(status=SagaStep.Status.SUCCEEDED)
+        .order_by("order")
+    )
     return actions_signature(processing_id, saga_run, list(steps))
 
 

@@ -54,7 +54,9 @@ def restart(messages: list[ProcessedMessage]) -> None:
 
 
 def redrive(message: ProcessedMessage) -> str:
-    """Carry on a started message (PROCESSING) from the point its saga rows show."""
+    """Carry on a started message (PROCESSING) from the point its saga rows show: its
+    compensation if a failure is recorded, else the actions not yet succeeded and then the
+    run's tail (chains.resume_signature), which sends no reply already sent."""
     # The re-driven tasks join the message's own trace, not the sweeper's.
     with message_trace(message.trace_id, name="whatsapp.redrive", processing_id=message.processing_id):
         if message.failed_stage:

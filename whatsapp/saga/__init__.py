@@ -10,14 +10,18 @@ at most once:
 - steps: one planned action;
 - compensation: undoing a failed run's succeeded actions, in reverse;
 - dead_letter: the failed run's DLQ entry;
+- read: the read receipt's first try, best effort, before the reply;
 - reply: the reply to the customer, the last step since it cannot be undone;
 - finish: the message processed.
+
+read, reply and finish are one task, the run's tail (whatsapp.tasks.reply_and_finish).
 """
 
 from whatsapp.saga.compensation import compensate_steps
 from whatsapp.saga.dead_letter import write_dead_letter
 from whatsapp.saga.finish import finish_run
 from whatsapp.saga.plan import claim, plan_run
+from whatsapp.saga.read import mark_read
 from whatsapp.saga.reply import send_reply
 from whatsapp.saga.run import (
     RETRY_DELAYS,
@@ -26,6 +30,7 @@ from whatsapp.saga.run import (
     SagaStopped,
     StageFailed,
     StepOutcome,
+    active_message,
     describe_failure,
     fail,
     load_event,
@@ -41,12 +46,14 @@ __all__ = [
     "SagaStopped",
     "StageFailed",
     "StepOutcome",
+    "active_message",
     "claim",
     "compensate_steps",
     "describe_failure",
     "fail",
     "finish_run",
     "load_event",
+    "mark_read",
     "plan_run",
     "reason_for",
     "run_step",

@@ -1,4 +1,6 @@
-"""Stage 5: the message processed, with its lead's activity, in one statement."""
+"""Stage 5: the message processed, with its lead's activity, in one statement. The last
+thing the run's tail task does (whatsapp.tasks.reply_and_finish), after the reply; the
+read receipt went before it (whatsapp.saga.read)."""
 
 from __future__ import annotations
 
@@ -7,14 +9,12 @@ import logging
 from core import tracing
 from core.metrics import counters
 from whatsapp.models import ProcessedMessage
-from whatsapp.pipeline.lanes import NORMAL_LANE
 from whatsapp.saga.run import SagaStopped, active_message
-from whatsapp.send import read_receipts
 
 log = logging.getLogger(__name__)
 
 
-def finish_run(processing_id: str, saga_run: int, *, lane: int = NORMAL_LANE) -> bool:
+def finish_run(processing_id: str, saga_run: int) -> bool:
     """Mark the message processed. False when the run has moved on or failed; SagaStopped
     when a step is not done; MessagePurged when its inbox row is gone."""
     done = ProcessedMessage.finish(processing_id, saga_run)
@@ -23,16 +23,6 @@ def finish_run(processing_id: str, saga_run: int, *, lane: int = NORMAL_LANE) ->
         if message.failed_stage:
             return False
         raise SagaStopped(f"{processing_id} reached finish with unfinished steps")
-    # Committed (one statement, outside any transaction): the read receipt goes after it.
-    read_receipts.send(
-        processing_id,
-        saga_run,
-        done["phone_number_id"] or "",
-        done["message_id"] or "",
-        lead_id=done["lead_id"],
-        intent=done["intent"],
-        lane=lane,
-    )
     tracing.note_message(ProcessedMessage(processing_id=processing_id, lead_id=done["lead_id"], intent=done["intent"]))
     since = done["kafka_timestamp"] or done["received_at"]
     counters.processed(done["intent"], since)

@@ -1,4 +1,5 @@
-"""Stage 4: the reply to the customer. It is the saga's last step because it cannot be
+"""Stage 4: the reply to the customer, sent by the run's tail task (whatsapp.tasks.reply_and_finish),
+after the read receipt's first try and before finish. It is the saga's last step because it cannot be
 undone; for the same reason its final failure compensates nothing (the actions stand):
 the message is dead-lettered at stage "reply", and requeueing that entry sends only the
 reply again (whatsapp.recovery.requeue)."""
@@ -13,7 +14,7 @@ from core.breakers import CircuitOpen
 from core.errors import is_retryable
 from core.metrics import counters
 from dlq.models import DeadLetter
-from whatsapp.models import OutboundMessage
+from whatsapp.models import OutboundMessage, ProcessedMessage
 from whatsapp.saga.dead_letter import write_dead_letter
 from whatsapp.saga.run import (
     RETRY_DELAYS,
@@ -32,9 +33,15 @@ from whatsapp.send import reply as outbound
 log = logging.getLogger(__name__)
 
 
-def send_reply(processing_id: str, saga_run: int, *, jitter: float = 1.0) -> StepOutcome:
-    """Send the handler's reply: done, a retry delay, or failed (then dead-lettered)."""
-    message = active_message(processing_id, saga_run)
+def send_reply(
+    processing_id: str, saga_run: int, *, jitter: float = 1.0, message: ProcessedMessage | None = None
+) -> StepOutcome:
+    """Send the handler's reply: done, a retry delay, or failed (then dead-lettered). `message`
+    is the run's inbox row when the caller has just read it (the tail task), saving a read;
+    the send itself is keyed by the run (whatsapp.send.reply), so a redelivered task never
+    sends it twice."""
+    if message is None:
+        message = active_message(processing_id, saga_run)
     if not message.reply_text or message.failed_stage:
         return StepOutcome(done=True)
     event = load_event(message)

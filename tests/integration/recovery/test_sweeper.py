@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from leads.models import Order
+from leads.models import LeadActivity, Order
 from tests.support.events import encode, event
 from tests.support.processes import wait_until
 from whatsapp import saga
@@ -55,20 +55,30 @@ def test_lost_tasks_are_redriven_from_the_inbox(business, start_worker, child_en
     saga.plan_run("half-done", 1)
     assert saga.run_step("half-done", 1, 1).done  # CREATE_ORDER ran; NOTIFY_SALES never did
     assert Order.objects.count() == 1
-    age([*received, "half-done"])
+    # And one whose actions all ran and whose tail task (reply, finish) was lost.
+    take_in_directly(["tail-lost"])
+    assert saga.claim("tail-lost", 1)
+    for step in saga.plan_run("tail-lost", 1):
+        assert saga.run_step("tail-lost", 1, step.order).done
+    age([*received, "half-done", "tail-lost"])
     redis_client.flushdb()  # as if Redis restarted empty
 
     start_worker()
     result = run_sweep(child_env)
-    assert result["stuck"] == 6
-    assert result["redriven"] == {"restarted": 5, "resumed": 1}
+    assert result["stuck"] == 7
+    assert result["redriven"] == {"restarted": 5, "resumed": 2}
     wait_until(
-        lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() == 6,
+        lambda: ProcessedMessage.objects.filter(status="PROCESSED").count() == 7,
         timeout=60,
         message="re-driven messages to finish",
     )
     assert Order.objects.filter(processing_id="half-done").count() == 1
     assert SagaStep.objects.get(message__processing_id="half-done", order=1).attempts == 1
+    # The succeeded actions were not sent again, and each run finished once.
+    assert set(SagaStep.objects.filter(message__processing_id="tail-lost").values_list("attempts", flat=True)) == {1}
+    assert Order.objects.filter(processing_id="tail-lost").count() == 1
+    for pid in ("half-done", "tail-lost"):
+        assert LeadActivity.objects.filter(processing_id=pid, kind="message_processed").count() == 1
     assert run_sweep(child_env)["stuck"] == 0
 
 

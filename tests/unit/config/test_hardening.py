@@ -205,7 +205,9 @@ def test_celerys_global_limits_stand_in_for_a_tasks_own():
 def test_every_registered_task_is_bounded_and_the_system_check_says_so(settings):
     from config.celery import app
 
-    assert {"whatsapp.send_reply", "whatsapp.sweep", "whatsapp.mark_read"} <= set(app.tasks)
+    assert {"whatsapp.reply_and_finish", "whatsapp.send_reply", "whatsapp.sweep", "whatsapp.mark_read"} <= set(
+        app.tasks
+    )
     assert task_limits.app_problems(app) == []
     assert task_limits.system_check(app)() == []
     assert all(

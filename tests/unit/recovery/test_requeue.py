@@ -6,6 +6,7 @@ A requeued message carried through by a real worker: tests/integration/test_pipe
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import timedelta
 
@@ -25,14 +26,19 @@ from whatsapp.models import ProcessedMessage
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def queued_task_ids(redis_client) -> list[str]:
-    """The ids of the task messages waiting on the broker, on any queue."""
+def queued_messages(redis_client) -> list[dict]:
+    """The task messages waiting on the broker, on any queue."""
     return [
-        json.loads(message)["headers"]["id"]
+        json.loads(message)
         for key in redis_client.keys("*")
         if redis_client.type(key) == b"list"
         for message in redis_client.lrange(key, 0, -1)
     ]
+
+
+def queued_task_ids(redis_client) -> list[str]:
+    """The ids of the task messages waiting on the broker, on any queue."""
+    return [message["headers"]["id"] for message in queued_messages(redis_client)]
 
 
 def row(pid: str) -> ProcessedMessage:
@@ -180,7 +186,12 @@ def test_a_failed_reply_is_sent_again_in_the_same_run(business, redis_client):
     requeue(entry.pk, by="ops")
     message = row("reply-again-1")
     assert (message.status, message.saga_run, message.failed_stage) == (ProcessedMessage.Status.PROCESSING, 1, "")
-    assert queued_task_ids(redis_client) == ["reply-again-1:1:reply"]
+    # The run's tail, in the same run: the reply then finish, without marking read again.
+    assert queued_task_ids(redis_client) == ["reply-again-1:1:reply-finish"]
+    [message] = queued_messages(redis_client)
+    assert message["headers"]["task"] == "whatsapp.reply_and_finish"
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert (args, kwargs) == (["reply-again-1", 1], {"mark_read": False})
 
 
 def test_a_bulk_requeue_goes_on_past_a_refused_entry(business, redis_client):
