@@ -12,6 +12,7 @@ from dlq.models import DeadLetter
 from dlq.requeue import requeue
 from leads.models import LeadActivity
 from tests.support.events import encode, event
+from tests.support.runs import acted
 from tests.support.statuses import MESSAGES
 from whatsapp import saga, tasks
 from whatsapp.ingest.intake import take_in
@@ -21,14 +22,6 @@ from whatsapp.pipeline import chains
 from whatsapp.send import reply as outbound
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def acted(pid: str, offset: int) -> None:
-    """An order message with its actions done: what the tail task finds."""
-    take_in([Record("t", 0, offset, encode(event(pid, message_id=f"wamid.in-{pid}")))])
-    assert saga.claim(pid, 1)
-    for step in saga.plan_run(pid, 1):
-        assert saga.run_step(pid, 1, step.order).done
 
 
 def graph_calls(httpserver) -> list[str]:

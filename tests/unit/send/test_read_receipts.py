@@ -13,23 +13,13 @@ from django.test.utils import CaptureQueriesContext
 
 from core.clients import cloud_api
 from core.metrics import counters
-from tests.support.events import encode, event
+from tests.support.runs import acted
 from tests.support.statuses import MESSAGES, PHONE_NUMBER_ID, TOKEN, queued
 from whatsapp import saga, tasks
-from whatsapp.ingest.intake import take_in
-from whatsapp.kafka import Record
 from whatsapp.models import OutboundMessage, ProcessedMessage
 from whatsapp.send import read_receipts
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def acted(pid: str, offset: int) -> None:
-    """An order message with its actions done: what the tail task finds."""
-    take_in([Record("t", 0, offset, encode(event(pid, message_id=f"wamid.in-{pid}")))])
-    assert saga.claim(pid, 1)
-    for step in saga.plan_run(pid, 1):
-        assert saga.run_step(pid, 1, step.order).done
 
 
 def graph_calls(httpserver) -> list[str]:
