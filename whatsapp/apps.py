@@ -8,7 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config import task_limits
 from config.celery import app as celery_app
-from core import breakers, dotted, tracing
+from core import breakers, dotted, sentry
 from core.metrics import counters
 
 # The modules the stage layout of this release moved (old path -> new path): settings that
@@ -44,7 +44,7 @@ class WhatsappConfig(AppConfig):
     def ready(self) -> None:
         # Here, not in settings: every process (web, workers, ingest, commands) calls
         # django.setup(), and nothing starts as a side effect of reading settings.
-        tracing.init_sentry(
+        sentry.init_sentry(
             dsn=settings.SENTRY_DSN,
             traces_sample_rate=settings.SENTRY_TRACES_SAMPLE_RATE,
             environment=settings.SENTRY_ENVIRONMENT,

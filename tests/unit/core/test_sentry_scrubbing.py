@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from core.tracing import scrub_event
+from core.sentry import scrub_event
 
 VERIFY_TOKEN, ACCESS_TOKEN, SIGNATURE, NUMBER = "verify-5f1c2a", "EAAG-token-77", "sha256=abc123", "15550123456"
 
