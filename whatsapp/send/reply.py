@@ -97,7 +97,7 @@ def send_reply(
         # statement, committed) inside the breaker's call, so an open breaker still costs
         # no attempt. A row that exists already (a redelivery, a retry) takes the path below.
         # The pacer goes first: a send that must wait raises PaceWait with nothing claimed.
-        _pace(business, lead, fields["idempotency_key"])
+        _pace(business, lead, reply_key(processing_id, saga_run))
         paced = True
         try:
             return breaker.call(_create_and_send, fields, business, processing_id)
@@ -132,7 +132,10 @@ def _pace(business: Business, lead: Lead, key: str) -> None:
     a slot of the number and of the pair, or PaceWait. Its place among the number's waiters
     is the closing of the lead's 24-hour window."""
     pacer.reserve(
-        business.phone_number_id, token=key, recipient=lead.address, priority=pacer.window_deadline(lead.last_inbound_at)
+        business.phone_number_id,
+        token=key,
+        recipient=lead.address,
+        priority=pacer.window_deadline(lead.last_inbound_at),
     )
 
 
