@@ -431,6 +431,17 @@ WHATSAPP_READ_TIMEOUT = env.float("WHATSAPP_READ_TIMEOUT", 10.0, minimum=0.1)
 # Mark each customer message read (blue ticks) once its run has finished: best effort,
 # a task of its own on the "whatsapp" queue, never failing or slowing the run.
 WHATSAPP_MARK_READ = env.bool("WHATSAPP_MARK_READ", True)
+# --- Pacing the Cloud API (whatsapp/send/pacer.py) --------------------------
+# Every send (replies, templates, read receipts) takes a slot first, shared by all workers in
+# Redis: a send that must wait is retried with a countdown, costing no attempt. 0 turns a limit off.
+# Sends per second per business phone number (Meta's throughput: 80 by default, 1,000 upgraded).
+WHATSAPP_NUMBER_MPS = env.int("WHATSAPP_NUMBER_MPS", 80, minimum=0)
+# Seconds between two messages to one customer from one number (Meta's pair rate limit).
+WHATSAPP_PAIR_INTERVAL_SECONDS = env.float("WHATSAPP_PAIR_INTERVAL_SECONDS", 6.0, minimum=0.0)
+# Messages one customer may get in a burst, borrowed from later intervals (Meta documents 45).
+WHATSAPP_PAIR_BURST = env.int("WHATSAPP_PAIR_BURST", 45, minimum=1)
+# Added to every pacing window: the time between our slot and the request reaching Meta.
+WHATSAPP_PACE_MARGIN_SECONDS = env.float("WHATSAPP_PACE_MARGIN_SECONDS", 0.1, minimum=0.0)
 
 # --- WhatsApp webhook (POST /webhooks/whatsapp/) and the request outbox ------
 # The verify token is the string you type into the Meta app's webhook settings; Meta

@@ -53,6 +53,10 @@ os.environ.setdefault("KAFKA_SESSION_TIMEOUT_MS", "6000")
 # The tests' sales webhooks are local servers over plain http.
 os.environ.setdefault("SALES_WEBHOOK_ALLOW_HTTP", "1")
 os.environ.setdefault("SALES_WEBHOOK_ALLOWED_HOSTS", LOCAL_WEBHOOK_HOSTS)
+# No pacing of the Cloud API (whatsapp/send/pacer.py): the suite's sends are not to slow down.
+# The pacing tests set the real limits themselves.
+os.environ.setdefault("WHATSAPP_NUMBER_MPS", "0")
+os.environ.setdefault("WHATSAPP_PAIR_INTERVAL_SECONDS", "0")
 
 from config.settings import *  # noqa: E402
 

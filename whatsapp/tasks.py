@@ -281,5 +281,6 @@ def mark_read(
     wait = read_receipts.mark_read(phone_number_id, message_id, attempt=attempt, refusals=refusals)
     if wait is not None:
         delay, refused = wait
-        kwargs = {"attempt": attempt + (0 if refused else 1), "refusals": refusals + (1 if refused else 0)}
+        # refused None: the pacer's wait, which costs neither a try nor a refusal.
+        kwargs = {"attempt": attempt + (1 if refused is False else 0), "refusals": refusals + (1 if refused else 0)}
         raise self.retry(countdown=delay * random.uniform(0.9, 1.1), kwargs=kwargs)

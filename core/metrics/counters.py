@@ -103,6 +103,25 @@ OUTBOX_ERRORS = Counter(
     ["reason"],
 )
 
+PACER_WAITS = Counter(
+    "whatsapp_pacer_waits",
+    "Cloud API sends the pacer delayed, by sending number (phone_number_id) and the limit that made "
+    "them wait (number: WHATSAPP_NUMBER_MPS; pair: one customer's WHATSAPP_PAIR_INTERVAL_SECONDS).",
+    ["phone_number_id", "limit"],
+)
+PACER_WAIT_SECONDS = Histogram(
+    "whatsapp_pacer_wait_seconds",
+    "How long the pacer told a Cloud API send to wait, by sending number (phone_number_id).",
+    ["phone_number_id"],
+    buckets=SECONDS,
+)
+PACER_THROTTLED = Counter(
+    "whatsapp_pacer_throttled",
+    "Throttling answers the Cloud API still gave (130429: limit number, 131056: limit pair), each of "
+    "which slowed that number or pair down, by sending number.",
+    ["phone_number_id", "limit"],
+)
+
 # --- read at scrape time by the web process ---------------------------------------------------
 SCRAPE_TIME: dict[str, str] = {
     "circuit_breaker_state": "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
@@ -138,6 +157,9 @@ COUNTED = (
     WEBHOOK_RECEIVED,
     OUTBOX_PUBLISHED,
     OUTBOX_ERRORS,
+    PACER_WAITS,
+    PACER_WAIT_SECONDS,
+    PACER_THROTTLED,
 )
 
 
@@ -229,6 +251,16 @@ def delivery_status(status: str, outcome: str) -> None:
 
 def mark_read(outcome: str) -> None:
     MARK_READ.labels(outcome).inc()
+
+
+def paced(phone_number_id: str, limit: str, seconds: float) -> None:
+    """A send told to wait: labelled by the business's number, never the customer's."""
+    PACER_WAITS.labels(phone_number_id, limit).inc()
+    PACER_WAIT_SECONDS.labels(phone_number_id).observe(seconds)
+
+
+def pace_throttled(phone_number_id: str, limit: str) -> None:
+    PACER_THROTTLED.labels(phone_number_id, limit).inc()
 
 
 def observe_stage(stage: str, seconds: float) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
+from collections import deque
 
 import pytest
 import requests
@@ -20,12 +22,53 @@ MESSAGES = f"/v21.0/{meta.PHONE_NUMBER_ID}/messages"
 URL = "/webhooks/whatsapp/"
 
 
-class CloudApi:
-    """Answers each text message with a fresh wamid and each read receipt with success, as Meta does."""
+def throttling(code: int, title: str, details: str) -> Response:
+    """Meta's throttling answer: HTTP 429 with the Graph error of that code."""
+    error = {
+        "message": f"({code}) {title}",
+        "type": "OAuthException",
+        "code": code,
+        "error_data": {"messaging_product": "whatsapp", "details": details},
+        "fbtrace_id": "AThrottledTrace",
+    }
+    return Response(json.dumps({"error": error}), status=429, content_type="application/json")
 
-    def __init__(self) -> None:
+
+class CloudApi:
+    """Answers each text message with a fresh wamid and each read receipt with success, as Meta does.
+
+    With `number_mps`, a message past that many in the last second from the number is answered
+    130429; with `pair_interval`, a message to a customer sent less than that many seconds
+    after the last one accepted for them is answered 131056 (Meta's codes; the answers are kept
+    in `throttled`). Read receipts count towards neither."""
+
+    def __init__(self, number_mps: int | None = None, pair_interval: float | None = None) -> None:
         self.lock = threading.Lock()
         self.texts: list[dict] = []
+        self.number_mps, self.pair_interval = number_mps, pair_interval
+        self.accepted: deque[float] = deque()
+        self.last_to: dict[str, float] = {}
+        self.throttled: list[int] = []
+
+    def _throttle(self, to: str) -> Response | None:
+        now = time.monotonic()
+        if self.number_mps is not None:
+            while self.accepted and self.accepted[0] <= now - 1.0:
+                self.accepted.popleft()
+            if len(self.accepted) >= self.number_mps:
+                self.throttled.append(130429)
+                return throttling(130429, "Rate limit hit", "Cloud API message throughput has been reached.")
+        if self.pair_interval is not None and now - self.last_to.get(to, -1e9) < self.pair_interval:
+            self.throttled.append(131056)
+            return throttling(
+                131056,
+                "(Business Account, Consumer Account) pair rate limit hit",
+                "Too many messages sent from the sender phone number to the same recipient phone number "
+                "in a short period of time.",
+            )
+        self.accepted.append(now)
+        self.last_to[to] = now
+        return None
 
     def __call__(self, request) -> Response:
         body = request.get_json()
@@ -33,6 +76,9 @@ class CloudApi:
         if body.get("status") == "read":
             return Response('{"success": true}', status=200, content_type="application/json")
         with self.lock:
+            refused = self._throttle(str(body.get("to") or body.get("recipient")))
+            if refused is not None:
+                return refused
             self.texts.append(body)
             wamid = f"wamid.reply.{len(self.texts)}"
         # Meta: a send to a number answers with its wa_id, one to a BSUID (`recipient`) with its user_id.

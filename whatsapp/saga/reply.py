@@ -29,6 +29,7 @@ from whatsapp.saga.run import (
     retry_delay,
 )
 from whatsapp.send import reply as outbound
+from whatsapp.send.pacer import PaceWait
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,9 @@ def send_reply(
                 context_message_id=event.message_id,
             )
         return StepOutcome(done=True)
-    except CircuitOpen as refused:
+    except (CircuitOpen, PaceWait) as refused:
+        # Refused by an open breaker, or paced (whatsapp.send.pacer): nothing was sent or
+        # counted, so the wait costs no attempt and is no failure.
         return StepOutcome(done=False, retry_in=refused.countdown())
     except Exception as exc:
         row = OutboundMessage.objects.filter(processing_id=processing_id, saga_run=saga_run).first()

@@ -25,6 +25,7 @@ from core.clients import cloud_api
 from core.errors import is_retryable
 from core.metrics import counters
 from whatsapp.pipeline.lanes import NEW_MESSAGE, NORMAL_LANE
+from whatsapp.send import pacer
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def first_try(
         _give_up(message_id, f"the first try failed ({type(exc).__name__})")
         return
     if wait is not None:
-        delay, refused = wait
+        delay, refused = wait  # refused None: paced, which costs neither a try nor a refusal
         send_retry(
             processing_id,
             saga_run,
@@ -73,7 +74,7 @@ def first_try(
             intent=intent,
             lane=lane,
             countdown=delay,
-            attempt=0 if refused else 1,
+            attempt=1 if refused is False else 0,
             refusals=1 if refused else 0,
         )
 
@@ -106,9 +107,16 @@ def send_retry(
         _give_up(message_id, f"the retry task could not be sent ({type(exc).__name__})")
 
 
-def mark_read(phone_number_id: str, message_id: str, *, attempt: int, refusals: int = 0) -> tuple[float, bool] | None:
+def mark_read(
+    phone_number_id: str, message_id: str, *, attempt: int, refusals: int = 0
+) -> tuple[float, bool | None] | None:
     """Try once. None when done (marked, or given up); else (seconds to wait, whether the
-    breaker refused it, which costs no try)."""
+    breaker refused it, which costs no try; None when the pacer made it wait, which costs
+    nothing: a read receipt takes a slot of the number, after every reply waiting for one)."""
+    try:
+        pacer.reserve(phone_number_id, token=f"read:{message_id}", priority=pacer.READ_RECEIPT)
+    except pacer.PaceWait as paced:
+        return paced.countdown(), None
     try:
         breaker_for(f"whatsapp:{phone_number_id}").call(
             cloud_api.mark_read, phone_number_id=phone_number_id, message_id=message_id
@@ -119,6 +127,7 @@ def mark_read(phone_number_id: str, message_id: str, *, attempt: int, refusals: 
         _give_up(message_id, "the breaker stayed open")
         return None
     except cloud_api.CloudApiError as exc:
+        pacer.throttled(phone_number_id, exc.code)
         if is_retryable(exc) and attempt < len(RETRY_DELAYS):
             return max(RETRY_DELAYS[attempt], getattr(exc, "retry_after", None) or 0.0), False
         _give_up(message_id, f"{type(exc).__name__}: {exc.title or exc}")

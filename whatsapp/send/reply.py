@@ -33,6 +33,7 @@ from core.metrics import counters
 from leads.models import Business, Lead, ReviewFlag
 from whatsapp.actions.base import atomic_if_nested
 from whatsapp.models.outbound import FINAL, SENDABLE, OutboundMessage, ReplyOutcomeUnknown
+from whatsapp.send import pacer
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,14 @@ def send_reply(
         "context_message_id": context_message_id or "",
     }
     breaker = breaker_for(f"whatsapp:{business.phone_number_id}")
+    paced = False
     if business.replies_enabled and business.phone_number_id and window_open(lead.last_inbound_at, now):
         # The usual case, a first send: the row is created already claimed (SENDING, one
         # statement, committed) inside the breaker's call, so an open breaker still costs
         # no attempt. A row that exists already (a redelivery, a retry) takes the path below.
+        # The pacer goes first: a send that must wait raises PaceWait with nothing claimed.
+        _pace(business, lead, reply_key(processing_id, saga_run))
+        paced = True
         try:
             return breaker.call(_create_and_send, fields, business, processing_id)
         except _RowExists:
@@ -115,9 +120,23 @@ def send_reply(
         if not window_open(lead.last_inbound_at, now):
             return _skip_window_closed(row, business, lead, now)
 
-    # Through the phone number's breaker: an open one raises CircuitOpen before
-    # the row is claimed, so a refused send costs no attempt and stays sendable.
+    # Through the pacer (PaceWait) and the phone number's breaker: an open one raises
+    # CircuitOpen before the row is claimed, so a refused send costs no attempt and stays sendable.
+    if not paced:
+        _pace(business, lead, row.idempotency_key)
     return breaker.call(_claim_and_send, row.pk, business, processing_id)
+
+
+def _pace(business: Business, lead: Lead, key: str) -> None:
+    """The one point every message POSTed to the customer passes first (whatsapp.send.pacer):
+    a slot of the number and of the pair, or PaceWait. Its place among the number's waiters
+    is the closing of the lead's 24-hour window."""
+    pacer.reserve(
+        business.phone_number_id,
+        token=key,
+        recipient=lead.address,
+        priority=pacer.window_deadline(lead.last_inbound_at),
+    )
 
 
 class _RowExists(Exception):
@@ -160,6 +179,8 @@ def _send(row: OutboundMessage, business: Business, processing_id: str) -> Outbo
         raise
     except cloud_api.CloudApiError as exc:
         _record_failure(row, Status.FAILED, exc)
+        # A throttling answer all the same (130429, 131056) slows the number or the pair down.
+        pacer.throttled(business.phone_number_id, exc.code, recipient=row.to)
         raise
     except BaseException:
         # A bug or a kill between the POST and here: whether it went out is not known.
