@@ -302,6 +302,9 @@ SWEEP_STUCK_AFTER_SECONDS = env.float("SWEEP_STUCK_AFTER_SECONDS", 300.0, minimu
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", 60.0, minimum=1.0)
 # Finished inbox rows (the dedupe memory) are purged after this many days.
 INBOX_RETENTION_DAYS = env.int("INBOX_RETENTION_DAYS", 30, minimum=1)
+# Raw webhook deliveries (bodies as Meta signed them) are deleted after this many days
+# (manage.py purge_raw, and the sweeper): they hold customers' numbers and texts.
+WEBHOOK_RAW_RETENTION_DAYS = env.int("WEBHOOK_RAW_RETENTION_DAYS", 30, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "sweep-inbox": {"task": "whatsapp.sweep", "schedule": SWEEP_INTERVAL_SECONDS},
 }

@@ -262,6 +262,10 @@ class LeadAdmin(ReadOnlyModelAdmin):
     list_select_related = ["business"]
     inlines = [LeadActivityInline]
 
+    def has_erase_customer_permission(self, request: HttpRequest) -> bool:
+        """The erase action (added by whatsapp.admin) is for users with leads.erase_customer."""
+        return request.user.has_perm("leads.erase_customer")
+
     @admin.display(description="tenant", ordering="business__tenant_id")
     def tenant(self, obj: Lead) -> str:
         return obj.business.tenant_id

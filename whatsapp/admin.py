@@ -235,3 +235,35 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
 
 
 __all__ = ["AccountNoticeAdmin", "InboundMessageAdmin", "MessageTemplateAdmin", "WebhookChangeAdmin"]
+
+
+@admin.action(permissions=["erase_customer"], description="Erase selected customers' personal data…")
+def erase_customers(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: Any) -> HttpResponse:
+    """First POST: a page asking to confirm. Second POST (confirm=yes): erase each customer
+    (whatsapp.ops.erasure) and show what changed per table; one in flight is refused, named."""
+    from whatsapp.ops.erasure import CustomerInFlight, erase_customer
+
+    leads = list(queryset.select_related("business"))
+    if request.POST.get("confirm") != "yes":
+        return TemplateResponse(request, "admin/leads/lead/erase_confirm.html", {"leads": leads, "changed": None})
+    done = []
+    for lead in leads:
+        try:
+            changed = erase_customer(
+                lead.business, lead.wa_id or lead.user_id or lead.lead_id, by=request.user.get_username()
+            )
+        except CustomerInFlight as exc:
+            model_admin.message_user(request, f"{lead.lead_id}: {exc}", messages.ERROR)
+            continue
+        done.append((lead.lead_id, list(changed.items())))
+    return TemplateResponse(request, "admin/leads/lead/erase_confirm.html", {"leads": leads, "changed": done})
+
+
+def _with_erasure() -> None:
+    from leads.models import Lead
+
+    lead_admin = admin.site.get_model_admin(Lead)
+    lead_admin.actions = [*(lead_admin.actions or []), erase_customers]
+
+
+_with_erasure()

@@ -8,7 +8,7 @@ from leads.models.business import (
     validate_phone_number_id,
     validate_sales_webhook_url,
 )
-from leads.models.customers import ImmutableRecord, Lead, LeadActivity, LeadAlias, LeadQuerySet, Resolution
+from leads.models.customers import Erasure, ImmutableRecord, Lead, LeadActivity, LeadAlias, LeadQuerySet, Resolution
 from leads.models.effects import (
     ActionEffect,
     CallbackRequest,
@@ -27,6 +27,7 @@ __all__ = [
     "Business",
     "CallbackRequest",
     "CustomerIds",
+    "Erasure",
     "ImmutableRecord",
     "Lead",
     "LeadActivity",

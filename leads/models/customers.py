@@ -182,6 +182,8 @@ class Lead(models.Model):
 
     class Meta:
         ordering = ["-updated_at"]
+        # Erasing a customer's personal data (whatsapp.ops.erasure) is its own right.
+        permissions = [("erase_customer", "Can erase a customer's personal data")]
         constraints = [
             models.UniqueConstraint(fields=["business", "lead_id"], name="lead_unique_per_business"),
             models.UniqueConstraint(
@@ -251,3 +253,23 @@ class LeadActivity(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise ImmutableRecord("lead activities are append-only")
+
+
+class Erasure(models.Model):
+    """One erasure of a customer's personal data (whatsapp.ops.erasure): who, when, and what
+    it changed per table. Also the database's licence for the one rewrite of the activity log
+    it allows: the trigger (leads/migrations/0012) lets an UPDATE of an activity's `detail`
+    through only inside the transaction that set `leads.erasure` to this row's id, and only
+    for activities of this row's lead."""
+
+    business = models.ForeignKey(Business, on_delete=models.PROTECT, related_name="erasures")
+    lead = models.ForeignKey(Lead, on_delete=models.PROTECT, related_name="erasures")
+    erased_by = models.CharField(max_length=150)
+    erased_at = models.DateTimeField(default=timezone.now)
+    changed = models.JSONField(default=dict, blank=True, help_text="Rows changed, per table.")
+
+    class Meta:
+        ordering = ["-erased_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"erasure of {self.lead_id} by {self.erased_by}"

@@ -148,6 +148,11 @@ class InboundMessage(models.Model):
             models.Index(fields=["id"], name="inbound_pending", condition=models.Q(state="PENDING")),
             # route_unroutable reads only the messages no business had.
             models.Index(fields=["phone_number_id"], name="inbound_unroutable", condition=models.Q(state="UNROUTABLE")),
+            # Erasing a customer (whatsapp.ops.erasure) finds their messages by lead, and the
+            # few that joined no lead (unroutable, too old) by number or BSUID.
+            models.Index(fields=["lead_id"], name="inbound_lead", condition=~models.Q(lead_id="")),
+            models.Index(fields=["wa_id"], name="inbound_unjoined_number", condition=models.Q(lead_id="")),
+            models.Index(fields=["user_id"], name="inbound_unjoined_bsuid", condition=models.Q(lead_id="")),
         ]
 
     def __str__(self) -> str:

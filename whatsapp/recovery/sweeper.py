@@ -24,6 +24,7 @@ from whatsapp.edge import statuses as delivery
 from whatsapp.models import DeliveryStatus, ProcessedMessage, SagaStep
 from whatsapp.pipeline.chains import resume_signature, start_compensation
 from whatsapp.pipeline.hand_off import hand_off
+from whatsapp.recovery.raw_retention import purge_raw
 
 log = logging.getLogger(__name__)
 
@@ -149,4 +150,5 @@ def sweep(
                 shown.advance(len(chunk))
         # Applied statuses are kept as long as the inbox rows they speak of.
         DeliveryStatus.objects.filter(received_at__lt=cutoff).exclude(outcome=DeliveryStatus.Outcome.PENDING).delete()
+        purge_raw(now=now)
     return result
