@@ -108,6 +108,9 @@ class DeadLetter(models.Model):
         UNEXPECTED_ERROR = "unexpected_error"
         # Meta accepted the reply, then reported it could not be delivered (a failed status).
         DELIVERY_FAILED = "delivery_failed"
+        # Meta refused the template message sent outside the 24-hour window (a 132xxx code,
+        # in the error): fix the template, then requeue.
+        TEMPLATE_ERROR = "template_error"
 
     # The raw record, byte for byte, even when it is not UTF-8.
     raw_value = models.BinaryField(null=True, blank=True)

@@ -23,6 +23,7 @@ from django.utils.html import format_html
 from core import breakers
 from core.admin_display import ReadOnlyModelAdmin, ReadOnlyTabularInline, pre, pre_json
 from dlq.models import DeadLetter
+from whatsapp.admin_templates import ReplyTemplateAdmin
 from whatsapp.admin_webhook import AccountNoticeAdmin, InboundMessageAdmin, MessageTemplateAdmin, WebhookChangeAdmin
 from whatsapp.models import (
     CircuitBreaker,
@@ -136,6 +137,7 @@ class OutboundMessageAdmin(ReadOnlyModelAdmin):
         "business",
         "lead",
         "status",
+        "template_name",
         "delivery_status",
         "error_code",
         "attempts",
@@ -234,7 +236,13 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
         return self.change_view(request, object_id)
 
 
-__all__ = ["AccountNoticeAdmin", "InboundMessageAdmin", "MessageTemplateAdmin", "WebhookChangeAdmin"]
+__all__ = [
+    "AccountNoticeAdmin",
+    "InboundMessageAdmin",
+    "MessageTemplateAdmin",
+    "ReplyTemplateAdmin",
+    "WebhookChangeAdmin",
+]
 
 
 @admin.action(permissions=["erase_customer"], description="Erase selected customers' personal data…")

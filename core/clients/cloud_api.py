@@ -1,4 +1,5 @@
-"""The WhatsApp Cloud API (Meta Graph API): send one text message and classify what came back.
+"""The WhatsApp Cloud API (Meta Graph API): send one text or template message, list a
+WhatsApp Business Account's templates, and classify what came back.
 
 Meta says to build error handling on the Graph error `code`, not on the HTTP status nor on
 the title inside `message` (titles are being deprecated), so the code decides first and the
@@ -12,6 +13,10 @@ action errors the saga understands:
   blindly send again: the customer could get the reply twice.
 - CloudApiPermanent: the request itself is wrong or not allowed (131047 outside the 24-hour
   window, 131026 undeliverable, 131051 unsupported type, 131008/131009 bad parameters, other 4xx).
+- CloudApiTemplateError (a CloudApiPermanent): the template message itself is wrong (132000
+  parameter count, 132001 no such template in that language, 132005 text too long, 132007
+  policy, 132012 parameter format, 132015 paused, 132016 disabled): fixing the template, not a
+  retry, is what helps; the saga dead-letters it as `template_error`.
 - CloudApiAuthError (a CloudApiPermanent): the token or its permissions were refused
   (0, 10, 190, 200-299). Retrying cannot help and every other send is failing too, so it is
   logged at CRITICAL for a human.
@@ -33,8 +38,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypedDict
+from urllib.parse import urlencode
 
 from django.conf import settings
 
@@ -61,6 +68,12 @@ PAIR_RATE_LIMIT_CODE = 131056
 # Permanent whatever the HTTP status says; any other code is permanent unless on a 5xx or 429.
 # 131062: a BSUID recipient is not supported for this message (some authentication templates).
 PERMANENT_CODES = frozenset({131047, 131026, 131051, 131008, 131009, 131062})
+# The template message's own faults (Meta's error codes reference): permanent, told apart.
+TEMPLATE_CODES = frozenset({132000, 132001, 132005, 132007, 132012, 132015, 132016})
+TEMPLATE_PAUSED, TEMPLATE_DISABLED = 132015, 132016
+TEMPLATES_PAGE_SIZE = 100
+# Pages of a WABA's templates read at most by one listing (100 a page): a loop guard, not a limit met in practice.
+MAX_TEMPLATE_PAGES = 100
 # A business-scoped user id (US.1349…): sent as `recipient`, a number as `to` (Meta: when both
 # are given `to` wins, so exactly one is sent).
 _BSUID = re.compile(r"^[A-Z]{2}\.[A-Za-z0-9.]{1,140}$")
@@ -106,6 +119,14 @@ class CloudApiOutcomeUnknown(CloudApiRetryable):
 
 class CloudApiPermanent(CloudApiError, PermanentActionError):
     """Sending the same request again cannot succeed."""
+
+
+class CloudApiTemplateError(CloudApiPermanent):
+    """Meta refused the template message (TEMPLATE_CODES): dead-lettered as template_error, so
+    an operator fixes the template (approve it, add the language, match its parameters) and
+    requeues."""
+
+    dead_letter_reason = "template_error"
 
 
 class CloudApiAuthError(CloudApiPermanent):
@@ -166,6 +187,46 @@ def send_text(
     payload = build_payload(
         to=to, body=body, context_message_id=context_message_id, biz_opaque_callback_data=biz_opaque_callback_data
     )
+    return _post_message(phone_number_id, payload, token)
+
+
+def send_template(
+    *,
+    phone_number_id: str,
+    to: str,
+    name: str,
+    language: str,
+    components: list[dict[str, Any]],
+    biz_opaque_callback_data: str | None = None,
+) -> SendResult:
+    """Send an approved message template (the only kind of message Meta delivers once the
+    customer's 24-hour window has closed). Returns the wamid; raises a CloudApiError, a
+    CloudApiTemplateError when Meta refuses the template itself."""
+    token = _token()
+    _check_id(phone_number_id, "phone_number_id")
+    if not to:
+        raise CloudApiPermanent(
+            "recipient is empty: the customer has neither a number nor a BSUID", title="no recipient"
+        )
+    if not name or not language:
+        raise CloudApiPermanent("a template message needs a template name and language", title="no template")
+    payload: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        **({"recipient": to} if _BSUID.match(to) else {"to": to}),
+        "type": "template",
+        "template": {
+            "name": name,
+            "language": {"code": language},
+            **({"components": components} if components else {}),
+        },
+    }
+    if biz_opaque_callback_data:
+        payload["biz_opaque_callback_data"] = biz_opaque_callback_data
+    return _post_message(phone_number_id, payload, token)
+
+
+def _post_message(phone_number_id: str, payload: dict[str, Any], token: str) -> SendResult:
     url = messages_url(phone_number_id)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     limits = _limits()
@@ -188,6 +249,77 @@ def send_text(
     if 200 <= status < 300:
         return _success(status, data)
     raise classify(status, data, retry_after=_retry_after(answer.headers.get("retry-after")), token=token)
+
+
+def list_templates(*, waba_id: str) -> Iterator[dict[str, Any]]:
+    """Every message template of a WhatsApp Business Account, page by page
+    (GET /{waba-id}/message_templates). The next page is asked for with the `after` cursor
+    on our own URL, never by following the `paging.next` URL the answer carries: the call
+    goes only where WHATSAPP_GRAPH_BASE_URL points, with the token only in its header.
+    Raises a CloudApiError as the sends do (an outage is retryable, a refusal permanent)."""
+    token = _token()
+    _check_id(waba_id, "WABA id")
+    headers = {"Authorization": f"Bearer {token}"}
+    fields = "id,name,language,status,category,quality_score,rejected_reason,components"
+    after = ""
+    for _ in range(MAX_TEMPLATE_PAGES):
+        query = {"fields": fields, "limit": str(TEMPLATES_PAGE_SIZE), **({"after": after} if after else {})}
+        limits = _limits()
+        failure: CloudApiError | None = None
+        try:
+            answer = http.get(
+                f"{graph_url(waba_id)}/message_templates?{urlencode(query)}",
+                headers,
+                limits,
+                ca_bundle=getattr(settings, "OUTBOUND_CA_BUNDLE", None),
+            )
+        except http.HttpError as exc:
+            # Listing twice is harmless: an unknown outcome is simply retryable here.
+            failure = _transport_failure(exc, limits, token)
+        if failure is not None:
+            raise failure
+        data = _json(answer.body)
+        if not 200 <= answer.status < 300:
+            raise classify(
+                answer.status, data, retry_after=_retry_after(answer.headers.get("retry-after")), token=token
+            )
+        page = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(page, list):
+            raise CloudApiPermanent(
+                f"WhatsApp Cloud API answered HTTP {answer.status} without a list of templates",
+                title="no template list",
+                http_status=answer.status,
+            )
+        yield from (item for item in page if isinstance(item, dict))
+        after = _next_cursor(data)
+        if not page or not after:
+            return
+    log.warning("template listing of a WABA stopped after %d pages", MAX_TEMPLATE_PAGES)
+
+
+def _next_cursor(data: dict[str, Any]) -> str:
+    """The `after` cursor when Meta says there is a next page (paging.next), else ""."""
+    paging = data.get("paging")
+    if not isinstance(paging, dict) or not paging.get("next"):
+        return ""
+    cursors = paging.get("cursors")
+    return str(cursors.get("after") or "") if isinstance(cursors, dict) else ""
+
+
+def _token() -> str:
+    token = getattr(settings, "WHATSAPP_ACCESS_TOKEN", None)
+    if not token:
+        log.error("WhatsApp Cloud API not called: WHATSAPP_ACCESS_TOKEN is not set")
+        raise CloudApiPermanent("WHATSAPP_ACCESS_TOKEN is not set", title="WHATSAPP_ACCESS_TOKEN is not set")
+    return str(token)
+
+
+def _check_id(value: str, what: str) -> None:
+    """It goes into the URL's path: anything but digits could point the call elsewhere."""
+    if not value:
+        raise CloudApiPermanent(f"business has no WhatsApp {what}", title=f"no {what}")
+    if not value.isascii() or not value.isdigit():
+        raise CloudApiPermanent(f"the business's WhatsApp {what} is not digits only", title=f"invalid {what}")
 
 
 def mark_read(*, phone_number_id: str, message_id: str) -> None:
@@ -284,9 +416,13 @@ def build_payload(
 
 
 def messages_url(phone_number_id: str) -> str:
+    return f"{graph_url(phone_number_id)}/messages"
+
+
+def graph_url(node_id: str) -> str:
     base = str(getattr(settings, "WHATSAPP_GRAPH_BASE_URL", DEFAULT_BASE_URL)).rstrip("/")
     version = str(getattr(settings, "WHATSAPP_GRAPH_VERSION", DEFAULT_VERSION)).strip("/")
-    return f"{base}/{version}/{phone_number_id}/messages"
+    return f"{base}/{version}/{node_id}"
 
 
 def classify(
@@ -319,6 +455,9 @@ def classify(
             title,
         )
         return CloudApiAuthError(text, **fields)
+    if code is not None and code in TEMPLATE_CODES:
+        log.warning("WhatsApp template message refused (fix the template, then requeue): %s", text)
+        return CloudApiTemplateError(text, **fields)
     if code == PAIR_RATE_LIMIT_CODE:
         wait = max(PAIR_RATE_BACKOFF_SECONDS, retry_after or 0.0)
         log.warning("WhatsApp pair rate limit hit; backing off %.0fs for this recipient: %s", wait, text)

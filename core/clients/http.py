@@ -1,4 +1,4 @@
-"""One outbound HTTP POST with a total deadline, a cap on the answer it reads, and an optional pinned address.
+"""One outbound HTTP POST (or GET) with a total deadline, a cap on the answer it reads, and an optional pinned address.
 
 Why this is our own code: requests and urllib3 only bound each operation (the connect,
 and every single socket read), so a server that sends one byte a second never trips a
@@ -136,14 +136,25 @@ def post(
         return answer
 
 
+def get(url: str, headers: dict[str, str], limits: Limits, *, ca_bundle: str | None = None) -> Answer:
+    """GET url under the same bounds and errors as post (the Graph API's template listing)."""
+    where = origin(url)
+    with sentry_sdk.start_span(op="http.client", name=f"GET {where}") as span:
+        span.set_data("http.request.method", "GET")
+        answer = _post(url, where, None, headers, limits, None, ca_bundle, method="GET")
+        span.set_data("http.response.status_code", answer.status)
+        return answer
+
+
 def _post(
     url: str,
     where: str,
-    body: bytes,
+    body: bytes | None,
     headers: dict[str, str],
     limits: Limits,
     address: str | None,
     ca_bundle: str | None,
+    method: str = "POST",
 ) -> Answer:
     try:
         parts = urlsplit(url)
@@ -172,7 +183,7 @@ def _post(
         connection.connect()
         phase = "send"
         connection.timeout = max(0.001, min(limits.read_timeout, deadline_at - time.monotonic()))
-        connection.request("POST", target, body=body, headers=headers, preload_content=False, decode_content=False)
+        connection.request(method, target, body=body, headers=headers, preload_content=False, decode_content=False)
         phase = "answer"
         response = connection.getresponse()
         status = response.status

@@ -14,6 +14,7 @@ from whatsapp.contracts.result import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, resolve_product
 from whatsapp.handlers.registry import register
+from whatsapp.models.templates import ReplyKind
 
 REPLIES = replies.Replies(
     {
@@ -52,8 +53,10 @@ class AvailabilityHandler(IntentHandler):
         language = context.language
         lines = [REPLIES.render(language, "availability_intro", business=context.business.display_name)]
         in_stock = 0
+        asked: list[str] = []
         for requested in context.event.entities.products:
             product = resolve_product(context.catalog, requested)
+            asked.append(product.name if product is not None else replies.echoed_name(requested.name))
             if product is None:
                 lines.append(REPLIES.render(language, "not_in_catalog", name=replies.echoed_name(requested.name)))
             elif product.stock > 0:
@@ -67,5 +70,7 @@ class AvailabilityHandler(IntentHandler):
             actions=[],
             reply_text="\n".join(lines),
             lead_state=Lead.State.CONTACTED.value,
+            reply_kind=ReplyKind.AVAILABILITY,
+            reply_fields={"business": context.business.display_name, "products": ", ".join(asked)},
             note=f"{in_stock} of {requested_count} requested product(s) in stock",
         )

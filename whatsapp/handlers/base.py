@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from leads.models import Business, Lead, Product
@@ -92,6 +92,11 @@ class HandlerResult:
     """The state the lead should move to, if any (see leads.states)."""
     note: str = ""
     """Why the handler decided this, for the lead's activity log (no customer text)."""
+    reply_kind: str = ""
+    """What the reply says (whatsapp.models.ReplyKind): the template sent instead once the
+    24-hour window has closed. Empty: no template, the reply is skipped and flagged then."""
+    reply_fields: dict[str, str] = field(default_factory=dict)
+    """What the reply was made of (whatsapp.models.templates.FIELDS), for the template's parameters."""
 
 
 class IntentHandler(ABC):

@@ -19,6 +19,7 @@ from whatsapp.contracts.result import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import register
+from whatsapp.models.templates import ReplyKind
 
 DEFAULT_SEVERITY = "medium"
 
@@ -87,4 +88,6 @@ class ComplaintHandler(IntentHandler):
             lead_state=None,
             note=f"{severity}-severity complaint, "
             f"{'with' if entities.order_reference else 'without'} an order reference",
+            reply_kind=ReplyKind.TICKET_OPENED,
+            reply_fields={"business": context.business.display_name, "severity": severity},
         )

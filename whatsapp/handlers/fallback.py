@@ -15,6 +15,7 @@ from whatsapp.contracts.result import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import FALLBACK, register
+from whatsapp.models.templates import ReplyKind
 
 UNKNOWN_INTENT = "unknown_intent"
 LOW_CONFIDENCE = "low_confidence"
@@ -65,4 +66,6 @@ class FallbackHandler(IntentHandler):
             should_escalate=True,
             lead_state=None,
             note=f"{reason}: {intent} at confidence {context.event.confidence:.2f} (threshold {threshold:.2f})",
+            reply_kind=ReplyKind.FOLLOW_UP,
+            reply_fields={"business": context.business.display_name},
         )

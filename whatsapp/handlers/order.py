@@ -24,6 +24,7 @@ from whatsapp.contracts.result import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction, resolve_product
 from whatsapp.handlers.registry import register
+from whatsapp.models.templates import ReplyKind
 
 UNKNOWN_PRODUCT = "unknown_product"
 OUT_OF_STOCK = "out_of_stock"
@@ -93,11 +94,13 @@ class OrderHandler(IntentHandler):
             return self._review(context, OUT_OF_STOCK, short)
 
         lines: list[str] = []
+        items: list[str] = []
         totals: dict[str, Decimal] = {}
         for sku, quantity in quantities.items():
             product = products[sku]
             amount = product.price * quantity
             totals[product.currency] = totals.get(product.currency, Decimal("0")) + amount
+            items.append(f"{quantity} x {product.name}")
             lines.append(
                 REPLIES.render(
                     context.language,
@@ -123,6 +126,8 @@ class OrderHandler(IntentHandler):
             ),
             lead_state=Lead.State.CONVERTED.value,
             note=f"order of {len(quantities)} product(s), all in catalog and in stock; total {total}",
+            reply_kind=ReplyKind.ORDER_CONFIRMED,
+            reply_fields={"business": context.business.display_name, "products": ", ".join(items), "total": total},
         )
 
     def _review(self, context: MessageContext, reason: str, skus: list[str]) -> HandlerResult:
@@ -133,4 +138,6 @@ class OrderHandler(IntentHandler):
             should_escalate=True,
             lead_state=Lead.State.QUALIFIED.value,
             note=f"order not created: {reason} for {len(skus)} product(s)",
+            reply_kind=ReplyKind.ORDER_REVIEW,
+            reply_fields={"business": context.business.display_name},
         )

@@ -16,6 +16,7 @@ from whatsapp.contracts.result import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction, resolve_product
 from whatsapp.handlers.registry import register
+from whatsapp.models.templates import ReplyKind
 
 REPLIES = replies.Replies(
     {
@@ -51,8 +52,10 @@ class PricingHandler(IntentHandler):
         language = context.language
         lines = [REPLIES.render(language, "pricing_intro", business=context.business.display_name)]
         known = 0
+        asked: list[str] = []
         for requested in context.event.entities.products:
             product = resolve_product(context.catalog, requested)
+            asked.append(product.name if product is not None else replies.echoed_name(requested.name))
             if product is None:
                 lines.append(REPLIES.render(language, "not_in_catalog", name=replies.echoed_name(requested.name)))
                 continue
@@ -68,5 +71,7 @@ class PricingHandler(IntentHandler):
             actions=[PlannedAction(NotifySales, {"kind": "pricing"})],
             reply_text="\n".join(lines),
             lead_state=Lead.State.CONTACTED.value,
+            reply_kind=ReplyKind.PRICING,
+            reply_fields={"business": context.business.display_name, "products": ", ".join(asked)},
             note=f"priced {known} of {requested_count} requested product(s)",
         )

@@ -17,6 +17,7 @@ from whatsapp.contracts.result import Intent
 from whatsapp.handlers import replies
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext, PlannedAction
 from whatsapp.handlers.registry import register
+from whatsapp.models.templates import ReplyKind
 
 REPLIES = replies.Replies(
     {
@@ -56,4 +57,6 @@ class ScheduleCallHandler(IntentHandler):
             ),
             lead_state=Lead.State.QUALIFIED.value,
             note=f"callback requested for {moment.isoformat()}",
+            reply_kind=ReplyKind.CALL_SCHEDULED,
+            reply_fields={"business": context.business.display_name, **replies.when(moment)},
         )

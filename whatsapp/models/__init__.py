@@ -5,6 +5,7 @@
 - outbound: OutboundMessage (a reply we sent) and DeliveryStatus (what Meta said of it);
 - inbound: WebhookDelivery and InboundMessage, what the webhook stored (the request outbox);
 - account: WebhookChange (every change of a delivery), MessageTemplate and AccountNotice;
+- templates: ReplyTemplate (which template a business sends per ReplyKind outside the window);
 - breakers: CircuitBreaker, the admin's page for the breakers kept in Redis.
 
 State changes are methods of these models and their query sets, never written elsewhere.
@@ -17,6 +18,7 @@ from whatsapp.models.inbound import InboundMessage, WebhookDelivery
 from whatsapp.models.inbox import DuplicateDelivery, ProcessedMessage
 from whatsapp.models.outbound import DELIVERY_RANK, DeliveryStatus, OutboundMessage, StatusApplied
 from whatsapp.models.saga import SagaStep
+from whatsapp.models.templates import ReplyKind, ReplyTemplate
 
 __all__ = [
     "DELIVERY_RANK",
@@ -28,6 +30,8 @@ __all__ = [
     "MessageTemplate",
     "OutboundMessage",
     "ProcessedMessage",
+    "ReplyKind",
+    "ReplyTemplate",
     "SagaStep",
     "StatusApplied",
     "WebhookChange",

@@ -9,9 +9,10 @@ transaction), the rest stay STORED and counted.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 
@@ -44,6 +45,55 @@ class WebhookChange(models.Model):
         return f"{self.field} ({self.state}) in delivery {self.delivery_id}"
 
 
+class MessageTemplateQuerySet(models.QuerySet["MessageTemplate"]):
+    def apply_listing(self, waba_id: str, listed: Iterable[dict[str, Any]]) -> dict[str, int]:
+        """Make the account's rows what Meta's listing (GET /{waba-id}/message_templates) says,
+        in one transaction: each listed template created or updated; a stored one Meta no
+        longer lists marked DELETED (never sent again). Counts per outcome."""
+        counts = {"created": 0, "updated": 0, "unchanged": 0, "deleted": 0, "unreadable": 0}
+        seen: set[tuple[str, str]] = set()
+        with transaction.atomic():
+            stored = {(t.name, t.language): t for t in self.select_for_update().filter(waba_id=waba_id)}
+            for item in listed:
+                name, language = str(item.get("name") or "")[:512], str(item.get("language") or "")[:16]
+                if not name or not language:
+                    counts["unreadable"] += 1
+                    continue
+                seen.add((name, language))
+                quality = item.get("quality_score")
+                values: dict[str, Any] = {
+                    "template_id": str(item.get("id") or "")[:64],
+                    "status": str(item.get("status") or "")[:32],
+                    "category": str(item.get("category") or "")[:32],
+                    "quality": str(quality.get("score") or "")[:32] if isinstance(quality, dict) else "",
+                    "reason": str(item.get("rejected_reason") or "")[:200],
+                    "components": item.get("components") if isinstance(item.get("components"), list) else [],
+                }
+                template = stored.get((name, language))
+                if template is None:
+                    self.create(waba_id=waba_id, name=name, language=language, **values)
+                    counts["created"] += 1
+                elif any(getattr(template, key) != value for key, value in values.items()):
+                    for key, value in values.items():
+                        setattr(template, key, value)
+                    template.save()
+                    counts["updated"] += 1
+                else:
+                    counts["unchanged"] += 1
+            gone = [t.pk for key, t in stored.items() if key not in seen and t.status != "DELETED"]
+            counts["deleted"] = self.filter(pk__in=gone).update(
+                status="DELETED", reason="no longer listed by Meta", updated_at=timezone.now()
+            )
+        return counts
+
+    def refused(self, waba_id: str, name: str, language: str, status: str) -> int:
+        """Meta refused a send because the template is `status` (PAUSED, DISABLED) before its
+        webhook told us: record it, so the next reply skips it instead of failing again."""
+        return self.filter(waba_id=waba_id, name=name, language=language).update(
+            status=status, reason="refused by Meta when sent", updated_at=timezone.now()
+        )
+
+
 class MessageTemplate(models.Model):
     """A message template as Meta last reported it: approval status, quality and category per
     name and language. Only an APPROVED template can be sent."""
@@ -56,9 +106,13 @@ class MessageTemplate(models.Model):
     reason = models.CharField(max_length=200, blank=True)
     quality = models.CharField(max_length=32, blank=True)
     category = models.CharField(max_length=32, blank=True)
+    # Its header, body, footer and buttons as `manage.py templates sync` last read them.
+    components = models.JSONField(default=list, blank=True)
     # Meta's last words on it (the change's value), for the admin.
     last_update = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = MessageTemplateQuerySet.as_manager()
 
     class Meta:
         ordering = ["waba_id", "name", "language"]

@@ -175,6 +175,10 @@ class ProcessedMessage(models.Model):
     handler = models.CharField(max_length=64, blank=True)
     planned_run = models.PositiveIntegerField(null=True, blank=True, help_text="The saga run whose plan is written.")
     reply_text = models.TextField(blank=True)
+    # What the reply says (whatsapp.models.templates.ReplyKind) and the fields it was made of,
+    # with its language: what a template needs once the 24-hour window has closed.
+    reply_kind = models.CharField(max_length=32, blank=True, default="", db_default="")
+    reply_fields = models.JSONField(null=True, blank=True)
     failed_stage = models.CharField(max_length=64, blank=True)
     failure_reason = models.CharField(max_length=64, blank=True)
     last_error = models.TextField(blank=True)

@@ -35,9 +35,12 @@ class OutboundQuerySet(models.QuerySet["OutboundMessage"]):
     """The send's state machine (whatsapp.send.reply says why it is shaped so): every status
     change of a reply is one of these, each one statement or one short transaction."""
 
-    def claim_for_send(self, pk: int, *, in_flight: timedelta) -> OutboundMessage:
+    def claim_for_send(
+        self, pk: int, *, in_flight: timedelta, template: tuple[str, str] | None = None
+    ) -> OutboundMessage:
         """Lock the row and, if it is still ours to send, mark it SENDING (one more attempt)
-        and commit. The caller sends only if it came back SENDING; a row another worker
+        and commit; `template` (name, language) records that this attempt is a template
+        message. The caller sends only if it came back SENDING; a row another worker
         finished in the meantime comes back as it is. ReplyOutcomeUnknown for a row that may
         be out already; ReplyInFlight while another worker has held it SENDING for less
         than `in_flight`."""
@@ -62,7 +65,8 @@ class OutboundQuerySet(models.QuerySet["OutboundMessage"]):
             else:
                 row.status = OutboundMessage.Status.SENDING
                 row.attempts += 1
-                row.save(update_fields=["status", "attempts", "updated_at"])
+                row.template_name, row.template_language = template or ("", "")
+                row.save(update_fields=["status", "attempts", "template_name", "template_language", "updated_at"])
         if abandoned:
             log.error("reply %s was left SENDING by a stopped worker; marked UNKNOWN, not re-sent", row.idempotency_key)
             raise ReplyOutcomeUnknown("reply outcome unknown; not re-sent to avoid a duplicate")
@@ -152,6 +156,9 @@ class OutboundMessage(models.Model):
     to = models.CharField("recipient", max_length=140)
     body = models.TextField()
     context_message_id = models.CharField(max_length=256, blank=True, help_text="The inbound wamid replied to.")
+    # Set when the reply went as a message template (the window had closed); body keeps the text it stands for.
+    template_name = models.CharField(max_length=512, blank=True, default="", db_default="")
+    template_language = models.CharField(max_length=16, blank=True, default="", db_default="")
     wamid = models.CharField(max_length=256, blank=True, db_index=True, help_text="The id Meta gave the sent message.")
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.PENDING, db_index=True)
     error_code = models.IntegerField(null=True, blank=True, help_text="Graph API error code of the last failure.")

@@ -59,9 +59,22 @@ def plan_run(processing_id: str, saga_run: int) -> list[SagaStep]:
         )
         message.handler = decision.handler
         message.reply_text = decision.reply_text or ""
+        # For a template, should the window have closed by the time the reply goes (same UPDATE).
+        message.reply_kind = decision.reply_kind if decision.reply_text else ""
+        message.reply_fields = {**decision.reply_fields, "language": context.language} if message.reply_kind else None
         message.planned_run = saga_run
         message.lead_record = lead
-        message.save(update_fields=["handler", "reply_text", "planned_run", "lead_record", "updated_at"])
+        message.save(
+            update_fields=[
+                "handler",
+                "reply_text",
+                "reply_kind",
+                "reply_fields",
+                "planned_run",
+                "lead_record",
+                "updated_at",
+            ]
+        )
         activities = [
             LeadActivity(
                 lead=lead,

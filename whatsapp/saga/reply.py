@@ -2,7 +2,9 @@
 after the read receipt's first try and before finish. It is the saga's last step because it cannot be
 undone; for the same reason its final failure compensates nothing (the actions stand):
 the message is dead-lettered at stage "reply", and requeueing that entry sends only the
-reply again (whatsapp.recovery.requeue)."""
+reply again (whatsapp.recovery.requeue). Outside the 24-hour window the reply goes as the
+business's template for its kind (whatsapp.send.template); Meta refusing the template
+dead-letters it as template_error, and a requeue once the template is fixed sends it."""
 
 from __future__ import annotations
 
@@ -57,6 +59,8 @@ def send_reply(
                 lead=lead,
                 text=message.reply_text,
                 context_message_id=event.message_id,
+                kind=message.reply_kind,
+                fields=message.reply_fields,
             )
         return StepOutcome(done=True)
     except (CircuitOpen, PaceWait) as refused:

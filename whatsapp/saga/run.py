@@ -147,6 +147,10 @@ def reason_for(exc: BaseException, *, retryable: bool) -> str:
     it is not mistaken for a refusal."""
     if retryable:
         return DeadLetter.Reason.RETRIES_EXHAUSTED
+    # A refusal that names its own reason (core.clients.cloud_api.CloudApiTemplateError: template_error).
+    named = getattr(exc, "dead_letter_reason", None)
+    if isinstance(named, str) and named in DeadLetter.Reason.values:
+        return named
     if isinstance(exc, (ActionError, PermanentStageError)):
         return DeadLetter.Reason.NON_RETRYABLE
     return DeadLetter.Reason.UNEXPECTED_ERROR

@@ -32,8 +32,10 @@ from core.clients import cloud_api
 from core.metrics import counters
 from leads.models import Business, Lead, ReviewFlag
 from whatsapp.actions.base import atomic_if_nested
+from whatsapp.models import MessageTemplate
 from whatsapp.models.outbound import FINAL, SENDABLE, OutboundMessage, ReplyOutcomeUnknown
 from whatsapp.send import pacer
+from whatsapp.send import template as templates
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
 # Added to the HTTP timeouts: how long a SENDING row may legitimately be in flight.
 IN_FLIGHT_MARGIN_SECONDS = 30.0
 WINDOW_CLOSED_REASON = "window_closed"
+TEMPLATE_STATUS_FOR_CODE = {cloud_api.TEMPLATE_PAUSED: "PAUSED", cloud_api.TEMPLATE_DISABLED: "DISABLED"}
 
 Status = OutboundMessage.Status
 
@@ -65,19 +68,24 @@ def send_reply(
     text: str,
     context_message_id: str | None = None,
     now: datetime | None = None,
+    kind: str = "",
+    fields: dict | None = None,
 ) -> OutboundMessage:
     """Send `text` to the lead once, and return its OutboundMessage row.
 
     Returns the row as it was when it is already SENT or SKIPPED_*; skips (no POST) when
-    the business has replies off or the 24-hour window is closed (then flags the lead for
-    review). Raises a CloudApiError (retryable or permanent) when the send fails,
-    ReplyOutcomeUnknown for an UNKNOWN row (see the module docstring), ReplyInFlight while
-    another worker holds the row in SENDING.
+    the business has replies off. With the 24-hour window closed, sends the business's
+    approved template for the reply's `kind` instead, filled from `fields`
+    (whatsapp.send.template), or, with none to send, skips and flags the lead for review.
+    Raises a CloudApiError (retryable or permanent) when the send fails, ReplyOutcomeUnknown
+    for an UNKNOWN row (see the module docstring), ReplyInFlight while another worker holds
+    the row in SENDING.
 
     Call it outside any transaction: SENDING must be committed before the HTTP call, or a
     crash after the POST would roll the row back to PENDING and the retry would send again.
     """
     now = now or timezone.now()
+    reply_fields = fields  # the template's values; `fields` below is the row's
     if connection.in_atomic_block:
         log.warning("send_reply for %s runs inside a transaction: its SENDING mark is not durable", processing_id)
     fields = {
@@ -118,7 +126,19 @@ def send_reply(
             row.refresh_from_db()
             return row
         if not window_open(lead.last_inbound_at, now):
-            return _skip_window_closed(row, business, lead, now)
+            decision = templates.choose(
+                business=business,
+                lead=lead,
+                processing_id=processing_id,
+                saga_run=saga_run,
+                kind=kind,
+                fields=reply_fields,
+            )
+            if decision.choice is None:
+                return _skip_window_closed(row, business, lead, now, why=decision.why_not)
+            if not paced:
+                _pace(business, lead, row.idempotency_key)
+            return breaker.call(_claim_and_send, row.pk, business, processing_id, decision.choice)
 
     # Through the pacer (PaceWait) and the phone number's breaker: an open one raises
     # CircuitOpen before the row is claimed, so a refused send costs no attempt and stays sendable.
@@ -156,23 +176,47 @@ def _create_and_send(fields: dict, business: Business, processing_id: str) -> Ou
     return _send(row, business, processing_id)
 
 
-def _claim_and_send(pk: int, business: Business, processing_id: str) -> OutboundMessage:
-    row = OutboundMessage.objects.claim_for_send(pk, in_flight=_in_flight_limit())
+def _claim_and_send(
+    pk: int, business: Business, processing_id: str, choice: templates.TemplateChoice | None = None
+) -> OutboundMessage:
+    template = (choice.name, choice.language) if choice else None
+    row = OutboundMessage.objects.claim_for_send(pk, in_flight=_in_flight_limit(), template=template)
     if row.status != Status.SENDING:
         return row
-    return _send(row, business, processing_id)
+    return _send(row, business, processing_id, choice)
 
 
-def _send(row: OutboundMessage, business: Business, processing_id: str) -> OutboundMessage:
-    """POST the claimed (SENDING, committed) row and record what came of it."""
+def _send(
+    row: OutboundMessage, business: Business, processing_id: str, choice: templates.TemplateChoice | None = None
+) -> OutboundMessage:
+    """POST the claimed (SENDING, committed) row, as text or as the chosen template, and
+    record what came of it."""
     try:
-        result = cloud_api.send_text(
-            phone_number_id=business.phone_number_id,
-            to=row.to,
-            body=row.body,
-            context_message_id=row.context_message_id or None,
-            biz_opaque_callback_data=processing_id,
-        )
+        if choice is None:
+            result = cloud_api.send_text(
+                phone_number_id=business.phone_number_id,
+                to=row.to,
+                body=row.body,
+                context_message_id=row.context_message_id or None,
+                biz_opaque_callback_data=processing_id,
+            )
+        else:
+            result = cloud_api.send_template(
+                phone_number_id=business.phone_number_id,
+                to=row.to,
+                name=choice.name,
+                language=choice.language,
+                components=choice.components,
+                biz_opaque_callback_data=processing_id,
+            )
+    except cloud_api.CloudApiTemplateError as exc:
+        _record_failure(row, Status.FAILED, exc)
+        if choice is not None and exc.code in TEMPLATE_STATUS_FOR_CODE:
+            # Meta says it is paused or disabled: later replies skip it until its webhook says APPROVED.
+            MessageTemplate.objects.refused(
+                business.waba_id, choice.name, choice.language, TEMPLATE_STATUS_FOR_CODE[exc.code]
+            )
+        raise
     except cloud_api.CloudApiOutcomeUnknown as exc:
         _record_failure(row, Status.UNKNOWN, exc)
         log.error("reply for %s: outcome unknown (%s); it will not be re-sent automatically", processing_id, exc.title)
@@ -209,8 +253,11 @@ def _record_failure(row: OutboundMessage, status: str, exc: cloud_api.CloudApiEr
     )
 
 
-def _skip_window_closed(row: OutboundMessage, business: Business, lead: Lead, now: datetime) -> OutboundMessage:
-    """Skip the reply and ask a human to follow up (a template message, a call), in one transaction."""
+def _skip_window_closed(
+    row: OutboundMessage, business: Business, lead: Lead, now: datetime, *, why: str = ""
+) -> OutboundMessage:
+    """Skip the reply and ask a human to follow up (a call, a template sent by hand), in one
+    transaction; `why` says why no template went (the flag's detail)."""
     key = f"{row.processing_id}:{row.saga_run}:reply-window"
     with transaction.atomic():
         # Lock the lead first, as FLAG_FOR_REVIEW does, so needs_review matches the open flags.
@@ -227,6 +274,7 @@ def _skip_window_closed(row: OutboundMessage, business: Business, lead: Lead, no
                     "outbound_message_id": row.pk,
                     "last_inbound_at": lead.last_inbound_at.isoformat() if lead.last_inbound_at else None,
                     "checked_at": now.isoformat(),
+                    "template": why,
                 },
             },
         )

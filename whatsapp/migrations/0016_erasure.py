@@ -9,8 +9,8 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('leads', '0012_erasure'),
-        ('whatsapp', '0014_metrics_permission'),
+        ('leads', '0011_erasure'),
+        ('whatsapp', '0015_reply_templates'),
     ]
 
     operations = [
