@@ -125,6 +125,20 @@ class Scrubber:
         return self.pattern.search(text) is not None
 
 
+# An inbound message's columns that hold who the customer is or what they wrote: blanked.
+INBOUND_PERSONAL = (
+    "wa_id",
+    "user_id",
+    "parent_user_id",
+    "username",
+    "profile_name",
+    "text",
+    "media_id",
+    "media_caption",
+    "media_filename",
+)
+
+
 def find_leads(business: Business, customer: str) -> list[Lead]:
     """Every lead of the business known by the identifier, and by the identifiers those leads
     have (a number on two leads, a BSUID joined later)."""
@@ -232,35 +246,13 @@ def _erase(business: Business, customer: str, leads: list[Lead], by: str) -> dic
     deliveries = {row.delivery_id for row in inbound if row.delivery_id}
 
     for row in inbound:
-        for name in (
-            "wa_id",
-            "user_id",
-            "parent_user_id",
-            "username",
-            "profile_name",
-            "text",
-            "media_id",
-            "media_caption",
-            "media_filename",
-        ):
+        for name in INBOUND_PERSONAL:
             setattr(row, name, "")
         row.last_error = scrub.text(row.last_error)
         row.lead_id = own_lead.get(row.lead_id, row.lead_id)
     InboundMessage.objects.bulk_update(
         inbound,
-        [
-            "wa_id",
-            "user_id",
-            "parent_user_id",
-            "username",
-            "profile_name",
-            "text",
-            "media_id",
-            "media_caption",
-            "media_filename",
-            "last_error",
-            "lead_id",
-        ],
+        [*INBOUND_PERSONAL, "last_error", "lead_id"],
     )
     changed["whatsapp_inboundmessage"] += len(inbound)
 
