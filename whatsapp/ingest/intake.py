@@ -38,6 +38,7 @@ from whatsapp.ingest.validate import (
 )
 from whatsapp.kafka import Record
 from whatsapp.models import DuplicateDelivery, ProcessedMessage
+from whatsapp.pipeline import turns
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def inbox_values(record: Record, event: AIResultEvent, trace_id: str) -> dict[st
         "lead_id": event.lead_id,
         "intent": event.intent.value,
         "payload": to_payload(event),
+        "sent_at": event.message.received_at,
         "kafka_topic": record.topic,
         "kafka_partition": record.partition,
         "kafka_offset": record.offset,
@@ -232,6 +234,7 @@ def _take_in(
                 result.new.append((event.processing_id, row["saga_run"]))
                 result.rows[event.processing_id] = (row["business_id"], row["trace_id"])
         counters.received(created_by_business, source=source)
+        _queue_behind_earlier(accepted, inserted, result)
         if conflicts:
             _store_rejections(conflicts, traces, result, logged)
         if duplicates:
@@ -249,6 +252,23 @@ def _take_in(
                 trace = traces[(duplicate.kafka_topic, duplicate.kafka_partition, duplicate.kafka_offset)]
                 logged.append((trace, logging.INFO, "ingest: duplicate of a message already taken in", ()))
     return result, logged
+
+
+def _queue_behind_earlier(
+    accepted: list[tuple[Record, AIResultEvent]], inserted: set[tuple[str, int, int]], result: IntakeResult
+) -> None:
+    """The new rows ask for their conversation's turn (whatsapp.pipeline.turns): those behind
+    another message of their customer wait as WAITING rows and are not handed on now."""
+    waiting = turns.take(
+        turns.Candidate(e.business_id, e.lead_id, e.processing_id, 1, e.message.received_at, r.offset)
+        for r, e in accepted
+        if r.coordinates in inserted
+    )
+    if waiting:
+        result.new = [run for run in result.new if run[0] not in waiting]
+        for pid in waiting:
+            result.rows.pop(pid, None)
+            result.traces.pop(pid, None)
 
 
 def _store_rejections(

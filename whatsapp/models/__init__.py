@@ -6,7 +6,8 @@
 - inbound: WebhookDelivery and InboundMessage, what the webhook stored (the request outbox);
 - account: WebhookChange (every change of a delivery), MessageTemplate and AccountNotice;
 - templates: ReplyTemplate (which template a business sends per ReplyKind outside the window);
-- breakers: CircuitBreaker, the admin's page for the breakers kept in Redis.
+- breakers: CircuitBreaker, the admin's page for the breakers kept in Redis;
+- turns: ConversationTurn, which of a customer's messages runs now (the others wait).
 
 State changes are methods of these models and their query sets, never written elsewhere.
 This package imports no stage of the app: every stage imports it.
@@ -19,11 +20,13 @@ from whatsapp.models.inbox import DuplicateDelivery, ProcessedMessage
 from whatsapp.models.outbound import DELIVERY_RANK, DeliveryStatus, OutboundMessage, StatusApplied
 from whatsapp.models.saga import SagaStep
 from whatsapp.models.templates import ReplyKind, ReplyTemplate
+from whatsapp.models.turns import ConversationTurn
 
 __all__ = [
     "DELIVERY_RANK",
     "AccountNotice",
     "CircuitBreaker",
+    "ConversationTurn",
     "DeliveryStatus",
     "DuplicateDelivery",
     "InboundMessage",

@@ -76,7 +76,7 @@ class InboxQuerySet(models.QuerySet["ProcessedMessage"]):
                       AND NOT EXISTS (SELECT 1 FROM whatsapp_sagastep s WHERE s.message_id = m.id
                                       AND s.saga_run = m.saga_run AND s.status <> 'SUCCEEDED')
                     RETURNING m.id, m.handler, m.reply_text <> '' AS replied, m.intent, m.kafka_timestamp,
-                              m.received_at, m.lead_id,
+                              m.received_at, m.lead_id, m.business_id,
                               -- rows planned before inbox rows knew their lead find it by its ids
                               coalesce(m.lead_record_id, (
                                   SELECT l.id FROM leads_lead l JOIN leads_business b ON b.id = l.business_id
@@ -92,8 +92,16 @@ class InboxQuerySet(models.QuerySet["ProcessedMessage"]):
                                            WHERE s.message_id = done.id AND s.saga_run = %(run)s)),
                            %(now)s
                     FROM done WHERE done.lead IS NOT NULL
+                ), released AS (
+                    -- The conversation's turn, when nothing waits behind it (whatsapp.models.turns):
+                    -- a queued message raises `waiting` under the turn's lock, which this waits for.
+                    DELETE FROM whatsapp_conversationturn t USING done
+                    WHERE t.business_id = done.business_id AND t.lead_id = done.lead_id
+                      AND t.processing_id = %(pid)s AND t.saga_run = %(run)s AND t.waiting = 0
+                    RETURNING t.id
                 )
-                SELECT intent, kafka_timestamp, received_at, lead_id FROM done
+                SELECT intent, kafka_timestamp, received_at, lead_id, business_id,
+                       EXISTS (SELECT 1 FROM released) FROM done
                 """,
                 {"now": now, "pid": processing_id, "run": saga_run},
             )
@@ -105,6 +113,9 @@ class InboxQuerySet(models.QuerySet["ProcessedMessage"]):
             "kafka_timestamp": row[1],
             "received_at": row[2],
             "lead_id": row[3],
+            "business_id": row[4],
+            # False: the turn was not this run's to drop, or a message waits for it.
+            "turn_released": row[5],
             "finished_at": now,
         }
 
@@ -149,9 +160,14 @@ class ProcessedMessage(models.Model):
 
     class Status(models.TextChoices):
         RECEIVED = "RECEIVED"
+        # Taken in, behind another message of the same conversation (whatsapp.models.turns).
+        WAITING = "WAITING"
         PROCESSING = "PROCESSING"
         PROCESSED = "PROCESSED"
         FAILED = "FAILED"
+
+    # Taken in and not finished: running, or waiting for it.
+    IN_FLIGHT = (Status.RECEIVED, Status.WAITING, Status.PROCESSING)
 
     processing_id = models.CharField(max_length=128, unique=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
@@ -159,6 +175,9 @@ class ProcessedMessage(models.Model):
     lead_id = models.CharField(max_length=64, db_index=True)
     intent = models.CharField(max_length=32, db_index=True)
     payload = models.JSONField(help_text="The validated event.")
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the customer sent it (Meta's timestamp): the conversation's order."
+    )
     kafka_topic = models.CharField(max_length=249, blank=True)
     kafka_partition = models.IntegerField(null=True, blank=True)
     kafka_offset = models.BigIntegerField(null=True, blank=True)
@@ -210,6 +229,12 @@ class ProcessedMessage(models.Model):
             models.Index(fields=["kafka_topic", "kafka_partition", "kafka_offset"], name="inbox_kafka_coords"),
             # The admin overview's messages per minute and latency over the last hour.
             models.Index(fields=["finished_at"], name="inbox_finished", condition=models.Q(finished_at__isnull=False)),
+            # A conversation's queued messages, in the order they run (whatsapp.pipeline.turns).
+            models.Index(
+                fields=["business_id", "lead_id", "sent_at", "kafka_offset"],
+                name="inbox_waiting",
+                condition=models.Q(status="WAITING"),
+            ),
         ]
 
     def __str__(self) -> str:

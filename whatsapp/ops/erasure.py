@@ -162,7 +162,7 @@ def find_leads(business: Business, customer: str) -> list[Lead]:
 def in_flight(business: Business, leads: list[Lead], lead_ids: set[str]) -> list[str]:
     inbox = ProcessedMessage.objects.filter(
         Q(lead_record__in=leads) | Q(business_id=business.business_id, lead_id__in=lead_ids),
-        status__in=[ProcessedMessage.Status.RECEIVED, ProcessedMessage.Status.PROCESSING],
+        status__in=ProcessedMessage.IN_FLIGHT,
     ).values_list("processing_id", flat=True)
     outbox = InboundMessage.objects.filter(lead_id__in=lead_ids, state=InboundMessage.State.PENDING).values_list(
         "processing_id", flat=True

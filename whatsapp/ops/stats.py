@@ -22,7 +22,7 @@ def pipeline_stats() -> dict:
         "inbox": {status: inbox.get(status, 0) for status in ProcessedMessage.Status.values},
         "processed": inbox.get(ProcessedMessage.Status.PROCESSED, 0),
         "failed": inbox.get(ProcessedMessage.Status.FAILED, 0),
-        "in_flight": inbox.get(ProcessedMessage.Status.RECEIVED, 0) + inbox.get(ProcessedMessage.Status.PROCESSING, 0),
+        "in_flight": sum(inbox.get(status, 0) for status in ProcessedMessage.IN_FLIGHT),
         "duplicates": DuplicateDelivery.objects.count(),
         "dead_letters": {
             "total": DeadLetter.objects.count(),

@@ -30,6 +30,7 @@ from whatsapp.ingest.isolate import take_in_and_hand_off
 from whatsapp.ingest.validate import PROCESSING_ID_CONFLICT, UNPROCESSABLE, validate
 from whatsapp.kafka import Record
 from whatsapp.models import ProcessedMessage
+from whatsapp.pipeline import turns
 from whatsapp.pipeline.hand_off import hand_off
 from whatsapp.recovery.kafka_range import Selection, read_range
 
@@ -147,9 +148,13 @@ def start_new_runs(processing_ids: set[str], *, by: str) -> list[tuple[str, int]
             .filter(processing_id__in=processing_ids, status__in=FINISHED)
             .order_by("processing_id")
         )
+        started = []
         for message in messages:
             message.start_new_run()
+            started.append(message)
             runs.append((message.processing_id, message.saga_run))
+        # Each waits its turn behind whatever of its customer's is running (whatsapp.pipeline.turns).
+        waiting = turns.take(turns.candidate(m) for m in started)
         new_run = dict(runs)
         for entry in (
             DeadLetter.objects.select_for_update()
@@ -157,7 +162,8 @@ def start_new_runs(processing_ids: set[str], *, by: str) -> list[tuple[str, int]
             .exclude(stage=DeadLetter.Stage.INGEST)
         ):
             entry.mark_requeued(by=by, saga_run=new_run[entry.processing_id], at=now)
-        transaction.on_commit(lambda: hand_off(runs))
+        ready = [run for run in runs if run[0] not in waiting]
+        transaction.on_commit(lambda: hand_off(ready))
     if runs:
         log.info(
             "replay: new saga run for %d messages (%s), by %s",

@@ -4,7 +4,8 @@
 A pipeline failure starts a new saga run of the same inbox row: the run number is
 part of every executor's idempotency key, so what the failed run compensated is
 done again once, and nothing is done twice within a run. A failed reply is sent
-again in the same run (the actions stand). An ingest failure (say, an unknown
+again in the same run (the actions stand). Either waits, as a new message would, while
+another message of the same customer runs (whatsapp.pipeline.turns). An ingest failure (say, an unknown
 business since created) is validated again from the raw record and taken in like a
 new one; one whose processing_id belongs to another business's message
 (processing_id_conflict) is refused as long as that message holds it.
@@ -34,6 +35,7 @@ from whatsapp.ingest.intake import take_in
 from whatsapp.ingest.validate import PROCESSING_ID_CONFLICT
 from whatsapp.kafka import Record, headers_from_json
 from whatsapp.models import ProcessedMessage
+from whatsapp.pipeline import turns
 from whatsapp.pipeline.chains import reply_signature
 from whatsapp.pipeline.hand_off import hand_off
 
@@ -62,6 +64,8 @@ def requeue_dead_letter(entry: DeadLetter) -> int | None:
                 f"{message.processing_id} has moved on since this entry (now {message.status}, run {message.saga_run})"
             )
         message.reopen_for_reply()
+        if not turns.may_run(message):
+            return message.saga_run  # behind an earlier message of the customer's: it starts this one
 
         def send_again(
             pid: str = message.processing_id, run: int = message.saga_run, trace_id: str = message.trace_id
@@ -74,6 +78,8 @@ def requeue_dead_letter(entry: DeadLetter) -> int | None:
     if message.status not in {ProcessedMessage.Status.FAILED, ProcessedMessage.Status.PROCESSED}:
         raise RequeueRefused(f"{message.processing_id} is {message.status}; wait until its run has ended")
     message.start_new_run()
+    if not turns.may_run(message):
+        return message.saga_run
     runs = [(message.processing_id, message.saga_run)]
     # Enqueue only once the new run is committed, so a worker finds it.
     after_commit(message.processing_id, lambda: hand_off(runs))

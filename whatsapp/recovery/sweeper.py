@@ -1,5 +1,9 @@
 """The sweeper: the inbox, not the broker, is the source of truth.
 
+A message waiting for its turn (WAITING, behind an earlier message of its customer's:
+whatsapp.pipeline.turns) is the holder's to start; the sweeper starts it only when no live run
+holds the turn (the holder's worker died between its finish and handing the turn on).
+
 A message whose Celery tasks were lost (Redis restarted empty, a worker
 SIGKILLed and its message never redelivered) sits in RECEIVED or PROCESSING.
 The sweeper finds such rows and starts them again from what Postgres says
@@ -22,6 +26,7 @@ from config.progress import ProgressFactory, quiet
 from core.tracing import message_trace
 from whatsapp.edge import statuses as delivery
 from whatsapp.models import DeliveryStatus, ProcessedMessage, SagaStep
+from whatsapp.pipeline import turns
 from whatsapp.pipeline.chains import resume_signature, start_compensation
 from whatsapp.pipeline.hand_off import hand_off
 from whatsapp.recovery.raw_retention import purge_raw
@@ -136,6 +141,11 @@ def sweep(
                     )
 
         transaction.on_commit(enqueue)
+    for business_id, lead_id in turns.stalled(now - timedelta(seconds=stuck_after), limit):
+        started = turns.repair(business_id, lead_id)
+        if started is not None:
+            result.redriven["waiting started"] = result.redriven.get("waiting started", 0) + 1
+            log.warning("sweeper: %s waited with no live message holding its conversation's turn; started", started)
     result.statuses = redrive_statuses(now - timedelta(seconds=stuck_after), limit)
     if purge:
         cutoff = now - timedelta(days=settings.INBOX_RETENTION_DAYS)

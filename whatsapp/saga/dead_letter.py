@@ -8,17 +8,20 @@ from config.redaction import configured_secrets, redact
 from core.metrics import counters
 from dlq.models import DeadLetter
 from whatsapp.models import SagaStep
+from whatsapp.pipeline import turns
 from whatsapp.saga.run import inbox_row
 
 
 def write_dead_letter(processing_id: str, saga_run: int) -> DeadLetter | None:
-    """Write the run's DLQ entry and mark the inbox row FAILED, once."""
+    """Write the run's DLQ entry and mark the inbox row FAILED, once; the customer's next
+    message then has its turn (whatsapp.pipeline.turns): a dead letter holds up no other."""
     with transaction.atomic():
         message = inbox_row(processing_id, lock=True)
         if message.saga_run != saga_run:
             return None
         existing = DeadLetter.objects.open_for_run(processing_id, saga_run)
         if existing is not None:
+            turns.pass_on(message.business_id, message.lead_id, processing_id, saga_run)
             return existing
         steps = list(SagaStep.objects.filter(message=message, saga_run=saga_run).order_by("order"))
         failed = next((s for s in steps if s.status == SagaStep.Status.FAILED), None)
@@ -42,5 +45,6 @@ def write_dead_letter(processing_id: str, saga_run: int) -> DeadLetter | None:
             trace_id=message.trace_id,
         )
         message.mark_dead_lettered()
+        turns.pass_on(message.business_id, message.lead_id, processing_id, saga_run)
         counters.dead_lettered(entry.stage, entry.reason)
         return entry

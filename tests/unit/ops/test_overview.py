@@ -109,7 +109,7 @@ def test_messages_per_minute_count_what_finished_in_each_minute_of_the_last_hour
     # Dead letters written, whatever they became since.
     assert per_minute["dead_lettered"][bucket(data, 5 * 60)] == 2
     assert per_minute["totals"] == {"processed": 4, "failed": 2, "dead_lettered": 2}
-    assert data["in_flight"] == {"RECEIVED": 0, "PROCESSING": 1}
+    assert data["in_flight"] == {"RECEIVED": 0, "WAITING": 0, "PROCESSING": 1}
     assert SECRET not in response.content.decode()
 
 

@@ -139,17 +139,16 @@ def latency(now: datetime) -> dict[str, Any]:
 
 
 def in_flight() -> dict[str, int]:
-    """Inbox rows taken in and not finished, by status (the index inbox_status_updated)."""
+    """Inbox rows taken in and not finished, by status (the index inbox_status_updated):
+    WAITING ones are behind an earlier message of their conversation."""
     rows = (
-        ProcessedMessage.objects.filter(
-            status__in=[ProcessedMessage.Status.RECEIVED, ProcessedMessage.Status.PROCESSING]
-        )
+        ProcessedMessage.objects.filter(status__in=ProcessedMessage.IN_FLIGHT)
         .values("status")
         .annotate(n=Count("id"))
         .order_by()
     )
     found = {row["status"]: row["n"] for row in rows}
-    return {status: found.get(status, 0) for status in ("RECEIVED", "PROCESSING")}
+    return {status: found.get(status, 0) for status in ProcessedMessage.IN_FLIGHT}
 
 
 def open_dead_letters() -> dict[str, Any]:

@@ -97,7 +97,7 @@
     text("ov-processed", totals.processed);
     text("ov-failed", totals.failed);
     text("ov-dead-lettered", totals.dead_lettered);
-    text("ov-in-flight", d.in_flight.RECEIVED + d.in_flight.PROCESSING);
+    text("ov-in-flight", d.in_flight.RECEIVED + (d.in_flight.WAITING || 0) + d.in_flight.PROCESSING);
     const open = $("ov-open-dead-letters");
     open.textContent = d.dead_letters.total;
     open.href = d.dead_letters.url;
