@@ -57,6 +57,8 @@ class IntakeResult:
     """processing_id -> (business_id, stored trace id) of the rows in `new`, for hand_off."""
     unprocessable: list[tuple[str, int, int]] = field(default_factory=list)
     """Coordinates of the records isolated from their batch and dead-lettered as unprocessable."""
+    waiting: list[tuple[str, int]] = field(default_factory=list)
+    """(processing_id, saga_run) of new rows behind another message of their customer's (WAITING)."""
 
     def merge(self, other: IntakeResult) -> None:
         self.created += other.created
@@ -265,6 +267,7 @@ def _queue_behind_earlier(
         if r.coordinates in inserted
     )
     if waiting:
+        result.waiting = [run for run in result.new if run[0] in waiting]
         result.new = [run for run in result.new if run[0] not in waiting]
         for pid in waiting:
             result.rows.pop(pid, None)

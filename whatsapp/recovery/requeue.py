@@ -142,7 +142,9 @@ def _take_in_again(entry: DeadLetter) -> int | None:
     runs, traces = result.new, result.traces
     if runs:
         after_commit(runs[0][0], lambda: hand_off(runs, traces))
-    return runs[0][1] if runs else None
+    # Taken in behind another message of the customer's, it starts when its turn comes.
+    started = runs or result.waiting
+    return started[0][1] if started else None
 
 
 def _inbox_row(processing_id: str) -> ProcessedMessage:
