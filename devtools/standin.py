@@ -161,7 +161,8 @@ class StandInCloudApi:
 
     def _answer_template(self, to: str, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """A wamid for a well-formed template message, or the Graph error it was told to give."""
-        template = request.get("template") if isinstance(request.get("template"), dict) else {}
+        raw = request.get("template")
+        template: dict[str, Any] = raw if isinstance(raw, dict) else {}
         name = str(template.get("name") or "")
         language = str((template.get("language") or {}).get("code") or "")
         if not name or not language:
