@@ -141,6 +141,14 @@ def test_window_closed_sends_the_approved_template_skips_without_one_and_never_a
     assert "Total: 13.00 USD" in out.body  # the text the template stands for, kept for the conversation
     assert not ReviewFlag.objects.filter(processing_id="tmpl-order").exists()
     assert [r.to for r in stand_in.sent()] == []  # no free-form text outside the window
+    # Its statuses apply as to any reply: delivered, then read, by the template message's wamid.
+    assert post_signed(client, meta.status_delivery(meta.status(sent.wamid, "delivered", recipient=sent.to))) == 200
+    assert post_signed(client, meta.status_delivery(meta.status(sent.wamid, "read", recipient=sent.to))) == 200
+    wait_until(
+        lambda: OutboundMessage.objects.filter(pk=out.pk, delivered_at__isnull=False, read_at__isnull=False).exists(),
+        timeout=60,
+        message="the template's delivered and read statuses applied",
+    )
 
     # A price question: the bakery has no template for that kind, so skipped and flagged as before.
     send_late(bootstrap, topic, "tmpl-price", "15550100012", "Bruno", intent="PRICING_INQUIRY", entities=LOAVES)
