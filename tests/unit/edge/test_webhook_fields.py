@@ -89,12 +89,18 @@ def test_a_reinstated_template_is_sendable_again_and_a_lock_changes_nothing(clie
         post(client, change("message_template_status_update", {**ids, "event": "REINSTATED", "reason": "NONE"})) == 200
     )
     assert status() == "APPROVED" and MessageTemplate.objects.get().sendable
+    # The language written as in Meta's webhook reference ("en-US") is the same template.
+    hyphen = {**ids, "message_template_language": "en-US"}
+    assert post(client, change("message_template_status_update", {**hyphen, "event": "PAUSED"})) == 200
+    assert status() == "PAUSED"
+    assert post(client, change("message_template_status_update", {**hyphen, "event": "REINSTATED"})) == 200
+    assert status() == "APPROVED"
     # Locked for editing: still approved. An event missing: unreadable, the status kept.
     assert post(client, change("message_template_status_update", {**ids, "event": "LOCKED"})) == 200
     assert post(client, change("message_template_status_update", {**ids, "reason": "NONE"})) == 200
     assert status() == "APPROVED"
     states = list(WebhookChange.objects.order_by("pk").values_list("state", flat=True))
-    assert states == ["APPLIED", "APPLIED", "APPLIED", "UNREADABLE"]
+    assert states == ["APPLIED"] * 5 + ["UNREADABLE"]
 
 
 def test_a_marketing_stop_and_resume_are_recorded_on_the_customers_lead(client, shop):

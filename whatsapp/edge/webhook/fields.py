@@ -116,7 +116,9 @@ def _template_category(change: Change, value: dict[str, Any], _: Callable) -> Ou
 
 def _template(change: Change, value: dict[str, Any]) -> MessageTemplate | None:
     name = optional_id(value, "message_template_name", max_chars=512)
-    language = optional_id(value, "message_template_language", max_chars=16)
+    # Meta's reference shows the webhook's code as "en-US"; its listing and the send take
+    # "en_US". One row per template and language: a PAUSED "en-US" must pause the "en_US" row.
+    language = optional_id(value, "message_template_language", max_chars=16).replace("-", "_")
     if not name or not language:
         return None
     template, _ = MessageTemplate.objects.select_for_update().get_or_create(
