@@ -7,7 +7,8 @@ and a Celery worker, against a local stand-in for the Cloud API and the CRMs
 (devtools.standin). It POSTs signed webhook deliveries to web (devtools.loop: texts in English,
 Spanish and Portuguese, an image with a caption, a redelivery, a forged signature, then status
 webhooks for two replies), and also pushes a pre-labelled result stream straight onto the result
-topic (every intent, duplicates, invalid records, a CRM that refuses). It exits 0 only when
+topic (every intent, duplicates, invalid records, a CRM that refuses, an order whose customer's
+24-hour window has closed, confirmed with the bakery's approved template). It exits 0 only when
 every record and every webhook message is accounted for, then stops everything it started.
 Run as `python -m devtools.demo`.
 """
@@ -82,6 +83,7 @@ def load_businesses(outside: str) -> None:
         sales_webhook_secret="demo-secret",
     )
     install_sample_catalog(acme)
+    load_templates(acme)
     corner = Business.objects.create(
         business_id="corner-cafe",
         tenant_id="tenant-corner",
@@ -89,6 +91,29 @@ def load_businesses(outside: str) -> None:
         sales_webhook_url=f"{outside}/crm/corner",
     )
     Product.objects.create(business=corner, sku="ES-01", name="espresso beans", price="14.00", stock=30)
+
+
+# The template the bakery's order confirmations go as once a customer's window has closed.
+DEMO_TEMPLATE = "order_confirmed"
+
+
+def load_templates(business: Any) -> None:
+    """The bakery's order confirmation as an approved template (as `manage.py templates sync`
+    would bring it from Meta), for the sample order whose customer's 24-hour window has closed."""
+    from whatsapp.models import MessageTemplate, ReplyTemplate
+    from whatsapp.models.templates import ReplyKind
+
+    business.waba_id = meta.WABA_ID
+    business.save(update_fields=["waba_id"])
+    MessageTemplate.objects.create(
+        waba_id=meta.WABA_ID, name=DEMO_TEMPLATE, language="en_US", status="APPROVED", category="UTILITY"
+    )
+    ReplyTemplate.objects.create(
+        business=business,
+        kind=ReplyKind.ORDER_CONFIRMED,
+        template_name=DEMO_TEMPLATE,
+        body_parameters=["customer_name", "order_reference", "total"],
+    )
 
 
 # What the customers wrote, by intent: realistic enough that a log line leaking one would be noticed.
@@ -158,6 +183,18 @@ def sample_stream() -> list[tuple[bytes | None, bytes]]:
             entities={"products": [{"sku": "ES-01", "name": "espresso beans"}]},
         )
     )
+    # An order received 25 hours ago (it sat upstream overnight): the window has closed, so its
+    # confirmation goes as the bakery's approved template.
+    late = (datetime.now(UTC) - timedelta(hours=25)).isoformat()
+    events.append(
+        ev(
+            n + 3,
+            "ORDER_REQUEST",
+            lead_id="lead-late",
+            entities=products,
+            message={"text": f"{DEMO_TEXTS['ORDER_REQUEST']} (message {n + 3})", "received_at": late},
+        )
+    )
     records = [(e["lead_id"].encode(), json.dumps(e).encode()) for e in events]
     records += records[:3]  # the upstream service sent three twice
     records += [
@@ -222,6 +259,7 @@ def print_table(sent: int, loop: LoopReport, elapsed: float) -> None:
         by_status = stats[key]
         detail = ", ".join(f"{v} {k.lower()}" for k, v in sorted(by_status.items()))
         rows.append((label, f"{sum(by_status.values())}" + (f"  ({detail})" if detail else "")))
+    rows.append(("  sent as a template", _template_replies()))
     width = max(len(r[0]) for r in [*rows, *loop.rows()])
     print()
     print(f"The loop: webhook -> relay -> classify -> ingest -> worker -> Cloud API ({elapsed:.0f}s)")
@@ -234,6 +272,23 @@ def print_table(sent: int, loop: LoopReport, elapsed: float) -> None:
         "Every webhook message and every record ended as processed, duplicate or dead-lettered;"
         " `python manage.py pipeline_stats --json` has the same counts."
     )
+
+
+def _template_replies() -> str:
+    """The replies that went as a template (the window had closed), with the template's name."""
+    from django.db.models import Count
+
+    from whatsapp.models import OutboundMessage
+
+    sent = (
+        OutboundMessage.objects.filter(status="SENT")
+        .exclude(template_name="")
+        .values("template_name", "template_language")
+        .annotate(n=Count("id"))
+        .order_by("template_name", "template_language")
+    )
+    names = ", ".join(f"template {t['template_name']} [{t['template_language']}]: {t['n']}" for t in sent)
+    return f"{sum(t['n'] for t in sent)}" + (f"  ({names}; the window had closed)" if names else "")
 
 
 def print_replies(outside: StandInCloudApi, processing_ids: list[str]) -> None:

@@ -52,9 +52,14 @@ def test_demo_accounts_for_every_record():
 
     # Every result on the topic (classified or pre-labelled) ended processed, duplicate or dead-lettered.
     sent = counts["results on the result topic"]
-    assert sent == 42 + 8, out
+    assert sent == 43 + 8, out
     assert counts["processed"] + counts["duplicates"] + counts["dead-lettered"] == sent, out
     assert counts["duplicates"] == 3
     assert "non_retryable (at NOTIFY_SALES)" in out
     for reason in ("invalid_payload", "unknown_business", "tenant_mismatch", "unsupported_schema"):
         assert f"{reason} (at ingest)" in out
+
+    # The order received 25 hours ago: its customer's window had closed, so its confirmation
+    # went as the bakery's approved template, the stand-in answering it with a wamid.
+    assert counts["sent as a template"] == 1, out
+    assert "template order_confirmed [en_US]: 1" in out, out

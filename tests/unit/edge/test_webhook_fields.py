@@ -72,6 +72,37 @@ def test_template_status_quality_and_category_are_kept_per_name_and_language(cli
     assert set(WebhookChange.objects.values_list("state", flat=True)) == {WebhookChange.State.APPLIED}
 
 
+def test_a_reinstated_template_is_sendable_again_and_a_lock_changes_nothing(client, shop):
+    ids = {
+        "message_template_id": 806312974732579,
+        "message_template_name": "order_update",
+        "message_template_language": "en_US",
+    }
+
+    def status() -> str:
+        return MessageTemplate.objects.get(name="order_update").status
+
+    assert post(client, change("message_template_status_update", {**ids, "event": "PAUSED", "reason": "NONE"})) == 200
+    assert status() == "PAUSED"
+    # Meta unpauses it: REINSTATED, which its listing shows as APPROVED.
+    assert (
+        post(client, change("message_template_status_update", {**ids, "event": "REINSTATED", "reason": "NONE"})) == 200
+    )
+    assert status() == "APPROVED" and MessageTemplate.objects.get().sendable
+    # The language written as in Meta's webhook reference ("en-US") is the same template.
+    hyphen = {**ids, "message_template_language": "en-US"}
+    assert post(client, change("message_template_status_update", {**hyphen, "event": "PAUSED"})) == 200
+    assert status() == "PAUSED"
+    assert post(client, change("message_template_status_update", {**hyphen, "event": "REINSTATED"})) == 200
+    assert status() == "APPROVED"
+    # Locked for editing: still approved. An event missing: unreadable, the status kept.
+    assert post(client, change("message_template_status_update", {**ids, "event": "LOCKED"})) == 200
+    assert post(client, change("message_template_status_update", {**ids, "reason": "NONE"})) == 200
+    assert status() == "APPROVED"
+    states = list(WebhookChange.objects.order_by("pk").values_list("state", flat=True))
+    assert states == ["APPLIED"] * 5 + ["UNREADABLE"]
+
+
 def test_a_marketing_stop_and_resume_are_recorded_on_the_customers_lead(client, shop):
     def preference(value: str) -> dict:
         return change(

@@ -72,11 +72,25 @@ def apply_change(change: Change, business_for: Callable[[Change], Business | Non
     return handler(change, change.value, business_for)
 
 
+# Template events that say nothing of whether it may be sent (editing locked, the account's
+# template limit): the stored status stays. And the ones that put it back in use: Meta's own
+# listing then says APPROVED, and so does the stored row, or a reinstated template would be
+# skipped until the next `templates sync`.
+_NOT_A_STATUS = frozenset({"LOCKED", "UNLOCKED", "LIMIT_EXCEEDED"})
+_BACK_TO_APPROVED = frozenset({"REINSTATED", "UNARCHIVED"})
+
+
 def _template_status(change: Change, value: dict[str, Any], _: Callable) -> Outcome:
+    event = optional_id(value, "event", max_chars=32).upper()
+    if not event:
+        return UNREADABLE, "value.event is missing"  # the stored status stays, rather than blanked
     template = _template(change, value)
     if template is None:
         return UNREADABLE, "message_template_name or message_template_language is missing"
-    template.status = optional_id(value, "event", max_chars=32)
+    if event in _BACK_TO_APPROVED:
+        template.status = "APPROVED"
+    elif event not in _NOT_A_STATUS:
+        template.status = event
     template.reason = str(value.get("reason") or "")[:200]
     template.save()
     return APPLIED, ""
@@ -102,7 +116,9 @@ def _template_category(change: Change, value: dict[str, Any], _: Callable) -> Ou
 
 def _template(change: Change, value: dict[str, Any]) -> MessageTemplate | None:
     name = optional_id(value, "message_template_name", max_chars=512)
-    language = optional_id(value, "message_template_language", max_chars=16)
+    # Meta's reference shows the webhook's code as "en-US"; its listing and the send take
+    # "en_US". One row per template and language: a PAUSED "en-US" must pause the "en_US" row.
+    language = optional_id(value, "message_template_language", max_chars=16).replace("-", "_")
     if not name or not language:
         return None
     template, _ = MessageTemplate.objects.select_for_update().get_or_create(
