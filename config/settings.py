@@ -106,6 +106,7 @@ INSTALLED_APPS = [
     "whatsapp",
     "dlq",
     "classifier",
+    "inbox",
 ]
 
 MIDDLEWARE = [
@@ -445,6 +446,11 @@ WHATSAPP_PAIR_INTERVAL_SECONDS = env.float("WHATSAPP_PAIR_INTERVAL_SECONDS", 6.0
 WHATSAPP_PAIR_BURST = env.int("WHATSAPP_PAIR_BURST", 45, minimum=1)
 # Added to every pacing window: the time between our slot and the request reaching Meta.
 WHATSAPP_PACE_MARGIN_SECONDS = env.float("WHATSAPP_PACE_MARGIN_SECONDS", 0.1, minimum=0.0)
+
+# --- The agent inbox (inbox/) -----------------------------------------------
+# Hours an agent's take-over of a conversation lasts unless they hand it back first: until
+# then the pipeline runs the actions but sends no automatic reply to that customer.
+INBOX_TAKEOVER_HOURS = env.float("INBOX_TAKEOVER_HOURS", 24.0, minimum=0.1)
 
 # --- WhatsApp webhook (POST /webhooks/whatsapp/) and the request outbox ------
 # The verify token is the string you type into the Meta app's webhook settings; Meta

@@ -18,6 +18,8 @@ admin.site.index_template = "admin/whatsapp/index.html"
 urlpatterns = [
     # Before the admin's own URLs, which would take "overview/" for an app's label.
     path("admin/overview/", include("whatsapp.ops.overview.urls")),
+    # The agent inbox (inbox/), before the admin's URLs for the same reason.
+    path("admin/conversations/", include("inbox.urls")),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz),
     path("readyz", health.readyz),

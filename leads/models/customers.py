@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from leads.models.business import Business
@@ -175,6 +176,14 @@ class Lead(models.Model):
     # None while they accept them.
     marketing_stopped_at = models.DateTimeField(null=True, blank=True)
     last_inbound_at = models.DateTimeField(null=True, blank=True)
+    # An agent answering this customer by hand (the inbox app): until taken_over_until passes
+    # or they hand back, the pipeline runs the actions but sends no automatic reply
+    # (whatsapp.send.reply, SKIPPED_AGENT). Here, not in inbox/, so the pipeline reads it
+    # without importing the app above it. Written only by take_over and hand_back.
+    taken_over_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    taken_over_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -204,6 +213,50 @@ class Lead(models.Model):
     @property
     def display_name(self) -> str:
         return self.customer_name or (f"@{self.username}" if self.username else self.lead_id)
+
+    def is_taken_over(self, now: datetime | None = None) -> bool:
+        """An agent holds the conversation: the bot stays quiet. A hold whose time has passed
+        is over without anyone writing it (nobody has to sweep it)."""
+        now = now or timezone.now()
+        return self.taken_over_by_id is not None and self.taken_over_until is not None and self.taken_over_until > now
+
+    def take_over(self, user: Any, hours: float) -> bool:
+        """`user` holds the conversation for `hours` from now: True when they do (also when
+        they held it already: the hold is renewed), False when another agent holds it (this
+        object then says who, and until when).
+
+        One conditional UPDATE decides, so two agents clicking at once end with exactly one
+        holder: Postgres locks the row for the first UPDATE, and the second re-checks the
+        condition on the row as the first left it. A `taken_over` activity names who."""
+        now = timezone.now()
+        until = now + timedelta(hours=hours)
+        free = models.Q(taken_over_by__isnull=True) | models.Q(taken_over_until__lte=now) | models.Q(taken_over_by=user)
+        with transaction.atomic():
+            held = Lead.objects.filter(free, pk=self.pk).update(
+                taken_over_by=user, taken_over_until=until, updated_at=now
+            )
+            if held:
+                LeadActivity.objects.create(
+                    lead=self,
+                    kind="taken_over",
+                    detail={"by": user.get_username(), "until": until.isoformat(), "hours": hours},
+                )
+        self.refresh_from_db(fields=["taken_over_by", "taken_over_until", "updated_at"])
+        return bool(held)
+
+    def hand_back(self, user: Any) -> bool:
+        """The bot answers again: True when `user` held the conversation (a `handed_back`
+        activity names them), False, and nothing written, when they did not (another agent
+        holds it, or nobody does)."""
+        now = timezone.now()
+        with transaction.atomic():
+            released = Lead.objects.filter(pk=self.pk, taken_over_by=user).update(
+                taken_over_by=None, taken_over_until=None, updated_at=now
+            )
+            if released:
+                LeadActivity.objects.create(lead=self, kind="handed_back", detail={"by": user.get_username()})
+        self.refresh_from_db(fields=["taken_over_by", "taken_over_until", "updated_at"])
+        return bool(released)
 
 
 class LeadAlias(models.Model):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, models, transaction
 from django.utils import timezone
 
@@ -19,6 +21,9 @@ from config.redaction import configured_secrets, redact
 from core.errors import PermanentActionError, RetryableActionError
 
 log = logging.getLogger(__name__)
+
+# The processing id of an agent's reply starts so (OutboundQuerySet.agent_reply).
+AGENT_REPLY_PREFIX = "agent."
 
 
 class ReplyOutcomeUnknown(PermanentActionError):
@@ -115,8 +120,24 @@ class OutboundQuerySet(models.QuerySet["OutboundMessage"]):
         """A bug or a kill between the POST and its answer: whether it went out is not known."""
         self.filter(pk=pk).update(status=OutboundMessage.Status.UNKNOWN, error_title=why, updated_at=timezone.now())
 
+    def agent_reply(self, *, business: Any, lead: Any, text: str, by: Any) -> OutboundMessage:
+        """A reply an agent typed, PENDING until whatsapp.send.agent sends it. No run of the
+        pipeline stands behind it: its processing id is its own (AGENT_REPLY_PREFIX and a
+        random hex), its saga run 0, so its key can never meet a bot reply's."""
+        processing_id = f"{AGENT_REPLY_PREFIX}{uuid.uuid4().hex}"
+        return self.create(
+            processing_id=processing_id,
+            saga_run=0,
+            idempotency_key=f"{processing_id}:0:reply",
+            business=business,
+            lead=lead,
+            to=lead.address,
+            body=text,
+            sent_by=by,
+        )
+
     def skip(self, pk: int, status: str) -> bool:
-        """A sendable row skipped for good (replies off, window closed); False when it was not sendable."""
+        """A sendable row skipped for good (replies off, window closed, taken over); False when it was not sendable."""
         return bool(self.filter(pk=pk, status__in=SENDABLE).update(status=status, updated_at=timezone.now()))
 
 
@@ -138,6 +159,9 @@ class OutboundMessage(models.Model):
         UNKNOWN = "UNKNOWN"
         SKIPPED_WINDOW_CLOSED = "SKIPPED_WINDOW_CLOSED"
         SKIPPED_DISABLED = "SKIPPED_DISABLED"
+        # An agent had taken the conversation over (Lead.taken_over_by): the bot's text is kept
+        # in body for the agent to read, nothing was sent; the run's actions stand.
+        SKIPPED_AGENT = "SKIPPED_AGENT"
 
     class Delivery(models.TextChoices):
         """What Meta's status webhooks said of the sent message."""
@@ -159,6 +183,10 @@ class OutboundMessage(models.Model):
     # Set when the reply went as a message template (the window had closed); body keeps the text it stands for.
     template_name = models.CharField(max_length=512, blank=True, default="", db_default="")
     template_language = models.CharField(max_length=16, blank=True, default="", db_default="")
+    # The agent who wrote it by hand (the inbox app, whatsapp.send.agent); None for the bot's replies.
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     wamid = models.CharField(max_length=256, blank=True, db_index=True, help_text="The id Meta gave the sent message.")
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.PENDING, db_index=True)
     error_code = models.IntegerField(null=True, blank=True, help_text="Graph API error code of the last failure.")
@@ -245,7 +273,12 @@ class OutboundMessage(models.Model):
 
 # A reply in one of these states is done; one in these may be sent (again).
 FINAL = frozenset(
-    {OutboundMessage.Status.SENT, OutboundMessage.Status.SKIPPED_WINDOW_CLOSED, OutboundMessage.Status.SKIPPED_DISABLED}
+    {
+        OutboundMessage.Status.SENT,
+        OutboundMessage.Status.SKIPPED_WINDOW_CLOSED,
+        OutboundMessage.Status.SKIPPED_DISABLED,
+        OutboundMessage.Status.SKIPPED_AGENT,
+    }
 )
 SENDABLE = frozenset({OutboundMessage.Status.PENDING, OutboundMessage.Status.FAILED})
 

@@ -21,7 +21,9 @@ from core.metrics import counters
 from dlq.models import DeadLetter
 from leads.models import Lead, LeadActivity, ReviewFlag
 from whatsapp.models import DELIVERY_RANK, DeliveryStatus, OutboundMessage, ProcessedMessage, StatusApplied
+from whatsapp.models.outbound import AGENT_REPLY_PREFIX
 from whatsapp.saga.dead_letter import write_dead_letter
+from whatsapp.send import agent
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,11 @@ def _details(errors: list[Any]) -> str:
 def _dead_letter(reply: StatusApplied, error: str) -> None:
     """The reply's run as a dead letter at stage reply, once; the inbox row is locked first,
     as every stage locks it before the lead."""
+    if reply.processing_id.startswith(AGENT_REPLY_PREFIX):
+        # An agent's reply (the inbox app): no run behind it, its own dead letter.
+        if agent.dead_letter(reply.outbound_id, reason=DeadLetter.Reason.DELIVERY_FAILED, error=error) is not None:
+            counters.action(counters.REPLY, "failed")
+        return
     message = ProcessedMessage.objects.select_for_update().filter(processing_id=reply.processing_id).first()
     if message is None or message.saga_run != reply.saga_run:
         # Purged, or sent through again since: this run is over, there is nothing to requeue.

@@ -79,7 +79,8 @@ def send_reply(
     (whatsapp.send.template), or, with none to send, skips and flags the lead for review.
     Raises a CloudApiError (retryable or permanent) when the send fails, ReplyOutcomeUnknown
     for an UNKNOWN row (see the module docstring), ReplyInFlight while another worker holds
-    the row in SENDING.
+    the row in SENDING. While an agent holds the conversation (Lead.taken_over_by, the inbox
+    app) the row is SKIPPED_AGENT: the bot's text kept in it, nothing sent, the actions stand.
 
     Call it outside any transaction: SENDING must be committed before the HTTP call, or a
     crash after the POST would roll the row back to PENDING and the retry would send again.
@@ -100,7 +101,14 @@ def send_reply(
     }
     breaker = breaker_for(f"whatsapp:{business.phone_number_id}")
     paced = False
-    if business.replies_enabled and business.phone_number_id and window_open(lead.last_inbound_at, now):
+    # An agent holds the conversation (the inbox app): the row keeps the bot's text, nothing goes.
+    taken_over = lead.is_taken_over(now)
+    if (
+        business.replies_enabled
+        and business.phone_number_id
+        and not taken_over
+        and window_open(lead.last_inbound_at, now)
+    ):
         # The usual case, a first send: the row is created already claimed (SENDING, one
         # statement, committed) inside the breaker's call, so an open breaker still costs
         # no attempt. A row that exists already (a redelivery, a retry) takes the path below.
@@ -119,6 +127,12 @@ def send_reply(
 
     if row.status in SENDABLE:
         # (A SENDING row goes straight to the claim: whatever is decided now, it may be out.)
+        if taken_over:
+            if OutboundMessage.objects.skip(row.pk, Status.SKIPPED_AGENT):
+                counters.action(counters.REPLY, "skipped")
+                log.info("reply for %s skipped: an agent has taken the conversation over", processing_id)
+            row.refresh_from_db()
+            return row
         # Without a WhatsApp phone-number id there is nothing to send from.
         if not business.replies_enabled or not business.phone_number_id:
             if OutboundMessage.objects.skip(row.pk, Status.SKIPPED_DISABLED):
