@@ -72,4 +72,5 @@ def reply(lead: Lead, user: Any, text: str) -> OutboundMessage:
 
 
 def _queue(outbound_id: int) -> None:
-    tasks.send_agent_reply.apply_async(args=(outbound_id,), task_id=f"agent-reply:{outbound_id}")
+    # The "whatsapp" queue: Cloud API sends, as the bot's replies.
+    tasks.send_agent_reply.apply_async(args=(outbound_id,), task_id=f"agent-reply:{outbound_id}", queue="whatsapp")
