@@ -67,7 +67,7 @@ def dead_letter(pk: int, *, reason: str, error: str, traceback: str = "") -> Dea
     """The failed agent reply `pk` as a dead letter at stage reply, once (None when it has an
     open one already): the operator sees it beside the bot's, with who wrote it."""
     with transaction.atomic():
-        row = OutboundMessage.objects.select_for_update().select_related("business", "lead", "sent_by").get(pk=pk)
+        row = OutboundMessage.objects.select_for_update(of=("self",)).select_related("business", "lead", "sent_by").get(pk=pk)
         if DeadLetter.objects.open_for_run(row.processing_id, row.saga_run) is not None:
             return None
         return DeadLetter.for_run(
