@@ -17,7 +17,7 @@ from typing import Any
 
 # The packages the service runs, the same six the import contract "Dev tools stay out of the
 # runtime" lists in pyproject.toml (tests/unit/docs/test_reference.py holds the two together).
-RUNTIME_PACKAGES = ("config", "core", "leads", "dlq", "whatsapp", "classifier")
+RUNTIME_PACKAGES = ("config", "core", "leads", "dlq", "whatsapp", "classifier", "inbox")
 
 # Folders inside a package that hold no runtime module: generated migrations and tests.
 SKIPPED = frozenset({"migrations", "tests", "__pycache__"})

@@ -27,9 +27,7 @@ from whatsapp.tasks import DB_RETRY_UNBOUNDED, LIMITS
 log = logging.getLogger(__name__)
 
 
-@shared_task(
-    name="inbox.send_agent_reply", **LIMITS, bind=True, max_retries=None, **DB_RETRY_UNBOUNDED
-)
+@shared_task(name="inbox.send_agent_reply", **LIMITS, bind=True, max_retries=None, **DB_RETRY_UNBOUNDED)
 def send_agent_reply(self: Task[Any, Any], outbound_id: int) -> str:
     """Send the agent's reply `outbound_id`; its status when done, or retried, or dead-lettered."""
     try:

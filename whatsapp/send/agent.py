@@ -67,7 +67,9 @@ def dead_letter(pk: int, *, reason: str, error: str, traceback: str = "") -> Dea
     """The failed agent reply `pk` as a dead letter at stage reply, once (None when it has an
     open one already): the operator sees it beside the bot's, with who wrote it."""
     with transaction.atomic():
-        row = OutboundMessage.objects.select_for_update(of=("self",)).select_related("business", "lead", "sent_by").get(pk=pk)
+        # Only the reply is locked: FOR UPDATE cannot take the nullable side (sent_by) of the join.
+        related = OutboundMessage.objects.select_related("business", "lead", "sent_by")
+        row = related.select_for_update(of=("self",)).get(pk=pk)
         if DeadLetter.objects.open_for_run(row.processing_id, row.saga_run) is not None:
             return None
         return DeadLetter.for_run(
