@@ -22,6 +22,8 @@ COPY leads ./leads
 COPY dlq ./dlq
 # The reference classifier is an installed app (and `manage.py classify`, a process of the stack).
 COPY classifier ./classifier
+# The agent inbox is an installed app (its pages, its reply task).
+COPY inbox ./inbox
 RUN pip install --no-deps .
 
 # The admin's static files, served by whitenoise from gunicorn. collectstatic

@@ -35,6 +35,7 @@ from whatsapp.ingest.intake import take_in
 from whatsapp.ingest.validate import PROCESSING_ID_CONFLICT
 from whatsapp.kafka import Record, headers_from_json
 from whatsapp.models import ProcessedMessage
+from whatsapp.models.outbound import AGENT_REPLY_PREFIX
 from whatsapp.pipeline import turns
 from whatsapp.pipeline.chains import reply_signature
 from whatsapp.pipeline.hand_off import hand_off
@@ -56,6 +57,11 @@ def requeue_dead_letter(entry: DeadLetter) -> int | None:
         ) from None
     if entry.stage == DeadLetter.Stage.INGEST:
         return _take_in_again(entry)
+    if entry.processing_id.startswith(AGENT_REPLY_PREFIX):
+        raise RequeueRefused(
+            "an agent's reply (whatsapp.send.agent): no pipeline run stands behind it to run again; "
+            "the agent writes it again from the conversation's page"
+        )
     message = _inbox_row(entry.processing_id)
     if entry.stage == DeadLetter.Stage.REPLY:
         # The actions stand; only the reply is sent again, in the same run.

@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from dlq.models import DeadLetter
+from dlq.requeue import RequeueRefused, requeue
 from leads.models import Lead
 from tests.support.statuses import apply_all, failed, store
 from whatsapp.models import OutboundMessage
@@ -70,6 +71,10 @@ def test_without_a_number_it_is_refused_for_good_and_dead_lettered_once_with_who
     assert entry.saga_state["by"] == "ana" and entry.saga_state["agent_reply"] == row.pk
     assert agent.dead_letter(row.pk, reason=DeadLetter.Reason.NON_RETRYABLE, error="again") is None
     assert messages_posted(httpserver) == []
+    with pytest.raises(RequeueRefused, match="an agent's reply"):
+        requeue(entry.pk, by="ops")
+    entry.refresh_from_db()
+    assert entry.status == DeadLetter.Status.OPEN, "refused, the entry stays open for the operator to resolve"
 
 
 def test_a_failed_delivery_status_dead_letters_the_agents_reply(lead, ana):
