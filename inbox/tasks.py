@@ -14,6 +14,7 @@ import random
 from typing import Any
 
 from celery import Task, shared_task
+from django.db import InterfaceError, OperationalError
 
 from config.redaction import configured_secrets
 from core.breakers import CircuitOpen
@@ -34,6 +35,8 @@ def send_agent_reply(self: Task[Any, Any], outbound_id: int) -> str:
         return agent.send(outbound_id).status
     except (CircuitOpen, PaceWait) as refused:
         raise self.retry(countdown=refused.countdown()) from None
+    except (OperationalError, InterfaceError):
+        raise  # Postgres away: DB_RETRY's autoretry waits for it, no attempt of the send is spent
     except OutboundMessage.DoesNotExist:
         log.info("agent reply %s is gone; nothing to send", outbound_id)
         return "gone"
