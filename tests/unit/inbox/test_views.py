@@ -217,3 +217,14 @@ def test_the_forms_take_over_reply_and_hand_back_with_clear_refusals(client, age
         ("handed_back", "ana"),
         ("taken_over", "ana"),
     ]
+
+
+def test_the_admin_index_lists_conversations_and_leads_to_the_inbox(client, agent, django_user_model):
+    client.force_login(agent)
+    index = client.get(reverse("admin:index"))
+    assert index.status_code == 200
+    assert reverse("admin:inbox_conversation_changelist").encode() in index.content
+    response = client.get(reverse("admin:inbox_conversation_changelist"))
+    assert response.status_code == 302 and response.url == reverse("inbox:list")
+    client.force_login(django_user_model.objects.create_user("intern", "i@example.com", "pw", is_staff=True))
+    assert reverse("admin:inbox_conversation_changelist").encode() not in client.get(reverse("admin:index")).content
