@@ -160,3 +160,24 @@ def test_while_taken_over_the_bots_reply_is_kept_as_skipped_agent_and_nothing_is
     assert httpserver.log == [], "the Graph API got no request"
     again = send_reply(processing_id="p-held", saga_run=1, business=business, lead=lead, text="A loaf is $6.50.")
     assert again.pk == row.pk and again.status == OutboundMessage.Status.SKIPPED_AGENT
+
+
+def test_once_the_hold_has_passed_the_bot_replies_again(make_lead, agents, settings, httpserver, business):
+    settings.WHATSAPP_GRAPH_BASE_URL = httpserver.url_for("").rstrip("/")
+    settings.WHATSAPP_GRAPH_VERSION = "v21.0"
+    settings.WHATSAPP_ACCESS_TOKEN = "EAAG-token"
+    business.phone_number_id = PHONE_NUMBER_ID
+    business.save(update_fields=["phone_number_id"])
+    httpserver.expect_request(f"/v21.0/{PHONE_NUMBER_ID}/messages", method="POST").respond_with_json(
+        {"messaging_product": "whatsapp", "messages": [{"id": "wamid.after-hold"}]}
+    )
+    lead = make_lead()
+    assert lead.take_over(agents[0], 1)
+    Lead.objects.filter(pk=lead.pk).update(taken_over_until=timezone.now() - timedelta(seconds=1))
+    lead.refresh_from_db()
+
+    row = send_reply(processing_id="p-after", saga_run=1, business=business, lead=lead, text="A loaf is $6.50.")
+
+    assert row.status == OutboundMessage.Status.SENT and row.wamid == "wamid.after-hold"
+    (request, _) = httpserver.log[0]
+    assert request.get_json()["text"]["body"] == "A loaf is $6.50."
