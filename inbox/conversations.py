@@ -3,7 +3,7 @@ customer's thread. The pages render nothing themselves: their script draws these
 first paint and every refresh go through one path) and asks again every POLL_SECONDS.
 
 Every query is bounded (a page of leads, a thread's newest THREAD_LIMIT items of each kind)
-and served by an index (the leads' business and updated_at; the lead foreign keys of the
+and served by an index (the leads' updated_at; the lead foreign keys of the
 inbox rows, replies and activities; the dead letters' lead_id), so a poll costs a web
 worker milliseconds: the overview's reasoning (whatsapp.ops.overview.views) applies.
 

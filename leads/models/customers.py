@@ -199,7 +199,11 @@ class Lead(models.Model):
                 fields=["business", "user_id"], condition=~models.Q(user_id=""), name="lead_unique_bsuid"
             ),
         ]
-        indexes = [models.Index(fields=["business", "wa_id"], name="lead_wa_id")]
+        indexes = [
+            models.Index(fields=["business", "wa_id"], name="lead_wa_id"),
+            # The agent inbox's list of conversations, newest activity first (inbox.conversations).
+            models.Index(fields=["updated_at"], name="lead_updated"),
+        ]
 
     def __str__(self) -> str:
         return self.lead_id
