@@ -187,7 +187,11 @@ class Lead(models.Model):
     class Meta:
         ordering = ["-updated_at"]
         # Erasing a customer's personal data (whatsapp.ops.erasure) is its own right.
-        permissions = [("erase_customer", "Can erase a customer's personal data")]
+        # So is changing a customer's opt-out by hand (leads.admin): an audited activity names who.
+        permissions = [
+            ("erase_customer", "Can erase a customer's personal data"),
+            ("change_opt_out", "Can opt a customer out of automatic messages, or back in"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["business", "lead_id"], name="lead_unique_per_business"),
             models.UniqueConstraint(

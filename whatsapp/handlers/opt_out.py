@@ -113,7 +113,7 @@ def plan(context: MessageContext) -> HandlerResult | None:
     if found.change == OPT_IN and not opted_out:
         return None
     changes = (found.change == OPT_OUT) != opted_out
-    reply = REPLIES.render(found.language, found.change, business=context.business.name) if changes else None
+    reply = REPLIES.render(found.language, found.change, business=context.business.display_name) if changes else None
     return HandlerResult(
         handler=HANDLER,
         actions=[],
