@@ -296,9 +296,7 @@ class LeadAdmin(ReadOnlyModelAdmin):
         by = request.user.get_username()
         leads = list(queryset)
         changed = [
-            lead.lead_id
-            for lead in leads
-            if (lead.opt_out if opting_out else lead.opt_in)(source="admin", by=by)
+            lead.lead_id for lead in leads if (lead.opt_out if opting_out else lead.opt_in)(source="admin", by=by)
         ]
         verb = "opted out" if opting_out else "opted back in"
         if changed:

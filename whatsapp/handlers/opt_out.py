@@ -36,7 +36,9 @@ MAX_KEYWORD_CHARS = 64
 REPLIES = replies.Replies(
     {
         "en": {
-            OPT_OUT: "You will no longer receive automatic messages from {business}. Reply START to receive them again.",
+            OPT_OUT: (
+                "You will no longer receive automatic messages from {business}. Reply START to receive them again."
+            ),
             OPT_IN: "You will receive messages from {business} again. Reply STOP to stop them.",
         },
         "es": {

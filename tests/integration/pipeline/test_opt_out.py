@@ -85,7 +85,10 @@ def test_stop_in_three_languages_opts_out_and_start_opts_back_in(
         lead = Lead.objects.get(wa_id=wa_id)
         assert lead.opted_out_at is not None and lead.opt_out_source == "keyword"
         activity = LeadActivity.objects.get(lead=lead, kind="opted_out")
-        assert activity.processing_id == f"optout-{language}-stop" and activity.detail == {"source": "keyword", "by": ""}
+        assert activity.processing_id == f"optout-{language}-stop" and activity.detail == {
+            "source": "keyword",
+            "by": "",
+        }
         assert not Order.objects.filter(lead=lead).exists(), "a STOP read as an order orders nothing"
 
     # 2. An order while opted out: the order is made, no reply goes, nobody is asked to follow up.
@@ -102,7 +105,10 @@ def test_stop_in_three_languages_opts_out_and_start_opts_back_in(
         bootstrap,
         topic,
         "start",
-        [message(language, "start", keywords[2], intent="UNKNOWN", confidence=0.4) for language, keywords in CUSTOMERS.items()],
+        [
+            message(language, "start", keywords[2], intent="UNKNOWN", confidence=0.4)
+            for language, keywords in CUSTOMERS.items()
+        ],
     )
     run(bootstrap, topic, "order2", [order(language, "order2") for language in CUSTOMERS])
     for language, (wa_id, _, _, stopped, started) in CUSTOMERS.items():

@@ -114,7 +114,11 @@ def context_for(business):
         if language:
             entities["language"] = language
         body = event(
-            "proc-optout", intent=intent, confidence=0.97, entities=entities, message={"text": text, "received_at": now_iso()}
+            "proc-optout",
+            intent=intent,
+            confidence=0.97,
+            entities=entities,
+            message={"text": text, "received_at": now_iso()},
         )
         lead.refresh_from_db()
         return MessageContext(event=parse_event(encode(body)), business=business, lead=lead, catalog={})

@@ -29,7 +29,10 @@ def test_opting_out_is_recorded_once_and_opting_in_undoes_it(lead):
     assert lead.opt_in(source="keyword") is False
     stored = Lead.objects.get(pk=lead.pk)
     assert stored.opted_out_at is None and stored.opt_out_source == ""
-    assert kinds(lead) == [("opted_out", {"source": "keyword", "by": ""}), ("opted_in", {"source": "keyword", "by": ""})]
+    assert kinds(lead) == [
+        ("opted_out", {"source": "keyword", "by": ""}),
+        ("opted_in", {"source": "keyword", "by": ""}),
+    ]
     assert list(LeadActivity.objects.filter(lead=lead).values_list("processing_id", flat=True)) == ["p-1", "p-2"]
 
 

@@ -239,8 +239,14 @@ def test_replies_not_sent_say_why_opted_out_first(client, viewer, business):
 
     def skipped(n: int, status: str, ago: timedelta = timedelta(0)) -> None:
         row = OutboundMessage.objects.create(
-            processing_id=f"ov-{n}", saga_run=1, idempotency_key=f"ov-{n}:1:reply", business=business, lead=lead,
-            to=lead.wa_id, body="hi", status=status,
+            processing_id=f"ov-{n}",
+            saga_run=1,
+            idempotency_key=f"ov-{n}:1:reply",
+            business=business,
+            lead=lead,
+            to=lead.wa_id,
+            body="hi",
+            status=status,
         )
         OutboundMessage.objects.filter(pk=row.pk).update(updated_at=timezone.now() - ago)
 

@@ -619,6 +619,8 @@ def test_131050_records_the_marketing_stop_and_skips_without_retry_or_dead_lette
     assert reply(business, lead).status == Status.SKIPPED_OPTED_OUT and len(graph.log) == 1, "never sent again"
     lead.refresh_from_db()
     assert lead.marketing_stopped_at is not None and lead.opted_out_at is None
-    assert list(lead.activities.values_list("kind", "detail")) == [("marketing_stopped", {"source": "cloud_api_131050"})]
+    assert list(lead.activities.values_list("kind", "detail")) == [
+        ("marketing_stopped", {"source": "cloud_api_131050"})
+    ]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "the customer's choice is no alarm"
     assert isinstance(cloud_api.classify(400, error_body(131050, "x", "y")), CloudApiPermanent)
