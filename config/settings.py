@@ -452,10 +452,9 @@ WHATSAPP_PACE_MARGIN_SECONDS = env.float("WHATSAPP_PACE_MARGIN_SECONDS", 0.1, mi
 # or back in; each is JSON, a language code -> its keywords, and replaces the default whole.
 
 
-def _keywords(name: str, default: dict[str, list[str]]) -> dict[str, list[str]]:
+def _keywords(name: str, raw: str | None, default: dict[str, list[str]]) -> dict[str, list[str]]:
     """WHATSAPP_OPT_OUT_KEYWORDS / WHATSAPP_OPT_IN_KEYWORDS: {"en": ["STOP"], ...}. Checked here,
     so a typo stops the start instead of leaving a customer's STOP unheard."""
-    raw = env.optional(name)
     if raw is None:
         return default
     try:
@@ -470,18 +469,24 @@ def _keywords(name: str, default: dict[str, list[str]]) -> dict[str, list[str]]:
     return value
 
 
-# The opt-out keywords, per language (the confirmation goes in the keyword's language).
+# JSON, the opt-out keywords per language, e.g. {"en": ["STOP", "UNSUBSCRIBE"], "es": ["BAJA"]}
+# (the confirmation goes in the keyword's language); unset, the English, Spanish and
+# Portuguese lists of docs/operating/opt-out.md.
 WHATSAPP_OPT_OUT_KEYWORDS = _keywords(
     "WHATSAPP_OPT_OUT_KEYWORDS",
+    env.optional("WHATSAPP_OPT_OUT_KEYWORDS"),
     {
         "en": ["STOP", "UNSUBSCRIBE", "STOP ALL", "OPT OUT"],
         "es": ["BAJA", "PARAR", "CANCELAR SUSCRIPCIÓN", "DARME DE BAJA"],
         "pt": ["PARAR", "SAIR", "CANCELAR", "DESCADASTRAR"],
     },
 )
-# The opt-in keywords, per language: an opted-out customer sending one is opted back in.
+# JSON, the opt-in keywords per language, e.g. {"en": ["START"]}: an opted-out customer
+# sending one is opted back in; unset, the English, Spanish and Portuguese lists of
+# docs/operating/opt-out.md.
 WHATSAPP_OPT_IN_KEYWORDS = _keywords(
     "WHATSAPP_OPT_IN_KEYWORDS",
+    env.optional("WHATSAPP_OPT_IN_KEYWORDS"),
     {
         "en": ["START", "SUBSCRIBE"],
         "es": ["ALTA", "EMPEZAR"],
