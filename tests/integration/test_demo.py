@@ -52,9 +52,13 @@ def test_demo_accounts_for_every_record():
 
     # Every result on the topic (classified or pre-labelled) ended processed, duplicate or dead-lettered.
     sent = counts["results on the result topic"]
-    assert sent == 42 + 8, out
+    assert sent == 44 + 8, out
     assert counts["processed"] + counts["duplicates"] + counts["dead-lettered"] == sent, out
     assert counts["duplicates"] == 3
     assert "non_retryable (at NOTIFY_SALES)" in out
     for reason in ("invalid_payload", "unknown_business", "tenant_mismatch", "unsupported_schema"):
         assert f"{reason} (at ingest)" in out
+
+    # The opt-out: STOP gets its one confirmation; the same customer's order then is made, unanswered.
+    assert counts["customers opted out (STOP)"] == 1, out
+    assert "(confirmation sent; then an order: 1 made, reply skipped_opted_out)" in out, out
