@@ -194,6 +194,7 @@ def opt_out_record(processing_id: str) -> tuple[bytes, bytes]:
         "intent": "UNKNOWN" if stop else "ORDER_REQUEST",
         "confidence": 0.4 if stop else 0.95,
         "entities": {} if stop else {"products": [{"sku": "SD-01", "name": "sourdough loaf", "quantity": 2}]},
+        "ai": {"model": "intent-v3", "processing_ms": 110},
     }
     return b"lead-optout", json.dumps(body).encode()
 
