@@ -32,3 +32,24 @@ def test_template_codes_are_permanent_template_errors():
     for code in (132000, 132001, 132005, 132007, 132012, 132015, 132016):
         error = cloud_api.classify(400, {"error": {"code": code, "message": f"(#{code}) template"}})
         assert isinstance(error, cloud_api.CloudApiTemplateError) and error.dead_letter_reason == "template_error"
+
+
+def test_no_template_goes_to_a_customer_who_opted_out(business):
+    from leads.models import Lead
+    from whatsapp.models import ReplyTemplate
+    from whatsapp.send.template import choose
+
+    business.waba_id = "102290129340398"
+    business.save(update_fields=["waba_id"])
+    ReplyTemplate.objects.create(business=business, kind="order_confirmed", template_name="order_update")
+    MessageTemplate.objects.create(
+        waba_id=business.waba_id, name="order_update", language="en_US", status="APPROVED", category="UTILITY"
+    )
+    lead = Lead.objects.create(lead_id="ld.tpl", business=business, wa_id="15550123456")
+
+    def decision():
+        return choose(business=business, lead=lead, processing_id="p", saga_run=1, kind="order_confirmed", fields={})
+
+    assert decision().choice is not None
+    lead.opt_out(source="keyword")
+    assert decision().choice is None and decision().why_not == "the customer opted out of automatic messages"
