@@ -99,8 +99,9 @@ class OutboundQuerySet(models.QuerySet["OutboundMessage"]):
     def record_failure(
         self, pk: int, status: str, *, code: int | None, title: str, fbtrace_id: str, http_status: int | None
     ) -> None:
-        """SENDING -> FAILED (Meta said no: nothing was sent) or UNKNOWN (no answer), with what
-        the Cloud API said, secrets removed."""
+        """SENDING -> FAILED (Meta said no: nothing was sent), UNKNOWN (no answer) or
+        SKIPPED_OPTED_OUT (131050: the customer stopped marketing messages), with what the
+        Cloud API said, secrets removed."""
         secrets = configured_secrets()
         self.filter(pk=pk).update(
             status=status,
@@ -116,7 +117,7 @@ class OutboundQuerySet(models.QuerySet["OutboundMessage"]):
         self.filter(pk=pk).update(status=OutboundMessage.Status.UNKNOWN, error_title=why, updated_at=timezone.now())
 
     def skip(self, pk: int, status: str) -> bool:
-        """A sendable row skipped for good (replies off, window closed); False when it was not sendable."""
+        """A sendable row skipped for good (replies off, window closed, opted out); False when it was not sendable."""
         return bool(self.filter(pk=pk, status__in=SENDABLE).update(status=status, updated_at=timezone.now()))
 
 
@@ -138,6 +139,9 @@ class OutboundMessage(models.Model):
         UNKNOWN = "UNKNOWN"
         SKIPPED_WINDOW_CLOSED = "SKIPPED_WINDOW_CLOSED"
         SKIPPED_DISABLED = "SKIPPED_DISABLED"
+        # The customer opted out (Lead.opted_out_at), or Meta answered 131050 (they stopped
+        # marketing messages): not sent, not a failure, not dead-lettered.
+        SKIPPED_OPTED_OUT = "SKIPPED_OPTED_OUT"
 
     class Delivery(models.TextChoices):
         """What Meta's status webhooks said of the sent message."""
@@ -245,7 +249,12 @@ class OutboundMessage(models.Model):
 
 # A reply in one of these states is done; one in these may be sent (again).
 FINAL = frozenset(
-    {OutboundMessage.Status.SENT, OutboundMessage.Status.SKIPPED_WINDOW_CLOSED, OutboundMessage.Status.SKIPPED_DISABLED}
+    {
+        OutboundMessage.Status.SENT,
+        OutboundMessage.Status.SKIPPED_WINDOW_CLOSED,
+        OutboundMessage.Status.SKIPPED_DISABLED,
+        OutboundMessage.Status.SKIPPED_OPTED_OUT,
+    }
 )
 SENDABLE = frozenset({OutboundMessage.Status.PENDING, OutboundMessage.Status.FAILED})
 
