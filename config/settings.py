@@ -447,6 +447,54 @@ WHATSAPP_PAIR_BURST = env.int("WHATSAPP_PAIR_BURST", 45, minimum=1)
 # Added to every pacing window: the time between our slot and the request reaching Meta.
 WHATSAPP_PACE_MARGIN_SECONDS = env.float("WHATSAPP_PACE_MARGIN_SECONDS", 0.1, minimum=0.0)
 
+# --- Opt-out (whatsapp/handlers/opt_out.py) ---------------------------------
+# A customer message whose whole text is one of these keywords (case, accents, surrounding
+# spaces and punctuation ignored) opts the customer out of every automatic reply and template,
+# or back in; each is JSON, a language code -> its keywords, and replaces the default whole.
+
+
+def _keywords(name: str, raw: str | None, default: dict[str, list[str]]) -> dict[str, list[str]]:
+    """WHATSAPP_OPT_OUT_KEYWORDS / WHATSAPP_OPT_IN_KEYWORDS: {"en": ["STOP"], ...}. Checked here,
+    so a typo stops the start instead of leaving a customer's STOP unheard."""
+    if raw is None:
+        return default
+    try:
+        value = _json.loads(raw)
+    except ValueError as exc:
+        raise SettingError(name, f"is not valid JSON ({exc})") from None
+    if not isinstance(value, dict) or not value:
+        raise SettingError(name, 'must be a JSON object of language -> keywords, e.g. {"en": ["STOP"]}')
+    for language, words in value.items():
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+            raise SettingError(name, f"{language!r} must map to a non-empty list of non-empty strings")
+    return value
+
+
+# JSON, the opt-out keywords per language, e.g. {"en": ["STOP", "UNSUBSCRIBE"], "es": ["BAJA"]}
+# (the confirmation goes in the keyword's language); unset, the English, Spanish and
+# Portuguese lists of docs/operating/opt-out.md.
+WHATSAPP_OPT_OUT_KEYWORDS = _keywords(
+    "WHATSAPP_OPT_OUT_KEYWORDS",
+    env.optional("WHATSAPP_OPT_OUT_KEYWORDS"),
+    {
+        "en": ["STOP", "UNSUBSCRIBE", "STOP ALL", "OPT OUT"],
+        "es": ["BAJA", "PARAR", "CANCELAR SUSCRIPCIÓN", "DARME DE BAJA"],
+        "pt": ["PARAR", "SAIR", "CANCELAR", "DESCADASTRAR"],
+    },
+)
+# JSON, the opt-in keywords per language, e.g. {"en": ["START"]}: an opted-out customer
+# sending one is opted back in; unset, the English, Spanish and Portuguese lists of
+# docs/operating/opt-out.md.
+WHATSAPP_OPT_IN_KEYWORDS = _keywords(
+    "WHATSAPP_OPT_IN_KEYWORDS",
+    env.optional("WHATSAPP_OPT_IN_KEYWORDS"),
+    {
+        "en": ["START", "SUBSCRIBE"],
+        "es": ["ALTA", "EMPEZAR"],
+        "pt": ["COMEÇAR", "VOLTAR"],
+    },
+)
+
 # --- The agent inbox (inbox/) -----------------------------------------------
 # Hours an agent's take-over of a conversation lasts unless they hand it back first: until
 # then the pipeline runs the actions but sends no automatic reply to that customer.

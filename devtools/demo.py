@@ -8,7 +8,8 @@ and a Celery worker, against a local stand-in for the Cloud API and the CRMs
 Spanish and Portuguese, an image with a caption, a redelivery, a forged signature, then status
 webhooks for two replies), and also pushes a pre-labelled result stream straight onto the result
 topic (every intent, duplicates, invalid records, a CRM that refuses, an order whose customer's
-24-hour window has closed, confirmed with the bakery's approved template). It exits 0 only when
+24-hour window has closed, confirmed with the bakery's approved template, a customer who writes
+STOP and then orders: the order is made, no reply goes). It exits 0 only when
 every record and every webhook message is accounted for, then stops everything it started.
 Run as `python -m devtools.demo`.
 """
@@ -197,6 +198,7 @@ def sample_stream() -> list[tuple[bytes | None, bytes]]:
     )
     records = [(e["lead_id"].encode(), json.dumps(e).encode()) for e in events]
     records += records[:3]  # the upstream service sent three twice
+    records.append(opt_out_record(OPT_OUT_IDS[0]))
     records += [
         (None, b"not json at all"),
         (None, json.dumps(ev(900, "ORDER_REQUEST", confidence=1.5)).encode()),
@@ -205,6 +207,47 @@ def sample_stream() -> list[tuple[bytes | None, bytes]]:
         (None, json.dumps(ev(903, "PRICING_INQUIRY", schema_version=2)).encode()),
     ]
     return records
+
+
+# An opt-out: a customer writes STOP (in the stream above), then, once that has run, orders.
+# The order is made and no reply goes (the table's "opted out" row).
+OPT_OUT_IDS = ("demo-optout-stop", "demo-optout-order")
+
+
+def opt_out_record(processing_id: str) -> tuple[bytes, bytes]:
+    stop = processing_id == OPT_OUT_IDS[0]
+    body = {
+        "schema_version": 1,
+        "processing_id": processing_id,
+        "lead_id": "lead-optout",
+        "business_id": "acme-bakery",
+        "tenant_id": "tenant-acme",
+        "message_id": f"wamid.{processing_id}",
+        "customer": {"wa_id": "15550109990", "name": "Demo Customer"},
+        "message": {
+            "text": "STOP" if stop else "2 sourdough loaves please",
+            "received_at": datetime.now(UTC).isoformat(),
+        },
+        "intent": "UNKNOWN" if stop else "ORDER_REQUEST",
+        "confidence": 0.4 if stop else 0.95,
+        "entities": {} if stop else {"products": [{"sku": "SD-01", "name": "sourdough loaf", "quantity": 2}]},
+        "ai": {"model": "intent-v3", "processing_ms": 110},
+    }
+    return b"lead-optout", json.dumps(body).encode()
+
+
+def opt_out_outcome() -> tuple[str, str | None]:
+    """The table's row for the opt-out, and what is wrong with it (None: as it should be)."""
+    from leads.models import Lead, Order
+    from whatsapp.models import OutboundMessage
+
+    replies = dict(OutboundMessage.objects.filter(processing_id__in=OPT_OUT_IDS).values_list("processing_id", "status"))
+    made = Order.objects.filter(processing_id=OPT_OUT_IDS[1]).count()
+    opted = Lead.objects.filter(opted_out_at__isnull=False).count()
+    confirmation, order_reply = replies.get(OPT_OUT_IDS[0], "none"), replies.get(OPT_OUT_IDS[1], "none")
+    row = f"{opted}  (confirmation {confirmation.lower()}; then an order: {made} made, reply {order_reply.lower()})"
+    ok = (opted, confirmation, made, order_reply) == (1, "SENT", 1, "SKIPPED_OPTED_OUT")
+    return row, None if ok else f"the opt-out went wrong: {row}"
 
 
 def produce(records: list[tuple[bytes | None, bytes]]) -> None:
@@ -260,6 +303,7 @@ def print_table(sent: int, loop: LoopReport, elapsed: float) -> None:
         detail = ", ".join(f"{v} {k.lower()}" for k, v in sorted(by_status.items()))
         rows.append((label, f"{sum(by_status.values())}" + (f"  ({detail})" if detail else "")))
     rows.append(("  sent as a template", _template_replies()))
+    rows.append(("customers opted out (STOP)", opt_out_outcome()[0]))
     width = max(len(r[0]) for r in [*rows, *loop.rows()])
     print()
     print(f"The loop: webhook -> relay -> classify -> ingest -> worker -> Cloud API ({elapsed:.0f}s)")
@@ -410,10 +454,18 @@ def main() -> int:
             return done >= expected and busy == 0
 
         stream.wait_for("every pre-labelled record accounted for", settled)
+        # The opted-out customer's order, once their STOP has run.
+        records.append(opt_out_record(OPT_OUT_IDS[1]))
+        produce(records[-1:])
+        print("demo: the customer who wrote STOP now orders; waiting for it...")
+        expected += 1
+        stream.wait_for("the opted-out customer's order accounted for", settled)
         loop = stream.count()
         print_table(len(records), loop, time.monotonic() - begin)
         print_replies(outside, stream.processing_ids())
         wrong = problems(loop)
+        if (opt_out_wrong := opt_out_outcome()[1]) is not None:
+            wrong.append(opt_out_wrong)
         done, busy = accounted()
         if done != expected or busy:
             wrong.append(f"{done} of {expected} records accounted for, {busy} still in flight")

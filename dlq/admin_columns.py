@@ -100,9 +100,16 @@ class DeadLetterColumns:
             steps = display.rows_of(state.get("steps") or [])
             if steps is None:
                 return None
-            if not steps:
-                return "-"
             cell = display.table_cell
+            # Why no reply went, when the app that wrote the entry says (e.g. the customer opted out).
+            reply = state.get("reply")
+            why = (
+                format_html("<p>reply: <strong>{}</strong> ({})</p>", cell(reply.get("status")), cell(reply.get("why")))
+                if isinstance(reply, dict)
+                else ""
+            )
+            if not steps:
+                return why or "-"
             rows = format_html_join(
                 "",
                 "<tr><td>{}</td><td>{}</td><td><strong>{}</strong></td><td>{}</td><td>{}</td></tr>",
@@ -118,9 +125,10 @@ class DeadLetterColumns:
                 ),
             )
             return format_html(
-                '<p>handler: {}</p><table class="saga-steps"><thead><tr><th>#</th><th>action</th><th>state</th>'
+                '<p>handler: {}</p>{}<table class="saga-steps"><thead><tr><th>#</th><th>action</th><th>state</th>'
                 "<th>attempts</th><th>error</th></tr></thead><tbody>{}</tbody></table>",
                 cell(state.get("handler") or "-"),
+                why,
                 rows,
             )
 

@@ -253,18 +253,58 @@ class LeadAdmin(ReadOnlyModelAdmin):
         "tenant",
         "state",
         "needs_review",
+        "opted_out",
         "last_inbound_at",
         "updated_at",
     ]
-    list_filter = ["business", "business__tenant_id", "state", "needs_review"]
+    list_filter = [
+        "business",
+        "business__tenant_id",
+        "state",
+        "needs_review",
+        ("opted_out_at", admin.EmptyFieldListFilter),
+    ]
     # A customer is found by any name Meta gave them: number, BSUID, username, or an old lead id.
     search_fields = ["lead_id", "customer_name", "=wa_id", "=user_id", "=parent_user_id", "username", "=aliases__alias"]
     list_select_related = ["business"]
     inlines = [LeadActivityInline]
+    actions = ["opt_out_customers", "opt_in_customers"]
 
     def has_erase_customer_permission(self, request: HttpRequest) -> bool:
         """The erase action (added by whatsapp.admin) is for users with leads.erase_customer."""
         return request.user.has_perm("leads.erase_customer")
+
+    def has_change_opt_out_permission(self, request: HttpRequest) -> bool:
+        """The opt-out actions are for users with leads.change_opt_out (the lead is read-only otherwise)."""
+        return request.user.has_perm("leads.change_opt_out")
+
+    @admin.display(description="opted out", boolean=True, ordering="opted_out_at")
+    def opted_out(self, obj: Lead) -> bool:
+        return obj.opted_out_at is not None
+
+    @admin.action(permissions=["change_opt_out"], description="Opt selected customers out of automatic messages")
+    def opt_out_customers(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:
+        """No reply or template goes to them from now on; each change an `opted_out` activity naming who."""
+        self._change_opt_out(request, queryset, opting_out=True)
+
+    @admin.action(permissions=["change_opt_out"], description="Opt selected customers back in to automatic messages")
+    def opt_in_customers(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:
+        """Replies and templates go to them again; each change an `opted_in` activity naming who."""
+        self._change_opt_out(request, queryset, opting_out=False)
+
+    def _change_opt_out(self, request: HttpRequest, queryset: QuerySet[Lead], *, opting_out: bool) -> None:
+        by = request.user.get_username()
+        leads = list(queryset)
+        changed = [
+            lead.lead_id for lead in leads if (lead.opt_out if opting_out else lead.opt_in)(source="admin", by=by)
+        ]
+        verb = "opted out" if opting_out else "opted back in"
+        if changed:
+            log.warning("%s %s by admin user %s", ", ".join(changed), verb, by)
+        unchanged = len(leads) - len(changed)
+        self.message_user(
+            request, f"{len(changed)} customer(s) {verb}" + (f"; {unchanged} already were" if unchanged else "") + "."
+        )
 
     @admin.display(description="tenant", ordering="business__tenant_id")
     def tenant(self, obj: Lead) -> str:

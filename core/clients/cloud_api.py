@@ -17,6 +17,9 @@ action errors the saga understands:
   parameter count, 132001 no such template in that language, 132005 text too long, 132007
   policy, 132012 parameter format, 132015 paused, 132016 disabled): fixing the template, not a
   retry, is what helps; the saga dead-letters it as `template_error`.
+- CloudApiMarketingStopped (a CloudApiPermanent): 131050, the customer stopped marketing
+  messages from this business. Not a fault: the send records it on the lead and skips the
+  reply (SKIPPED_OPTED_OUT), never retried, never dead-lettered (whatsapp.send.reply).
 - CloudApiAuthError (a CloudApiPermanent): the token or its permissions were refused
   (0, 10, 190, 200-299). Retrying cannot help and every other send is failing too, so it is
   logged at CRITICAL for a human.
@@ -71,6 +74,8 @@ PERMANENT_CODES = frozenset({131047, 131026, 131051, 131008, 131009, 131062})
 # The template message's own faults (Meta's error codes reference): permanent, told apart.
 TEMPLATE_CODES = frozenset({132000, 132001, 132005, 132007, 132012, 132015, 132016})
 TEMPLATE_PAUSED, TEMPLATE_DISABLED = 132015, 132016
+# The customer stopped marketing messages from this business (a MARKETING template refused).
+MARKETING_STOPPED_CODE = 131050
 TEMPLATES_PAGE_SIZE = 100
 # Pages of a WABA's templates read at most by one listing (100 a page): a loop guard, not a limit met in practice.
 MAX_TEMPLATE_PAGES = 100
@@ -127,6 +132,10 @@ class CloudApiTemplateError(CloudApiPermanent):
     requeues."""
 
     dead_letter_reason = "template_error"
+
+
+class CloudApiMarketingStopped(CloudApiPermanent):
+    """131050: the customer chose to stop marketing messages; the caller records it and skips."""
 
 
 class CloudApiAuthError(CloudApiPermanent):
@@ -458,6 +467,10 @@ def classify(
     if code is not None and code in TEMPLATE_CODES:
         log.warning("WhatsApp template message refused (fix the template, then requeue): %s", text)
         return CloudApiTemplateError(text, **fields)
+    if code == MARKETING_STOPPED_CODE:
+        # The customer's choice, not a fault: logged at INFO, the send records it and skips.
+        log.info("WhatsApp recipient stopped marketing messages (131050): %s", text)
+        return CloudApiMarketingStopped(text, **fields)
     if code == PAIR_RATE_LIMIT_CODE:
         wait = max(PAIR_RATE_BACKOFF_SECONDS, retry_after or 0.0)
         log.warning("WhatsApp pair rate limit hit; backing off %.0fs for this recipient: %s", wait, text)

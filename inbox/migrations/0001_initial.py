@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('leads', '0012_lead_takeover'),
+        ('leads', '0013_lead_takeover'),
     ]
 
     operations = [

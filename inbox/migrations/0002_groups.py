@@ -53,8 +53,8 @@ class Migration(migrations.Migration):
         ("inbox", "0001_initial"),
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
-        ("leads", "0012_lead_takeover"),
-        ("whatsapp", "0019_outbound_agent_reply"),
+        ("leads", "0014_lead_updated_index"),
+        ("whatsapp", "0020_outbound_agent_reply"),
         ("dlq", "0006_overview_index"),
     ]
 

@@ -175,6 +175,10 @@ class Lead(models.Model):
     # Meta's user_preferences webhook: the customer stopped marketing messages (and when);
     # None while they accept them.
     marketing_stopped_at = models.DateTimeField(null=True, blank=True)
+    # The customer opted out of automatic messages (a STOP keyword, the admin): no reply and no
+    # template goes to them until they opt back in (None). The source says who asked.
+    opted_out_at = models.DateTimeField(null=True, blank=True)
+    opt_out_source = models.CharField(max_length=32, blank=True, default="", db_default="")
     last_inbound_at = models.DateTimeField(null=True, blank=True)
     # An agent answering this customer by hand (the inbox app): until taken_over_until passes
     # or they hand back, the pipeline runs the actions but sends no automatic reply
@@ -192,7 +196,11 @@ class Lead(models.Model):
     class Meta:
         ordering = ["-updated_at"]
         # Erasing a customer's personal data (whatsapp.ops.erasure) is its own right.
-        permissions = [("erase_customer", "Can erase a customer's personal data")]
+        # So is changing a customer's opt-out by hand (leads.admin): an audited activity names who.
+        permissions = [
+            ("erase_customer", "Can erase a customer's personal data"),
+            ("change_opt_out", "Can opt a customer out of automatic messages, or back in"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["business", "lead_id"], name="lead_unique_per_business"),
             models.UniqueConstraint(
@@ -217,6 +225,60 @@ class Lead(models.Model):
     @property
     def display_name(self) -> str:
         return self.customer_name or (f"@{self.username}" if self.username else self.lead_id)
+
+    def opt_out(self, *, source: str, by: str = "", processing_id: str = "") -> bool:
+        """Stop every automatic message to this customer (whatsapp.send.reply skips them as
+        SKIPPED_OPTED_OUT), with an `opted_out` activity naming the source and who (an admin
+        user; empty for the customer's own keyword). False, and nothing written, when already out.
+
+        One conditional UPDATE: two callers at once (a keyword and an admin) record it once."""
+        now = timezone.now()
+        with transaction.atomic():
+            changed = Lead.objects.filter(pk=self.pk, opted_out_at__isnull=True).update(
+                opted_out_at=now, opt_out_source=source[:32], updated_at=now
+            )
+            if not changed:
+                self.refresh_from_db(fields=["opted_out_at", "opt_out_source"])
+                return False
+            LeadActivity.objects.create(
+                lead=self, kind="opted_out", processing_id=processing_id, detail={"source": source, "by": by}
+            )
+        self.opted_out_at, self.opt_out_source = now, source[:32]
+        return True
+
+    def opt_in(self, *, source: str, by: str = "", processing_id: str = "") -> bool:
+        """Automatic messages to this customer again, with an `opted_in` activity; False, and
+        nothing written, when they were not opted out."""
+        now = timezone.now()
+        with transaction.atomic():
+            changed = Lead.objects.filter(pk=self.pk, opted_out_at__isnull=False).update(
+                opted_out_at=None, opt_out_source="", updated_at=now
+            )
+            if not changed:
+                self.refresh_from_db(fields=["opted_out_at", "opt_out_source"])
+                return False
+            LeadActivity.objects.create(
+                lead=self, kind="opted_in", processing_id=processing_id, detail={"source": source, "by": by}
+            )
+        self.opted_out_at, self.opt_out_source = None, ""
+        return True
+
+    def stop_marketing(self, *, source: str, at: datetime | None = None, processing_id: str = "") -> bool:
+        """The customer stopped marketing messages (Meta's 131050 answer, as its user_preferences
+        webhook says): MARKETING templates are no longer sent to them (whatsapp.send.template).
+        A `marketing_stopped` activity; False, and nothing written, when already stopped."""
+        when = at or timezone.now()
+        with transaction.atomic():
+            changed = Lead.objects.filter(pk=self.pk, marketing_stopped_at__isnull=True).update(
+                marketing_stopped_at=when, updated_at=timezone.now()
+            )
+            if not changed:
+                return False
+            LeadActivity.objects.create(
+                lead=self, kind="marketing_stopped", processing_id=processing_id, detail={"source": source}
+            )
+        self.marketing_stopped_at = when
+        return True
 
     def is_taken_over(self, now: datetime | None = None) -> bool:
         """An agent holds the conversation: the bot stays quiet. A hold whose time has passed

@@ -398,11 +398,15 @@ class Observer:
     def one(self, sql: str, params: list | None = None) -> Any:
         return self.conn.execute(sql, params or []).fetchone()[0]
 
+    def one_or_none(self, sql: str, params: list | None = None) -> Any:
+        row = self.conn.execute(sql, params or []).fetchone()
+        return row[0] if row is not None else None
+
     def accounted(self, prefix: str) -> tuple[int, int]:
         """(records accounted for, messages still in flight) of this prefix."""
         like = f"{prefix}-%"
         rows = self.conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE status IN ('RECEIVED', 'PROCESSING')) "
+            "SELECT count(*), count(*) FILTER (WHERE status IN ('RECEIVED', 'WAITING', 'PROCESSING')) "
             "FROM whatsapp_processedmessage WHERE processing_id LIKE %s",
             [like],
         ).fetchone()
@@ -682,7 +686,15 @@ def ingest_phase(args, urls, observer, broker, processes, result) -> None:
     print(f"bench: ingest alone, {len(alone)} records ...", flush=True)
     lone = processes.ingest(ingest_topic, f"bench-{ingest_topic}")
     deadline = time.monotonic() + args.timeout
-    while queued_tasks(broker) < len(alone):  # every chain handed to the broker
+    # Every record in the inbox, and the chain of every message not waiting behind its
+    # customer's earlier one (whatsapp.pipeline.turns) handed to the broker.
+    ready = (
+        "SELECT count(*) FILTER (WHERE status <> 'WAITING') FROM whatsapp_processedmessage "
+        "WHERE processing_id LIKE %s HAVING count(*) >= %s"
+    )
+    while (handed := observer.one_or_none(ready, [f"{ingest_prefix}-%", len(alone)])) is None or queued_tasks(
+        broker
+    ) < handed:
         if time.monotonic() > deadline or lone.process.poll() is not None:
             raise SystemExit(f"bench: ingest did not hand off every record; see {lone.log_path}")
         time.sleep(0.02)

@@ -33,8 +33,13 @@ def test_sigkill_after_handoff_before_commit_loses_and_doubles_nothing(
         timeout=90,
         message="the first batch stored and enqueued",
     )
+    # Each customer's first message of the batch is handed on; the rest wait their turn
+    # (whatsapp.pipeline.turns) and are started by the message before them.
     stored = wait_until(
-        lambda: ProcessedMessage.objects.count() == queued(redis_client) and ProcessedMessage.objects.count(),
+        lambda: (
+            ProcessedMessage.objects.filter(status="RECEIVED").count() == queued(redis_client)
+            and ProcessedMessage.objects.count()
+        ),
         timeout=30,
         message="the handoff to finish",
     )
@@ -107,14 +112,15 @@ def test_broker_outage_pauses_ingest_without_committing(
     try:
         url = child_env["REDIS_URL"].replace(f":{broker.port or 6379}/", f":{proxy.port}/")
         group = "ingest-broker-outage"
-        kafka.produce(bootstrap, topic, valid_records(100, prefix="a"))
+        # A customer each, so every message is handed to the broker as it is taken in.
+        kafka.produce(bootstrap, topic, valid_records(100, prefix="a", customers=100))
         proc = start_ingest(
             topic, "--batch-size", "50", group=group, env={"CELERY_BROKER_URL": url, "INGEST_MAX_BACKOFF_SECONDS": "2"}
         )
         wait_until(lambda: committed_total(bootstrap, topic, group) == 100, timeout=90, message="first 100 committed")
 
         proxy.cut()
-        kafka.produce(bootstrap, topic, valid_records(100, prefix="b"))
+        kafka.produce(bootstrap, topic, valid_records(100, prefix="b", customers=100))
         wait_until(lambda: "partitions paused" in proc.output(), timeout=60, message="ingest to notice the outage")
         wait_until(lambda: proc.output().count("retrying in") >= 3, timeout=60, message="several retries")
         assert proc.alive()

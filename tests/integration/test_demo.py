@@ -52,7 +52,7 @@ def test_demo_accounts_for_every_record():
 
     # Every result on the topic (classified or pre-labelled) ended processed, duplicate or dead-lettered.
     sent = counts["results on the result topic"]
-    assert sent == 43 + 8, out
+    assert sent == 45 + 8, out
     assert counts["processed"] + counts["duplicates"] + counts["dead-lettered"] == sent, out
     assert counts["duplicates"] == 3
     assert "non_retryable (at NOTIFY_SALES)" in out
@@ -63,3 +63,6 @@ def test_demo_accounts_for_every_record():
     # went as the bakery's approved template, the stand-in answering it with a wamid.
     assert counts["sent as a template"] == 1, out
     assert "template order_confirmed [en_US]: 1" in out, out
+    # The opt-out: STOP gets its one confirmation; the same customer's order then is made, unanswered.
+    assert counts["customers opted out (STOP)"] == 1, out
+    assert "(confirmation sent; then an order: 1 made, reply skipped_opted_out)" in out, out

@@ -15,10 +15,13 @@ def queued(redis_client: redis.Redis) -> int:
     return sum(redis_client.llen(key) for key in redis_client.keys("pipeline*"))
 
 
-def valid_records(count: int, prefix: str = "p") -> list[tuple[bytes, bytes]]:
+def valid_records(count: int, prefix: str = "p", customers: int = 37) -> list[tuple[bytes, bytes]]:
+    """`count` order messages from `customers` customers of the prefix's own: a customer's
+    messages run one at a time (whatsapp.pipeline.turns), so only the first of each is handed on
+    while the ones before it have not run."""
     records = []
     for i in range(count):
-        lead = f"lead-{i % 37}"
+        lead = f"{prefix}-lead-{i % customers}"
         records.append((lead.encode(), encode(event(f"{prefix}-{i:05d}", lead_id=lead))))
     return records
 

@@ -3,8 +3,9 @@
 Importing this package imports every handler module, because a handler registers itself on
 import and one that was never imported would silently never be chosen.
 
-Routing (whatsapp.handlers.registry.select), checked in this order:
+Routing (whatsapp.handlers.registry.plan, then .select), checked in this order:
 
+0. the whole text an opt-out or opt-in keyword      -> opt_out (whatever the intent; opt_out.py)
 1. intent UNKNOWN                                  -> fallback, reason "unknown_intent"
 2. confidence < business.threshold_for(intent)     -> fallback, reason "low_confidence"
    (defaults: ORDER_REQUEST 0.85, COMPLAINT 0.6, others 0.7; a confidence equal to the

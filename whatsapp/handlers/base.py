@@ -97,6 +97,9 @@ class HandlerResult:
     24-hour window has closed. Empty: no template, the reply is skipped and flagged then."""
     reply_fields: dict[str, str] = field(default_factory=dict)
     """What the reply was made of (whatsapp.models.templates.FIELDS), for the template's parameters."""
+    consent: str = ""
+    """"opt_out" or "opt_in" when the message changes whether the customer gets automatic
+    messages (whatsapp.handlers.opt_out); the plan stage applies it to the lead."""
 
 
 class IntentHandler(ABC):

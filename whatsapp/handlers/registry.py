@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from core.registry import Registry
 from whatsapp.contracts.result import Intent
+from whatsapp.handlers import opt_out
 from whatsapp.handlers.base import HandlerResult, IntentHandler, MessageContext
 
 FALLBACK = "fallback"
@@ -50,4 +51,5 @@ def select(context: MessageContext) -> IntentHandler:
 
 
 def plan(context: MessageContext) -> HandlerResult:
-    return select(context).handle(context)
+    """An opt-out or opt-in keyword first (whatever the intent), else the selected handler's plan."""
+    return opt_out.plan(context) or select(context).handle(context)

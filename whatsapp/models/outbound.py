@@ -104,8 +104,9 @@ class OutboundQuerySet(models.QuerySet["OutboundMessage"]):
     def record_failure(
         self, pk: int, status: str, *, code: int | None, title: str, fbtrace_id: str, http_status: int | None
     ) -> None:
-        """SENDING -> FAILED (Meta said no: nothing was sent) or UNKNOWN (no answer), with what
-        the Cloud API said, secrets removed."""
+        """SENDING -> FAILED (Meta said no: nothing was sent), UNKNOWN (no answer) or
+        SKIPPED_OPTED_OUT (131050: the customer stopped marketing messages), with what the
+        Cloud API said, secrets removed."""
         secrets = configured_secrets()
         self.filter(pk=pk).update(
             status=status,
@@ -137,7 +138,8 @@ class OutboundQuerySet(models.QuerySet["OutboundMessage"]):
         )
 
     def skip(self, pk: int, status: str) -> bool:
-        """A sendable row skipped for good (replies off, window closed, taken over); False when it was not sendable."""
+        """A sendable row skipped for good (replies off, window closed, opted out, taken over); False when it
+        was not sendable."""
         return bool(self.filter(pk=pk, status__in=SENDABLE).update(status=status, updated_at=timezone.now()))
 
 
@@ -159,6 +161,9 @@ class OutboundMessage(models.Model):
         UNKNOWN = "UNKNOWN"
         SKIPPED_WINDOW_CLOSED = "SKIPPED_WINDOW_CLOSED"
         SKIPPED_DISABLED = "SKIPPED_DISABLED"
+        # The customer opted out (Lead.opted_out_at), or Meta answered 131050 (they stopped
+        # marketing messages): not sent, not a failure, not dead-lettered.
+        SKIPPED_OPTED_OUT = "SKIPPED_OPTED_OUT"
         # An agent had taken the conversation over (Lead.taken_over_by): the bot's text is kept
         # in body for the agent to read, nothing was sent; the run's actions stand.
         SKIPPED_AGENT = "SKIPPED_AGENT"
@@ -277,6 +282,7 @@ FINAL = frozenset(
         OutboundMessage.Status.SENT,
         OutboundMessage.Status.SKIPPED_WINDOW_CLOSED,
         OutboundMessage.Status.SKIPPED_DISABLED,
+        OutboundMessage.Status.SKIPPED_OPTED_OUT,
         OutboundMessage.Status.SKIPPED_AGENT,
     }
 )

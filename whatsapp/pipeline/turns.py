@@ -82,8 +82,10 @@ WHERE m.processing_id = b.processing_id
 RETURNING m.processing_id
 """
 
-# The conversation's next message, taken out of WAITING: RECEIVED to start its pipeline,
-# or PROCESSING when its run's plan is written (a requeued reply: only the reply goes again).
+# The conversation's next message, taken out of WAITING (RECEIVED to start its pipeline, or
+# PROCESSING when its run's plan is written: a requeued reply, only the reply goes again), and
+# the turn made its, or dropped when none waits; one statement. `waiting` is counted afresh
+# (the partial index inbox_waiting): the statement still sees the next one as WAITING.
 _NEXT = """
 WITH next AS (
     SELECT id FROM whatsapp_processedmessage
@@ -91,11 +93,27 @@ WITH next AS (
     ORDER BY sent_at NULLS LAST, kafka_offset NULLS LAST, id
     LIMIT 1
     FOR UPDATE
+), started AS (
+    UPDATE whatsapp_processedmessage m
+    SET status = CASE WHEN m.planned_run = m.saga_run THEN 'PROCESSING' ELSE 'RECEIVED' END, updated_at = %(now)s
+    FROM next WHERE m.id = next.id
+    RETURNING m.processing_id, m.saga_run, m.status, m.business_id, m.trace_id
+), given AS (
+    INSERT INTO whatsapp_conversationturn AS t (business_id, lead_id, processing_id, saga_run, waiting, taken_at)
+    SELECT %(business)s, %(lead)s, started.processing_id, started.saga_run,
+           (SELECT count(*) - 1 FROM whatsapp_processedmessage
+            WHERE business_id = %(business)s AND lead_id = %(lead)s AND status = 'WAITING'), %(now)s
+    FROM started
+    ON CONFLICT (business_id, lead_id) DO UPDATE SET
+        processing_id = excluded.processing_id, saga_run = excluded.saga_run,
+        waiting = excluded.waiting, taken_at = excluded.taken_at
+    RETURNING t.id
+), dropped AS (
+    DELETE FROM whatsapp_conversationturn
+    WHERE business_id = %(business)s AND lead_id = %(lead)s AND NOT EXISTS (SELECT 1 FROM started)
+    RETURNING id
 )
-UPDATE whatsapp_processedmessage m
-SET status = CASE WHEN m.planned_run = m.saga_run THEN 'PROCESSING' ELSE 'RECEIVED' END, updated_at = %(now)s
-FROM next WHERE m.id = next.id
-RETURNING m.processing_id, m.saga_run, m.status, m.business_id, m.trace_id
+SELECT processing_id, saga_run, status, business_id, trace_id FROM started
 """
 
 
@@ -195,24 +213,8 @@ def _give(business_id: str, lead_id: str, *, holder: tuple[str, int] | None) -> 
         cursor.execute(_NEXT, key)
         started = cursor.fetchone()
         if started is None:
-            cursor.execute(
-                "DELETE FROM whatsapp_conversationturn WHERE business_id = %(business)s AND lead_id = %(lead)s", key
-            )
             return None
         pid, run, status, business, trace_id = started
-        cursor.execute(
-            """
-            INSERT INTO whatsapp_conversationturn AS t
-                (business_id, lead_id, processing_id, saga_run, waiting, taken_at)
-            VALUES (%(business)s, %(lead)s, %(pid)s, %(run)s,
-                    (SELECT count(*) FROM whatsapp_processedmessage
-                     WHERE business_id = %(business)s AND lead_id = %(lead)s AND status = 'WAITING'), %(now)s)
-            ON CONFLICT (business_id, lead_id) DO UPDATE SET
-                processing_id = excluded.processing_id, saga_run = excluded.saga_run,
-                waiting = excluded.waiting, taken_at = excluded.taken_at
-            """,
-            {**key, "pid": pid, "run": run},
-        )
         transaction.on_commit(lambda: _start(pid, run, status, business, trace_id))
     return pid
 

@@ -7,7 +7,8 @@ from django.db import transaction
 from config.redaction import configured_secrets, redact
 from core.metrics import counters
 from dlq.models import DeadLetter
-from whatsapp.models import SagaStep
+from leads.models import Lead
+from whatsapp.models import OutboundMessage, ProcessedMessage, SagaStep
 from whatsapp.pipeline import turns
 from whatsapp.saga.run import inbox_row
 
@@ -41,10 +42,30 @@ def write_dead_letter(processing_id: str, saga_run: int) -> DeadLetter | None:
             kafka_offset=message.kafka_offset,
             kafka_timestamp=message.kafka_timestamp,
             attempts=failed.attempts if failed else message.attempts,
-            saga_state={"run": saga_run, "handler": message.handler, "steps": [s.as_state() for s in steps]},
+            saga_state={
+                "run": saga_run,
+                "handler": message.handler,
+                "steps": [s.as_state() for s in steps],
+                **_reply_state(message, saga_run),
+            },
             trace_id=message.trace_id,
         )
         message.mark_dead_lettered()
         turns.pass_on(message.business_id, message.lead_id, processing_id, saga_run)
         counters.dead_lettered(entry.stage, entry.reason)
         return entry
+
+
+OPTED_OUT_WHY = "the customer opted out of automatic messages: no reply goes, a requeue sends none"
+
+
+def _reply_state(message: ProcessedMessage, saga_run: int) -> dict:
+    """Why no reply went, for the entry's page (dlq.admin_columns shows `reply`): only when the
+    customer opted out, so an operator does not requeue to get an answer to them. One read
+    (the lead) on the dead-letter path only; nothing for everyone else."""
+    if message.lead_record_id is None or not message.reply_text:
+        return {}
+    if not Lead.objects.filter(pk=message.lead_record_id, opted_out_at__isnull=False).exists():
+        return {}
+    row = OutboundMessage.objects.filter(processing_id=message.processing_id, saga_run=saga_run).first()
+    return {"reply": {"status": row.status if row else "not sent", "why": OPTED_OUT_WHY}}

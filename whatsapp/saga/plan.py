@@ -11,6 +11,7 @@ from core import tracing
 from core.metrics import counters
 from leads import states
 from leads.models import LeadActivity
+from whatsapp.handlers import opt_out
 from whatsapp.handlers.base import Catalog, MessageContext
 from whatsapp.handlers.registry import plan as plan_for
 from whatsapp.models import ProcessedMessage, SagaStep
@@ -91,6 +92,10 @@ def plan_run(processing_id: str, saga_run: int) -> list[SagaStep]:
                 },
             )
         ]
+        if decision.consent:
+            # A STOP or START keyword (whatsapp.handlers.opt_out): the lead's own method writes its activity.
+            change = lead.opt_out if decision.consent == opt_out.OPT_OUT else lead.opt_in
+            change(source="keyword", processing_id=processing_id)
         if decision.lead_state:
             moved = states.move(lead, decision.lead_state, processing_id=processing_id, reason=decision.handler)
             if moved is not None:

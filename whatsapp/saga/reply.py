@@ -16,6 +16,7 @@ from core.breakers import CircuitOpen
 from core.errors import is_retryable
 from core.metrics import counters
 from dlq.models import DeadLetter
+from whatsapp.handlers import opt_out
 from whatsapp.models import OutboundMessage, ProcessedMessage
 from whatsapp.saga.dead_letter import write_dead_letter
 from whatsapp.saga.run import (
@@ -61,6 +62,8 @@ def send_reply(
                 context_message_id=event.message_id,
                 kind=message.reply_kind,
                 fields=message.reply_fields,
+                # The STOP/START confirmation is the one reply an opted-out customer gets.
+                confirms_opt_out=message.handler == opt_out.HANDLER,
             )
         return StepOutcome(done=True)
     except (CircuitOpen, PaceWait) as refused:

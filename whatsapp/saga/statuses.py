@@ -5,6 +5,8 @@ Applied by meaning, not arrival (whatsapp.models.OutboundMessage.apply_status). 
 reply is dead-lettered at stage reply with reason delivery_failed, so an operator sees it
 and can requeue it (which sends the reply again: whatsapp.recovery.requeue); a failure for
 re-engagement (131047: the 24-hour window had closed) also asks a human to follow the lead up.
+A failure for 131050 (the customer stopped marketing messages) is their choice, not a fault:
+it is recorded on the lead (Lead.stop_marketing) and dead-letters nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 # delays (seconds) before counting it unknown, and no more.
 UNKNOWN_RETRY_DELAYS: tuple[float, ...] = (2.0, 10.0)
 REENGAGEMENT_CODE = 131047
+MARKETING_STOPPED_CODE = 131050
 REENGAGEMENT_REASON = "reengagement_needed"
 FLAGGED_KIND = "flagged_for_review"
 
@@ -91,6 +94,14 @@ def _delivery_failed(row: DeliveryStatus, reply: StatusApplied) -> None:
     details = _details(row.errors)
     if details and details != row.error_title:
         error += f" - {details}"
+    if row.error_code == MARKETING_STOPPED_CODE:
+        # The customer stopped marketing messages: their choice, not a fault to requeue. The
+        # lead records it (no MARKETING template goes to them again); no dead letter.
+        lead = Lead.objects.filter(pk=reply.lead_id).first()
+        if lead is not None:
+            lead.stop_marketing(source="delivery_status_131050", processing_id=reply.processing_id)
+        log.info("reply for %s not delivered: the customer stopped marketing messages (131050)", reply.processing_id)
+        return
     log.warning("reply for %s was not delivered (code %s): %s", reply.processing_id, row.error_code, row.error_title)
     _dead_letter(reply, error)
     if row.error_code == REENGAGEMENT_CODE:

@@ -70,6 +70,7 @@ def send_reply(
     now: datetime | None = None,
     kind: str = "",
     fields: dict | None = None,
+    confirms_opt_out: bool = False,
 ) -> OutboundMessage:
     """Send `text` to the lead once, and return its OutboundMessage row.
 
@@ -77,6 +78,8 @@ def send_reply(
     the business has replies off. With the 24-hour window closed, sends the business's
     approved template for the reply's `kind` instead, filled from `fields`
     (whatsapp.send.template), or, with none to send, skips and flags the lead for review.
+    To a customer who opted out (Lead.opted_out_at) nothing goes but the confirmation of their
+    STOP (`confirms_opt_out`): the row is SKIPPED_OPTED_OUT, the run goes on (its actions stand).
     Raises a CloudApiError (retryable or permanent) when the send fails, ReplyOutcomeUnknown
     for an UNKNOWN row (see the module docstring), ReplyInFlight while another worker holds
     the row in SENDING. While an agent holds the conversation (Lead.taken_over_by, the inbox
@@ -101,11 +104,13 @@ def send_reply(
     }
     breaker = breaker_for(f"whatsapp:{business.phone_number_id}")
     paced = False
+    opted_out = lead.opted_out_at is not None and not confirms_opt_out
     # An agent holds the conversation (the inbox app): the row keeps the bot's text, nothing goes.
     taken_over = lead.is_taken_over(now)
     if (
         business.replies_enabled
         and business.phone_number_id
+        and not opted_out
         and not taken_over
         and window_open(lead.last_inbound_at, now)
     ):
@@ -127,6 +132,8 @@ def send_reply(
 
     if row.status in SENDABLE:
         # (A SENDING row goes straight to the claim: whatever is decided now, it may be out.)
+        if opted_out:
+            return _skip_opted_out(row)
         if taken_over:
             if OutboundMessage.objects.skip(row.pk, Status.SKIPPED_AGENT):
                 counters.action(counters.REPLY, "skipped")
@@ -223,6 +230,16 @@ def _send(
                 components=choice.components,
                 biz_opaque_callback_data=processing_id,
             )
+    except cloud_api.CloudApiMarketingStopped as exc:
+        # 131050: the customer stopped marketing messages. Their choice, not a fault: the lead
+        # records it (no MARKETING template goes to them again) and the reply is skipped, with
+        # Meta's code on the row; no retry, no dead letter.
+        _record_failure(row, Status.SKIPPED_OPTED_OUT, exc)
+        row.lead.stop_marketing(source="cloud_api_131050", processing_id=processing_id)
+        counters.action(counters.REPLY, "skipped")
+        log.info("reply for %s skipped: the customer stopped marketing messages (131050)", processing_id)
+        row.refresh_from_db()
+        return row
     except cloud_api.CloudApiTemplateError as exc:
         _record_failure(row, Status.FAILED, exc)
         if choice is not None and exc.code in TEMPLATE_STATUS_FOR_CODE:
@@ -265,6 +282,16 @@ def _record_failure(row: OutboundMessage, status: str, exc: cloud_api.CloudApiEr
         fbtrace_id=exc.fbtrace_id,
         http_status=exc.http_status,
     )
+
+
+def _skip_opted_out(row: OutboundMessage) -> OutboundMessage:
+    """The customer opted out: the reply is recorded as not sent, and why; no flag (nobody
+    should follow up a customer who asked for silence) and no dead letter."""
+    if OutboundMessage.objects.skip(row.pk, Status.SKIPPED_OPTED_OUT):
+        counters.action(counters.REPLY, "skipped")
+    log.info("reply for %s skipped: the customer opted out", row.processing_id)
+    row.refresh_from_db()
+    return row
 
 
 def _skip_window_closed(

@@ -62,9 +62,10 @@ class Decision:
 
 
 def _may_send_template(lead: Lead, template: MessageTemplate) -> bool:
-    """Whether this customer may get this template at all. The opt-out (Lead.opted_out_at,
-    issue 21's opt-out part) plugs in here: a customer who opted out gets no template."""
-    return True
+    """Whether this customer may get this template at all: not once they opted out
+    (Lead.opted_out_at, whatsapp.handlers.opt_out). whatsapp.send.reply skips an opted-out
+    customer's reply before asking here; this keeps any other caller from sending one."""
+    return lead.opted_out_at is None
 
 
 def choose(
@@ -86,7 +87,7 @@ def choose(
     if template is None:
         return Decision(None, f"template {reply.template_name} is not approved in the customer's language")
     if not _may_send_template(lead, template):
-        return Decision(None, "the customer may not get templates")
+        return Decision(None, "the customer opted out of automatic messages")
     if template.category == MARKETING and lead.marketing_stopped_at is not None:
         return Decision(None, f"template {template.name} is MARKETING and the customer stopped marketing messages")
     names = [str(name) for name in reply.body_parameters or []]

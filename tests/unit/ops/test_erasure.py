@@ -179,3 +179,12 @@ def test_purge_raw_deletes_only_bodies_past_the_retention(business):
     assert not WebhookDelivery.objects.filter(pk=old.pk).exists()
     assert WebhookDelivery.objects.count() == 1
     assert InboundMessage.objects.filter(wa_id=ANA).exists()
+
+
+def test_the_opt_out_outlives_the_erasure(business):
+    ana = customer(business, ANA, "Ana Souza", "STOP")
+    ana.opt_out(source="keyword", processing_id=f"p-{ANA[::-1]}")
+    call_command("erase_customer", "--business", business.business_id, "--customer", ANA, stdout=io.StringIO())
+    erased = Lead.objects.get(pk=ana.pk)
+    assert erased.wa_id == "" and erased.opted_out_at is not None and erased.opt_out_source == "keyword"
+    assert LeadActivity.objects.get(lead=erased, kind="opted_out").detail == {"source": "keyword", "by": ""}

@@ -231,6 +231,42 @@ def test_oldest_stuck_row_breakers_not_closed_and_the_webhook_and_outbox(client,
     assert set(data["queues"]) >= {"pipeline", "webhooks", "whatsapp"}
 
 
+def test_replies_not_sent_say_why_opted_out_first(client, viewer, business):
+    from leads.models import Lead
+    from whatsapp.models import OutboundMessage
+
+    lead = Lead.objects.create(lead_id="ld.ov", business=business, wa_id="15551230000")
+
+    def skipped(n: int, status: str, ago: timedelta = timedelta(0)) -> None:
+        row = OutboundMessage.objects.create(
+            processing_id=f"ov-{n}",
+            saga_run=1,
+            idempotency_key=f"ov-{n}:1:reply",
+            business=business,
+            lead=lead,
+            to=lead.wa_id,
+            body="hi",
+            status=status,
+        )
+        OutboundMessage.objects.filter(pk=row.pk).update(updated_at=timezone.now() - ago)
+
+    skipped(1, "SKIPPED_OPTED_OUT")
+    skipped(2, "SKIPPED_OPTED_OUT")
+    skipped(3, "SKIPPED_WINDOW_CLOSED")
+    skipped(4, "SKIPPED_OPTED_OUT", ago=timedelta(hours=2))  # past the hour
+    skipped(5, "SENT")
+    client.force_login(viewer)
+    rows = client.get(DATA).json()["replies_not_sent"]
+    assert [(r["status"], r["count"]) for r in rows] == [
+        ("SKIPPED_OPTED_OUT", 2),
+        ("SKIPPED_WINDOW_CLOSED", 1),
+        ("SKIPPED_DISABLED", 0),
+    ]
+    assert rows[0]["why"].startswith("the customer opted out")
+    assert rows[0]["url"] == "/admin/whatsapp/outboundmessage/?status__exact=SKIPPED_OPTED_OUT"
+    assert b"Replies not sent, last hour" in client.get(PAGE).content
+
+
 def test_anonymous_is_sent_to_log_in_and_others_are_refused(client, django_user_model, viewer):
     for url in (PAGE, DATA):
         response = client.get(url)
@@ -270,7 +306,8 @@ def test_a_poll_costs_a_bounded_number_of_queries_however_many_rows(client, view
 
     def queries() -> int:
         ScrapeTimeCollector.forget()  # the worst case: the scrape-time gauges read again too
-        with django_assert_max_num_queries(16) as captured:
+        # 17: the replies not sent (opt-out) added one aggregate to the 16 before.
+        with django_assert_max_num_queries(17) as captured:
             assert client.get(DATA).status_code == 200
         return len(captured.captured_queries)
 

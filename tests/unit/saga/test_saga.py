@@ -282,11 +282,27 @@ def test_the_dead_letter_holds_the_failed_run_and_is_written_once(shop, httpserv
         ("NOTIFY_SALES", Step.FAILED),
     ]
     assert TOKEN not in entry.error_message
+    assert "reply" not in entry.saga_state, "only an opted-out customer's entry says why no reply goes"
     assert row("dead-1").status == ProcessedMessage.Status.FAILED
 
     assert saga.write_dead_letter("dead-1", 1).pk == entry.pk
     assert DeadLetter.objects.filter(processing_id="dead-1").count() == 1
     assert saga.write_dead_letter("dead-1", 2) is None, "not a run this row is in"
+
+
+def test_an_opted_out_customers_dead_letter_says_no_reply_goes(shop, httpserver, client, django_user_model):
+    webhook_answers(httpserver, 422)
+    planned("dead-out")
+    row("dead-out").lead_record.opt_out(source="keyword")
+    saga.run_step("dead-out", 1, 1)
+    saga.run_step("dead-out", 1, 2)
+    saga.compensate_steps("dead-out", 1)
+    entry = saga.write_dead_letter("dead-out", 1)
+    assert entry.saga_state["reply"] == {"status": "not sent", "why": saga.dead_letter.OPTED_OUT_WHY}
+
+    client.force_login(django_user_model.objects.create_superuser("root", "r@example.com", "pw"))
+    page = client.get(f"/admin/dlq/deadletter/{entry.pk}/change/").content.decode()
+    assert "reply: <strong>not sent</strong> (the customer opted out of automatic messages" in page
 
 
 # --- reply: the last step, never undone ---------------------------------------

@@ -100,6 +100,18 @@ def test_131047_flags_the_lead_for_review(shop):
     assert DeadLetter.objects.get(processing_id="order-5").reason == "delivery_failed"
 
 
+def test_131050_records_the_marketing_stop_and_dead_letters_nothing(shop):
+    reply = replied("order-6")
+    [i] = store(failed(reply.wamid, datetime.now(UTC), 131050, "Unable to deliver the message"))
+    assert saga_statuses.apply(i) == "applied"
+    lead = Lead.objects.get(aliases__alias="lead-123")
+    assert lead.marketing_stopped_at is not None and not lead.needs_review
+    activity = LeadActivity.objects.get(lead=lead, kind="marketing_stopped")
+    assert activity.processing_id == "order-6" and activity.detail == {"source": "delivery_status_131050"}
+    assert not DeadLetter.objects.exists(), "the customer's choice is not a failure to requeue"
+    assert ProcessedMessage.objects.get(processing_id="order-6").status == "PROCESSED"
+
+
 def test_a_failure_after_read_changes_nothing_and_read_after_failure_wins(shop):
     reply = replied("order-6")
     now = datetime.now(UTC)

@@ -577,3 +577,50 @@ def test_the_graph_base_url_may_not_carry_credentials():
             "WHATSAPP_GRAPH_BASE_URL", "https://graph.facebook.com", schemes=("https", "http"), credentials=False
         )
     assert "hunter2-x" not in str(caught.value)
+
+
+# --- Opted out (whatsapp.handlers.opt_out) -----------------------------------------------
+
+
+def test_an_opted_out_customer_gets_no_reply_and_nobody_is_asked_to_follow_up(graph, business, lead):
+    lead.opt_out(source="keyword")
+    row = reply(business, lead)
+    again = reply(business, lead)
+    assert row.status == again.status == Status.SKIPPED_OPTED_OUT and row.attempts == 0
+    assert len(graph.log) == 0
+    assert not ReviewFlag.objects.exists()
+    lead.refresh_from_db()
+    assert lead.needs_review is False
+
+
+def test_an_opted_out_customer_with_the_window_closed_gets_no_template_either(graph, business, lead):
+    lead.opt_out(source="admin", by="ops")
+    lead.last_inbound_at = timezone.now() - timedelta(hours=30)
+    row = reply(business, lead, kind="order_confirmed", fields={"language": "en"})
+    assert row.status == Status.SKIPPED_OPTED_OUT and len(graph.log) == 0
+    assert not ReviewFlag.objects.exists(), "not flagged as window closed: the customer asked for silence"
+
+
+def test_the_opt_out_confirmation_is_the_one_reply_that_goes(graph, business, lead):
+    graph.expect_request(PATH, method="POST").respond_with_json(success_body())
+    lead.opt_out(source="keyword")
+    row = reply(business, lead, confirms_opt_out=True)
+    assert row.status == Status.SENT and len(graph.log) == 1
+    assert json.loads(graph.log[0][0].data)["type"] == "text"
+
+
+def test_131050_records_the_marketing_stop_and_skips_without_retry_or_dead_letter(graph, business, lead, caplog):
+    graph.expect_request(PATH, method="POST").respond_with_json(
+        error_body(131050, "Unable to deliver the message", "The user has stopped marketing messages."), status=400
+    )
+    with caplog.at_level(logging.INFO):
+        row = reply(business, lead)
+    assert (row.status, row.error_code, row.attempts) == (Status.SKIPPED_OPTED_OUT, 131050, 1)
+    assert reply(business, lead).status == Status.SKIPPED_OPTED_OUT and len(graph.log) == 1, "never sent again"
+    lead.refresh_from_db()
+    assert lead.marketing_stopped_at is not None and lead.opted_out_at is None
+    assert list(lead.activities.values_list("kind", "detail")) == [
+        ("marketing_stopped", {"source": "cloud_api_131050"})
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "the customer's choice is no alarm"
+    assert isinstance(cloud_api.classify(400, error_body(131050, "x", "y")), CloudApiPermanent)

@@ -234,3 +234,25 @@ def test_a_paused_or_disabled_answer_is_a_permanent_template_error_and_marks_the
     assert [r.code for r in stand_in.refused()] == [code] and stand_in.templates() == []
     flag = ReviewFlag.objects.get(processing_id="proc-paused", saga_run=2)
     assert flag.reason == "window_closed" and "not approved" in flag.detail["template"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_template_goes_to_a_customer_who_opted_out(business):
+    from leads.models import Lead
+    from whatsapp.models import ReplyTemplate
+    from whatsapp.send.template import choose
+
+    business.waba_id = "102290129340398"
+    business.save(update_fields=["waba_id"])
+    ReplyTemplate.objects.create(business=business, kind="order_confirmed", template_name="order_update")
+    MessageTemplate.objects.create(
+        waba_id=business.waba_id, name="order_update", language="en_US", status="APPROVED", category="UTILITY"
+    )
+    lead = Lead.objects.create(lead_id="ld.tpl", business=business, wa_id="15550123456")
+
+    def decision():
+        return choose(business=business, lead=lead, processing_id="p", saga_run=1, kind="order_confirmed", fields={})
+
+    assert decision().choice is not None
+    lead.opt_out(source="keyword")
+    assert decision().choice is None and decision().why_not == "the customer opted out of automatic messages"

@@ -24,7 +24,7 @@ from prometheus_client.core import Metric
 
 from core.breakers import all_breakers
 from dlq.models import DeadLetter
-from whatsapp.models import AccountNotice, InboundMessage, ProcessedMessage, WebhookDelivery
+from whatsapp.models import AccountNotice, InboundMessage, OutboundMessage, ProcessedMessage, WebhookDelivery
 from whatsapp.ops.collectors import ScrapeTimeCollector
 
 # The chart's span, in one-minute buckets (the current, unfinished minute is the last).
@@ -51,6 +51,7 @@ def read(now: datetime | None = None) -> dict[str, Any]:
         "consumer_lag": consumer_lag(gauges.get("kafka_consumer_lag")),
         "stuck": stuck(now, gauges.get("inbox_stuck_messages")),
         "webhooks": webhooks(now),
+        "replies_not_sent": replies_not_sent(now),
         "outbox": {
             "backlog": _single(gauges.get("whatsapp_outbox_backlog")),
             "oldest_age_seconds": _single(gauges.get("whatsapp_outbox_oldest_age_seconds")),
@@ -246,6 +247,35 @@ def webhooks(now: datetime) -> dict[str, int]:
         stored_at__gte=now - timedelta(minutes=MINUTES), state=InboundMessage.State.UNREADABLE
     ).count()
     return figures
+
+
+# Why a reply was not sent, per skipped status (whatsapp.send.reply).
+SKIPPED_WHY = {
+    OutboundMessage.Status.SKIPPED_OPTED_OUT: "the customer opted out (or stopped marketing messages: 131050)",
+    OutboundMessage.Status.SKIPPED_WINDOW_CLOSED: "the 24-hour window had closed and no template could go",
+    OutboundMessage.Status.SKIPPED_DISABLED: "the business has replies off or no phone-number id",
+}
+
+
+def replies_not_sent(now: datetime) -> list[dict[str, Any]]:
+    """The replies skipped in the last hour, by why, each with the admin's list filtered to it
+    (served by the outbound_status_business index: status first)."""
+    changelist = reverse("admin:whatsapp_outboundmessage_changelist")
+    rows = (
+        OutboundMessage.objects.filter(status__in=list(SKIPPED_WHY), updated_at__gte=now - timedelta(minutes=MINUTES))
+        .values("status")
+        .annotate(n=Count("id"))
+    )
+    found = {row["status"]: row["n"] for row in rows}
+    return [
+        {
+            "status": status,
+            "why": why,
+            "count": found.get(status, 0),
+            "url": changelist + "?" + urlencode({"status__exact": status}),
+        }
+        for status, why in SKIPPED_WHY.items()
+    ]
 
 
 # The notices shown; the admin lists the rest.

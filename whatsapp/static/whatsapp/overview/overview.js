@@ -181,6 +181,16 @@
       stuck.append(span);
     }
 
+    fill(
+      $("ov-not-sent").querySelector("tbody"),
+      d.replies_not_sent.map((r) => (tr) => {
+        cell(tr, r.why, { header: true });
+        cell(tr, r.count, { href: r.url });
+      }),
+      "–",
+      2
+    );
+
     const w = d.webhooks;
     const outbox = d.outbox;
     fill(

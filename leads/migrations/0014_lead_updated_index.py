@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('leads', '0012_lead_takeover'),
+        ('leads', '0013_lead_takeover'),
     ]
 
     operations = [

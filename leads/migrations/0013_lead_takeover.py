@@ -11,7 +11,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('leads', '0011_erasure'),
+        ('leads', '0012_opt_out'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
