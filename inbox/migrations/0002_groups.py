@@ -31,9 +31,12 @@ OPERATOR_APPS = ["leads", "whatsapp", "dlq", "inbox"]
 
 def make_groups(apps, schema_editor):
     for app_config in apps.get_app_configs():
-        app_config.models_module = True
+        # create_permissions skips an app without a models module, which a migration's
+        # historical app configs never have: lend one, and give back what was there.
+        had = getattr(app_config, "models_module", None)
+        app_config.models_module = had or True
         create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
+        app_config.models_module = had
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     agents, _ = Group.objects.get_or_create(name="agents")
