@@ -97,7 +97,8 @@ def _summary(lead: Lead, now: datetime) -> dict[str, Any]:
 
 
 def state(lead: Lead, now: datetime | None = None) -> dict[str, Any]:
-    """What the forms depend on: who holds it, whether the window is open, whether it needs review."""
+    """What the forms depend on: who holds it, whether the window is open, whether it needs
+    review, whether the customer opted out."""
     now = now or timezone.now()
     held = lead.is_taken_over(now)
     closes = lead.last_inbound_at + CUSTOMER_SERVICE_WINDOW if lead.last_inbound_at else None
@@ -107,6 +108,8 @@ def state(lead: Lead, now: datetime | None = None) -> dict[str, Any]:
         "taken_over_by": lead.taken_over_by.get_username() if held and lead.taken_over_by else "",
         "taken_over_until": _iso(lead.taken_over_until) if held else None,
         "window_open": window_open(lead.last_inbound_at, now),
+        # The customer opted out (docs/operating/opt-out.md): nothing automatic goes to them.
+        "opted_out": lead.opted_out_at is not None,
         "window_closes_at": _iso(closes),
     }
 

@@ -103,6 +103,7 @@
     document.getElementById("ib-state").textContent = lead.taken_over
       ? `taken over by ${lead.taken_over_by} until ${when(lead.taken_over_until)}`
       : "the bot answers";
+    if (lead.opted_out) document.getElementById("ib-state").textContent += " · opted out: nothing automatic goes to them";
     document.getElementById("ib-window").textContent = lead.window_open
       ? `window open until ${when(lead.window_closes_at)}`
       : "window closed";

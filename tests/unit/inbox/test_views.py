@@ -160,6 +160,9 @@ def test_the_thread_json_holds_the_conversation_in_time_order_each_with_its_admi
 
     assert data["lead"]["lead_id"] == lead.lead_id
     assert data["lead"]["taken_over_by"] == "ana" and data["lead"]["window_open"]
+    assert data["lead"]["opted_out"] is False
+    lead.opt_out(source="keyword")
+    assert client.get(thread_url(lead, "inbox:thread-data")).json()["lead"]["opted_out"] is True
     assert data["lead"]["admin_url"] == reverse("admin:leads_lead_change", args=[lead.pk])
     kinds = [item["kind"] for item in data["items"]]
     assert kinds == ["inbound", "bot_reply", "dead_letter", "activity"]
